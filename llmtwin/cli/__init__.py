@@ -1,0 +1,1 @@
+"""The ``llmtwin`` command line."""

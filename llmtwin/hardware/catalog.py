@@ -1,0 +1,114 @@
+"""Load hardware descriptions from TOML files (shipped under llmtwin/data/hardware/, or the user's).
+
+File format (units in key names; every figure's source under ``[sources]``)::
+
+    name = "a100-80g"                  # must equal the file name without .toml
+    description = "NVIDIA A100 SXM 80GB"
+    [compute]                          # dense peaks; omit a dtype the device lacks
+    bf16_tflops = 312.0
+    fp16_tflops = 312.0
+    int8_tops = 624.0
+    fp8_tflops = 0                     # or omit
+    [memory]
+    hbm_gb = 80.0                      # decimal GB
+    hbm_tb_s = 2.039
+    l2_mib = 40.0
+    l2_tb_s = 7.2
+    [link]
+    topology = "nvswitch"              # nvswitch | full_mesh | torus2d | torus3d | ring
+    gb_s_per_direction = 300.0         # aggregate per device
+    peer_gb_s_per_direction = 300.0    # one link to one peer
+    latency_us = 1.0
+    devices_per_node = 8
+    [efficiency]                       # optional; any field of llmtwin.hardware.spec.Efficiency
+    gemm_max = 0.86
+    [price]                            # optional
+    usd_per_hour = 1.5
+    [sources]
+    "memory.hbm_tb_s" = "[V] https://..."
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from pathlib import Path
+
+from llmtwin.catalog_files import FieldReader, find_files, read_toml
+from llmtwin.errors import CatalogFileError, UnknownHardware
+from llmtwin.hardware.spec import Efficiency, HardwareSpec, LinkSpec
+
+_TOPOLOGIES = ("nvswitch", "full_mesh", "torus2d", "torus3d", "ring")
+_COMPUTE_KEYS = {"bf16_tflops": "bf16", "fp16_tflops": "fp16", "fp8_tflops": "fp8", "int8_tops": "int8"}
+_EFFICIENCY_FIELDS = {f.name for f in dataclasses.fields(Efficiency)}
+
+
+def load_hardware_file(path: Path) -> HardwareSpec:
+    """Parse and validate one hardware file."""
+    root = FieldReader(path, read_toml(path))
+    name = root.text("name")
+    if name != path.stem:
+        raise CatalogFileError(f"{path}: field 'name' is {name!r} but the file is named {path.stem!r}")
+    compute = root.sub("compute")
+    peaks = {
+        dtype: compute.number(key, positive=False) * 1e12
+        for key, dtype in _COMPUTE_KEYS.items()
+        if compute.has(key)
+    }
+    peaks = {k: v for k, v in peaks.items() if v > 0}
+    if "bf16" not in peaks and "fp16" not in peaks:
+        raise CatalogFileError(f"{path}: field 'compute.bf16_tflops' (or fp16_tflops) is missing")
+    unknown = set(compute.table) - set(_COMPUTE_KEYS)
+    if unknown:
+        raise CatalogFileError(f"{path}: unknown field(s) in [compute]: {sorted(unknown)}")
+    mem = root.sub("memory")
+    link = root.sub("link")
+    eff_table = root.sub("efficiency", required=False)
+    unknown = set(eff_table.table) - _EFFICIENCY_FIELDS
+    if unknown:
+        raise CatalogFileError(f"{path}: unknown field(s) in [efficiency]: {sorted(unknown)}")
+    efficiency = Efficiency(**{k: eff_table.number(k, positive=False) for k in eff_table.table})
+    price = root.sub("price", required=False)
+    return HardwareSpec(
+        name=name,
+        description=root.text("description", default=name),
+        peak_flops=peaks,
+        hbm_capacity=mem.number("hbm_gb") * 1e9,
+        hbm_bandwidth=mem.number("hbm_tb_s") * 1e12,
+        l2_capacity=mem.number("l2_mib") * 2**20,
+        l2_bandwidth=mem.number("l2_tb_s") * 1e12,
+        link=LinkSpec(
+            topology=link.text("topology", choices=_TOPOLOGIES),  # type: ignore[arg-type]
+            bandwidth_per_direction=link.number("gb_s_per_direction") * 1e9,
+            peer_bandwidth_per_direction=link.number("peer_gb_s_per_direction") * 1e9,
+            latency_s=link.number("latency_us", positive=False) * 1e-6,
+            devices_per_node=link.integer("devices_per_node"),
+            scale_out_bandwidth_per_direction=link.number("scale_out_gb_s_per_direction", default=50.0) * 1e9,
+        ),
+        efficiency=efficiency,
+        usd_per_hour=price.optional_number("usd_per_hour"),
+        usd_purchase=price.optional_number("usd_purchase"),
+        tdp_w=price.optional_number("tdp_w"),
+        sources=root.strings("sources"),
+    )
+
+
+class HardwareCatalog:
+    """Named hardware descriptions: the shipped files plus user directories."""
+
+    def __init__(self, extra_dirs: Iterable[Path] = ()) -> None:
+        self._files = find_files("hardware", extra_dirs)
+        self._cache: dict[str, HardwareSpec] = {}
+
+    def names(self) -> list[str]:
+        return sorted(self._files)
+
+    def get(self, name: str) -> HardwareSpec:
+        """The spec called ``name``; a path to a .toml file also works."""
+        if name.endswith(".toml"):
+            return load_hardware_file(Path(name))
+        if name not in self._files:
+            raise UnknownHardware(f"unknown hardware {name!r}; known: {', '.join(self.names())}")
+        if name not in self._cache:
+            self._cache[name] = load_hardware_file(self._files[name])
+        return self._cache[name]

@@ -1,0 +1,1 @@
+"""The device cost model: a decoder layer's op graph, per-op roofline times and collectives."""

@@ -1,0 +1,114 @@
+"""One iteration of one instance (a TP group): op timeline, total time, memory footprint.
+
+:class:`StepModel` is what the rest of the twin calls: the cluster engines ask it for iteration
+times, the PRESERVE planner for op timelines, the CLI for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from llmtwin.errors import ConfigurationError
+from llmtwin.hardware.spec import HardwareSpec
+from llmtwin.models.spec import ModelSpec
+from llmtwin.physics.engine import NO_ENGINE, EngineSpec
+from llmtwin.physics.graph import BatchShape, Op, ShardPlan, build_graph, shard
+from llmtwin.physics.precision import Precision
+from llmtwin.physics.roofline import op_time
+
+ACTIVATION_RESERVE_FRACTION = 0.05
+"""Share of HBM kept for activations, workspace and fragmentation (vLLM's gpu_memory_utilization
+of 0.9-0.95 plays the same role)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpTiming:
+    """One op's cost on one device in a given iteration."""
+
+    name: str
+    layer: int
+    time_s: float
+    hbm_bytes: float
+    l2_bytes: float
+    flops: float
+
+
+class StepModel:
+    """Cost model of one model replica on a TP group of ``tp`` devices of one hardware type."""
+
+    def __init__(
+        self,
+        hw: HardwareSpec,
+        model: ModelSpec,
+        tp: int,
+        prec: Precision | None = None,
+        engine: EngineSpec = NO_ENGINE,
+        check_fit: bool = True,
+    ) -> None:
+        self.hw = hw
+        self.model = model
+        self.tp = tp
+        self.prec = prec or Precision()
+        self.engine = engine
+        self.plan: ShardPlan = shard(model, tp)
+        self._one_layer_model = replace(model, layers=1)
+        if check_fit and self.weight_bytes_per_device() > hw.hbm_capacity * (1 - ACTIVATION_RESERVE_FRACTION):
+            raise ConfigurationError(
+                f"{model.name} weights ({self.weight_bytes_per_device() / 1e9:.1f} GB per device at TP {tp}, "
+                f"{self.prec.weights}) do not fit in the {hw.hbm_capacity / 1e9:.0f} GB HBM of {hw.name}"
+            )
+
+    # -- memory ---------------------------------------------------------------------------------
+    def weight_bytes_per_device(self) -> float:
+        m = self.model
+        per_layer = m.attention_params_per_layer() + m.mlp_params_per_layer()
+        sharded = m.layers * per_layer / self.tp
+        embeddings = m.embedding_params() / self.tp
+        return (sharded + embeddings) * self.prec.weight_bytes
+
+    def kv_bytes_per_token_per_device(self) -> float:
+        """KV-cache bytes one token occupies on one device (all layers, K and V)."""
+        return 2.0 * self.model.layers * self.plan.kv_heads * self.model.head_dim * self.prec.kv_bytes
+
+    def kv_capacity_tokens(self, reserve_fraction: float = ACTIVATION_RESERVE_FRACTION) -> int:
+        """Tokens of KV cache that fit next to the weights on every device of the group."""
+        free = self.hw.hbm_capacity * (1 - reserve_fraction) - self.weight_bytes_per_device()
+        return max(0, int(free // self.kv_bytes_per_token_per_device()))
+
+    # -- time -----------------------------------------------------------------------------------
+    def ops(self, shape: BatchShape) -> list[Op]:
+        return build_graph(self.model, self.tp, shape, self.prec)
+
+    def timeline(self, shape: BatchShape, l2_bytes: Mapping[int, float] | None = None) -> list[OpTiming]:
+        """Per-op cost; ``l2_bytes`` maps op index to bytes served from L2 (a prefetch plan)."""
+        hits = l2_bytes or {}
+        out = []
+        for i, op in enumerate(self.ops(shape)):
+            l2 = min(hits.get(i, 0.0), op.prefetchable_bytes)
+            t = op_time(self.hw, op, self.prec, self.tp, l2)
+            out.append(OpTiming(op.name, op.layer, t, op.hbm_bytes - l2, l2, op.flops))
+        return out
+
+    def device_time(self, shape: BatchShape) -> float:
+        """Seconds of device work (all ops, no engine overhead). Layers are identical, so one
+        representative layer is costed and multiplied: O(ops per layer), not O(layers)."""
+        if shape.tokens <= 0:
+            return 0.0
+        total = 0.0
+        layers = self.model.layers
+        for op in self.ops_one_layer(shape):
+            t = op_time(self.hw, op, self.prec, self.tp)
+            total += t * layers if op.layer == 0 else t
+        return total
+
+    def ops_one_layer(self, shape: BatchShape) -> list[Op]:
+        """The ops outside the layers plus those of layer 0 only."""
+        return build_graph(self._one_layer_model, self.tp, shape, self.prec)
+
+    def time(self, shape: BatchShape) -> float:
+        """Seconds one iteration takes, including the engine's overhead."""
+        if shape.tokens <= 0:
+            return 0.0
+        seqs = shape.prefill_seqs + shape.decode_seqs
+        return self.device_time(shape) + self.engine.overhead(self.model.layers, seqs)
