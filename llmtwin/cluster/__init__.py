@@ -1,0 +1,1 @@
+"""The cluster twin: instance engines, serving policies, the balancer and run results."""

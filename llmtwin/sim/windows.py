@@ -1,0 +1,91 @@
+"""Conservative time windows: which components step at which virtual time.
+
+The planner knows each component's next internal event time and, for every component, the
+delivery times of the messages sent to it and not yet delivered. It opens a window at
+``T = min(all of those)`` and grants it to exactly the components with something to do at T.
+Messages produced in a window are delivered no earlier than the next window, even when stamped
+T (a "delta cycle" at the same T). Every transport uses this class, so the sequence of windows,
+and what each component sees in each, does not depend on the transport.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from llmtwin.sim.kernel import INF
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Permission for one component to step at ``time``, with how many messages it must have."""
+
+    window: int
+    time: float
+    component: str
+    expect: int
+    """Messages stamped <= time that the component must hold before stepping (a barrier count)."""
+
+
+class WindowPlanner:
+    """Plans windows from the reports components give after each step."""
+
+    def __init__(self, components: Iterable[str]) -> None:
+        self._next: dict[str, float] = dict.fromkeys(components, 0.0)
+        self._pending: dict[str, list[float]] = {c: [] for c in self._next}
+        self._heap: list[tuple[float, str]] = [(0.0, c) for c in sorted(self._next)]
+        heapq.heapify(self._heap)
+        self.window = 0
+
+    @property
+    def components(self) -> list[str]:
+        return sorted(self._next)
+
+    def _wake(self, c: str) -> float:
+        pend = self._pending[c]
+        return min(self._next[c], pend[0] if pend else INF)
+
+    def next_window(self, until: float = INF) -> list[Grant]:
+        """Grants of the next window (empty when nothing is left before ``until``)."""
+        while self._heap:
+            t, c = self._heap[0]
+            if t != self._wake(c):  # stale entry
+                heapq.heappop(self._heap)
+                continue
+            break
+        if not self._heap or self._heap[0][0] > until or self._heap[0][0] == INF:
+            return []
+        now = self._heap[0][0]
+        members: list[str] = []
+        while self._heap and self._heap[0][0] == now:
+            _, c = heapq.heappop(self._heap)
+            if self._wake(c) == now and c not in members:
+                members.append(c)
+        self.window += 1
+        grants = []
+        for c in sorted(members):
+            pend = self._pending[c]
+            n = 0
+            while pend and pend[0] <= now:
+                heapq.heappop(pend)
+                n += 1
+            grants.append(Grant(self.window, now, c, n))
+        return grants
+
+    def report(self, component: str, next_time: float, sent: Iterable[tuple[str, float]]) -> None:
+        """After a step: the component's next internal event and the (dst, time) of each message it sent."""
+        self._next[component] = next_time
+        touched = {component}
+        for dst, t in sent:
+            if dst not in self._pending:
+                raise KeyError(f"message to unknown component {dst!r}")
+            heapq.heappush(self._pending[dst], t)
+            touched.add(dst)
+        for c in touched:
+            w = self._wake(c)
+            if w < INF:
+                heapq.heappush(self._heap, (w, c))
+
+    def idle(self) -> bool:
+        return all(self._wake(c) == INF for c in self._next)

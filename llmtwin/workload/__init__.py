@@ -1,0 +1,1 @@
+"""Request streams: arrival processes and prompt/output length distributions."""
