@@ -1,0 +1,1 @@
+"""Scenarios: a cluster, a model, a workload, a policy and its parameters, a seed, SLOs."""
