@@ -40,3 +40,7 @@ class CalibrationError(TwinError):
 
 class ScenarioError(TwinError):
     """A scenario file that is malformed or inconsistent."""
+
+
+class UnknownTrace(TwinError):
+    """A request-trace name that no trace directory holds."""
