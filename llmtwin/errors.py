@@ -44,3 +44,15 @@ class ScenarioError(TwinError):
 
 class UnknownTrace(TwinError):
     """A request-trace name that no trace directory holds."""
+
+
+class ProtocolError(TwinError):
+    """A bus message that is malformed, of an unknown type, or inconsistent with the protocol."""
+
+
+class BusError(TwinError):
+    """The message bus failed: no server, no responder, a request timed out."""
+
+
+class ServiceFailure(TwinError):
+    """A service (or a process of ``llmtwin up``) failed; the message says which and why."""
