@@ -4,6 +4,7 @@ File format (units in key names; every figure's source under ``[sources]``)::
 
     name = "a100-80g"                  # must equal the file name without .toml
     description = "NVIDIA A100 SXM 80GB"
+    notes = "..."                      # optional free text
     [compute]                          # dense peaks; omit a dtype the device lacks
     bf16_tflops = 312.0
     fp16_tflops = 312.0
@@ -24,8 +25,10 @@ File format (units in key names; every figure's source under ``[sources]``)::
     gemm_max = 0.86
     [price]                            # optional
     usd_per_hour = 1.5
-    [sources]
+    [sources]                          # keys name a field present in the file
     "memory.hbm_tb_s" = "[V] https://..."
+
+Unknown tables or fields are errors, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -41,14 +44,33 @@ from llmtwin.hardware.spec import Efficiency, HardwareSpec, LinkSpec
 _TOPOLOGIES = ("nvswitch", "full_mesh", "torus2d", "torus3d", "ring")
 _COMPUTE_KEYS = {"bf16_tflops": "bf16", "fp16_tflops": "fp16", "fp8_tflops": "fp8", "int8_tops": "int8"}
 _EFFICIENCY_FIELDS = {f.name for f in dataclasses.fields(Efficiency)}
+_SECTION_FIELDS: dict[str, frozenset[str]] = {
+    "compute": frozenset(_COMPUTE_KEYS),
+    "memory": frozenset({"hbm_gb", "hbm_tb_s", "l2_mib", "l2_tb_s"}),
+    "link": frozenset(
+        {
+            "topology",
+            "gb_s_per_direction",
+            "peer_gb_s_per_direction",
+            "latency_us",
+            "devices_per_node",
+            "scale_out_gb_s_per_direction",
+        }
+    ),
+    "efficiency": frozenset(_EFFICIENCY_FIELDS),
+    "price": frozenset({"usd_per_hour", "usd_purchase", "tdp_w"}),
+}
+_TOP_LEVEL = frozenset({"name", "description", "notes", "sources", *_SECTION_FIELDS})
 
 
 def load_hardware_file(path: Path) -> HardwareSpec:
     """Parse and validate one hardware file."""
     root = FieldReader(path, read_toml(path))
+    _check_known_fields(root)
     name = root.text("name")
     if name != path.stem:
         raise CatalogFileError(f"{path}: field 'name' is {name!r} but the file is named {path.stem!r}")
+    root.text("notes", default="")
     compute = root.sub("compute")
     peaks = {
         dtype: compute.number(key, positive=False) * 1e12
@@ -58,15 +80,9 @@ def load_hardware_file(path: Path) -> HardwareSpec:
     peaks = {k: v for k, v in peaks.items() if v > 0}
     if "bf16" not in peaks and "fp16" not in peaks:
         raise CatalogFileError(f"{path}: field 'compute.bf16_tflops' (or fp16_tflops) is missing")
-    unknown = set(compute.table) - set(_COMPUTE_KEYS)
-    if unknown:
-        raise CatalogFileError(f"{path}: unknown field(s) in [compute]: {sorted(unknown)}")
     mem = root.sub("memory")
     link = root.sub("link")
     eff_table = root.sub("efficiency", required=False)
-    unknown = set(eff_table.table) - _EFFICIENCY_FIELDS
-    if unknown:
-        raise CatalogFileError(f"{path}: unknown field(s) in [efficiency]: {sorted(unknown)}")
     efficiency = Efficiency(**{k: eff_table.number(k, positive=False) for k in eff_table.table})
     price = root.sub("price", required=False)
     return HardwareSpec(
@@ -89,8 +105,31 @@ def load_hardware_file(path: Path) -> HardwareSpec:
         usd_per_hour=price.optional_number("usd_per_hour"),
         usd_purchase=price.optional_number("usd_purchase"),
         tdp_w=price.optional_number("tdp_w"),
-        sources=root.strings("sources"),
+        sources=_sources(root),
     )
+
+
+def _check_known_fields(root: FieldReader) -> None:
+    """Reject unknown top-level keys and unknown fields inside the known tables."""
+    unknown = set(root.table) - _TOP_LEVEL
+    if unknown:
+        raise CatalogFileError(f"{root.path}: unknown field(s): {sorted(unknown)}")
+    for section, allowed in _SECTION_FIELDS.items():
+        table = root.sub(section, required=False).table
+        unknown = set(table) - allowed
+        if unknown:
+            raise CatalogFileError(f"{root.path}: unknown field(s) in [{section}]: {sorted(unknown)}")
+
+
+def _sources(root: FieldReader) -> dict[str, str]:
+    """The [sources] table; every key must name a field the file sets (catches typos)."""
+    sources = root.strings("sources")
+    for key in sources:
+        section, _, field = key.partition(".")
+        table = root.table.get(section)
+        if not isinstance(table, dict) or field not in table:
+            raise CatalogFileError(f"{root.path}: field 'sources.\"{key}\"' names no field set in this file")
+    return sources
 
 
 class HardwareCatalog:

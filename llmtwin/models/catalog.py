@@ -21,6 +21,9 @@ File format (field names as in the dataclass :class:`llmtwin.models.spec.ModelSp
     max_context = 4096
     sliding_window = 4096      # optional
     source = "https://..."
+    notes = "..."              # optional free text
+
+Unknown fields are errors, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def load_model_file(path: Path) -> ModelSpec:
         sliding_window=r.integer("sliding_window") if r.has("sliding_window") else None,
         source=r.text("source", default=""),
     )
+    r.text("notes", default="")
     if spec.heads % spec.kv_heads:
         raise CatalogFileError(
             f"{path}: heads ({spec.heads}) must be a multiple of kv_heads ({spec.kv_heads})"
