@@ -1,0 +1,105 @@
+"""The output folders of ``simulate``, ``compare`` and ``sweep``.
+
+simulate: summary.json, requests.csv, instances.csv, scenario.json and the per-run plots.
+compare: one such folder per policy, overlaid latency CDFs and compare.json.
+sweep: sweep.json and latency/throughput-versus-load plots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmtwin.cluster.records import RunResult
+from llmtwin.report.plots import latency_samples, plot_latency_cdfs, plot_run
+from llmtwin.report.summary import Summary
+from llmtwin.report.sweep_plots import plot_sweep_latency, plot_sweep_throughput
+from llmtwin.report.tables import METRICS
+from llmtwin.report.writers import instances_csv, json_text, requests_csv, write_text
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutput:
+    """One finished run and what describes it."""
+
+    result: RunResult
+    summary: Summary
+    scenario: Mapping[str, Any]
+    """The effective scenario (``dump_scenario``), after overrides and policy choice."""
+
+
+def summary_document(run: RunOutput) -> dict[str, Any]:
+    """summary.json: the summary, then the effective scenario under ``effective_scenario``."""
+    doc = run.summary.to_dict()
+    doc["effective_scenario"] = dict(run.scenario)
+    return doc
+
+
+def write_run(out_dir: Path, run: RunOutput, *, plots: bool = True) -> list[Path]:
+    """Every file of one run into ``out_dir``; returns the paths written."""
+    slo = run.summary.slo
+    files = [
+        write_text(out_dir / "summary.json", json_text(summary_document(run))),
+        write_text(out_dir / "requests.csv", requests_csv(run.result, slo)),
+        write_text(out_dir / "instances.csv", instances_csv(run.result)),
+        write_text(out_dir / "scenario.json", json_text(dict(run.scenario))),
+    ]
+    if plots:
+        files += plot_run(run.result, out_dir)
+    return files
+
+
+def relative_changes(summaries: Sequence[Summary]) -> dict[str, dict[str, float | None]]:
+    """Per policy after the first: each table metric's relative change vs the first (0.1 = +10%)."""
+    base = summaries[0]
+    out: dict[str, dict[str, float | None]] = {}
+    for s in summaries[1:]:
+        row: dict[str, float | None] = {}
+        for m in METRICS:
+            v, b = m.value(s), m.value(base)
+            row[m.label] = None if v is None or b is None or b == 0 else (v - b) / abs(b)
+        out[s.policy] = row
+    return out
+
+
+def write_compare(out_dir: Path, runs: Sequence[RunOutput], *, plots: bool = True) -> list[Path]:
+    """Per-policy folders, compare.json and the overlaid CDFs."""
+    files: list[Path] = []
+    for run in runs:
+        files += write_run(out_dir / run.summary.policy, run, plots=plots)
+    summaries = [r.summary for r in runs]
+    doc = {
+        "scenario": summaries[0].scenario,
+        "policies": [s.policy for s in summaries],
+        "baseline": summaries[0].policy,
+        "summaries": {s.policy: s.to_dict() for s in summaries},
+        "change_vs_baseline": relative_changes(summaries),
+    }
+    files.append(write_text(out_dir / "compare.json", json_text(doc)))
+    if plots:
+        series = [(r.summary.policy, latency_samples(r.result)) for r in runs]
+        files.append(plot_latency_cdfs(series, out_dir / "latency_cdf.png", summaries[0].scenario))
+    return files
+
+
+def sweep_document(scenario: str, points: Sequence[tuple[float, Summary]]) -> dict[str, Any]:
+    """sweep.json: every (rate, policy) summary, in run order."""
+    return {
+        "scenario": scenario,
+        "rates_rps": sorted({r for r, _ in points}),
+        "policies": list(dict.fromkeys(s.policy for _, s in points)),
+        "points": [{"rate_rps": r, "policy": s.policy, "summary": s.to_dict()} for r, s in points],
+    }
+
+
+def write_sweep(
+    out_dir: Path, scenario: str, points: Sequence[tuple[float, Summary]], *, plots: bool = True
+) -> list[Path]:
+    """sweep.json and the versus-load plots."""
+    files = [write_text(out_dir / "sweep.json", json_text(sweep_document(scenario, points)))]
+    if plots:
+        files.append(plot_sweep_latency(points, out_dir / "sweep_latency.png", scenario))
+        files.append(plot_sweep_throughput(points, out_dir / "sweep_throughput.png", scenario))
+    return files

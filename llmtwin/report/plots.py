@@ -1,0 +1,226 @@
+"""PNG plots of one run (or several overlaid): latency CDFs, KV memory, roles, batch sizes.
+
+Figures are built on matplotlib's object API with an explicit Agg canvas: no pyplot, no global
+figure state, never ``show()``. Long series are reduced before drawing (CDFs to at most
+``MAX_POINTS`` quantiles, timelines to per-chunk maxima) so that a 10k-request run plots in a
+few seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from llmtwin.cluster.records import InstanceRecord, RunResult
+
+FloatArray = npt.NDArray[np.float64]
+
+MAX_POINTS = 2000
+"""Most points drawn per curve."""
+
+MAX_INSTANCE_PANELS = 16
+"""Instances shown in per-instance KV plots (the first ones by id); the role strip shows all."""
+
+ROLE_COLORS = {"prefill": "tab:blue", "decode": "tab:orange", "mixed": "tab:green", "idle": "0.85"}
+"""Fixed colours so every plot of every run reads the same; unknown roles cycle the rest."""
+
+_EXTRA_COLORS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+DPI = 100
+
+
+def new_figure(width_in: float, height_in: float) -> Figure:
+    """A figure bound to the Agg canvas (PNG only, no display)."""
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySamples:
+    """The latency samples of one run, seconds."""
+
+    ttft: FloatArray
+    tbt: FloatArray
+    """Every gap between consecutive tokens, pooled over requests."""
+    e2e: FloatArray
+
+
+def latency_samples(result: RunResult) -> LatencySamples:
+    reqs = result.requests
+    gaps = [np.diff(np.asarray(r.token_times_s, dtype=np.float64)) for r in reqs]
+    return LatencySamples(
+        ttft=np.asarray([t for r in reqs if (t := r.ttft_s) is not None], dtype=np.float64),
+        tbt=np.concatenate(gaps) if gaps else np.empty(0),
+        e2e=np.asarray(
+            [t for r in reqs if (t := r.e2e_s) is not None and r.failed_reason is None], dtype=np.float64
+        ),
+    )
+
+
+def cdf_points(samples: FloatArray, max_points: int = MAX_POINTS) -> tuple[FloatArray, FloatArray]:
+    """(values, cumulative fractions) of the empirical CDF, thinned to ``max_points`` ranks."""
+    x = np.sort(samples)
+    n = x.size
+    if n == 0:
+        return x, x
+    ranks = np.unique(np.linspace(0, n - 1, min(n, max_points)).astype(np.int64))
+    return x[ranks], (ranks + 1) / n
+
+
+def chunk_max(values: FloatArray, max_points: int = MAX_POINTS) -> tuple[npt.NDArray[np.int64], FloatArray]:
+    """(first index, max) of ``max_points`` equal-count chunks: an envelope that keeps peaks."""
+    n = values.size
+    if n <= max_points:
+        return np.arange(n, dtype=np.int64), values
+    starts = np.linspace(0, n, max_points, endpoint=False).astype(np.int64)
+    return starts, np.maximum.reduceat(values, starts)
+
+
+def _log_x_if_wide(ax: Axes, samples: Sequence[FloatArray]) -> None:
+    pos = [s[s > 0] for s in samples if s.size]
+    pos = [p for p in pos if p.size]
+    if pos and max(p.max() for p in pos) > 100 * min(p.min() for p in pos):
+        ax.set_xscale("log")
+
+
+def plot_latency_cdfs(series: Sequence[tuple[str, LatencySamples]], path: Path, title: str = "") -> Path:
+    """TTFT, TBT and E2E CDFs side by side, one curve per labelled run."""
+    fig = new_figure(12.0, 3.6)
+    axes = fig.subplots(1, 3)
+    panels = (("TTFT", "ttft"), ("TBT (all gaps)", "tbt"), ("E2E (job completion)", "e2e"))
+    for ax, (name, attr) in zip(axes, panels, strict=True):
+        arrays = [getattr(s, attr) for _, s in series]
+        for (label, _), a in zip(series, arrays, strict=True):
+            x, y = cdf_points(a)
+            ax.step(x, y, where="post", label=label)
+        _log_x_if_wide(ax, arrays)
+        if ax.get_xscale() == "linear":
+            ax.ticklabel_format(axis="x", useOffset=False)
+        ax.set_xlabel(f"{name} (s)")
+        ax.set_ylabel("fraction of samples")
+        ax.set_ylim(0.0, 1.0)
+        ax.grid(True, alpha=0.3)
+    if len(series) > 1:
+        axes[0].legend(loc="lower right", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return save(fig, path)
+
+
+def _kv_panel(ax: Axes, inst: InstanceRecord, end_s: float) -> None:
+    gib = float(2**30)
+    if inst.kv_timeline:
+        tl = np.asarray(inst.kv_timeline, dtype=np.float64)
+        idx, primary = chunk_max(tl[:, 1])
+        _, total = chunk_max(tl[:, 1] + tl[:, 2])
+        t = np.append(tl[idx, 0], end_s)
+        primary, total = np.append(primary, primary[-1]) / gib, np.append(total, total[-1]) / gib
+        ax.fill_between(t, 0.0, primary, step="post", color="tab:blue", alpha=0.7, label="primary")
+        ax.fill_between(t, primary, total, step="post", color="tab:red", alpha=0.5, label="redundant")
+    if inst.kv_capacity_bytes > 0:
+        ax.axhline(inst.kv_capacity_bytes / gib, color="k", ls="--", lw=0.8, label="capacity")
+    ax.set_ylabel(f"inst {inst.iid}\nGiB/device", fontsize="small")
+    ax.set_ylim(bottom=0.0)
+    ax.grid(True, alpha=0.3)
+
+
+def plot_kv_timeline(result: RunResult, path: Path) -> Path:
+    """KV-cache bytes per device over time, primary and redundant stacked, one panel per instance."""
+    shown = sorted(result.instances, key=lambda i: i.iid)[:MAX_INSTANCE_PANELS]
+    fig = new_figure(10.0, 0.6 + 1.4 * max(1, len(shown)))
+    axes = fig.subplots(max(1, len(shown)), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, inst in zip(axes, shown, strict=False):
+        _kv_panel(ax, inst, result.end_s)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside upper right", fontsize="small", ncols=3)
+    axes[-1].set_xlabel("virtual time (s)")
+    more = len(result.instances) - len(shown)
+    fig.suptitle(
+        f"KV cache per device ({result.policy})" + (f", first {len(shown)} instances" if more else "")
+    )
+    return save(fig, path)
+
+
+def role_segments(inst: InstanceRecord, end_s: float) -> list[tuple[float, float, str]]:
+    """(start s, duration s, role) of each stretch of one role, consecutive repeats merged."""
+    merged: list[tuple[float, str]] = []
+    for t, role in inst.role_timeline:
+        if not merged or merged[-1][1] != role:
+            merged.append((t, role))
+    if not merged:
+        return []
+    ends = [t for t, _ in merged[1:]] + [end_s]
+    return [(t, e - t, role) for (t, role), e in zip(merged, ends, strict=True) if e > t]
+
+
+def role_colors(roles: Sequence[str]) -> dict[str, str]:
+    extra = iter(_EXTRA_COLORS * (1 + len(roles) // len(_EXTRA_COLORS)))
+    return {r: ROLE_COLORS.get(r) or next(extra) for r in roles}
+
+
+def plot_role_timeline(result: RunResult, path: Path) -> Path:
+    """A Gantt-like strip per instance: which role it held when."""
+    insts = sorted(result.instances, key=lambda i: i.iid)
+    segs = {i.iid: role_segments(i, result.end_s) for i in insts}
+    roles = sorted({role for s in segs.values() for _, _, role in s})
+    colors = role_colors(roles)
+    fig = new_figure(10.0, 1.0 + 0.35 * max(1, len(insts)))
+    ax = fig.subplots()
+    for row, inst in enumerate(insts):
+        for role in roles:
+            bars = [(t, d) for t, d, r in segs[inst.iid] if r == role]
+            if bars:
+                ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=colors[role], linewidth=0)
+    ax.set_yticks(range(len(insts)), [f"inst {i.iid}" for i in insts], fontsize="small")
+    ax.set_ylim(-0.6, len(insts) - 0.4)
+    ax.invert_yaxis()
+    ax.set_xlabel("virtual time (s)")
+    handles = [Patch(color=colors[r], label=r) for r in roles]
+    if handles:
+        fig.legend(handles=handles, loc="outside upper right", fontsize="small", ncols=len(roles))
+    fig.suptitle(f"Instance roles ({result.policy})")
+    return save(fig, path)
+
+
+def plot_batch_histogram(result: RunResult, path: Path) -> Path:
+    """Histogram of iteration batch sizes, all instances pooled."""
+    sizes = np.asarray([b for i in result.instances for b in i.batch_sizes], dtype=np.int64)
+    fig = new_figure(6.0, 3.6)
+    ax = fig.subplots()
+    if sizes.size:
+        top = int(sizes.max())
+        # One bin per size while that is readable, else 64 equal bins.
+        bins = [k - 0.5 for k in range(top + 2)] if top <= 64 else [top * k / 64 for k in range(65)]
+        ax.hist(sizes, bins=bins, color="tab:blue")
+    ax.set_xlabel("sequences per iteration")
+    ax.set_ylabel("iterations")
+    ax.set_title(f"Batch sizes ({result.policy})")
+    ax.grid(True, alpha=0.3)
+    return save(fig, path)
+
+
+def plot_run(result: RunResult, out_dir: Path) -> list[Path]:
+    """Every per-run plot into ``out_dir``; returns the files written."""
+    title = f"{result.scenario} ({result.policy})"
+    return [
+        plot_latency_cdfs([(result.policy, latency_samples(result))], out_dir / "latency_cdf.png", title),
+        plot_kv_timeline(result, out_dir / "kv_timeline.png"),
+        plot_role_timeline(result, out_dir / "role_timeline.png"),
+        plot_batch_histogram(result, out_dir / "batch_sizes.png"),
+    ]

@@ -1,0 +1,285 @@
+"""One run reduced to the numbers people compare: latency percentiles, throughput, goodput, cost.
+
+Definitions (docs/results.md repeats them):
+
+* **Percentiles** are ``numpy.percentile`` with its default ``method="linear"`` (Hyndman-Fan
+  type 7: linear interpolation between the two nearest order statistics). ``mean`` is the
+  arithmetic mean. A distribution without samples has ``None`` everywhere (``null`` in JSON).
+* **TTFT** = first token - arrival, over requests that produced a first token.
+* **TBT** percentiles pool every gap between consecutive tokens of every request (a long
+  request weighs by its token count). ``tbt_request_mean_s`` is the distribution of the
+  per-request mean gap instead (every request weighs the same).
+* **E2E** (job completion time) = completion - arrival, over completed requests.
+* **Span** = first arrival to last completion (to the run's end if nothing completed). Every
+  rate below divides by it.
+* **Throughput** = generated (output) tokens of all requests / span; requests/s = completed / span.
+* **Goodput** = completed requests meeting both SLOs / span. A request meets the TTFT SLO when
+  TTFT <= ``slo.ttft_s`` and the TBT SLO when its own ``slo.tbt_stat`` (mean, p90 or p99 of
+  its gaps) <= ``slo.tbt_s``; a request with one output token has no gap and meets the TBT SLO.
+* **Idle fraction** = 1 - busy device-seconds / (devices x span), where an instance's busy
+  device-seconds are its busy seconds (all roles) times its device count. ``busy_fraction``
+  splits the busy part by role the same way.
+* **Cost**: tokens per accelerator-second = output tokens / (devices x span); cost in USD =
+  devices x span / 3600 x the catalog's ``usd_per_hour``; tokens per USD = output tokens / cost
+  (``None`` when the hardware has no price).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from llmtwin.cluster.records import RequestRecord, RunResult
+from llmtwin.errors import ConfigurationError
+from llmtwin.scenario.spec import SLOSpec
+
+PERCENTILES = (50.0, 90.0, 99.0)
+"""Percentiles every latency distribution reports."""
+
+TBT_STATS = ("mean", "p90", "p99")
+"""Per-request TBT statistics an SLO may bound."""
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """Percentiles, mean and max of one latency, seconds; ``None`` when there are no samples."""
+
+    count: int
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    mean: float | None
+    max: float | None
+
+    @classmethod
+    def of(cls, samples: npt.ArrayLike) -> Distribution:
+        a = np.asarray(samples, dtype=np.float64)
+        if a.size == 0:
+            return cls(0, None, None, None, None, None)
+        p50, p90, p99 = (float(x) for x in np.percentile(a, PERCENTILES))
+        return cls(int(a.size), p50, p90, p99, float(a.mean()), float(a.max()))
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {
+            "p50": self.p50,
+            "p90": self.p90,
+            "p99": self.p99,
+            "mean": self.mean,
+            "max": self.max,
+            "count": self.count,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTbt:
+    """Per-request statistics of the gaps between tokens, seconds (``None``: fewer than 2 tokens)."""
+
+    mean: float | None
+    p90: float | None
+    p99: float | None
+    max: float | None
+
+    def stat(self, name: str) -> float | None:
+        if name == "mean":
+            return self.mean
+        if name == "p90":
+            return self.p90
+        if name == "p99":
+            return self.p99
+        raise ConfigurationError(f"unknown TBT statistic {name!r}; expected one of {', '.join(TBT_STATS)}")
+
+
+def request_tbt(rec: RequestRecord) -> RequestTbt:
+    """The TBT statistics of one request."""
+    gaps = np.diff(np.asarray(rec.token_times_s, dtype=np.float64))
+    if gaps.size == 0:
+        return RequestTbt(None, None, None, None)
+    p90, p99 = (float(x) for x in np.percentile(gaps, (90.0, 99.0)))
+    return RequestTbt(float(gaps.mean()), p90, p99, float(gaps.max()))
+
+
+def meets_slo(rec: RequestRecord, tbt: RequestTbt, slo: SLOSpec) -> bool:
+    """Whether a request completed within both SLOs (see the module docstring)."""
+    ttft = rec.ttft_s
+    if rec.completion_s is None or rec.failed_reason is not None or ttft is None:
+        return False
+    if ttft > slo.ttft_s:
+        return False
+    stat = tbt.stat(slo.tbt_stat)
+    return stat is None or stat <= slo.tbt_s
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The numbers of one run (units in names: seconds, tokens, bytes, USD)."""
+
+    policy: str
+    scenario: str
+    seed: int
+    hardware: str
+    model: str
+    tp: int
+    instances: int
+    devices: int
+    requests_total: int
+    requests_completed: int
+    requests_failed: int
+    """Requests that did not complete (a failure reason, or unfinished when the run ended)."""
+    failure_reasons: dict[str, int]
+    ttft_s: Distribution
+    tbt_s: Distribution
+    tbt_request_mean_s: Distribution
+    e2e_s: Distribution
+    span_s: float
+    prompt_tokens: int
+    """Prompt tokens of requests that got their first token."""
+    output_tokens: int
+    """Tokens generated, all requests."""
+    throughput_tokens_per_s: float | None
+    throughput_requests_per_s: float | None
+    goodput_requests_per_s: float | None
+    slo_attainment: float | None
+    """Fraction of all requests that completed within both SLOs."""
+    slo: SLOSpec
+    idle_fraction: float | None
+    busy_fraction: dict[str, float]
+    tokens_per_device_s: float | None
+    usd_per_device_hour: float | None
+    cost_usd: float | None
+    tokens_per_usd: float | None
+    preemptions: int
+    preempted_requests: int
+    kv_bytes_moved: float
+    role_switches: int
+    mean_batch_size: float | None
+    run: dict[str, float] = field(default_factory=dict)
+    """Wall-clock statistics of the run (not deterministic; kept apart on purpose)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping; the keys of the issue's summary.json come first."""
+        return {
+            "policy": self.policy,
+            "requests_completed": self.requests_completed,
+            "requests_failed": self.requests_failed,
+            "ttft_s": self.ttft_s.to_dict(),
+            "tbt_s": self.tbt_s.to_dict(),
+            "e2e_s": self.e2e_s.to_dict(),
+            "throughput_tokens_per_s": self.throughput_tokens_per_s,
+            "idle_fraction": self.idle_fraction,
+            "scenario": self.scenario,
+            "seed": self.seed,
+            "hardware": self.hardware,
+            "model": self.model,
+            "tp": self.tp,
+            "instances": self.instances,
+            "devices": self.devices,
+            "requests_total": self.requests_total,
+            "failure_reasons": dict(self.failure_reasons),
+            "tbt_request_mean_s": self.tbt_request_mean_s.to_dict(),
+            "span_s": self.span_s,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "throughput_requests_per_s": self.throughput_requests_per_s,
+            "goodput_requests_per_s": self.goodput_requests_per_s,
+            "slo_attainment": self.slo_attainment,
+            "slo": {"ttft_s": self.slo.ttft_s, "tbt_s": self.slo.tbt_s, "tbt_stat": self.slo.tbt_stat},
+            "busy_fraction": dict(self.busy_fraction),
+            "tokens_per_device_s": self.tokens_per_device_s,
+            "usd_per_device_hour": self.usd_per_device_hour,
+            "cost_usd": self.cost_usd,
+            "tokens_per_usd": self.tokens_per_usd,
+            "preemptions": self.preemptions,
+            "preempted_requests": self.preempted_requests,
+            "kv_bytes_moved": self.kv_bytes_moved,
+            "role_switches": self.role_switches,
+            "mean_batch_size": self.mean_batch_size,
+            "run": dict(self.run),
+        }
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
+
+
+def run_span(result: RunResult) -> tuple[float, float]:
+    """(start, end) of the span, virtual seconds: first arrival to last completion."""
+    arrivals = [r.arrival_s for r in result.requests]
+    done = [r.completion_s for r in result.requests if r.completion_s is not None]
+    start = min(arrivals) if arrivals else 0.0
+    end = max(done) if done else max(result.end_s, start)
+    return start, end
+
+
+def summarize(result: RunResult, slo: SLOSpec) -> Summary:
+    """Reduce a run to its :class:`Summary` (definitions in the module docstring)."""
+    if slo.tbt_stat not in TBT_STATS:
+        raise ConfigurationError(f"slo.tbt_stat must be one of {', '.join(TBT_STATS)}, got {slo.tbt_stat!r}")
+    reqs = result.requests
+    start, end = run_span(result)
+    span = end - start
+
+    completed = [r for r in reqs if r.completion_s is not None and r.failed_reason is None]
+    reasons = Counter(
+        r.failed_reason or "unfinished" for r in reqs if r.completion_s is None or r.failed_reason
+    )
+    tbts = [request_tbt(r) for r in reqs]
+    gaps = [np.diff(np.asarray(r.token_times_s, dtype=np.float64)) for r in reqs]
+    pooled = np.concatenate(gaps) if gaps else np.empty(0)
+    good = sum(1 for r, t in zip(reqs, tbts, strict=True) if meets_slo(r, t, slo))
+    output_tokens = sum(r.generated_tokens for r in reqs)
+
+    devices = sum(i.devices for i in result.instances)
+    device_s = devices * span
+    busy_by_role: dict[str, float] = {}
+    for inst in result.instances:
+        for role, seconds in inst.busy_s.items():
+            busy_by_role[role] = busy_by_role.get(role, 0.0) + seconds * inst.devices
+    busy_fraction = {role: s / device_s for role, s in sorted(busy_by_role.items())} if device_s > 0 else {}
+    idle = _ratio(device_s - sum(busy_by_role.values()), device_s)
+
+    price = result.usd_per_device_hour
+    cost = device_s / 3600.0 * price if price is not None else None
+    batches = [b for inst in result.instances for b in inst.batch_sizes]
+
+    return Summary(
+        policy=result.policy,
+        scenario=result.scenario,
+        seed=result.seed,
+        hardware=result.hardware,
+        model=result.model,
+        tp=result.tp,
+        instances=len(result.instances),
+        devices=devices,
+        requests_total=len(reqs),
+        requests_completed=len(completed),
+        requests_failed=len(reqs) - len(completed),
+        failure_reasons=dict(sorted(reasons.items())),
+        ttft_s=Distribution.of([t for r in reqs if (t := r.ttft_s) is not None]),
+        tbt_s=Distribution.of(pooled),
+        tbt_request_mean_s=Distribution.of([t.mean for t in tbts if t.mean is not None]),
+        e2e_s=Distribution.of([t for r in completed if (t := r.e2e_s) is not None]),
+        span_s=span,
+        prompt_tokens=sum(r.prompt_tokens for r in reqs if r.first_token_s is not None),
+        output_tokens=output_tokens,
+        throughput_tokens_per_s=_ratio(output_tokens, span),
+        throughput_requests_per_s=_ratio(len(completed), span),
+        goodput_requests_per_s=_ratio(good, span),
+        slo_attainment=_ratio(good, len(reqs)),
+        slo=slo,
+        idle_fraction=idle,
+        busy_fraction=busy_fraction,
+        tokens_per_device_s=_ratio(output_tokens, device_s),
+        usd_per_device_hour=price,
+        cost_usd=cost,
+        tokens_per_usd=_ratio(output_tokens, cost) if cost is not None else None,
+        preemptions=sum(r.preemptions for r in reqs),
+        preempted_requests=sum(1 for r in reqs if r.preemptions > 0),
+        kv_bytes_moved=float(sum(r.kv_bytes_moved for r in reqs)),
+        role_switches=sum(i.role_switches for i in result.instances),
+        mean_batch_size=float(np.mean(batches)) if batches else None,
+        run=dict(sorted(result.stats.items())),
+    )

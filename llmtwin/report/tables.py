@@ -1,0 +1,135 @@
+"""Plain aligned text tables for the terminal: one run, policies side by side, a load sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from llmtwin.report.summary import Summary
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One table row: how to read it from a summary and how to print it."""
+
+    label: str
+    get: Callable[[Summary], float | int | None]
+    scale: float = 1.0
+    fmt: str = "{:.3g}"
+
+    def value(self, s: Summary) -> float | None:
+        v = self.get(s)
+        return None if v is None else float(v) * self.scale
+
+    def text(self, s: Summary) -> str:
+        v = self.value(s)
+        return "-" if v is None else self.fmt.format(v)
+
+
+def _busy(role: str) -> Callable[[Summary], float | None]:
+    return lambda s: s.busy_fraction.get(role)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("requests completed", lambda s: s.requests_completed, fmt="{:.0f}"),
+    Metric("requests failed", lambda s: s.requests_failed, fmt="{:.0f}"),
+    Metric("TTFT p50 (ms)", lambda s: s.ttft_s.p50, 1e3, "{:.1f}"),
+    Metric("TTFT p90 (ms)", lambda s: s.ttft_s.p90, 1e3, "{:.1f}"),
+    Metric("TTFT p99 (ms)", lambda s: s.ttft_s.p99, 1e3, "{:.1f}"),
+    Metric("TTFT mean (ms)", lambda s: s.ttft_s.mean, 1e3, "{:.1f}"),
+    Metric("TBT p50 (ms)", lambda s: s.tbt_s.p50, 1e3, "{:.2f}"),
+    Metric("TBT p90 (ms)", lambda s: s.tbt_s.p90, 1e3, "{:.2f}"),
+    Metric("TBT p99 (ms)", lambda s: s.tbt_s.p99, 1e3, "{:.2f}"),
+    Metric("TBT mean (ms)", lambda s: s.tbt_s.mean, 1e3, "{:.2f}"),
+    Metric("E2E p50 (s)", lambda s: s.e2e_s.p50, fmt="{:.3f}"),
+    Metric("E2E p90 (s)", lambda s: s.e2e_s.p90, fmt="{:.3f}"),
+    Metric("E2E p99 (s)", lambda s: s.e2e_s.p99, fmt="{:.3f}"),
+    Metric("E2E mean (s)", lambda s: s.e2e_s.mean, fmt="{:.3f}"),
+    Metric("throughput (tok/s)", lambda s: s.throughput_tokens_per_s, fmt="{:.1f}"),
+    Metric("throughput (req/s)", lambda s: s.throughput_requests_per_s, fmt="{:.3f}"),
+    Metric("goodput (req/s)", lambda s: s.goodput_requests_per_s, fmt="{:.3f}"),
+    Metric("SLO attainment (%)", lambda s: s.slo_attainment, 100.0, "{:.1f}"),
+    Metric("idle fraction (%)", lambda s: s.idle_fraction, 100.0, "{:.1f}"),
+    Metric("busy prefill (%)", _busy("prefill"), 100.0, "{:.1f}"),
+    Metric("busy decode (%)", _busy("decode"), 100.0, "{:.1f}"),
+    Metric("busy mixed (%)", _busy("mixed"), 100.0, "{:.1f}"),
+    Metric("tokens / device-s", lambda s: s.tokens_per_device_s, fmt="{:.2f}"),
+    Metric("tokens / USD", lambda s: s.tokens_per_usd, fmt="{:.0f}"),
+    Metric("preemptions", lambda s: s.preemptions, fmt="{:.0f}"),
+    Metric("KV moved (GB)", lambda s: s.kv_bytes_moved, 1e-9, "{:.2f}"),
+    Metric("role switches", lambda s: s.role_switches, fmt="{:.0f}"),
+    Metric("mean batch size", lambda s: s.mean_batch_size, fmt="{:.1f}"),
+    Metric("span (s)", lambda s: s.span_s, fmt="{:.1f}"),
+)
+"""Rows of the run and compare tables, in order."""
+
+SWEEP_METRICS: tuple[Metric, ...] = tuple(
+    m
+    for m in METRICS
+    if m.label
+    in {
+        "TTFT p50 (ms)",
+        "TTFT p99 (ms)",
+        "TBT p50 (ms)",
+        "TBT p99 (ms)",
+        "E2E p50 (s)",
+        "E2E p99 (s)",
+        "throughput (tok/s)",
+        "goodput (req/s)",
+        "idle fraction (%)",
+    }
+)
+"""Columns of the sweep table."""
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; the first left-aligned, the rest right-aligned."""
+    table = [list(header), *(list(r) for r in rows)]
+    widths = [max(len(r[c]) for r in table) for c in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(table[0]), rule, *(line(r) for r in table[1:])])
+
+
+def _shown(metrics: Sequence[Metric], summaries: Sequence[Summary]) -> list[Metric]:
+    # A row that is empty for every run (a role no policy uses, no price) is noise.
+    return [m for m in metrics if any(m.value(s) is not None for s in summaries)]
+
+
+def summary_table(s: Summary) -> str:
+    """One run: metric, value."""
+    rows = [[m.label, m.text(s)] for m in _shown(METRICS, [s])]
+    return format_table([f"{s.scenario} / {s.policy}", "value"], rows)
+
+
+def percent_change(value: float | None, base: float | None) -> str:
+    """``+12.3%``: how much ``value`` differs from ``base``; empty when undefined."""
+    if value is None or base is None or base == 0:
+        return ""
+    return f"{(value - base) / abs(base) * 100.0:+.1f}%"
+
+
+def compare_table(summaries: Sequence[Summary]) -> str:
+    """Rows = metrics, columns = policies, each after the first followed by its change vs the first."""
+    base = summaries[0]
+    header = ["metric", base.policy]
+    for s in summaries[1:]:
+        header += [s.policy, f"vs {base.policy}"]
+    rows = []
+    for m in _shown(METRICS, summaries):
+        row = [m.label, m.text(base)]
+        for s in summaries[1:]:
+            row += [m.text(s), percent_change(m.value(s), m.value(base))]
+        rows.append(row)
+    return format_table(header, rows)
+
+
+def sweep_table(points: Sequence[tuple[float, Summary]]) -> str:
+    """One row per (rate, policy): the headline latency, throughput and idle figures."""
+    header = ["rate (req/s)", "policy", *(m.label for m in SWEEP_METRICS)]
+    rows = [[f"{rate:g}", s.policy, *(m.text(s) for m in SWEEP_METRICS)] for rate, s in points]
+    return format_table(header, rows)

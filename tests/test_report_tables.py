@@ -1,0 +1,100 @@
+"""Terminal tables and the progress bar."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+from report_builders import make_result
+
+from llmtwin.report.progress import ProgressBar
+from llmtwin.report.summary import summarize
+from llmtwin.report.tables import compare_table, format_table, percent_change, summary_table, sweep_table
+from llmtwin.scenario.spec import SLOSpec
+
+
+def test_format_table_aligns_columns() -> None:
+    """First column left-aligned, others right-aligned, a rule under the header."""
+    text = format_table(["name", "v"], [["a", "1"], ["long name", "12.5"]])
+    assert text.splitlines() == ["name          v", "---------  ----", "a             1", "long name  12.5"]
+
+
+def test_summary_table_shows_values_and_hides_empty_rows() -> None:
+    """Milliseconds for TTFT/TBT; rows empty for this run (no 'mixed' role, no price) are dropped."""
+    text = summary_table(summarize(make_result(usd=None), SLOSpec()))
+    assert "TTFT p50 (ms)" in text
+    assert "750.0" in text
+    assert "busy mixed" not in text
+    assert "tokens / USD" not in text
+
+
+def test_percent_change() -> None:
+    """Relative change vs the baseline, signed; blank when the baseline is zero or missing."""
+    assert percent_change(1.2, 1.0) == "+20.0%"
+    assert percent_change(0.7, 1.0) == "-30.0%"
+    assert percent_change(1.0, 0.0) == ""
+    assert percent_change(None, 1.0) == ""
+
+
+def test_compare_table_has_a_change_column_per_policy() -> None:
+    """Columns: metric, first policy, then each other policy with its change vs the first."""
+    a = summarize(make_result(policy="colocated"), SLOSpec())
+    b = dataclasses.replace(
+        summarize(make_result(policy="accellm"), SLOSpec()),
+        throughput_tokens_per_s=a.throughput_tokens_per_s * 1.3,  # type: ignore[operator]
+    )
+    lines = compare_table([a, b]).splitlines()
+    assert lines[0].split() == ["metric", "colocated", "accellm", "vs", "colocated"]
+    row = next(line for line in lines if line.startswith("throughput (tok/s)"))
+    assert row.endswith("+30.0%")
+
+
+def test_sweep_table_has_one_row_per_point() -> None:
+    """One row per (rate, policy)."""
+    s = summarize(make_result(), SLOSpec())
+    lines = sweep_table([(1.0, s), (2.5, s)]).splitlines()
+    assert len(lines) == 4
+    assert lines[3].startswith("2.5")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_progress_bar_is_silent_on_short_runs_and_throttled() -> None:
+    """Nothing before the delay; then at most one redraw per interval; close ends the line."""
+    out, clock = io.StringIO(), FakeClock()
+    bar = ProgressBar(100, out, tty=True, clock=clock, delay_s=0.5, interval_s=0.2)
+    bar(1.0, 10)
+    assert out.getvalue() == ""
+    clock.t = 0.6
+    bar(2.0, 20)
+    clock.t = 0.7
+    bar(3.0, 30)
+    assert out.getvalue().count("\r") == 1
+    assert "20/100 (20%)" in out.getvalue()
+    clock.t = 0.9
+    bar(4.0, 40)
+    assert out.getvalue().count("\r") == 2
+    bar.close()
+    assert out.getvalue().endswith("\n")
+
+
+def test_progress_bar_logs_plain_lines_off_a_terminal() -> None:
+    """Off a terminal: a full line every log interval, none before."""
+    out, clock = io.StringIO(), FakeClock()
+    bar = ProgressBar(None, out, tty=False, clock=clock, log_interval_s=10.0)
+    clock.t = 5.0
+    bar(1.0, 1)
+    assert out.getvalue() == ""
+    clock.t = 11.0
+    bar(2.0, 7)
+    clock.t = 12.0
+    bar(3.0, 8)
+    assert out.getvalue().splitlines() == ["7 requests done t=2.0s virtual, 11s wall"]
+    bar.close()
+    assert out.getvalue().endswith("wall\n")
