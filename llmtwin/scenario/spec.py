@@ -52,7 +52,8 @@ class WorkloadSpec:
     requests: int | None = None
     """Number of requests; the run ends when all have finished."""
     duration_s: float | None = None
-    """Arrival window, seconds; used when ``requests`` is not given."""
+    """Arrival window, seconds: only requests arriving before it are generated. With ``requests``
+    as well, generation stops at whichever limit is reached first."""
     max_prompt_tokens: int | None = None
     """Prompts longer than this are clipped (defaults to the model's context minus outputs)."""
 
@@ -98,6 +99,14 @@ class PolicySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SweepSpec:
+    """The loads a sweep over this scenario visits; a single run uses ``workload.rate_rps``."""
+
+    rate_rps: tuple[float, ...] = ()
+    """Arrival rates, requests/s, from light to heavy load (empty: no sweep suggested)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     """One runnable experiment."""
 
@@ -115,3 +124,4 @@ class Scenario:
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-policy parameter tables from the file (``[policies.accellm]`` ...), so that
     ``--policy P`` picks P's parameters."""
+    sweep: SweepSpec = field(default_factory=SweepSpec)
