@@ -1,6 +1,7 @@
 """The output folders of ``simulate``, ``compare`` and ``sweep``.
 
-simulate: summary.json, requests.csv, instances.csv, scenario.json and the per-run plots.
+simulate: summary.json, requests.csv, instances.csv, scenario.json (and scenario.toml, which
+reruns it) and the per-run plots.
 compare: one such folder per policy, overlaid latency CDFs and compare.json.
 sweep: sweep.json and latency/throughput-versus-load plots.
 """
@@ -28,6 +29,8 @@ class RunOutput:
     summary: Summary
     scenario: Mapping[str, Any]
     """The effective scenario (``dump_scenario``), after overrides and policy choice."""
+    scenario_toml: str | None = None
+    """The same as a TOML file that loads back (``scenario_toml``), when available."""
 
 
 def summary_document(run: RunOutput) -> dict[str, Any]:
@@ -46,6 +49,8 @@ def write_run(out_dir: Path, run: RunOutput, *, plots: bool = True) -> list[Path
         write_text(out_dir / "instances.csv", instances_csv(run.result)),
         write_text(out_dir / "scenario.json", json_text(dict(run.scenario))),
     ]
+    if run.scenario_toml is not None:
+        files.append(write_text(out_dir / "scenario.toml", run.scenario_toml))
     if plots:
         files += plot_run(run.result, out_dir)
     return files

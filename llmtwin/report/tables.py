@@ -82,13 +82,16 @@ SWEEP_METRICS: tuple[Metric, ...] = tuple(
 """Columns of the sweep table."""
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell; the first left-aligned, the rest right-aligned."""
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """Columns padded to their widest cell; the first ``left`` left-aligned (labels), the rest
+    right-aligned (numbers)."""
     table = [list(header), *(list(r) for r in rows)]
     widths = [max(len(r[c]) for r in table) for c in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        parts = [
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
         return "  ".join(parts).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
@@ -132,4 +135,4 @@ def sweep_table(points: Sequence[tuple[float, Summary]]) -> str:
     """One row per (rate, policy): the headline latency, throughput and idle figures."""
     header = ["rate (req/s)", "policy", *(m.label for m in SWEEP_METRICS)]
     rows = [[f"{rate:g}", s.policy, *(m.text(s) for m in SWEEP_METRICS)] for rate, s in points]
-    return format_table(header, rows)
+    return format_table(header, rows, left=2)
