@@ -41,8 +41,13 @@ def _plain(value: Any) -> Any:
 
 def scenario_toml(s: Scenario) -> str:
     """The scenario as a TOML document."""
+    return toml_text(dump_scenario(s))
+
+
+def toml_text(table: Mapping[str, Any]) -> str:
+    """Nested tables of strings, numbers, booleans and arrays as a TOML document."""
     lines: list[str] = []
-    _emit_table(dump_scenario(s), [], lines)
+    _emit_table(table, [], lines)
     return "\n".join(lines).strip() + "\n"
 
 

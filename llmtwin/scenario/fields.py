@@ -47,7 +47,7 @@ def each(check: Check) -> Check:
         for v in values:
             problem = check(v)
             if problem is not None:
-                return f"entries {problem.removeprefix('must be ')}"
+                return f"must have every entry {problem.removeprefix('must be ')}"
         return None
 
     return check_all

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from llmtwin.cli.common import print_json
@@ -70,7 +71,7 @@ def _jsonable(entry: dict[str, Any]) -> dict[str, Any]:
 
 def _print_entry(entry: dict[str, Any]) -> None:
     st: StreamStats = entry["stats"]
-    print(f"{entry['name']}  ({entry['path']})")
+    print(f"{entry['name']}  ({_shown(Path(entry['path']))})")
     print(f"  requests            {st.count}")
     print(f"  duration            {st.duration_s:.1f} s")
     print(f"  arrival rate        {st.rate_rps:.3f} req/s")
@@ -91,6 +92,14 @@ def _print_entry(entry: dict[str, Any]) -> None:
         print(f"    saturation load               {cap.saturation_rps:.1f} req/s")
         print(f"    prefill of the median prompt  {cap.median_prefill_s * 1e3:.1f} ms")
         print(f"    decode step, 32 seqs          {cap.light_decode_step_s * 1e3:.1f} ms")
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory when it lies below it (shorter to read)."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def _row(s: Summary) -> str:
