@@ -120,14 +120,7 @@ def load_scenario(ref: str, overrides: Sequence[str] = (), policy: str | None = 
         raise ScenarioError(f"{path}: --policy must not be empty")
     model = _check_cluster(scenario, reader)
     _check_workload(scenario.workload, model, reader)
-    if not scenario.engine.chunked_prefill and scenario.engine.max_batch_tokens < _longest_prompt(
-        scenario, model
-    ):
-        raise reader.error(
-            "engine.max_batch_tokens",
-            f"({scenario.engine.max_batch_tokens}) must hold the longest prompt "
-            f"({_longest_prompt(scenario, model)} tokens) unless engine.chunked_prefill = true",
-        )
+    _check_engine(scenario, model, reader)
     return _select_policy(scenario, policy)
 
 
@@ -212,10 +205,16 @@ def _check_workload(w: WorkloadSpec, model: ModelSpec, reader: TableReader) -> N
         )
 
 
-def _longest_prompt(s: Scenario, model: ModelSpec) -> int:
-    """Most prompt tokens one request can have after clipping (see workload.generate.clip_lengths)."""
+def _check_engine(s: Scenario, model: ModelSpec, reader: TableReader) -> None:
+    """Without chunked prefill, a whole prompt must fit one iteration's token budget."""
     limit = s.workload.max_prompt_tokens
-    return limit if limit is not None else model.max_context - 1
+    longest = limit if limit is not None else model.max_context - 1  # see generate.clip_lengths
+    if not s.engine.chunked_prefill and s.engine.max_batch_tokens < longest:
+        raise reader.error(
+            "engine.max_batch_tokens",
+            f"({s.engine.max_batch_tokens}) must hold the longest prompt ({longest} tokens) "
+            "unless engine.chunked_prefill = true",
+        )
 
 
 def _select_policy(s: Scenario, policy: str | None) -> Scenario:

@@ -41,8 +41,9 @@ class WorkloadSpec:
     time_scale: float = 1.0
     """Trace replay: inter-arrival times are divided by this (2 = twice the load)."""
     lengths: str = "azure-conv"
-    """``azure-conv``, ``azure-code`` (sampled from the Azure 2023 traces), ``trace`` (the
-    replayed trace's own lengths), ``fixed``, ``uniform`` or ``lognormal``."""
+    """``azure-conv``, ``azure-code`` (sampled from the Azure 2023 traces), ``trace`` (the rows of
+    ``trace``: in order when its arrivals are replayed too, else sampled), ``fixed``, ``uniform``
+    or ``lognormal``."""
     trace: str | None = None
     """Trace name (``azure-conv``, ``azure-code``) or CSV path, for ``arrival = "trace"``."""
     length_params: dict[str, float] = field(default_factory=dict)
