@@ -168,14 +168,8 @@ def test_shipped_model_file_loads_and_cites_a_config(name: str, models: ModelCat
 
 
 def _source_cases() -> list[Any]:
-    """Every shipped hardware file; a100-80g (being calibrated by another engineer) still lacks
-    sources for six link/compute figures: strict xfail, so this fails once they are added."""
-    return [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="a100-80g sources pending calibration"))
-        if n == "a100-80g"
-        else n
-        for n in sorted(p.stem for p in (DATA_DIR / "hardware").glob("*.toml"))
-    ]
+    """Every shipped hardware file."""
+    return sorted(p.stem for p in (DATA_DIR / "hardware").glob("*.toml"))
 
 
 @pytest.mark.parametrize("name", _source_cases())

@@ -15,37 +15,67 @@ Topology = Literal["nvswitch", "full_mesh", "torus2d", "torus3d", "ring"]
 
 @dataclass(frozen=True, slots=True)
 class Efficiency:
-    """Fractions of peak that real kernels reach, and fixed costs. Dimensionless unless named.
+    """How close real kernels come to the spec-sheet peaks. Dimensionless unless named.
 
-    Defaults are the shape fitted on measured A100 operator timings (see docs/device-model.md);
-    a hardware file overrides any of them.
+    Two kinds of field. *Device measurements* (``gemm_max``, ``hbm``, ``l2``,
+    ``allreduce_bus_efficiency``, ``allreduce_alpha_s``, ``p2p_*``) come from third-party
+    microbenchmarks of that device and are set in its hardware file with a source. *Kernel-shape
+    parameters* (the rest) describe how transformer-layer kernels behave relative to those
+    measurements; they are fitted by ``llmtwin calibrate`` on measured operator timings and carry
+    over to devices that were never measured. The defaults are the A100 fit (see
+    docs/device-model.md, which gives every equation).
     """
 
+    # -- device measurements --------------------------------------------------------------------
     gemm_max: float = 0.80
-    """Fraction of peak dense compute a large GEMM reaches (MAMF-style measurement)."""
-    gemm_m_half_tokens: float = 64.0
-    """Rows (tokens) at which a GEMM's compute efficiency is half of ``gemm_max``: small GEMMs
-    cannot fill the machine (tile and wave quantisation)."""
-    gemm_n_half: float = 1024.0
-    """Output columns at which compute efficiency is half of ``gemm_max`` (narrow TP shards)."""
+    """Fraction of peak dense compute the best-shaped large GEMM reaches (MAMF-style benchmark)."""
     hbm: float = 0.85
-    """Fraction of peak HBM bandwidth a large streaming read reaches."""
-    hbm_half_bytes: float = 4.0e6
-    """Transfer size (bytes) at which a kernel reaches half its streaming bandwidth."""
+    """Fraction of peak HBM bandwidth a large streaming read reaches (STREAM-style benchmark)."""
     l2: float = 0.80
     """Fraction of peak L2 bandwidth a kernel reading from L2 reaches."""
-    attention: float = 0.55
-    """Fraction of peak compute a fused (flash) attention kernel reaches in prefill."""
-    kernel_overhead_s: float = 5.0e-6
-    """Fixed cost of one kernel (launch, prologue, tail), seconds."""
-    allreduce_alpha_s: float = 20.0e-6
-    """Latency term of one allreduce (synchronisation, protocol), seconds."""
     allreduce_bus_efficiency: float = 0.77
-    """Achieved allreduce bus bandwidth as a fraction of the per-direction link bandwidth."""
+    """Plateau allreduce bus bandwidth (nccl-tests busbw at large messages) as a fraction of the
+    per-direction link bandwidth."""
+    allreduce_alpha_s: float = 20.0e-6
+    """Latency of one small-message allreduce (synchronisation, protocol), seconds."""
     p2p_alpha_s: float = 10.0e-6
     """Latency term of one point-to-point transfer (send/recv, KV copy), seconds."""
     p2p_efficiency: float = 0.80
     """Achieved point-to-point bandwidth as a fraction of the per-direction link bandwidth."""
+
+    # -- kernel-shape parameters (fitted; defaults = A100 fit) ----------------------------------
+    gemm_realised: float = 0.8577
+    """Fraction of ``gemm_max`` that the GEMM shapes of a transformer layer reach when compute-bound."""
+    stream_realised: float = 0.967
+    """Fraction of ``hbm`` that a weight-streaming (memory-bound) GEMM reaches."""
+    roofline_sharpness: float = 1.388
+    """Exponent p of the smooth maximum (t_c^p + t_m^p)^(1/p) joining compute and memory time:
+    large p is the hard roofline, small p a gradual hand-over near the ridge point."""
+    gemm_overhead_s: float = 5.033e-6
+    """Fixed time of one GEMM kernel (launch latency, prologue, epilogue, tail), seconds."""
+    kernel_overhead_s: float = 1.627e-6
+    """Fixed time of one memory-bound kernel (norm, activation, residual add), seconds."""
+    norm_bw: float = 0.4402
+    """Fraction of ``hbm`` x peak bandwidth a normalisation kernel reaches (two passes, fp32 math)."""
+    activation_bw: float = 0.5863
+    """Fraction of ``hbm`` x peak bandwidth the MLP activation (SiLU x up, GELU) reaches."""
+    rope_bw: float = 0.5275
+    """Fraction of ``hbm`` x peak bandwidth the rotary-embedding kernel reaches."""
+    add_bw: float = 1.177
+    """Fraction of ``hbm`` x peak bandwidth a residual add (pure streaming) reaches."""
+    embedding_bw: float = 0.1815
+    """Fraction of ``hbm`` x peak bandwidth the token-embedding gather reaches."""
+    row_parallel_rows: float = 118.0
+    """Rows a row-per-block kernel (norm, activation) must have to fill the device; below it the
+    kernel takes the time of one wave regardless of rows. About the SM (AI-core) count."""
+    attention_realised: float = 0.64
+    """Fraction of ``gemm_max`` a fused (flash) prefill-attention kernel reaches."""
+    allreduce_realised: float = 0.8309
+    """Fraction of the plateau bus bandwidth that allreduces of serving-sized messages (up to
+    tens of MB, issued from the framework) reach."""
+    allreduce_sharpness: float = 0.7715
+    """Exponent q of the smooth sum (alpha^q + t_bw^q)^(1/q) of latency and bandwidth terms of a
+    collective (q = 1 is the classic alpha-beta sum)."""
 
 
 @dataclass(frozen=True, slots=True)

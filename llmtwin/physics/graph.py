@@ -17,6 +17,8 @@ from llmtwin.physics.precision import Precision
 
 OpKind = Literal["gemm", "attention", "elementwise", "norm", "embedding", "collective"]
 TensorKind = Literal["weight", "kv"]
+MemoryClass = Literal["stream", "norm", "activation", "rope", "add", "embedding"]
+"""Which achieved-bandwidth fraction a memory-bound op runs at (see :class:`Efficiency`)."""
 
 VIDUR_OPS = (
     "emb", "input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj",
@@ -98,6 +100,10 @@ class Op:
     collective: Literal["all_reduce", "all_gather"] | None = None
     message_bytes: float = 0.0
     """For collectives: the payload each rank contributes, bytes."""
+    memory_class: MemoryClass = "stream"
+    """Bandwidth class of a memory-bound kernel (elementwise, norm, embedding ops)."""
+    rows: int = 0
+    """Rows of a row-per-block kernel (norm, activation); 0 when the kernel is not row-parallel."""
 
     @property
     def prefetchable_bytes(self) -> float:
@@ -165,11 +171,22 @@ class _Builder:
         )
 
     def elementwise(
-        self, name: str, kind: OpKind, layer: int, elems: float, reads: int, flops_per: float
+        self,
+        name: str,
+        kind: OpKind,
+        layer: int,
+        elems: float,
+        reads: int,
+        flops_per: float,
+        memory_class: MemoryClass,
+        rows: int = 0,
     ) -> None:
         """A memory-bound op touching ``elems`` elements, reading ``reads`` inputs and writing one."""
         a = self.prec.act_bytes
-        self.ops.append(Op(name, kind, layer, flops=elems * flops_per, hbm_bytes=elems * a * (reads + 1)))
+        self.ops.append(
+            Op(name, kind, layer, flops=elems * flops_per, hbm_bytes=elems * a * (reads + 1),
+               memory_class=memory_class, rows=rows)
+        )  # fmt: skip
 
     def allreduce(self, name: str, layer: int, m: int) -> None:
         if self.plan.tp == 1:
@@ -191,10 +208,12 @@ def build_graph(model: ModelSpec, tp: int, shape: BatchShape, prec: Precision) -
     h = model.hidden
     if m <= 0:
         return []
-    b.elementwise("emb", "embedding", -1, m * h, reads=1, flops_per=0.0)
+    b.elementwise("emb", "embedding", -1, m * h, reads=1, flops_per=0.0, memory_class="embedding", rows=m)
     for layer in range(model.layers):
         _layer(b, layer, shape)
-    b.elementwise("final_norm", "norm", model.layers, m * h, reads=1, flops_per=5.0)
+    b.elementwise(
+        "final_norm", "norm", model.layers, m * h, reads=1, flops_per=5.0, memory_class="norm", rows=m
+    )
     rows = max(1, shape.logit_rows)
     b.gemm("lm_head", model.layers, rows, plan.vocab, h, "lm_head")
     if tp > 1:
@@ -213,15 +232,22 @@ def _layer(b: _Builder, layer: int, shape: BatchShape) -> None:
     d = model.head_dim
     q_dim = plan.heads * d
     kv_dim = plan.kv_heads * d
-    b.elementwise("input_layernorm", "norm", layer, m * h, reads=1, flops_per=5.0)
+    b.elementwise(
+        "input_layernorm", "norm", layer, m * h, reads=1, flops_per=5.0, memory_class="norm", rows=m
+    )
     b.gemm("attn_pre_proj", layer, m, q_dim + 2 * kv_dim, h, "qkv")
     if model.positional == "rope":
-        b.elementwise("attn_rope", "elementwise", layer, m * (q_dim + kv_dim), reads=1, flops_per=6.0)
+        b.elementwise(
+            "attn_rope", "elementwise", layer, m * (q_dim + kv_dim), reads=1, flops_per=6.0,
+            memory_class="rope", rows=m,
+        )  # fmt: skip
     _attention(b, layer, shape, q_dim, kv_dim)
     b.gemm("attn_post_proj", layer, m, h, q_dim, "o")
     b.allreduce("attn_allreduce", layer, m)
-    b.elementwise("add", "elementwise", layer, m * h, reads=2, flops_per=1.0)
-    b.elementwise("post_attention_layernorm", "norm", layer, m * h, reads=1, flops_per=5.0)
+    b.elementwise("add", "elementwise", layer, m * h, reads=2, flops_per=1.0, memory_class="add")
+    b.elementwise(
+        "post_attention_layernorm", "norm", layer, m * h, reads=1, flops_per=5.0, memory_class="norm", rows=m
+    )
     inter = plan.intermediate
     touched = min(model.experts, model.experts_per_token * max(1, m)) if model.experts > 1 else 1
     if model.experts > 1:
@@ -231,11 +257,12 @@ def _layer(b: _Builder, layer: int, shape: BatchShape) -> None:
     rows = m * model.experts_per_token
     b.gemm("mlp_up_proj", layer, rows, up_cols, h, "mlp_up", experts=touched)
     b.elementwise(
-        "mlp_act", "elementwise", layer, rows * inter, reads=2 if model.gated_mlp else 1, flops_per=8.0
-    )
+        "mlp_act", "elementwise", layer, rows * inter, reads=2 if model.gated_mlp else 1, flops_per=8.0,
+        memory_class="activation", rows=rows,
+    )  # fmt: skip
     b.gemm("mlp_down_proj", layer, rows, h, inter, "mlp_down", experts=touched)
     b.allreduce("mlp_allreduce", layer, m)
-    b.elementwise("add", "elementwise", layer, m * h, reads=2, flops_per=1.0)
+    b.elementwise("add", "elementwise", layer, m * h, reads=2, flops_per=1.0, memory_class="add")
 
 
 def _attention(b: _Builder, layer: int, shape: BatchShape, q_dim: int, kv_dim: int) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from llmtwin.errors import ConfigurationError
 from llmtwin.hardware.spec import HardwareSpec
 from llmtwin.models.spec import ModelSpec
-from llmtwin.physics.engine import NO_ENGINE, EngineSpec
+from llmtwin.physics.engine import NO_ENGINE, EngineSpec, launch_pipeline
 from llmtwin.physics.graph import BatchShape, Op, ShardPlan, build_graph, shard
 from llmtwin.physics.precision import Precision
 from llmtwin.physics.roofline import op_time
@@ -91,24 +91,37 @@ class StepModel:
         return out
 
     def device_time(self, shape: BatchShape) -> float:
-        """Seconds of device work (all ops, no engine overhead). Layers are identical, so one
-        representative layer is costed and multiplied: O(ops per layer), not O(layers)."""
+        """Seconds of device work (all ops back to back, no engine overhead). Layers are identical,
+        so one representative layer is costed and multiplied: O(ops per layer), not O(layers)."""
         if shape.tokens <= 0:
             return 0.0
-        total = 0.0
-        layers = self.model.layers
-        for op in self.ops_one_layer(shape):
-            t = op_time(self.hw, op, self.prec, self.tp)
-            total += t * layers if op.layer == 0 else t
-        return total
+        before, layer, after = self.stage_times(shape)
+        return sum(before) + self.model.layers * sum(layer) + sum(after)
 
     def ops_one_layer(self, shape: BatchShape) -> list[Op]:
         """The ops outside the layers plus those of layer 0 only."""
         return build_graph(self._one_layer_model, self.tp, shape, self.prec)
 
     def time(self, shape: BatchShape) -> float:
-        """Seconds one iteration takes, including the engine's overhead."""
+        """Seconds one iteration takes, including the engine's overhead.
+
+        The engine's serial overhead adds to the device work; its per-kernel dispatch cost
+        overlaps with it through :func:`~llmtwin.physics.engine.launch_pipeline`.
+        """
         if shape.tokens <= 0:
             return 0.0
+        before, layer, after = self.stage_times(shape)
+        engine = self.engine
+        work = launch_pipeline(before, layer, self.model.layers, after, engine.per_kernel_launch_s)
         seqs = shape.prefill_seqs + shape.decode_seqs
-        return self.device_time(shape) + self.engine.overhead(self.model.layers, seqs)
+        return work + engine.overhead(self.model.layers, seqs, prefill=shape.prefill_tokens > 0)
+
+    def stage_times(self, shape: BatchShape) -> tuple[list[float], list[float], list[float]]:
+        """Op times before the layers, of one layer, and after the layers, in graph order."""
+        before: list[float] = []
+        layer: list[float] = []
+        after: list[float] = []
+        for op in self.ops_one_layer(shape):
+            t = op_time(self.hw, op, self.prec, self.tp)
+            (before if op.layer < 0 else layer if op.layer == 0 else after).append(t)
+        return before, layer, after

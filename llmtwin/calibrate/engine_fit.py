@@ -1,0 +1,156 @@
+"""Fit an engine-overhead profile to end-to-end iteration times, on top of fixed device physics.
+
+The device physics (already calibrated on operator timings) gives every op's GPU time; only the
+:class:`~llmtwin.physics.engine.EngineSpec` fields are fitted here, so what the framework adds is
+kept apart from what the hardware does. Each measured configuration counts once (duplicate rows
+are merged by their median) and every residual is a relative (log) error.
+
+A measured decode time is the mean iteration over ``generated`` tokens whose context grows from
+``prompt`` to ``prompt + generated``; it is predicted as the mean over :data:`DECODE_POINTS`
+evenly spaced contexts (decode time is close to linear in context, so a few points are exact to
+well under 1%).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from llmtwin.calibrate.fit import LOSS_SCALE
+from llmtwin.calibrate.measured import IterationSample
+from llmtwin.calibrate.opset import Array
+from llmtwin.errors import CalibrationError
+from llmtwin.physics.engine import EngineSpec, launch_pipeline
+from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.step import StepModel
+
+DECODE_POINTS = 5
+"""Contexts at which a mean decode iteration is evaluated."""
+
+ENGINE_FIELDS: tuple[tuple[str, float, float], ...] = (
+    ("iteration_overhead_s", 0.0, 0.2),
+    ("per_kernel_launch_s", 0.0, 500e-6),
+    ("per_sequence_overhead_s", 0.0, 0.05),
+    ("prefill_overhead_s", 0.0, 0.5),
+)
+"""Fitted fields with their bounds, seconds."""
+
+_START = (2e-3, 20e-6, 0.5e-3, 10e-3)
+_SCALE = 1e-3
+"""The optimiser sees milliseconds."""
+
+Stages = tuple[list[float], list[float], list[float]]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """One measured configuration, its device-time stages and its measured time (median)."""
+
+    phase: str
+    """``prefill`` or ``decode``."""
+    model: str
+    tp: int
+    prompt: int
+    batch: int
+    generated: int
+    layers: int
+    stages: tuple[Stages, ...]
+    """Device op times for the shape(s) whose mean is the measured time."""
+    measured_s: float
+
+
+def engine_with(base: EngineSpec, values: dict[str, float]) -> EngineSpec:
+    """``base`` with the :data:`ENGINE_FIELDS` set from ``values`` (seconds)."""
+    return replace(
+        base,
+        iteration_overhead_s=values["iteration_overhead_s"],
+        per_kernel_launch_s=values["per_kernel_launch_s"],
+        per_sequence_overhead_s=values["per_sequence_overhead_s"],
+        prefill_overhead_s=values["prefill_overhead_s"],
+    )
+
+
+def predict_config(cfg: Config, engine: EngineSpec) -> float:
+    """Seconds the engine plus device physics give for ``cfg``."""
+    serial = engine.overhead(cfg.layers, cfg.batch, prefill=cfg.phase == "prefill")
+    times = [
+        launch_pipeline(b, layer, cfg.layers, a, engine.per_kernel_launch_s) for b, layer, a in cfg.stages
+    ]
+    return serial + sum(times) / len(times)
+
+
+def decode_contexts(prompt: int, generated: int) -> list[int]:
+    """Evenly spaced contexts over the decode of ``generated`` tokens after a ``prompt``."""
+    n = max(1, min(DECODE_POINTS, generated))
+    if n == 1:
+        return [prompt]
+    return [round(prompt + i * (generated - 1) / (n - 1)) for i in range(n)]
+
+
+def build_configs(
+    samples: Sequence[IterationSample], step_model: Callable[[str, int], StepModel]
+) -> list[Config]:
+    """Merge duplicate rows and cost the device part of every configuration once."""
+    prefill: dict[tuple[str, int, int, int], list[float]] = defaultdict(list)
+    decode: dict[tuple[str, int, int, int, int], list[float]] = defaultdict(list)
+    for s in samples:
+        prefill[(s.model, s.tp, s.prompt, s.batch)].append(s.prefill_s)
+        decode[(s.model, s.tp, s.prompt, s.batch, s.generated)].append(s.decode_s)
+    configs: list[Config] = []
+    for (model, tp, prompt, batch), times in sorted(prefill.items()):
+        sm = step_model(model, tp)
+        stages: tuple[Stages, ...] = (sm.stage_times(BatchShape.prefill(batch, prompt)),)
+        configs.append(
+            Config("prefill", model, tp, prompt, batch, 0, sm.model.layers, stages, statistics.median(times))
+        )
+    for (model, tp, prompt, batch, generated), times in sorted(decode.items()):
+        sm = step_model(model, tp)
+        stages = tuple(
+            sm.stage_times(BatchShape.decode(batch, c)) for c in decode_contexts(prompt, generated)
+        )
+        configs.append(
+            Config(
+                "decode",
+                model,
+                tp,
+                prompt,
+                batch,
+                generated,
+                sm.model.layers,
+                stages,
+                statistics.median(times),
+            )
+        )
+    return configs
+
+
+def fit_engine(configs: Sequence[Config], base: EngineSpec) -> EngineSpec:
+    """Least squares on log(predicted / measured) over every configuration."""
+    if not configs:
+        raise CalibrationError("no iteration configurations to fit an engine profile on")
+    measured = np.array([c.measured_s for c in configs])
+
+    def build(x: Array) -> EngineSpec:
+        return engine_with(
+            base, {name: float(v) * _SCALE for (name, _, _), v in zip(ENGINE_FIELDS, x, strict=True)}
+        )
+
+    def residuals(x: Array) -> Array:
+        engine = build(x)
+        out: Array = np.log(np.array([predict_config(c, engine) for c in configs]) / measured)
+        return out
+
+    x0 = np.array(_START) / _SCALE
+    bounds = (
+        np.array([lo for _, lo, _ in ENGINE_FIELDS]) / _SCALE,
+        np.array([hi for _, _, hi in ENGINE_FIELDS]) / _SCALE,
+    )
+    result = least_squares(residuals, x0, bounds=bounds, loss="soft_l1", f_scale=LOSS_SCALE, x_scale="jac")
+    if not result.success:
+        raise CalibrationError(f"engine fit did not converge: {result.message}")
+    return build(result.x)

@@ -1,0 +1,158 @@
+"""Fit a device's kernel-shape parameters to measured operator and collective timings.
+
+Only :class:`~llmtwin.hardware.spec.Efficiency` shape fields are fitted; the spec-sheet peaks and
+the device measurements in the hardware file (``gemm_max``, ``hbm``, plateau allreduce bus
+efficiency) stay as sourced, so the fitted shape transfers to devices that were never measured.
+The objective is a robust (soft-L1) least squares on log(predicted / measured): every point counts
+by its relative error, whatever its size, and a few outliers (warm-up spikes) cannot pull the fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from llmtwin.calibrate.measured import CollectiveSample
+from llmtwin.calibrate.opset import Array, OpGroup, predict
+from llmtwin.errors import CalibrationError
+from llmtwin.hardware.spec import Efficiency, HardwareSpec
+from llmtwin.physics.collectives import Collective, p2p_time_array, ring_collective_time
+from llmtwin.physics.precision import Precision
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One fitted field: its name, start value, bounds, and the scale the optimiser sees."""
+
+    name: str
+    start: float
+    low: float
+    high: float
+    scale: float = 1.0
+    """Seconds-valued fields are fitted in microseconds (scale 1e-6) to keep the problem
+    well conditioned."""
+
+
+OP_PARAMS: tuple[Param, ...] = (
+    Param("gemm_realised", 0.85, 0.2, 1.2),
+    Param("stream_realised", 0.95, 0.2, 1.2),
+    Param("roofline_sharpness", 1.5, 1.0, 8.0),
+    Param("gemm_overhead_s", 5.0, 0.0, 50.0, 1e-6),
+    Param("kernel_overhead_s", 2.5, 0.0, 20.0, 1e-6),
+    Param("norm_bw", 0.5, 0.02, 1.2),
+    Param("activation_bw", 0.6, 0.02, 1.2),
+    Param("rope_bw", 0.5, 0.02, 1.2),
+    Param("add_bw", 0.9, 0.02, 1.2),
+    Param("embedding_bw", 0.2, 0.02, 1.2),
+    Param("row_parallel_rows", 100.0, 1.0, 2000.0),
+)
+"""Fields fitted on operator timings."""
+
+ALLREDUCE_PARAMS: tuple[Param, ...] = (
+    Param("allreduce_alpha_s", 30.0, 1.0, 500.0, 1e-6),
+    Param("allreduce_realised", 0.7, 0.1, 1.5),
+    Param("allreduce_sharpness", 1.0, 0.3, 4.0),
+)
+"""Fields fitted on intra-node allreduce timings."""
+
+P2P_PARAMS: tuple[Param, ...] = (
+    Param("p2p_alpha_s", 10.0, 0.0, 500.0, 1e-6),
+    Param("p2p_efficiency", 0.8, 0.05, 1.2),
+)
+"""Fields fitted on intra-node send/recv timings."""
+
+LOSS_SCALE = 0.1
+"""Soft-L1 knee on log-time residuals: errors beyond ~10% count linearly, not quadratically."""
+
+
+def with_efficiency(hw: HardwareSpec, **fields: float) -> HardwareSpec:
+    """``hw`` with some efficiency fields replaced."""
+    return dataclasses.replace(hw, efficiency=dataclasses.replace(hw.efficiency, **fields))
+
+
+def _solve(
+    hw: HardwareSpec, params: Sequence[Param], residuals: Callable[[HardwareSpec], Array]
+) -> HardwareSpec:
+    """Least squares over ``params``, starting from fixed values (reproducible)."""
+
+    def build(x: Array) -> HardwareSpec:
+        return with_efficiency(hw, **{p.name: float(v) * p.scale for p, v in zip(params, x, strict=True)})
+
+    x0 = np.array([p.start for p in params])
+    bounds = (np.array([p.low for p in params]), np.array([p.high for p in params]))
+    result = least_squares(
+        lambda x: residuals(build(x)), x0, bounds=bounds, loss="soft_l1", f_scale=LOSS_SCALE, x_scale="jac"
+    )
+    if not result.success:
+        raise CalibrationError(f"fit did not converge: {result.message}")
+    return build(result.x)
+
+
+def fit_ops(hw: HardwareSpec, groups: Sequence[OpGroup], prec: Precision, max_tokens: int) -> HardwareSpec:
+    """Fit :data:`OP_PARAMS` on the points with at most ``max_tokens`` tokens."""
+    used = [(g, g.tokens <= max_tokens) for g in groups]
+    if not any(mask.any() for _, mask in used):
+        raise CalibrationError(f"no operator samples with at most {max_tokens} tokens")
+    present = {g.memory_class for g in groups} | (
+        {"gemm"} if any(g.kind == "gemm" for g in groups) else set()
+    )
+    params = [p for p in OP_PARAMS if _relevant(p.name, present)]
+
+    def residuals(h: HardwareSpec) -> Array:
+        return np.concatenate([np.log(predict(h, g, prec)[m] / g.measured_s[m]) for g, m in used])
+
+    return _solve(hw, params, residuals)
+
+
+def _relevant(name: str, present: set[str]) -> bool:
+    """Skip a memory-class field when no op of that class was measured (it stays at its default)."""
+    cls = {"norm_bw": "norm", "activation_bw": "activation", "rope_bw": "rope", "add_bw": "add"}
+    cls |= {"embedding_bw": "embedding", "gemm_realised": "gemm", "stream_realised": "gemm"}
+    return name not in cls or cls[name] in present
+
+
+def collective_prediction(hw: HardwareSpec, samples: Sequence[CollectiveSample]) -> Array:
+    """Predicted seconds for each sample (allreduce/allgather by ring, send_recv point to point)."""
+    out = np.empty(len(samples))
+    by_kind: dict[tuple[str, int, bool], list[int]] = {}
+    for i, s in enumerate(samples):
+        by_kind.setdefault((s.collective, s.world, s.intra_node), []).append(i)
+    for (name, world, intra), idx in by_kind.items():
+        sizes = np.array([float(samples[i].size_bytes) for i in idx])
+        if name == "send_recv":
+            out[idx] = p2p_time_array(hw, sizes, same_node=intra)
+        else:
+            op: Collective = "all_gather" if name == "all_gather" else "all_reduce"
+            node_hw = hw if intra else _cross_node(hw, world)
+            out[idx] = ring_collective_time(node_hw, op, world, sizes)
+    return out
+
+
+def _cross_node(hw: HardwareSpec, world: int) -> HardwareSpec:
+    """Collectives spanning nodes use the scale-out link: make ``world`` exceed the node size."""
+    link = dataclasses.replace(hw.link, devices_per_node=min(hw.link.devices_per_node, world - 1))
+    return dataclasses.replace(hw, link=link)
+
+
+def fit_collectives(hw: HardwareSpec, samples: Sequence[CollectiveSample]) -> HardwareSpec:
+    """Fit allreduce and send/recv shape fields on the intra-node samples (the scale-up fabric)."""
+    for kind, params in (("all_reduce", ALLREDUCE_PARAMS), ("send_recv", P2P_PARAMS)):
+        chosen = [s for s in samples if s.collective == kind and s.intra_node and s.world > 1]
+        if not chosen:
+            continue
+        measured = np.array([s.time_s for s in chosen])
+
+        def residuals(h: HardwareSpec, chosen: list[CollectiveSample] = chosen, m: Array = measured) -> Array:
+            return np.log(collective_prediction(h, chosen) / m)
+
+        hw = _solve(hw, params, residuals)
+    return hw
+
+
+def fitted_fields(params: Sequence[Param], eff: Efficiency) -> dict[str, float]:
+    """The values of ``params`` in ``eff``."""
+    return {p.name: getattr(eff, p.name) for p in params}

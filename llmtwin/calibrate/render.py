@@ -1,0 +1,74 @@
+"""The calibration report as markdown: fitted values and every fit-error table."""
+
+from __future__ import annotations
+
+from llmtwin.calibrate.report import (
+    TP_DEGREES,
+    ErrorRow,
+    collective_errors,
+    iteration_errors,
+    markdown_table,
+    op_errors,
+    pct,
+)
+from llmtwin.calibrate.run import Result
+from llmtwin.physics.precision import Precision
+
+MAX_MEASURED_TOKENS = 1 << 20
+
+
+def _op_table(rows: list[ErrorRow]) -> str:
+    by_op: dict[str, dict[str, ErrorRow]] = {}
+    for r in rows:
+        by_op.setdefault(r.label[0], {})[r.label[1]] = r
+    headers = ["op", "points", "all TP", *(f"TP{t}" for t in TP_DEGREES), "p90 (all)"]
+    body = []
+    for op, cells in by_op.items():
+        every = cells["all"]
+        if every.count == 0:
+            continue
+        body.append(
+            [op, str(every.count), pct(every.median_pct), *(pct(cells[str(t)].median_pct) for t in TP_DEGREES),
+             pct(every.p90_pct)]
+        )  # fmt: skip
+    return markdown_table(headers, body)
+
+
+def render(result: Result, prec: Precision, max_tokens: int) -> str:
+    """Markdown text: fitted fields, then operator, collective and iteration error tables."""
+    out: list[str] = [f"## Calibration of {result.hardware.name}", ""]
+    if result.fitted:
+        out += ["Fitted efficiency fields:", ""]
+        out += [markdown_table(["field", "value"], [[k, f"{v:g}"] for k, v in result.fitted.items()]), ""]
+    if result.groups:
+        out += [
+            f"Operators, tokens 1-{max_tokens} (fitted): median |predicted/measured - 1| in %", "",
+            _op_table(op_errors(result.hardware, result.groups, prec, 1, max_tokens)), "",
+        ]  # fmt: skip
+        beyond = op_errors(result.hardware, result.groups, prec, max_tokens + 1, MAX_MEASURED_TOKENS)
+        if any(r.count for r in beyond):
+            out += [
+                f"Operators, tokens > {max_tokens} (not fitted: extrapolation), same measure", "",
+                _op_table(beyond), "",
+            ]  # fmt: skip
+    if result.collectives:
+        rows = collective_errors(result.hardware, result.collectives)
+        body = [[*r.label, str(r.count), pct(r.median_pct), pct(r.p90_pct)] for r in rows]
+        out += [
+            "Collectives (fitted on intra-node rows): median and p90 |predicted/measured - 1| in %", "",
+            markdown_table(["collective", "world", "scope", "points", "median %", "p90 %"], body), "",
+        ]  # fmt: skip
+    if result.engine is not None:
+        e = result.engine
+        out += [
+            f"Engine profile `{e.name}`: iteration {e.iteration_overhead_s * 1e3:.3g} ms, "
+            f"per-kernel dispatch {e.per_kernel_launch_s * 1e6:.3g} us, per sequence "
+            f"{e.per_sequence_overhead_s * 1e3:.3g} ms, prefill {e.prefill_overhead_s * 1e3:.3g} ms",
+            "",
+            "Iterations (every measured row): median and p90 |predicted/measured - 1| in %",
+            "",
+        ]
+        rows = iteration_errors(result.configs, e, result.iterations)
+        body = [[*r.label, str(r.count), pct(r.median_pct), pct(r.p90_pct)] for r in rows]
+        out += [markdown_table(["phase", "model", "TP", "rows", "median %", "p90 %"], body), ""]
+    return "\n".join(out)

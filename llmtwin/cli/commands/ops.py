@@ -1,0 +1,68 @@
+"""``llmtwin ops``: predicted time of each per-layer op over a sweep of token counts.
+
+``--format vidur-csv`` writes Vidur's operator-profile schema (``time_stats.<op>.median`` in ms
+per layer, per device, plus the model-dimension columns), so the output can be compared with a
+Vidur profile, fed to another simulator, or given back to ``llmtwin calibrate --ops``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+
+from llmtwin.cli.common import add_device_args, int_list, print_json, step_model
+from llmtwin.physics.graph import VIDUR_OPS, BatchShape
+from llmtwin.physics.roofline import op_time
+from llmtwin.physics.step import StepModel
+
+DEFAULT_TOKENS = ",".join(str(1 << i) for i in range(13))
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("ops", help="predicted per-layer op times over token counts (Vidur CSV format)")
+    add_device_args(p)
+    p.add_argument("--tokens", default=DEFAULT_TOKENS, help="comma-separated token counts (GEMM rows)")
+    p.add_argument("--format", choices=("vidur-csv", "json", "table"), default="table")
+    p.set_defaults(func=run)
+
+
+def op_times_ms(sm: StepModel, tokens: int) -> dict[str, float]:
+    """Milliseconds of each Vidur-named op present in one layer with ``tokens`` rows."""
+    out: dict[str, float] = {}
+    for op in sm.ops_one_layer(BatchShape.prefill(1, tokens)):
+        if op.name in VIDUR_OPS and op.name not in out:
+            out[op.name] = op_time(sm.hw, op, sm.prec, sm.tp) * 1e3
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    # Per-layer op times are meaningful even where the whole model would not fit (Vidur profiles
+    # Llama-2-70B at TP1), so only the shape checks apply here, not the HBM-capacity one.
+    sm = step_model(args, check_fit=False)
+    sweep = int_list(args.tokens)
+    rows = [(t, op_times_ms(sm, t)) for t in sweep]
+    present = [op for op in VIDUR_OPS if any(op in r for _, r in rows)]
+    if args.format == "json":
+        print_json(
+            {"hardware": sm.hw.name, "model": sm.model.name, "tp": sm.tp, "unit": "ms",
+             "rows": [{"num_tokens": t, **r} for t, r in rows]}
+        )  # fmt: skip
+        return 0
+    if args.format == "table":
+        print("tokens " + " ".join(f"{op[:12]:>12}" for op in present) + "   (ms, per layer, per device)")
+        for t, r in rows:
+            print(f"{t:6d} " + " ".join(f"{r[op]:12.4f}" for op in present))
+        return 0
+    m = sm.model
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(
+        [*(f"time_stats.{op}.median" for op in VIDUR_OPS), "n_head", "n_kv_head", "n_embd", "n_expanded_embd",
+         "vocab_size", "use_gated_mlp", "num_tokens", "num_tensor_parallel_workers"]
+    )  # fmt: skip
+    for t, r in rows:
+        times = [f"{r[op]:.6g}" if op in r else "" for op in VIDUR_OPS]
+        writer.writerow(
+            [*times, m.heads, m.kv_heads, m.hidden, m.intermediate, m.vocab, m.gated_mlp, t, sm.tp]
+        )
+    return 0
