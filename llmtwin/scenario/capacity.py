@@ -1,4 +1,4 @@
-"""A back-of-envelope saturation load for a scenario, from the device physics alone.
+"""A back-of-envelope saturation load for a scenario, from the device physics and its engine profile.
 
 Used to place the scenarios' load ranges (see docs/scenarios.md), not as a result: the simulation
 decides where a policy really saturates. One instance serves a request with one whole-prompt

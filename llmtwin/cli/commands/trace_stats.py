@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
                 "path": str(scenario_path(args.scenario)),
                 "stats": request_stats(requests),
                 "capacity": estimate_capacity(s),
+                "engine": s.cluster.engine,
             }
         )
     if args.json:
@@ -82,7 +83,9 @@ def _print_entry(entry: dict[str, Any]) -> None:
         print(f"  {label:16s}{_row(summary)}")
     cap: CapacityEstimate | None = entry.get("capacity")
     if cap is not None:
-        print("  physics-only estimate (llmtwin/scenario/capacity.py):")
+        print(
+            f"  capacity estimate (device physics, engine {entry['engine']!r}, no queueing; scenario/capacity.py):"
+        )
         print(f"    KV capacity per instance      {cap.kv_capacity_tokens} tokens")
         print(
             f"    decode batch at saturation    {cap.decode_batch} seqs, {cap.decode_step_s * 1e3:.1f} ms/step"
