@@ -1,0 +1,170 @@
+"""``llmtwin preserve``: one decode step under vanilla, fused GEMM+allreduce and PRESERVE."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from llmtwin.cli.common import add_device_args, print_json, step_model
+from llmtwin.errors import ConfigurationError
+from llmtwin.physics.graph import BatchShape
+from llmtwin.preserve import FusedConfig, PreserveConfig, StepComparison, compare_step
+from llmtwin.preserve.config import CONTENTIONS, PRIORITIES
+from llmtwin.preserve.cost import MIB
+from llmtwin.preserve.plots import timeline_png
+from llmtwin.preserve.report import layer_detail, layer_rows
+
+DEFAULT_OUT = Path("out/preserve")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "preserve",
+        help="one decode step: vanilla vs fused GEMM+allreduce vs PRESERVE L2 prefetching",
+        description="Plan PRESERVE prefetches for one decode step and compare the step time with the "
+        "serial (vanilla) and fused GEMM+allreduce baselines. See docs/preserve.md.",
+    )
+    add_device_args(p)
+    p.add_argument("--batch", type=int, default=8, help="decode sequences in the step")
+    p.add_argument("--context", type=int, default=16384, help="cached tokens per sequence")
+    p.add_argument("--layer", type=int, default=None, help="layer shown in detail (default: the middle one)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table (no PNG)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the PNG timeline")
+    add_planner_args(p)
+    p.set_defaults(func=run)
+
+
+def add_planner_args(p: argparse.ArgumentParser) -> None:
+    """The planner's open choices (PreserveConfig) and the hardware's L2 size."""
+    d = PreserveConfig()
+    g = p.add_argument_group("PRESERVE planner (defaults: docs/preserve.md)")
+    g.add_argument("--l2-mb", type=float, default=None, help="L2 capacity in MiB (default: the hardware's)")
+    g.add_argument("--budget-mb", type=float, default=None, help="cap on bytes prefetched per window, MiB")
+    g.add_argument("--priority", choices=PRIORITIES, default=d.priority, help="prefetch order in a window")
+    g.add_argument("--contention", choices=CONTENTIONS, default=d.contention, help="HBM sharing model")
+    g.add_argument("--no-extend-window", action="store_true", help="prefetch during the allreduce only")
+    g.add_argument("--no-partial", action="store_true", help="prefetch whole tensors only")
+    g.add_argument("--horizon", type=int, default=d.horizon_windows, help="allreduces a window looks ahead")
+    g.add_argument("--streaming-allocates", action="store_true",
+                   help="streamed HBM reads allocate in an LRU L2 and can evict prefetched lines")  # fmt: skip
+    g.add_argument("--prefetch-overhead-us", type=float, default=d.prefetch_op_overhead_s * 1e6,
+                   help="side-stream time per prefetch op, us")  # fmt: skip
+    g.add_argument("--prefetch-bw-fraction", type=float, default=d.prefetch_bandwidth_fraction,
+                   help="prefetch DMA bandwidth as a fraction of streaming HBM bandwidth")  # fmt: skip
+
+
+def planner_config(args: argparse.Namespace) -> PreserveConfig:
+    return PreserveConfig(
+        budget_bytes=None if args.budget_mb is None else args.budget_mb * MIB,
+        extend_window=not args.no_extend_window,
+        priority=args.priority,
+        partial=not args.no_partial,
+        horizon_windows=args.horizon,
+        contention=args.contention,
+        prefetch_bandwidth_fraction=args.prefetch_bw_fraction,
+        prefetch_op_overhead_s=args.prefetch_overhead_us * 1e-6,
+        streaming_allocates=args.streaming_allocates,
+    )
+
+
+def l2_capacity(args: argparse.Namespace) -> float | None:
+    if args.l2_mb is None:
+        return None
+    if args.l2_mb < 0:
+        raise ConfigurationError(f"--l2-mb must be >= 0, got {args.l2_mb}")
+    return float(args.l2_mb * MIB)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch < 1 or args.context < 0:
+        raise ConfigurationError(
+            f"--batch must be >= 1 and --context >= 0, got {args.batch} and {args.context}"
+        )
+    sm = step_model(args)
+    need = args.batch * (args.context + 1)
+    if need > sm.kv_capacity_tokens():
+        raise ConfigurationError(
+            f"{args.batch} x {args.context} tokens of KV cache do not fit next to the weights of "
+            f"{sm.model.name} at TP {sm.tp} on {sm.hw.name} (room for {sm.kv_capacity_tokens()} tokens)"
+        )
+    config = planner_config(args)
+    cmp = compare_step(
+        sm, BatchShape.decode(args.batch, args.context), config, FusedConfig(), l2_capacity(args)
+    )
+    layer = sm.model.layers // 2 if args.layer is None else args.layer
+    if not 0 <= layer < sm.model.layers:
+        raise ConfigurationError(f"--layer must be in 0..{sm.model.layers - 1}, got {layer}")
+    overhead = sm.engine.overhead(sm.model.layers, args.batch)
+    out = summary(args, cmp, overhead)
+    if args.json:
+        out["layers"] = layer_rows(cmp)
+        out["detail"] = layer_detail(cmp, layer)
+        print_json(out)
+        return 0
+    print_table(out, cmp, layer)
+    title = (f"{sm.model.name} TP{sm.tp} {sm.prec.label()} on {sm.hw.name}, batch {args.batch} x "
+             f"{args.context}: vanilla {out['vanilla_step_s'] * 1e3:.2f} ms, fused {out['fused_step_s'] * 1e3:.2f} ms, "
+             f"PRESERVE {out['preserve_step_s'] * 1e3:.2f} ms ({out['speedup']:.3f}x)")  # fmt: skip
+    path = timeline_png(cmp, layer, 2, args.out / "preserve_timeline.png", title)
+    print(f"wrote {path}")
+    return 0
+
+
+def summary(args: argparse.Namespace, cmp: StepComparison, overhead_s: float) -> dict[str, Any]:
+    vanilla = cmp.vanilla_step_s + overhead_s
+    preserve = cmp.preserve_step_s + overhead_s
+    fused = cmp.fused_step_s + overhead_s
+    return {
+        "vanilla_step_s": vanilla,
+        "fused_step_s": fused,
+        "preserve_step_s": preserve,
+        "speedup": vanilla / preserve if preserve > 0 else 1.0,
+        "fused_speedup": vanilla / fused if fused > 0 else 1.0,
+        "hardware": args.hardware,
+        "model": args.model,
+        "tp": args.tp,
+        "precision": args.precision,
+        "batch": args.batch,
+        "context": args.context,
+        "l2_bytes": cmp.costs.l2_capacity,
+        "engine_overhead_s": overhead_s,
+        "windows": len(cmp.plan.windows),
+        "prefetched_bytes": cmp.plan.prefetched_bytes,
+        "l2_hit_bytes": sum(s.l2_bytes for s in cmp.preserve.ops),
+        "wait_s": cmp.preserve.wait_s,
+        "declined": cmp.plan.declined,
+        "config": cmp_config(args),
+    }
+
+
+def cmp_config(args: argparse.Namespace) -> dict[str, Any]:
+    return {"preserve": planner_config(args).to_dict(), "fused": FusedConfig().to_dict()}
+
+
+def print_table(out: dict[str, Any], cmp: StepComparison, layer: int) -> None:
+    mib = out["l2_bytes"] / MIB
+    print(f"{out['model']} TP {out['tp']} {out['precision']} on {out['hardware']} (L2 {mib:g} MiB): "
+          f"decode batch {out['batch']} x {out['context']} context")  # fmt: skip
+    print(f"  vanilla   {out['vanilla_step_s'] * 1e3:9.3f} ms")
+    print(f"  fused     {out['fused_step_s'] * 1e3:9.3f} ms   {out['fused_speedup']:.3f}x")
+    print(f"  PRESERVE  {out['preserve_step_s'] * 1e3:9.3f} ms   {out['speedup']:.3f}x")
+    print(f"  prefetched {out['prefetched_bytes'] / 1e9:.2f} GB per step in {out['windows']} windows, "
+          f"read from L2 {out['l2_hit_bytes'] / 1e9:.2f} GB, consumers waited {out['wait_s'] * 1e6:.1f} us")  # fmt: skip
+    if out["declined"]:
+        print(f"  planner declined: {out['declined']}")
+    detail = layer_detail(cmp, layer)
+    print(f"\nlayer {layer}, PRESERVE main stream:")
+    print(f"  {'op':28s} {'start_us':>9s} {'dur_us':>8s} {'vanilla_us':>10s} {'from_L2_MB':>10s}")
+    t0 = detail["ops"][0]["start_s"]
+    for o in detail["ops"]:
+        print(f"  {o['name']:28s} {(o['start_s'] - t0) * 1e6:9.1f} {(o['end_s'] - o['start_s']) * 1e6:8.1f} "
+              f"{o['vanilla_s'] * 1e6:10.1f} {o['l2_bytes'] / 1e6:10.2f}")  # fmt: skip
+    for w in detail["windows"]:
+        print(f"\n  window at {w['allreduce_name']}: {w['window_s'] * 1e6:.1f} us, could move "
+              f"{w['window_bytes'] / 1e6:.1f} MB, L2 free {w['l2_free_bytes'] / 1e6:.1f} MB, saves "
+              f"{w['saving_s'] * 1e6:.1f} us")  # fmt: skip
+        for it in w["items"]:
+            part = " (partial)" if it["partial"] else ""
+            print(f"    {it['order']}: {it['tensor']:12s} -> {it['consumer_name']:16s} {it['bytes'] / 1e6:8.2f} of "
+                  f"{it['tensor_bytes'] / 1e6:.2f} MB{part}, {it['start_s'] * 1e6:.1f}-{it['end_s'] * 1e6:.1f} us")  # fmt: skip

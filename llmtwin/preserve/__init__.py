@@ -1,0 +1,41 @@
+"""PRESERVE (arXiv 2501.08192): prefetch weights and KV cache into L2 during allreduces.
+
+The planner is pure and deterministic. Others call :func:`plan_step_l2` (op index -> bytes read
+from L2), :func:`plan_step` (the full plan) or :func:`compare_step` (vanilla, fused and PRESERVE
+timelines). Every open modelling choice is a field of :class:`PreserveConfig`; see docs/preserve.md.
+"""
+
+from llmtwin.preserve.config import FusedConfig, PreserveConfig, WorkingSetConfig
+from llmtwin.preserve.costs import OpCosts
+from llmtwin.preserve.evaluate import (
+    StepComparison,
+    compare_costs,
+    compare_step,
+    plan_step,
+    plan_step_l2,
+    step_costs,
+)
+from llmtwin.preserve.plan import PrefetchItem, PrefetchPlan, PrefetchWindow
+from llmtwin.preserve.planner import plan_prefetch
+from llmtwin.preserve.timeline import OpSpan, PrefetchSpan, Timeline, simulate
+
+__all__ = [
+    "FusedConfig",
+    "OpCosts",
+    "OpSpan",
+    "PrefetchItem",
+    "PrefetchPlan",
+    "PrefetchSpan",
+    "PrefetchWindow",
+    "PreserveConfig",
+    "StepComparison",
+    "Timeline",
+    "WorkingSetConfig",
+    "compare_costs",
+    "compare_step",
+    "plan_prefetch",
+    "plan_step",
+    "plan_step_l2",
+    "simulate",
+    "step_costs",
+]

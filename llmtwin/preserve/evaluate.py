@@ -1,0 +1,105 @@
+"""Entry points on a :class:`~llmtwin.physics.step.StepModel`: plan a step, compare it with the baselines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.step import StepModel
+from llmtwin.preserve.baselines import fused_timeline
+from llmtwin.preserve.config import FusedConfig, PreserveConfig, WorkingSetConfig
+from llmtwin.preserve.costs import OpCosts
+from llmtwin.preserve.plan import PrefetchPlan
+from llmtwin.preserve.planner import plan_prefetch
+from llmtwin.preserve.timeline import Timeline, simulate
+
+
+def step_costs(
+    step_model: StepModel,
+    shape: BatchShape,
+    l2_capacity: float | None = None,
+    working_set: WorkingSetConfig | None = None,
+) -> OpCosts:
+    """Op costs of one step; ``l2_capacity`` (bytes) defaults to the hardware's L2."""
+    cap = step_model.hw.l2_capacity if l2_capacity is None else l2_capacity
+    return OpCosts(step_model.hw, step_model.prec, step_model.tp, step_model.ops(shape), cap, working_set)
+
+
+def plan_step(
+    step_model: StepModel,
+    shape: BatchShape,
+    config: PreserveConfig | None = None,
+    l2_capacity: float | None = None,
+) -> PrefetchPlan:
+    """The PRESERVE plan for one iteration of ``shape`` (per allreduce: tensors, bytes, order)."""
+    return plan_prefetch(step_costs(step_model, shape, l2_capacity), config or PreserveConfig())
+
+
+def plan_step_l2(
+    step_model: StepModel,
+    shape: BatchShape,
+    config: PreserveConfig | None = None,
+    l2_capacity: float | None = None,
+) -> dict[int, float]:
+    """Op index (in ``step_model.ops(shape)``) -> bytes of its weights/KV read from L2 under
+    PRESERVE; pass it to ``StepModel.timeline(shape, l2_bytes=...)``. Deterministic: callers
+    may cache it per shape."""
+    return plan_step(step_model, shape, config, l2_capacity).l2_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class StepComparison:
+    """One step under the three schemes."""
+
+    costs: OpCosts
+    plan: PrefetchPlan
+    vanilla: Timeline
+    fused: Timeline
+    preserve: Timeline
+
+    @property
+    def vanilla_step_s(self) -> float:
+        return self.vanilla.step_s
+
+    @property
+    def fused_step_s(self) -> float:
+        return self.fused.step_s
+
+    @property
+    def preserve_step_s(self) -> float:
+        return self.preserve.step_s
+
+    @property
+    def speedup(self) -> float:
+        """Vanilla step time over PRESERVE step time (1.0 for an empty step)."""
+        return self.vanilla_step_s / self.preserve_step_s if self.preserve_step_s > 0 else 1.0
+
+    @property
+    def fused_speedup(self) -> float:
+        return self.vanilla_step_s / self.fused_step_s if self.fused_step_s > 0 else 1.0
+
+
+def compare_costs(
+    costs: OpCosts, config: PreserveConfig | None = None, fused: FusedConfig | None = None
+) -> StepComparison:
+    cfg = config or PreserveConfig()
+    plan = plan_prefetch(costs, cfg)
+    empty = PrefetchPlan(costs.l2_capacity, ())
+    return StepComparison(
+        costs,
+        plan,
+        simulate(costs, empty, cfg),
+        fused_timeline(costs, fused or FusedConfig()),
+        simulate(costs, plan, cfg),
+    )
+
+
+def compare_step(
+    step_model: StepModel,
+    shape: BatchShape,
+    config: PreserveConfig | None = None,
+    fused: FusedConfig | None = None,
+    l2_capacity: float | None = None,
+) -> StepComparison:
+    """Vanilla, fused GEMM+allreduce and PRESERVE timelines of one step."""
+    return compare_costs(step_costs(step_model, shape, l2_capacity), config, fused)

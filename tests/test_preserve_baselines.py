@@ -1,0 +1,62 @@
+"""Baselines: the serial step and fused GEMM+allreduce."""
+
+from __future__ import annotations
+
+import pytest
+from preserve_builders import step_model
+
+from llmtwin.physics.graph import BatchShape
+from llmtwin.preserve import FusedConfig, compare_step, step_costs
+from llmtwin.preserve.baselines import fused_pairs, fused_time
+
+DECODE = BatchShape.decode(8, 16384)
+
+
+def test_vanilla_is_the_sum_of_the_physics_op_times() -> None:
+    """The vanilla step is StepModel.timeline's op times back to back."""
+    sm = step_model()
+    cmp = compare_step(sm, DECODE)
+    assert cmp.vanilla_step_s == pytest.approx(sum(t.time_s for t in sm.timeline(DECODE)))
+    assert cmp.vanilla_step_s == pytest.approx(sm.device_time(DECODE))
+
+
+@pytest.mark.parametrize("shape", [DECODE, BatchShape.decode(1, 256), BatchShape.prefill(2, 2048)])
+@pytest.mark.parametrize("hides_alpha", [True, False])
+def test_fused_lies_between_vanilla_and_ideal(shape: BatchShape, hides_alpha: bool) -> None:
+    """Fused is never slower than vanilla and hides at most min(GEMM, allreduce) per pair."""
+    sm = step_model()
+    cmp = compare_step(sm, shape, fused=FusedConfig(hides_alpha=hides_alpha))
+    costs = cmp.costs
+    pairs = fused_pairs(costs, FusedConfig(hides_alpha=hides_alpha))
+    assert len(pairs) == 2 * sm.model.layers
+    ideal = cmp.vanilla_step_s - sum(
+        min(costs.vanilla_time(p.gemm), costs.vanilla_time(p.allreduce)) for p in pairs
+    )
+    assert ideal - 1e-12 <= cmp.fused_step_s <= cmp.vanilla_step_s + 1e-12
+
+
+def test_one_chunk_with_exposed_alpha_is_the_serial_pair() -> None:
+    """Fusing into one chunk with the allreduce latency after the GEMM changes nothing."""
+    costs = step_costs(step_model(), DECODE)
+    p = fused_pairs(costs, FusedConfig())[0]
+    gemm_s, ar_s = costs.vanilla_time(p.gemm), costs.vanilla_time(p.allreduce)
+    assert fused_time(costs, gemm_s, ar_s, 1, hides_alpha=False) == pytest.approx(gemm_s + ar_s)
+
+
+def test_fused_gain_is_bounded_by_the_allreduce_latency_at_decode() -> None:
+    """At decode the allreduce is latency-bound, so fusing hides at most its alpha plus its bandwidth term."""
+    sm = step_model()
+    costs = step_costs(sm, DECODE)
+    for p in fused_pairs(costs, FusedConfig()):
+        assert (
+            p.serial_s - p.fused_s
+            <= costs.vanilla_time(p.allreduce) - 2 * (sm.tp - 1) * sm.hw.link.latency_s + 1e-12
+        )
+
+
+def test_fused_timeline_replaces_each_pair_by_one_span() -> None:
+    """The fused timeline has one 'fused' span per GEMM+allreduce pair and ends at fused_step_s."""
+    cmp = compare_step(step_model(), DECODE)
+    fused = [s for s in cmp.fused.ops if s.kind == "fused"]
+    assert len(fused) == 2 * 3
+    assert cmp.fused.ops[-1].end_s == pytest.approx(cmp.fused_step_s)

@@ -1,0 +1,91 @@
+"""``llmtwin preserve`` and ``llmtwin l2-sweep``: JSON keys, tables, PNGs, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from llmtwin.cli.commands import l2_sweep, preserve
+from llmtwin.errors import ConfigurationError
+
+ISSUE_ARGS = ["--hardware", "ascend-910b2", "--model", "llama-3-70b", "--tp", "4"]
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Parse and run one of the two commands as the CLI does, returning stdout."""
+    parser = argparse.ArgumentParser(prog="llmtwin")
+    sub = parser.add_subparsers(dest="command")
+    preserve.register(sub)
+    l2_sweep.register(sub)
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    return capsys.readouterr().out
+
+
+def test_preserve_json_has_the_issue_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's command prints the three step times, the speedup and a per-layer timeline."""
+    argv = ["preserve", *ISSUE_ARGS, "--batch", "8", "--context", "16384", "--precision", "int8", "--json"]
+    out = json.loads(run(argv, capsys))
+    for key in ("vanilla_step_s", "fused_step_s", "preserve_step_s", "speedup", "layers", "detail"):
+        assert key in out
+    assert out["speedup"] == pytest.approx(out["vanilla_step_s"] / out["preserve_step_s"])
+    assert out["preserve_step_s"] <= out["vanilla_step_s"]
+    assert out["fused_step_s"] <= out["vanilla_step_s"]
+    assert [row["layer"] for row in out["layers"]] == list(range(-1, 81))
+    assert sum(row["preserve_s"] for row in out["layers"]) == pytest.approx(out["preserve_step_s"])
+    assert out["detail"]["windows"]
+    assert out["detail"]["windows"][0]["items"]
+
+
+def test_preserve_table_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --json the command prints a table and writes the timeline PNG to --out."""
+    argv = ["preserve", *ISSUE_ARGS, "--batch", "4", "--context", "2048", "--out", str(tmp_path)]
+    text = run(argv, capsys)
+    assert "PRESERVE" in text
+    assert "window at mlp_allreduce" in text
+    png = tmp_path / "preserve_timeline.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_preserve_rejects_a_kv_cache_that_does_not_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    """A batch whose KV cache exceeds HBM is a ConfigurationError, not a number."""
+    with pytest.raises(ConfigurationError, match="do not fit"):
+        run(["preserve", *ISSUE_ARGS, "--batch", "512", "--context", "131072", "--json"], capsys)
+
+
+def test_l2_sweep_json_has_the_issue_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    """l2-sweep prints rows with perf, cost and perf/cost with and without prefetch, and the optimum."""
+    argv = [
+        "l2-sweep",
+        *ISSUE_ARGS,
+        "--json",
+        "--l2-sizes",
+        "4,64,256",
+        "--batches",
+        "8",
+        "--contexts",
+        "4096",
+    ]
+    out = json.loads(run(argv, capsys))
+    assert {(r["l2_mb"], r["prefetch"]) for r in out["rows"]} == {
+        (m, f) for m in (4.0, 64.0, 256.0) for f in (False, True)
+    }
+    for row in out["rows"]:
+        assert set(row) == {"l2_mb", "prefetch", "perf", "cost", "perf_per_cost"}
+        assert row["perf_per_cost"] == pytest.approx(row["perf"] / row["cost"])
+    assert set(out["optimum"]) == {"without_prefetch_mb", "with_prefetch_mb", "perf_per_cost_gain"}
+    assert out["workloads"] == [{"batch": 8, "context": 4096}]
+
+
+def test_l2_sweep_table_and_cost_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The table run writes the sweep PNG; --cost overrides a cost parameter."""
+    argv = ["l2-sweep", *ISSUE_ARGS, "--l2-sizes", "4,64", "--batches", "1", "--contexts", "1024",
+            "--cost", "package_usd=0", "--out", str(tmp_path)]  # fmt: skip
+    text = run(argv, capsys)
+    assert "optimum L2" in text
+    assert (tmp_path / "l2_sweep.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ConfigurationError, match="unknown cost parameter"):
+        run([*argv[:-2], "--cost", "gold=1"], capsys)
