@@ -1,0 +1,123 @@
+"""Child processes of ``llmtwin up``: start, watch, stop -- and never leave one behind.
+
+Each child runs in its own process group (so a terminal's Ctrl-C reaches only ``up``, which
+then stops the children in order) and, on Linux, gets SIGTERM if ``up`` dies without cleaning
+up (``PR_SET_PDEATHSIG``). Its stdout and stderr go to ``<log_dir>/<name>.log``, whose last
+lines are shown when it fails. ``stop_all`` sends SIGTERM to every group, waits, then SIGKILLs
+whatever is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+"""prctl option: signal to receive when the parent thread exits (linux/prctl.h)."""
+
+
+def _load_prctl() -> ctypes._NamedFuncPointer | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c") or "libc.so.6"
+    try:
+        return ctypes.CDLL(name, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+"""Loaded once, before any fork: nothing may be loaded between fork and exec."""
+
+
+def child_preexec() -> None:
+    """Runs in the child between fork and exec: die with the parent (Linux only)."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(slots=True)
+class Child:
+    """One supervised process."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def tail(self, lines: int = 15) -> str:
+        """The last lines it wrote (stdout and stderr)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class Supervisor:
+    """Starts children, reports the first one that exits, stops them all."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.children: list[Child] = []
+        self.stopping = False
+
+    def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ if env is None else env),
+                process_group=0,
+                preexec_fn=child_preexec,
+            )
+        child = Child(name, proc, log_path)
+        self.children.append(child)
+        return child
+
+    def exited(self) -> Child | None:
+        """The first child that has exited, if any."""
+        for child in self.children:
+            if child.proc.poll() is not None:
+                return child
+        return None
+
+    def pids(self) -> list[int]:
+        return [c.pid for c in self.children]
+
+    def stop_all(self, grace_s: float = 10.0) -> list[str]:
+        """SIGTERM every child's group, wait up to ``grace_s``, SIGKILL the rest; names of the killed."""
+        self.stopping = True
+        for child in self.children:
+            _signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        killed = []
+        for child in self.children:
+            try:
+                child.proc.wait(max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                killed.append(child.name)
+                _signal_group(child, signal.SIGKILL)
+                child.proc.wait()
+        return killed
+
+
+def _signal_group(child: Child, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
+        os.killpg(child.pid, sig)

@@ -1,0 +1,265 @@
+"""Control messages of the twin's services: run lifecycle, time windows, results.
+
+Every message is a tagged msgspec Struct (``type`` field = ``twin.v1.ctl.<name>``); on the wire it
+is a plain msgpack map from field name to value, which any msgpack library decodes. Units are
+in the field names: ``_s`` = seconds (virtual unless the name says ``wall``), ``_bytes``,
+``_tokens``. ``inf`` (an IEEE float, valid msgpack) means "never". The component messages that
+travel inside envelopes are in ``proto/messages.py``; who sends what on which subject is in
+``proto/README.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import msgspec
+
+
+class RunSpec(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_spec"):
+    """What every process needs to build the same components for a run."""
+
+    factory: str = "cluster"
+    """Component factory: ``cluster`` (the real twin) or a transport self-test (``toy-...``)."""
+    scenario: str = ""
+    """Scenario name or path, as ``llmtwin simulate`` takes it."""
+    overrides: tuple[str, ...] = ()
+    """``key=value`` overrides, applied in order (``--set``)."""
+    policy: str | None = None
+    """Serving policy name, or None for the scenario's own."""
+
+
+class RunRequest(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_request"):
+    """Controller -> conductor: start a run."""
+
+    run: str
+    """Run id, unique on the bus (one subject token)."""
+    spec: RunSpec
+    speed: float = math.inf
+    """Virtual seconds per wall second: 1.0 = real time, inf = as fast as possible."""
+    until_s: float = math.inf
+    """Stop opening windows after this virtual time."""
+
+
+class Reply(msgspec.Struct, frozen=True, tag="twin.v1.ctl.reply"):
+    """Answer to a request: ``ok`` or a one-line error."""
+
+    ok: bool
+    error: str = ""
+
+
+class RunControl(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_control"):
+    """Controller -> conductor: pause, resume or stop a run (stop ends it and collects results)."""
+
+    run: str
+    action: Literal["pause", "resume", "stop"]
+
+
+class Hello(msgspec.Struct, frozen=True, tag="twin.v1.ctl.hello"):
+    """A service announcing itself when it (re)connects."""
+
+    service: str
+    """Unique service name (``generator``, ``balancer``, ``device-0``, ...)."""
+    role: str
+    """Service kind: conductor, generator, balancer, device, planner."""
+    pid: int
+    host: str
+    http_port: int
+    """Port of its /metrics and /healthz endpoint (0 = none)."""
+    version: str
+
+
+class Heartbeat(msgspec.Struct, frozen=True, tag="twin.v1.ctl.heartbeat"):
+    """Published every ``heartbeat_s`` wall seconds; silence means the service is gone."""
+
+    service: str
+    seq: int
+    run: str = ""
+    """Run the service is in, empty when idle."""
+
+
+class RunConfig(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_config"):
+    """Conductor -> every service: build the components of this run (idempotent per run id)."""
+
+    run: str
+    spec: RunSpec
+
+
+class RunEnd(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_end"):
+    """Conductor -> every service: forget this run (after collection, or on failure)."""
+
+    run: str
+    reason: str = ""
+
+
+class Ready(msgspec.Struct, frozen=True, tag="twin.v1.ctl.ready"):
+    """Service -> conductor: the components it built and hosts for a run."""
+
+    run: str
+    service: str
+    leaders: list[str]
+    """Components it steps and publishes for."""
+    followers: list[str] = msgspec.field(default_factory=list)
+    """Replicas it steps without publishing (a TP group spanning processes); checked by digest."""
+    error: str = ""
+    """Why it could not build the run (the run then fails with this message)."""
+
+
+class GrantBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.grant"):
+    """Conductor -> one hosting service: step these components at ``time_s`` in window ``window``."""
+
+    run: str
+    window: int
+    """Window number, 1, 2, ...; envelopes produced in window w are usable from window w+1."""
+    time_s: float
+    components: list[str]
+    expect: list[int]
+    """Per component: envelopes stamped <= time_s from earlier windows it must hold first."""
+
+
+class DoneItem(msgspec.Struct, frozen=True):
+    """What one component did in a window (what ``WindowPlanner.report`` takes)."""
+
+    component: str
+    next_time_s: float
+    """Its next internal event (inf when idle)."""
+    sent_dst: list[str]
+    """Destination of each envelope it sent, in send order."""
+    sent_time_s: list[float]
+    """Delivery time of each envelope it sent (same order as ``sent_dst``)."""
+    digest: int = 0
+    """Hash of what it sent (leaders and followers of a replicated component must agree)."""
+
+
+class DoneBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.done"):
+    """Hosting service -> conductor: every granted component stepped (or ``error``)."""
+
+    run: str
+    window: int
+    service: str
+    items: list[DoneItem]
+    completed: int = -1
+    """Requests its components have completed so far (progress display), -1 = not counted."""
+    error: str = ""
+
+
+class WireEnvelope(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelope"):
+    """``llmtwin.sim.kernel.Envelope`` on the wire; ``body`` is one tagged message, inline."""
+
+    time_s: float
+    priority: int
+    src: str
+    seq: int
+    dst: str
+    body: msgspec.Raw
+    """An encoded ``proto/messages.py`` struct (its ``type`` tag says which)."""
+
+
+class EnvelopeBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelopes"):
+    """The envelopes one component sent to one destination in one window."""
+
+    run: str
+    window: int
+    """Window in which they were produced (the receiver uses them from the next window on)."""
+    items: list[WireEnvelope]
+
+
+class Collect(msgspec.Struct, frozen=True, tag="twin.v1.ctl.collect"):
+    """Conductor -> hosting services: the run ended at ``end_s``; finish and export."""
+
+    run: str
+    end_s: float
+
+
+class ExportBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.export"):
+    """Hosting service -> conductor: ``export()`` of each component it leads."""
+
+    run: str
+    service: str
+    parts: dict[str, msgspec.Raw]
+    """Component id -> its encoded export."""
+    error: str = ""
+
+
+class Chunk(msgspec.Struct, frozen=True, tag="twin.v1.ctl.chunk"):
+    """One piece of a payload too big for one NATS message (results can be megabytes)."""
+
+    stream: str
+    """Id of the payload (sender and purpose), the same in every piece."""
+    index: int
+    total: int
+    data: bytes
+
+
+class Progress(msgspec.Struct, frozen=True, tag="twin.v1.ctl.progress"):
+    """Conductor -> controllers, a few times per wall second and once at the end."""
+
+    run: str
+    window: int
+    time_s: float
+    """Virtual time of the last window."""
+    wall_s: float
+    """Wall seconds since the run started (pauses included)."""
+    messages: int
+    """Envelopes sent so far."""
+    completed: int
+    """Requests completed so far (-1 = unknown)."""
+    lag_s: float
+    """Wall seconds behind the pace (0 at --speed max)."""
+    paused: bool = False
+
+
+class RunOutcome(msgspec.Struct, frozen=True, tag="twin.v1.ctl.outcome"):
+    """Conductor -> controllers: the run's exports, or why it failed."""
+
+    run: str
+    end_s: float
+    """Virtual time of the last window."""
+    parts: dict[str, msgspec.Raw]
+    """Component id -> its encoded export (what ``assemble_result`` takes)."""
+    stats: dict[str, float]
+    """wall_s, windows, messages, ..."""
+    error: str = ""
+    failed_service: str = ""
+
+
+class PlanRequest(msgspec.Struct, frozen=True, tag="twin.v1.ctl.plan_request"):
+    """Device -> planner: the PRESERVE plan of one iteration shape under a run's step model."""
+
+    spec: RunSpec
+    """The run (the planner builds its step model from it; stateless, so any planner answers)."""
+    shape: msgspec.Raw
+    """The iteration's ``BatchShape`` (llmtwin/physics/graph.py), encoded as a map."""
+
+
+class PlanReply(msgspec.Struct, frozen=True, tag="twin.v1.ctl.plan_reply"):
+    """Planner -> device: op index -> bytes read from L2, or why there is no plan."""
+
+    l2_bytes: dict[int, float] = msgspec.field(default_factory=dict)
+    """Op index (in ``StepModel.ops(shape)``) -> bytes of its operands served from L2."""
+    error: str = ""
+
+
+CONTROL_TYPES: tuple[type[msgspec.Struct], ...] = (
+    RunSpec,
+    RunRequest,
+    Reply,
+    RunControl,
+    Hello,
+    Heartbeat,
+    RunConfig,
+    RunEnd,
+    Ready,
+    GrantBatch,
+    DoneBatch,
+    WireEnvelope,
+    EnvelopeBatch,
+    Collect,
+    ExportBatch,
+    Chunk,
+    Progress,
+    RunOutcome,
+    PlanRequest,
+    PlanReply,
+)
+"""Every tagged control message (the round-trip test walks this list)."""

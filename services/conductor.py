@@ -1,0 +1,403 @@
+"""The conductor: owns virtual time and the lifecycle of runs.
+
+One run at a time: on a ``RunRequest`` it broadcasts the ``RunConfig``, waits until every
+component has a leader (``Ready``), then repeats: take the next window from its
+:class:`~llmtwin.sim.windows.WindowPlanner` (the same class LocalRunner uses), wait for the pace
+(``--speed``), send one ``GrantBatch`` per hosting service, wait for every ``DoneBatch``, and
+report each component to the planner in component-id order, exactly as LocalRunner does. When
+no window is left it collects the exports and publishes the ``RunOutcome``. A service that
+reports an error, or stops sending heartbeats while the conductor waits for it, fails the run
+with a message naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from llmtwin.errors import TwinError
+from llmtwin.sim.windows import WindowPlanner
+from proto import chunks, subjects
+from proto.control import (
+    Chunk,
+    Collect,
+    DoneBatch,
+    ExportBatch,
+    GrantBatch,
+    Heartbeat,
+    Hello,
+    Progress,
+    Ready,
+    Reply,
+    RunConfig,
+    RunControl,
+    RunEnd,
+    RunOutcome,
+    RunRequest,
+)
+from services.base import Rejected, Service
+from services.bus import Msg
+from services.conducted import ConductedRun, Pacer, RunFailed
+from services.factory import Factory
+from services.metrics import ConductorMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Conductor(Service):
+    """The clock service: windows, pacing, pause/resume/stop, collection."""
+
+    role = "conductor"
+
+    def __init__(
+        self,
+        name: str,
+        bus: Any,
+        *,
+        factories: Mapping[str, Factory],
+        ready_timeout_s: float = 60.0,
+        dead_after_s: float = 10.0,
+        collect_timeout_s: float = 120.0,
+        progress_interval_s: float = 0.25,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name, bus, **kwargs)
+        self.factories = factories
+        self.ready_timeout_s = ready_timeout_s
+        self.dead_after_s = dead_after_s
+        self.collect_timeout_s = collect_timeout_s
+        self.progress_interval_s = progress_interval_s
+        self.cmetrics = ConductorMetrics(self.registry)
+        self.active: ConductedRun | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.seen: dict[str, float] = {}
+        """Service -> monotonic time of its last hello or heartbeat."""
+
+    async def on_start(self) -> None:
+        await self.subscribe(subjects.run_start(), self._on_run_request)
+        await self.subscribe(subjects.run_control(), self._on_control)
+        await self.subscribe(subjects.hello(), self._on_hello)
+        await self.subscribe(subjects.heartbeat(), self._on_heartbeat)
+
+    async def on_stop(self) -> None:
+        if self.active is not None and self.task is not None:
+            self.active.fail("", f"conductor {self.name} is stopping")
+            await asyncio.wait([self.task], timeout=10.0)
+
+    def current_run(self) -> str:
+        return self.active.run if self.active is not None else ""
+
+    # -- controller requests -------------------------------------------------------------------
+
+    async def _on_run_request(self, msg: Msg) -> None:
+        req = self.codec.decode(msg.data, RunRequest)
+        try:
+            subjects.token(req.run, "run id")
+            if self.active is not None:
+                raise Rejected("stale", f"run {self.active.run} is in progress")
+            factory = self.factories.get(req.spec.factory)
+            if factory is None:
+                raise Rejected("malformed", f"unknown component factory {req.spec.factory!r}")
+            ids = sorted(c.id for c in factory.build(req.spec))
+        except TwinError as exc:
+            await self._respond(msg, Reply(False, str(exc)))
+            return
+        state = ConductedRun(req, ids, WindowPlanner(ids), Pacer(req.speed))
+        state.resumed.set()
+        self.active = state
+        await self._respond(msg, Reply(True))
+        self.task = asyncio.get_running_loop().create_task(self._conduct(state))
+
+    async def _on_control(self, msg: Msg) -> None:
+        cmd = self.codec.decode(msg.data, RunControl)
+        state = self.active
+        if state is None or state.run != cmd.run:
+            await self._respond(msg, Reply(False, f"no run {cmd.run!r} in progress"))
+            return
+        if cmd.action == "pause" and state.resumed.is_set():
+            state.resumed.clear()
+            state.wake.set()
+            self.cmetrics.paused.set(1)
+        elif cmd.action == "resume":
+            state.resumed.set()
+            self.cmetrics.paused.set(0)
+        elif cmd.action == "stop":
+            state.stop = True
+            state.resumed.set()
+            state.wake.set()
+        log.info("%s: run %s: %s", self.name, cmd.run, cmd.action)
+        await self._respond(msg, Reply(True))
+
+    async def _respond(self, msg: Msg, reply: Reply) -> None:
+        if msg.reply:
+            await self.publish(msg.reply, reply)
+
+    # -- presence ------------------------------------------------------------------------------
+
+    async def _on_hello(self, msg: Msg) -> None:
+        hello = self.codec.decode(msg.data, Hello)
+        self.seen[hello.service] = time.monotonic()
+        state = self.active
+        if state is not None and state.phase == "setup":
+            # A service that (re)connected while a run is being set up may have missed it.
+            await self.publish(subjects.config(), RunConfig(state.run, state.req.spec))
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        beat = self.codec.decode(msg.data, Heartbeat)
+        self.seen[beat.service] = time.monotonic()
+
+    # -- run-scoped messages -------------------------------------------------------------------
+
+    def _run_state(self, run: str) -> ConductedRun:
+        state = self.active
+        if state is None or state.run != run:
+            raise Rejected("unknown_run", f"no run {run!r} in progress")
+        return state
+
+    async def _on_ready(self, msg: Msg) -> None:
+        ready = self.codec.decode(msg.data, Ready)
+        state = self._run_state(ready.run)
+        self.seen[ready.service] = time.monotonic()
+        if ready.error:
+            state.fail(ready.service, ready.error)
+            return
+        if state.phase != "setup":
+            log.warning("%s: %s joined run %s late; it stands by", self.name, ready.service, ready.run)
+            return
+        for cid in ready.leaders:
+            if cid not in state.planner.components:
+                state.fail(
+                    ready.service, f"{ready.service} hosts {cid!r}, which run {ready.run} does not have"
+                )
+            elif state.leaders.setdefault(cid, ready.service) != ready.service:
+                state.fail(ready.service, f"{cid} is led by both {state.leaders[cid]} and {ready.service}")
+        for cid in ready.followers:
+            state.followers.setdefault(cid, []).append(ready.service)
+        state.ready_services.add(ready.service)
+        if len(state.leaders) == len(state.components):
+            state.ready.set()
+
+    async def _on_done(self, msg: Msg) -> None:
+        done = self.codec.decode(msg.data, DoneBatch)
+        state = self._run_state(done.run)
+        if done.window != state.window or done.service not in state.expected:
+            raise Rejected(
+                "stale", f"DoneBatch of {done.service} for window {done.window} (now {state.window})"
+            )
+        if done.error:
+            state.fail(done.service, done.error)
+            return
+        state.dones[done.service] = done
+        if done.completed >= 0:
+            state.completed[done.service] = done.completed
+        if len(state.dones) == len(state.expected):
+            state.all_done.set()
+
+    async def _on_export(self, msg: Msg) -> None:
+        chunk = self.codec.decode(msg.data, Chunk)
+        state = self.active
+        if state is None or msg.subject != subjects.export(state.run):
+            raise Rejected("unknown_run", f"export chunk on {msg.subject} outside its run")
+        data = state.chunks.add(chunk)
+        if data is None:
+            return
+        batch = self.codec.decode(data, ExportBatch)
+        if batch.error:
+            state.fail(batch.service, batch.error)
+            return
+        state.exports[batch.service] = batch
+        if state.hosting_services() <= set(state.exports):
+            state.all_exported.set()
+
+    # -- the run -------------------------------------------------------------------------------
+
+    async def _conduct(self, state: ConductedRun) -> None:
+        run = state.run
+        watchdog = asyncio.get_running_loop().create_task(self._watch(state))
+        outcome: RunOutcome
+        try:
+            state.subs = [
+                await self.subscribe(subjects.ready(run), self._on_ready),
+                await self.subscribe(subjects.done(run), self._on_done),
+                await self.subscribe(subjects.export(run), self._on_export),
+            ]
+            await self.publish(subjects.config(), RunConfig(run, state.req.spec))
+            await self._await_ready(state)
+            state.phase = "running"
+            await self._windows(state)
+            state.phase = "collecting"
+            outcome = await self._collect(state)
+            self.cmetrics.runs.labels("stopped" if state.stop else "completed").inc()
+        except RunFailed as exc:
+            log.error("%s: run %s failed: %s", self.name, run, exc.message)
+            outcome = RunOutcome(run, state.now_s, {}, self._stats(state), exc.message, exc.service)
+            self.cmetrics.runs.labels("failed").inc()
+        finally:
+            watchdog.cancel()
+            state.phase = "done"
+        await self._progress(state, force=True)
+        data = self.codec.encode(outcome)
+        for chunk in chunks.split(f"{self.name}-{run}", data, self.bus.max_payload):
+            await self.publish(subjects.outcome(run), chunk)
+        await self.publish(subjects.config(), RunEnd(run, outcome.error))
+        for sub in state.subs:
+            await self.forget(sub)
+        self.active = None
+
+    async def _await_ready(self, state: ConductedRun) -> None:
+        try:
+            await asyncio.wait_for(state.ready.wait(), self.ready_timeout_s)
+        except TimeoutError:
+            missing = [c for c in state.components if c not in state.leaders]
+            raise RunFailed(
+                "",
+                f"no service hosts {', '.join(missing)} after {self.ready_timeout_s:g} s (run {state.run})",
+            ) from None
+        state.check()
+        log.info("%s: run %s ready: %s", self.name, state.run, dict(sorted(state.leaders.items())))
+
+    async def _watch(self, state: ConductedRun) -> None:
+        """Fail the run when a service it waits for stops sending heartbeats."""
+        while True:
+            await asyncio.sleep(min(1.0, self.dead_after_s / 4))
+            if state.phase == "running":
+                owing = state.expected - set(state.dones)
+            elif state.phase == "collecting":
+                owing = state.hosting_services() - set(state.exports)
+            else:
+                continue
+            now = time.monotonic()
+            for svc in sorted(owing):
+                silent = now - self.seen.get(svc, now)
+                if silent > self.dead_after_s:
+                    hosted = sorted(c for c, s in state.leaders.items() if s == svc)
+                    state.fail(
+                        svc,
+                        f"{svc} stopped answering (no heartbeat for {silent:.0f} s) in window {state.window} "
+                        f"at t={state.now_s!r} s; it hosts {', '.join(hosted)}",
+                    )
+
+    async def _windows(self, state: ConductedRun) -> None:
+        planner, pacer = state.planner, state.pacer
+        for svc in state.ready_services:
+            self.seen.setdefault(svc, time.monotonic())
+        while not state.stop:
+            await self._pause_point(state)
+            state.check()
+            grants = planner.next_window(state.req.until_s)
+            if not grants:
+                break
+            now = grants[0].time
+            await self._pace(state, now)
+            if state.stop:
+                break  # the window was planned but never opened: the run ends before it
+            state.check()
+            pacer.opened(now)
+            t0 = time.perf_counter()
+            await self._open(state, grants[0].window, now, grants)
+            self.cmetrics.window_duration.observe(time.perf_counter() - t0)
+            self.cmetrics.windows.inc()
+            self.cmetrics.virtual_time.set(now)
+            self.cmetrics.lag.set(pacer.lag_s)
+            await self._progress(state)
+
+    async def _pause_point(self, state: ConductedRun) -> None:
+        """Hold here while paused; the pause does not count against the pace."""
+        if state.resumed.is_set():
+            return
+        t_pause = time.perf_counter()
+        await self._progress(state, force=True)
+        await state.resumed.wait()
+        state.pacer.paused_s += time.perf_counter() - t_pause
+
+    async def _pace(self, state: ConductedRun, now: float) -> None:
+        """Wait until wall time reaches the window's deadline (stop and failures cut it short)."""
+        while state.failure is None and not state.stop:
+            delay = state.pacer.delay_s(now)
+            if delay <= 0:
+                return
+            state.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.wake.wait(), delay)
+            await self._pause_point(state)
+
+    async def _open(self, state: ConductedRun, window: int, now: float, grants: list[Any]) -> None:
+        batches: dict[str, tuple[list[str], list[int]]] = {}
+        for g in grants:
+            for svc in [state.leaders[g.component], *state.followers.get(g.component, ())]:
+                comps, expect = batches.setdefault(svc, ([], []))
+                comps.append(g.component)
+                expect.append(g.expect)
+        state.window, state.now_s = window, now
+        state.expected = set(batches)
+        state.dones = {}
+        state.all_done.clear()
+        for svc, (comps, expect) in batches.items():
+            await self.publish(
+                subjects.grant(state.run, svc), GrantBatch(state.run, window, now, comps, expect)
+            )
+        await state.all_done.wait()
+        state.check()
+        items = {(svc, it.component): it for svc, batch in state.dones.items() for it in batch.items}
+        for g in grants:  # component-id order, as LocalRunner reports
+            lead = state.leaders[g.component]
+            item = items.get((lead, g.component))
+            if item is None:
+                raise RunFailed(lead, f"{lead} did not report {g.component} in window {window}")
+            for follower in state.followers.get(g.component, ()):
+                other = items.get((follower, g.component))
+                if other is None or other.digest != item.digest or other.next_time_s != item.next_time_s:
+                    raise RunFailed(
+                        follower, f"replica of {g.component} on {follower} diverged in window {window}"
+                    )
+            state.planner.report(
+                g.component, item.next_time_s, zip(item.sent_dst, item.sent_time_s, strict=True)
+            )
+            state.messages += len(item.sent_dst)
+            self.cmetrics.envelopes.inc(len(item.sent_dst))
+
+    async def _collect(self, state: ConductedRun) -> RunOutcome:
+        await self.publish(subjects.collect(state.run), Collect(state.run, state.now_s))
+        try:
+            await asyncio.wait_for(state.all_exported.wait(), self.collect_timeout_s)
+        except TimeoutError:
+            missing = sorted(state.hosting_services() - set(state.exports))
+            raise RunFailed(
+                missing[0], f"no results from {', '.join(missing)} after {self.collect_timeout_s:g} s"
+            ) from None
+        state.check()
+        parts = {cid: part for batch in state.exports.values() for cid, part in batch.parts.items()}
+        missing = [c for c in state.components if c not in parts]
+        if missing:
+            raise RunFailed("", f"no export for {', '.join(missing)}")
+        return RunOutcome(state.run, state.now_s, dict(sorted(parts.items())), self._stats(state))
+
+    def _stats(self, state: ConductedRun) -> dict[str, float]:
+        return {
+            "wall_s": state.pacer.elapsed_s(),
+            "windows": float(state.window),
+            "messages": float(state.messages),
+            "services": float(len(state.ready_services)),
+            "stopped": 1.0 if state.stop else 0.0,
+        }
+
+    async def _progress(self, state: ConductedRun, force: bool = False) -> None:
+        wall = time.perf_counter()
+        if not force and wall - state.last_progress < self.progress_interval_s:
+            return
+        state.last_progress = wall
+        msg = Progress(
+            state.run,
+            state.window,
+            state.now_s,
+            state.pacer.elapsed_s(),
+            state.messages,
+            state.completed_total(),
+            state.pacer.lag_s,
+            not state.resumed.is_set(),
+        )
+        await self.publish(subjects.progress(state.run), msg)

@@ -1,0 +1,171 @@
+"""Service configuration: one validated dataclass per service, from CLI flags and TWIN_* variables.
+
+Precedence: a command-line flag, else the environment variable ``TWIN_<FIELD>`` (e.g.
+``TWIN_NATS_URL``, ``TWIN_HTTP_PORT``), else the default. Every field has help text, shown by
+``llmtwin service ROLE --help``; a bad value raises ConfigurationError naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmtwin.errors import ConfigurationError
+from proto.subjects import token
+from services.selection import for_role
+
+ROLES = ("conductor", "generator", "balancer", "device", "planner", "host")
+"""Service roles; ``host`` hosts any components chosen with --components (transport tests)."""
+
+
+def _f(default: Any, help: str, flag: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """What every service takes."""
+
+    role: str = _f("host", "service role", flag="-")
+    name: str = _f("", "unique service name on the bus (default: the role)")
+    nats_url: str = _f("nats://127.0.0.1:4222", "NATS server URL", flag="--nats")
+    http_host: str = _f("127.0.0.1", "address of the /metrics and /healthz endpoint")
+    http_port: int = _f(0, "port of the /metrics and /healthz endpoint (0 = any free port, -1 = none)")
+    heartbeat_s: float = _f(1.0, "wall seconds between heartbeats")
+    log_level: str = _f("INFO", "DEBUG, INFO, WARNING or ERROR")
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ConfigurationError(f"role: unknown service role {self.role!r} ({', '.join(ROLES)})")
+        token(self.service_name, "name")
+        if not self.nats_url.startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise ConfigurationError(f"nats_url: expected nats://host:port, got {self.nats_url!r}")
+        if not -1 <= self.http_port <= 65535:
+            raise ConfigurationError(f"http_port: {self.http_port} is not a port")
+        if not self.heartbeat_s > 0:
+            raise ConfigurationError(f"heartbeat_s: must be > 0, got {self.heartbeat_s}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigurationError(f"log_level: {self.log_level!r} is not a log level")
+
+    @property
+    def service_name(self) -> str:
+        return self.name or self.role
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig(ServiceConfig):
+    """Generator, balancer, device (and generic host) services."""
+
+    components: str = _f("", "comma-separated fnmatch patterns of the component ids to lead")
+    instances: str = _f("", "device: instance numbers to lead, e.g. 0-3,6 (default: all)")
+    shard: str = _f("", "device: lead the instances of shard k/n (instance i is in shard i %% n + 1)")
+    follow: str = _f("", "device: instance numbers to replicate without publishing (TP across processes)")
+    wait_timeout_s: float = _f(60.0, "wall seconds a granted component waits for its messages")
+    plan_timeout_s: float = _f(60.0, "wall seconds a device waits for the planner")
+
+    def __post_init__(self) -> None:
+        ServiceConfig.__post_init__(self)
+        for_role(
+            self.role,
+            components=self.components,
+            instances=self.instances,
+            shard=self.shard,
+            follow=self.follow,
+        )
+        _positive(self, "wait_timeout_s", "plan_timeout_s")
+
+
+@dataclass(frozen=True, slots=True)
+class ConductorConfig(ServiceConfig):
+    """The conductor (clock) service."""
+
+    ready_timeout_s: float = _f(60.0, "wall seconds to wait for every component to have a host")
+    dead_after_s: float = _f(
+        10.0, "a service silent this many wall seconds while owing an answer fails the run"
+    )
+    collect_timeout_s: float = _f(120.0, "wall seconds to wait for the results")
+    progress_interval_s: float = _f(0.25, "wall seconds between progress messages")
+
+    def __post_init__(self) -> None:
+        ServiceConfig.__post_init__(self)
+        _positive(self, "ready_timeout_s", "dead_after_s", "collect_timeout_s", "progress_interval_s")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerConfig(ServiceConfig):
+    """The PRESERVE planner service."""
+
+    cache_size: int = _f(65536, "plans kept per planner process (LRU)")
+
+    def __post_init__(self) -> None:
+        ServiceConfig.__post_init__(self)
+        if self.cache_size < 1:
+            raise ConfigurationError(f"cache_size: must be >= 1, got {self.cache_size}")
+
+
+def _positive(cfg: Any, *names: str) -> None:
+    for n in names:
+        v = getattr(cfg, n)
+        if not (v > 0 and math.isfinite(v)):
+            raise ConfigurationError(f"{n}: must be a positive number, got {v}")
+
+
+def config_class(role: str) -> type[ServiceConfig]:
+    if role == "conductor":
+        return ConductorConfig
+    if role == "planner":
+        return PlannerConfig
+    return HostConfig
+
+
+def _flag(f: dataclasses.Field[Any]) -> str:
+    return str(f.metadata.get("flag") or "--" + f.name.replace("_", "-"))
+
+
+def add_arguments(parser: argparse.ArgumentParser, classes: Sequence[type[ServiceConfig]]) -> None:
+    """One flag per field of any of ``classes`` (``--http-port``, ...), grouped by class."""
+    seen: set[str] = set()
+    for cls in classes:
+        group = parser.add_argument_group(cls.__doc__)
+        for f in dataclasses.fields(cls):
+            if f.name not in seen and _flag(f) != "-":
+                seen.add(f.name)
+                _add_field(group, f)
+
+
+def _add_field(parser: argparse._ArgumentGroup, f: dataclasses.Field[Any]) -> None:
+    env = f"TWIN_{f.name.upper()}"
+    parser.add_argument(
+        _flag(f), dest=f.name, default=None, metavar=f.name.upper(),
+        help=f"{f.metadata['help']} [env {env}, default {f.default!r}]",
+    )  # fmt: skip
+
+
+def from_sources(
+    cls: type[ServiceConfig], role: str, flags: Mapping[str, Any], environ: Mapping[str, str]
+) -> Any:
+    """The config of ``role``: flags, else TWIN_* environment, else defaults; validated."""
+    values: dict[str, Any] = {"role": role}
+    for f in dataclasses.fields(cls):
+        if f.name == "role":
+            continue
+        raw = flags.get(f.name)
+        if raw is None:
+            raw = environ.get(f"TWIN_{f.name.upper()}")
+        if raw is None:
+            continue
+        kind: type[Any] = type(f.default)
+        try:
+            values[f.name] = kind(raw)
+        except ValueError:
+            raise ConfigurationError(f"{f.name}: expected {kind.__name__}, got {raw!r}") from None
+    return cls(**values)
+
+
+def from_args(role: str, args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Any:
+    return from_sources(config_class(role), role, vars(args), os.environ if environ is None else environ)

@@ -1,0 +1,269 @@
+"""A service that hosts components: the generator, balancer and device services.
+
+Per run it builds every component (deterministically, like every other process), keeps the
+ones its :class:`~services.selection.Selector` picks, and then only reacts:
+
+* envelopes for its components arrive on their subjects at any time and are buffered with the
+  window they were produced in;
+* a ``GrantBatch`` (window w, time T) lists its components to step and, for each, how many
+  envelopes stamped <= T from windows before w it must hold. It waits for exactly that many
+  (NATS gives no order across publishers, so arrival order is never used), hands them to
+  ``step`` sorted by the envelope key, publishes what the step sent (one ``EnvelopeBatch`` per
+  destination) and answers one ``DoneBatch`` for the whole grant;
+* ``Collect`` finishes its components and sends their exports to the conductor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmtwin.errors import ProtocolError, TwinError
+from llmtwin.sim.kernel import Component, Envelope
+from proto import chunks, subjects
+from proto.control import (
+    Collect,
+    DoneBatch,
+    DoneItem,
+    EnvelopeBatch,
+    ExportBatch,
+    GrantBatch,
+    Ready,
+    RunConfig,
+    RunEnd,
+)
+from services.base import Rejected, Service
+from services.bus import Msg, Subscription
+from services.factory import Factory, export_of
+from services.metrics import HostMetrics
+from services.plans import RemotePlanProvider
+from services.selection import Selector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class HostedRun:
+    """What a host keeps for one run."""
+
+    run: str
+    comps: dict[str, Component]
+    followers: set[str]
+    offload: bool
+    """Step in a worker thread (device steps may block on the planner service)."""
+    mail: dict[str, list[tuple[int, Envelope]]] = field(default_factory=dict)
+    """Per component: (window produced, envelope), not yet handed to a step."""
+    arrived: dict[str, asyncio.Event] = field(default_factory=dict)
+    subs: list[Subscription] = field(default_factory=list)
+
+
+class HostService(Service):
+    """Hosts the components its selector picks, for whatever run the conductor configures."""
+
+    def __init__(
+        self,
+        name: str,
+        bus: Any,
+        *,
+        role: str,
+        selector: Selector,
+        factories: Mapping[str, Factory],
+        wait_timeout_s: float = 60.0,
+        plan_timeout_s: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name, bus, **kwargs)
+        self.role = role  # type: ignore[misc]  # one class serves several roles
+        self.selector = selector
+        self.factories = factories
+        self.wait_timeout_s = wait_timeout_s
+        self.plan_timeout_s = plan_timeout_s
+        self.host_metrics = HostMetrics(self.registry)
+        self.runs: dict[str, HostedRun] = {}
+        self._configuring: set[str] = set()
+
+    async def on_start(self) -> None:
+        await self.subscribe(subjects.config(), self._on_config)
+
+    async def on_stop(self) -> None:
+        for run in list(self.runs):
+            await self._drop(run)
+
+    def current_run(self) -> str:
+        return next(iter(self.runs), "")
+
+    # -- run set-up and tear-down ------------------------------------------------------------
+
+    async def _on_config(self, msg: Msg) -> None:
+        cmd = self.codec.decode_union(msg.data, RunConfig | RunEnd)
+        if isinstance(cmd, RunEnd):
+            await self._drop(cmd.run)
+            return
+        if cmd.run in self.runs or cmd.run in self._configuring:
+            return  # RunConfig is re-broadcast for late joiners: idempotent per run id
+        self._configuring.add(cmd.run)
+        try:
+            await self._configure(cmd)
+        finally:
+            self._configuring.discard(cmd.run)
+
+    async def _configure(self, cfg: RunConfig) -> None:
+        run = cfg.run
+        try:
+            factory = self.factories.get(cfg.spec.factory)
+            if factory is None:
+                raise ProtocolError(f"unknown component factory {cfg.spec.factory!r}")
+            offload = factory.needs_planner(cfg.spec)
+            provider = (
+                RemotePlanProvider(self.bus, self.codec, asyncio.get_running_loop(), cfg, self.plan_timeout_s)
+                if offload
+                else None
+            )
+            built = factory.build(cfg.spec, provider)
+        except TwinError as exc:
+            log.error("%s: cannot build run %s: %s", self.name, run, exc)
+            await self.publish(subjects.ready(run), Ready(run, self.name, [], error=f"{self.name}: {exc}"))
+            return
+        hosted = {c.id: c for c in built if self.selector.role(c.id) is not None}
+        followers = {cid for cid in hosted if self.selector.role(cid) == "follower"}
+        state = HostedRun(run, hosted, followers, offload)
+        if hosted:
+            self.runs[run] = state
+            for cid in hosted:
+                state.mail[cid] = []
+                state.arrived[cid] = asyncio.Event()
+                state.subs.append(await self.subscribe(subjects.component(run, cid), self._on_envelopes))
+            state.subs.append(await self.subscribe(subjects.grant(run, self.name), self._on_grants))
+            state.subs.append(await self.subscribe(subjects.collect(run), self._on_collect))
+        self.host_metrics.components.set(len(hosted))
+        leaders = sorted(c for c in hosted if c not in followers)
+        log.info("%s: run %s: leading %s, following %s", self.name, run, leaders, sorted(followers))
+        # Subscriptions go to the server before Ready on this one connection, so every
+        # envelope sent after the conductor has our Ready finds them in place.
+        await self.publish(subjects.ready(run), Ready(run, self.name, leaders, sorted(followers)))
+
+    async def _drop(self, run: str) -> None:
+        state = self.runs.pop(run, None)
+        if state is None:
+            return
+        for sub in state.subs:
+            await self.forget(sub)
+        self.host_metrics.components.set(0)
+
+    def _state(self, run: str) -> HostedRun:
+        state = self.runs.get(run)
+        if state is None:
+            raise Rejected("unknown_run", f"{self.name} hosts nothing in run {run!r}")
+        return state
+
+    # -- messages and steps --------------------------------------------------------------------
+
+    async def _on_envelopes(self, msg: Msg) -> None:
+        batch = self.codec.decode(msg.data, EnvelopeBatch)
+        state = self._state(batch.run)
+        for item in batch.items:
+            box = state.mail.get(item.dst)
+            if box is None:
+                raise Rejected("malformed", f"envelope for {item.dst!r} on {msg.subject}")
+            box.append((batch.window, self.codec.from_wire(item)))
+            state.arrived[item.dst].set()
+        self.host_metrics.envelopes_in.inc(len(batch.items))
+
+    async def _on_grants(self, msg: Msg) -> None:
+        grant = self.codec.decode(msg.data, GrantBatch)
+        state = self._state(grant.run)
+        if len(grant.components) != len(grant.expect):
+            raise Rejected("malformed", "GrantBatch with components and expect of different lengths")
+        items: list[DoneItem] = []
+        try:
+            for cid, expect in zip(grant.components, grant.expect, strict=True):
+                items.append(await self._step(state, grant, cid, expect))
+        except Exception as exc:
+            if not isinstance(exc, TwinError):
+                log.exception("%s: step failed in window %d", self.name, grant.window)
+            why = f"{self.name}: {exc}"
+            await self.publish(
+                subjects.done(grant.run), DoneBatch(grant.run, grant.window, self.name, [], error=why)
+            )
+            return
+        await self.publish(subjects.done(grant.run), DoneBatch(grant.run, grant.window, self.name, items))
+
+    async def _inputs(
+        self, state: HostedRun, cid: str, window: int, now: float, expect: int
+    ) -> list[Envelope]:
+        """The ``expect`` envelopes stamped <= now from earlier windows, in handling order."""
+        box = state.mail.get(cid)
+        if box is None:
+            raise Rejected("malformed", f"grant for {cid!r}, which {self.name} does not host")
+        arrived = state.arrived[cid]
+        t0 = time.perf_counter()
+        deadline = t0 + self.wait_timeout_s
+        while True:
+            have = sum(1 for w, e in box if w < window and e.time <= now)
+            if have >= expect:
+                break
+            arrived.clear()
+            left = deadline - time.perf_counter()
+            try:
+                await asyncio.wait_for(arrived.wait(), max(left, 0.0))
+            except TimeoutError:
+                raise ProtocolError(
+                    f"{cid} waited {self.wait_timeout_s:g} s for its messages of window {window} "
+                    f"(t={now!r} s): has {have} of {expect}"
+                ) from None
+        self.host_metrics.input_wait.observe(time.perf_counter() - t0)
+        if have > expect:
+            raise ProtocolError(
+                f"{cid} holds {have} messages for window {window}, the conductor counted {expect}"
+            )
+        take = [e for w, e in box if w < window and e.time <= now]
+        box[:] = [(w, e) for w, e in box if not (w < window and e.time <= now)]
+        take.sort(key=lambda e: e.key)
+        return take
+
+    async def _step(self, state: HostedRun, grant: GrantBatch, cid: str, expect: int) -> DoneItem:
+        comp = state.comps[cid]
+        inbox = await self._inputs(state, cid, grant.window, grant.time_s, expect)
+        t0 = time.perf_counter()
+        if state.offload:
+            await asyncio.to_thread(comp.step, grant.time_s, inbox)
+        else:
+            comp.step(grant.time_s, inbox)
+        self.host_metrics.step_duration.observe(time.perf_counter() - t0)
+        self.host_metrics.steps.inc()
+        sent = comp.outbox.drain()
+        by_dst: dict[str, list[Envelope]] = {}
+        for env in sent:
+            by_dst.setdefault(env.dst, []).append(env)
+        digest = 0
+        for dst, envs in by_dst.items():
+            data = self.codec.wire_batch(state.run, grant.window, envs)
+            digest = zlib.crc32(data, digest)
+            if cid not in state.followers:
+                await self.publish(subjects.component(state.run, dst), data)
+        if cid not in state.followers:
+            self.host_metrics.envelopes_out.inc(len(sent))
+        return DoneItem(cid, comp.next_time(), [e.dst for e in sent], [e.time for e in sent], digest)
+
+    async def _on_collect(self, msg: Msg) -> None:
+        cmd = self.codec.decode(msg.data, Collect)
+        state = self._state(cmd.run)
+        parts: dict[str, Any] = {}
+        error = ""
+        try:
+            for cid in sorted(state.comps):
+                comp = state.comps[cid]
+                comp.finish(cmd.end_s)
+                if cid not in state.followers:
+                    parts[cid] = self.codec.raw(export_of(comp))
+        except Exception as exc:
+            log.exception("%s: export failed", self.name)
+            parts, error = {}, f"{self.name}: export failed: {exc}"
+        data = self.codec.encode(ExportBatch(cmd.run, self.name, parts, error))
+        for chunk in chunks.split(f"{self.name}", data, self.bus.max_payload):
+            await self.publish(subjects.export(cmd.run), chunk)
