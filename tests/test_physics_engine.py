@@ -1,0 +1,87 @@
+"""The engine-overhead model: launch pipeline, serial overheads, profile files."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from llmtwin.errors import CatalogFileError, UnknownEngine
+from llmtwin.hardware import HardwareCatalog
+from llmtwin.models import ModelCatalog
+from llmtwin.physics.engine import EngineCatalog, EngineSpec, launch_pipeline
+from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.step import StepModel
+
+
+def brute_force(before: list[float], layer: list[float], layers: int, after: list[float], c: float) -> float:
+    """Kernel by kernel: issued every ``c`` seconds, each starting when issued and the GPU is free."""
+    end = 0.0
+    for i, g in enumerate([*before, *layer * layers, *after], start=1):
+        end = max(end, i * c) + g
+    return end
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_launch_pipeline_matches_kernel_by_kernel_simulation(seed: int) -> None:
+    """The O(ops per layer) closed form equals simulating every kernel of every layer."""
+    rng = random.Random(seed)
+    before = [rng.uniform(0, 50e-6) for _ in range(rng.randint(0, 3))]
+    layer = [rng.expovariate(1 / 30e-6) for _ in range(rng.randint(1, 14))]
+    after = [rng.uniform(0, 80e-6) for _ in range(rng.randint(0, 3))]
+    layers = rng.randint(1, 90)
+    c = rng.choice([0.0, 5e-6, 30e-6, 60e-6])
+    assert launch_pipeline(before, layer, layers, after, c) == pytest.approx(
+        brute_force(before, layer, layers, after, c), rel=1e-9, abs=1e-12
+    )
+
+
+def test_launch_bound_and_gpu_bound_limits() -> None:
+    """Long kernels hide dispatch (time ~ GPU sum); tiny ones expose it (time ~ kernels x dispatch)."""
+    assert launch_pipeline([], [1e-3] * 10, 8, [], 10e-6) == pytest.approx(80e-3, rel=0.01)
+    assert launch_pipeline([], [1e-6] * 10, 8, [], 10e-6) == pytest.approx(80 * 10e-6 + 1e-6, rel=1e-9)
+
+
+def test_no_engine_time_is_device_time() -> None:
+    """With the ``none`` profile an iteration costs exactly its device work."""
+    sm = StepModel(HardwareCatalog().get("a100-80g"), ModelCatalog().get("llama-2-7b"), 1)
+    for shape in (BatchShape.prefill(2, 300), BatchShape.decode(8, 900)):
+        assert sm.time(shape) == pytest.approx(sm.device_time(shape), rel=1e-12)
+
+
+def test_engine_adds_overheads_and_hides_dispatch_under_long_kernels() -> None:
+    """A launch-bound decode pays the dispatch queue; the serial terms add on top; prefill pays more."""
+    hw, model = HardwareCatalog().get("a100-80g"), ModelCatalog().get("llama-2-70b")
+    engine = EngineSpec(
+        name="t", iteration_overhead_s=2e-3, per_sequence_overhead_s=1e-4, per_kernel_launch_s=40e-6,
+        prefill_overhead_s=5e-3,
+    )  # fmt: skip
+    sm = StepModel(hw, model, 8, engine=engine)
+    decode = BatchShape.decode(4, 1000)
+    kernels = len(sm.ops(decode))
+    assert sm.time(decode) >= kernels * 40e-6 + 2e-3 + 4 * 1e-4
+    prefill = BatchShape.prefill(1, 4096)
+    serial = 2e-3 + 1e-4 + 5e-3
+    assert sm.time(prefill) == pytest.approx(sm.device_time(prefill) + serial, rel=0.02)
+
+
+def test_shipped_engine_profile_loads() -> None:
+    """The calibrated splitwise-dgx-a100 profile is in the catalog with positive overheads."""
+    e = EngineCatalog().get("splitwise-dgx-a100")
+    assert e.per_kernel_launch_s > 0
+    assert e.iteration_overhead_s > 0
+    assert "llmtwin calibrate" in e.source
+
+
+def test_engine_file_errors_are_one_line(tmp_path: Path) -> None:
+    """Unknown engine names and malformed engine files raise one-line twin errors."""
+    with pytest.raises(UnknownEngine, match="unknown engine profile 'nope'"):
+        EngineCatalog().get("nope")
+    bad = tmp_path / "x.toml"
+    bad.write_text('name = "x"\niteration_overhead_us = -1\n')
+    with pytest.raises(CatalogFileError, match="iteration_overhead_us"):
+        EngineCatalog().get(str(bad))
+    bad.write_text('name = "x"\niteration_overhead_us = 1\nlaunch_us = 3\n')
+    with pytest.raises(CatalogFileError, match="unknown field"):
+        EngineCatalog().get(str(bad))
