@@ -10,7 +10,15 @@ from preserve_builders import MIB, ascend, step_model
 
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
-from llmtwin.preserve import PreserveConfig, compare_step, plan_step, plan_step_l2, simulate, step_costs
+from llmtwin.preserve import (
+    PreserveConfig,
+    compare_step,
+    plan_step,
+    plan_step_l2,
+    simulate,
+    step_costs,
+    step_times,
+)
 from llmtwin.preserve.plan import PrefetchPlan
 
 DECODE = BatchShape.decode(8, 16384)
@@ -219,3 +227,26 @@ def test_hardware_l2_is_the_default_capacity() -> None:
     """Without an explicit capacity the planner uses the hardware file's L2."""
     sm = step_model(hw=ascend(l2_mib=8))
     assert plan_step(sm, DECODE).l2_capacity == 8 * MIB
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("l2_mib", [8.0, 192.0])
+def test_fast_step_times_match_the_full_timeline(config: PreserveConfig, l2_mib: float) -> None:
+    """step_times (a few layers, steady state repeated) equals simulating every layer."""
+    sm = step_model(layers=12)
+    cmp = compare_step(sm, DECODE, config, l2_capacity=l2_mib * MIB)
+    vanilla, preserve = step_times(sm, DECODE, config, l2_mib * MIB)
+    assert vanilla == pytest.approx(cmp.vanilla_step_s, rel=1e-9)
+    assert preserve == pytest.approx(cmp.preserve_step_s, rel=1e-9)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("l2_mib", [8.0, 192.0])
+def test_fast_plan_step_l2_matches_the_full_plan(config: PreserveConfig, l2_mib: float) -> None:
+    """plan_step_l2 (steady-state layer repeated) equals the plan over every layer."""
+    sm = step_model(layers=12)
+    fast = plan_step_l2(sm, DECODE, config, l2_mib * MIB)
+    full = plan_step(sm, DECODE, config, l2_mib * MIB).l2_bytes()
+    assert fast.keys() == full.keys()
+    for j, nbytes in full.items():
+        assert fast[j] == pytest.approx(nbytes, rel=1e-9)

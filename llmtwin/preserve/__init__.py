@@ -1,8 +1,9 @@
 """PRESERVE (arXiv 2501.08192): prefetch weights and KV cache into L2 during allreduces.
 
 The planner is pure and deterministic. Others call :func:`plan_step_l2` (op index -> bytes read
-from L2), :func:`plan_step` (the full plan) or :func:`compare_step` (vanilla, fused and PRESERVE
-timelines). Every open modelling choice is a field of :class:`PreserveConfig`; see docs/preserve.md.
+from L2), :func:`plan_step` (the full plan), :func:`compare_step` (vanilla, fused and PRESERVE
+timelines) or, where only the step time matters, :func:`step_times` (fast: a few layers are
+simulated and the steady-state layer repeated). Every open modelling choice is a field of :class:`PreserveConfig`; see docs/preserve.md.
 """
 
 from llmtwin.preserve.config import FusedConfig, PreserveConfig, WorkingSetConfig
@@ -14,6 +15,7 @@ from llmtwin.preserve.evaluate import (
     plan_step,
     plan_step_l2,
     step_costs,
+    step_times,
 )
 from llmtwin.preserve.plan import PrefetchItem, PrefetchPlan, PrefetchWindow
 from llmtwin.preserve.planner import plan_prefetch
@@ -38,4 +40,5 @@ __all__ = [
     "plan_step_l2",
     "simulate",
     "step_costs",
+    "step_times",
 ]

@@ -22,10 +22,7 @@ from llmtwin.physics.graph import BatchShape
 from llmtwin.physics.step import StepModel
 from llmtwin.preserve.config import PreserveConfig, WorkingSetConfig
 from llmtwin.preserve.cost import MIB, CostModel
-from llmtwin.preserve.costs import OpCosts
-from llmtwin.preserve.plan import PrefetchPlan
-from llmtwin.preserve.planner import plan_prefetch
-from llmtwin.preserve.timeline import simulate
+from llmtwin.preserve.evaluate import step_times
 
 DEFAULT_L2_MIB: tuple[float, ...] = (
     4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 56, 64, 72, 80, 96, 112, 128, 160, 192, 256, 320, 384, 448, 512,
@@ -112,7 +109,6 @@ def sweep_l2(
             f"no workload of the mix fits in HBM ({step_model.model.name}, TP {step_model.tp}, "
             f"{step_model.prec.label()} on {step_model.hw.name})"
         )
-    ops = [step_model.ops(w.shape()) for w in workloads]
     overhead = [step_model.engine.overhead(step_model.model.layers, w.batch) for w in workloads]
     hw = step_model.hw
     rows: list[SweepRow] = []
@@ -120,12 +116,10 @@ def sweep_l2(
     for mib in sorted(set(l2_mib)):
         l2 = mib * MIB
         base, pref = [], []
-        for w, w_ops, extra in zip(workloads, ops, overhead, strict=True):
-            costs = OpCosts(hw, step_model.prec, step_model.tp, w_ops, l2, working_set)
-            vanilla = simulate(costs, PrefetchPlan(l2, ()), cfg).step_s + extra
-            with_pf = simulate(costs, plan_prefetch(costs, cfg), cfg).step_s + extra
-            base.append(w.batch / vanilla)
-            pref.append(w.batch / with_pf)
+        for w, extra in zip(workloads, overhead, strict=True):
+            vanilla, with_pf = step_times(step_model, w.shape(), cfg, l2, working_set)
+            base.append(w.batch / (vanilla + extra))
+            pref.append(w.batch / (with_pf + extra))
         device_usd = step_model.tp * cost_model.device_usd(l2, hw.hbm_capacity)
         for flag, perf in ((False, geometric_mean(base)), (True, geometric_mean(pref))):
             rows.append(SweepRow(mib, flag, perf, device_usd, perf / device_usd))

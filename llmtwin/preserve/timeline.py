@@ -77,6 +77,11 @@ class Timeline:
     def wait_s(self) -> float:
         return sum(s.wait_s for s in self.ops)
 
+    def layer_span_s(self, layer: int) -> float:
+        """Seconds from the start of ``layer``'s first op (including its wait) to its last op's end."""
+        spans = [s for s in self.ops if s.layer == layer]
+        return spans[-1].end_s - (spans[0].start_s - spans[0].wait_s) if spans else 0.0
+
     def l2_hits(self) -> dict[int, float]:
         return {s.index: s.l2_bytes for s in self.ops if s.l2_bytes > 0}
 
