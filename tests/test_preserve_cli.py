@@ -89,3 +89,15 @@ def test_l2_sweep_table_and_cost_override(tmp_path: Path, capsys: pytest.Capture
     assert (tmp_path / "l2_sweep.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ConfigurationError, match="unknown cost parameter"):
         run([*argv[:-2], "--cost", "gold=1"], capsys)
+
+
+def test_preserve_grid_marks_cells_that_do_not_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    """--grid-batches/--grid-contexts add speedups per cell, N/A (fits: false) where HBM is too small."""
+    argv = ["preserve", *ISSUE_ARGS, "--precision", "int8", "--json",
+            "--grid-batches", "1,256", "--grid-contexts", "1024,32768"]  # fmt: skip
+    grid = {(c["batch"], c["context"]): c for c in json.loads(run(argv, capsys))["grid"]}
+    assert grid[(1, 1024)]["fits"]
+    assert grid[(1, 1024)]["speedup"] >= 1.0
+    assert grid[(1, 1024)]["fused_speedup"] >= 1.0
+    assert not grid[(256, 32768)]["fits"]
+    assert "speedup" not in grid[(256, 32768)]

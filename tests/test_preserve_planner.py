@@ -235,9 +235,10 @@ def test_fast_step_times_match_the_full_timeline(config: PreserveConfig, l2_mib:
     """step_times (a few layers, steady state repeated) equals simulating every layer."""
     sm = step_model(layers=12)
     cmp = compare_step(sm, DECODE, config, l2_capacity=l2_mib * MIB)
-    vanilla, preserve = step_times(sm, DECODE, config, l2_mib * MIB)
-    assert vanilla == pytest.approx(cmp.vanilla_step_s, rel=1e-9)
-    assert preserve == pytest.approx(cmp.preserve_step_s, rel=1e-9)
+    times = step_times(sm, DECODE, config, l2_mib * MIB)
+    assert times.vanilla_s == pytest.approx(cmp.vanilla_step_s, rel=1e-9)
+    assert times.fused_s == pytest.approx(cmp.fused_step_s, rel=1e-9)
+    assert times.preserve_s == pytest.approx(cmp.preserve_step_s, rel=1e-9)
 
 
 @pytest.mark.parametrize("config", CONFIGS)

@@ -10,6 +10,7 @@ from llmtwin.preserve.config import FusedConfig, PreserveConfig, WorkingSetConfi
 from llmtwin.preserve.costs import OpCosts
 from llmtwin.preserve.evaluate import (
     StepComparison,
+    StepTimes,
     compare_costs,
     compare_step,
     plan_step,
@@ -31,6 +32,7 @@ __all__ = [
     "PrefetchWindow",
     "PreserveConfig",
     "StepComparison",
+    "StepTimes",
     "Timeline",
     "WorkingSetConfig",
     "compare_costs",

@@ -134,16 +134,34 @@ def compare_step(
     return compare_costs(step_costs(step_model, shape, l2_capacity), config, fused)
 
 
+@dataclass(frozen=True, slots=True)
+class StepTimes:
+    """Device seconds of one step under each scheme."""
+
+    vanilla_s: float
+    fused_s: float
+    preserve_s: float
+
+    @property
+    def speedup(self) -> float:
+        return self.vanilla_s / self.preserve_s if self.preserve_s > 0 else 1.0
+
+    @property
+    def fused_speedup(self) -> float:
+        return self.vanilla_s / self.fused_s if self.fused_s > 0 else 1.0
+
+
 def step_times(
     step_model: StepModel,
     shape: BatchShape,
     config: PreserveConfig | None = None,
     l2_capacity: float | None = None,
     working_set: WorkingSetConfig | None = None,
-) -> tuple[float, float]:
-    """(vanilla, PRESERVE) device seconds of one step, in O(ops per layer) rather than O(ops).
+    fused: FusedConfig | None = None,
+) -> StepTimes:
+    """Vanilla, fused and PRESERVE device seconds of one step, in O(ops per layer), not O(ops).
 
-    Layers are identical, so after the first few the two-stream timeline repeats: a model of
+    Layers are identical, so after the first few the timelines repeat: a model of
     ``2 * horizon_windows + 3`` layers is simulated and its steady-state middle layer is repeated
     for the missing ones (``tests/test_preserve_planner.py`` checks this against the full step).
     """
@@ -153,10 +171,11 @@ def step_times(
     ops = build_graph(replace(step_model.model, layers=short), step_model.tp, shape, step_model.prec)
     cap = step_model.hw.l2_capacity if l2_capacity is None else l2_capacity
     costs = OpCosts(step_model.hw, step_model.prec, step_model.tp, ops, cap, working_set)
-    vanilla = simulate(costs, PrefetchPlan(cap, ()), cfg)
-    preserve = simulate(costs, plan_prefetch(costs, cfg), cfg)
     extra = layers - short
-    return (
-        vanilla.step_s + extra * vanilla.layer_span_s(middle),
-        preserve.step_s + extra * preserve.layer_span_s(middle),
+    timelines = (
+        simulate(costs, PrefetchPlan(cap, ()), cfg),
+        fused_timeline(costs, fused or FusedConfig()),
+        simulate(costs, plan_prefetch(costs, cfg), cfg),
     )
+    vanilla, fused_s, preserve = (t.step_s + extra * t.layer_span_s(middle) for t in timelines)
+    return StepTimes(vanilla, fused_s, preserve)

@@ -117,9 +117,9 @@ def sweep_l2(
         l2 = mib * MIB
         base, pref = [], []
         for w, extra in zip(workloads, overhead, strict=True):
-            vanilla, with_pf = step_times(step_model, w.shape(), cfg, l2, working_set)
-            base.append(w.batch / (vanilla + extra))
-            pref.append(w.batch / (with_pf + extra))
+            times = step_times(step_model, w.shape(), cfg, l2, working_set)
+            base.append(w.batch / (times.vanilla_s + extra))
+            pref.append(w.batch / (times.preserve_s + extra))
         device_usd = step_model.tp * cost_model.device_usd(l2, hw.hbm_capacity)
         for flag, perf in ((False, geometric_mean(base)), (True, geometric_mean(pref))):
             rows.append(SweepRow(mib, flag, perf, device_usd, perf / device_usd))

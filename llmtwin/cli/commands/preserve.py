@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from llmtwin.cli.common import add_device_args, print_json, step_model
+from llmtwin.cli.common import add_device_args, int_list, print_json, step_model
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
-from llmtwin.preserve import FusedConfig, PreserveConfig, StepComparison, compare_step
+from llmtwin.physics.step import StepModel
+from llmtwin.preserve import FusedConfig, PreserveConfig, StepComparison, compare_step, step_times
 from llmtwin.preserve.config import CONTENTIONS, PRIORITIES
 from llmtwin.preserve.cost import MIB
 from llmtwin.preserve.plots import timeline_png
@@ -31,8 +32,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--layer", type=int, default=None, help="layer shown in detail (default: the middle one)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table (no PNG)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the PNG timeline")
+    p.add_argument(
+        "--grid-batches", default=None, help="also a speedup grid over these batch sizes (comma list)"
+    )
+    p.add_argument("--grid-contexts", default=None, help="... and these context lengths (default: --context)")
     add_planner_args(p)
+    f = p.add_argument_group("fused GEMM+allreduce baseline")
+    f.add_argument("--fused-max-chunks", type=int, default=FusedConfig().max_chunks, help="most chunks tried")
+    f.add_argument("--fused-alpha-exposed", action="store_true",
+                   help="the allreduce's fixed latency follows the last chunk instead of overlapping the GEMM")  # fmt: skip
     p.set_defaults(func=run)
+
+
+def fused_config(args: argparse.Namespace) -> FusedConfig:
+    return FusedConfig(max_chunks=args.fused_max_chunks, hides_alpha=not args.fused_alpha_exposed)
 
 
 def add_planner_args(p: argparse.ArgumentParser) -> None:
@@ -97,12 +110,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--layer must be in 0..{sm.model.layers - 1}, got {layer}")
     overhead = sm.engine.overhead(sm.model.layers, args.batch)
     out = summary(args, cmp, overhead)
+    grid = speedup_grid(args, sm, config) if args.grid_batches or args.grid_contexts else None
     if args.json:
         out["layers"] = layer_rows(cmp)
         out["detail"] = layer_detail(cmp, layer)
+        if grid is not None:
+            out["grid"] = grid
         print_json(out)
         return 0
     print_table(out, cmp, layer)
+    if grid is not None:
+        print_grid(grid)
     title = (f"{sm.model.name} TP{sm.tp} {sm.prec.label()} on {sm.hw.name}, batch {args.batch} x "
              f"{args.context}: vanilla {out['vanilla_step_s'] * 1e3:.2f} ms, fused {out['fused_step_s'] * 1e3:.2f} ms, "
              f"PRESERVE {out['preserve_step_s'] * 1e3:.2f} ms ({out['speedup']:.3f}x)")  # fmt: skip
@@ -139,7 +157,7 @@ def summary(args: argparse.Namespace, cmp: StepComparison, overhead_s: float) ->
 
 
 def cmp_config(args: argparse.Namespace) -> dict[str, Any]:
-    return {"preserve": planner_config(args).to_dict(), "fused": FusedConfig().to_dict()}
+    return {"preserve": planner_config(args).to_dict(), "fused": fused_config(args).to_dict()}
 
 
 def print_table(out: dict[str, Any], cmp: StepComparison, layer: int) -> None:
@@ -168,3 +186,34 @@ def print_table(out: dict[str, Any], cmp: StepComparison, layer: int) -> None:
             part = " (partial)" if it["partial"] else ""
             print(f"    {it['order']}: {it['tensor']:12s} -> {it['consumer_name']:16s} {it['bytes'] / 1e6:8.2f} of "
                   f"{it['tensor_bytes'] / 1e6:.2f} MB{part}, {it['start_s'] * 1e6:.1f}-{it['end_s'] * 1e6:.1f} us")  # fmt: skip
+
+
+def speedup_grid(args: argparse.Namespace, sm: StepModel, config: PreserveConfig) -> list[dict[str, Any]]:
+    """PRESERVE and fused speedups over batch x context (the shape of the paper's Figures 4 and 5);
+    cells whose KV cache does not fit in HBM are marked ``fits: false`` (the paper's N/A)."""
+    batches = int_list(args.grid_batches) if args.grid_batches else [args.batch]
+    contexts = int_list(args.grid_contexts) if args.grid_contexts else [args.context]
+    capacity = sm.kv_capacity_tokens()
+    cells: list[dict[str, Any]] = []
+    for b in batches:
+        for c in contexts:
+            cell: dict[str, Any] = {"batch": b, "context": c, "fits": b * (c + 1) <= capacity}
+            if cell["fits"]:
+                t = step_times(
+                    sm, BatchShape.decode(b, c), config, l2_capacity(args), fused=fused_config(args)
+                )
+                cell.update(speedup=t.speedup, fused_speedup=t.fused_speedup, vanilla_step_s=t.vanilla_s)
+            cells.append(cell)
+    return cells
+
+
+def print_grid(grid: list[dict[str, Any]]) -> None:
+    contexts = sorted({c["context"] for c in grid})
+    batches = sorted({c["batch"] for c in grid})
+    by = {(c["batch"], c["context"]): c for c in grid}
+    for key, label in (("speedup", "PRESERVE speedup"), ("fused_speedup", "fused GEMM+allreduce speedup")):
+        print(f"\n{label} (rows: batch, columns: context; N/A: KV cache does not fit in HBM)")
+        print("  batch " + "".join(f"{c:>9d}" for c in contexts))
+        for b in batches:
+            row = [f"{by[(b, c)][key]:9.3f}" if by[(b, c)]["fits"] else f"{'N/A':>9s}" for c in contexts]
+            print(f"  {b:5d} " + "".join(row))
