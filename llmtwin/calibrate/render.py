@@ -6,6 +6,7 @@ from llmtwin.calibrate.report import (
     TP_DEGREES,
     ErrorRow,
     collective_errors,
+    config_errors,
     iteration_errors,
     markdown_table,
     op_errors,
@@ -71,4 +72,12 @@ def render(result: Result, prec: Precision, max_tokens: int) -> str:
         rows = iteration_errors(result.configs, e, result.iterations)
         body = [[*r.label, str(r.count), pct(r.median_pct), pct(r.p90_pct)] for r in rows]
         out += [markdown_table(["phase", "model", "TP", "rows", "median %", "p90 %"], body), ""]
+        out += ["Every measured configuration (duplicates merged by median), times in ms:", ""]
+        body = [
+            [c.phase, c.model, str(c.tp), str(c.batch), str(c.prompt), str(c.generated or ""),
+             f"{c.measured_s * 1e3:.1f}", f"{p * 1e3:.1f}", f"{err * 100:+.1f}"]
+            for c, p, err in config_errors(result.configs, e)
+        ]  # fmt: skip
+        headers = ["phase", "model", "TP", "batch", "prompt", "generated", "measured", "predicted", "error %"]
+        out += [markdown_table(headers, body), ""]
     return "\n".join(out)

@@ -44,28 +44,28 @@ class Efficiency:
     """Achieved point-to-point bandwidth as a fraction of the per-direction link bandwidth."""
 
     # -- kernel-shape parameters (fitted; defaults = A100 fit) ----------------------------------
-    gemm_realised: float = 0.8577
+    gemm_realised: float = 0.8593
     """Fraction of ``gemm_max`` that the GEMM shapes of a transformer layer reach when compute-bound."""
-    stream_realised: float = 0.967
+    stream_realised: float = 0.9704
     """Fraction of ``hbm`` that a weight-streaming (memory-bound) GEMM reaches."""
-    roofline_sharpness: float = 1.388
+    roofline_sharpness: float = 1.375
     """Exponent p of the smooth maximum (t_c^p + t_m^p)^(1/p) joining compute and memory time:
     large p is the hard roofline, small p a gradual hand-over near the ridge point."""
-    gemm_overhead_s: float = 5.033e-6
+    gemm_overhead_s: float = 5.011e-06
     """Fixed time of one GEMM kernel (launch latency, prologue, epilogue, tail), seconds."""
-    kernel_overhead_s: float = 1.627e-6
+    kernel_overhead_s: float = 1.66e-06
     """Fixed time of one memory-bound kernel (norm, activation, residual add), seconds."""
-    norm_bw: float = 0.4402
+    norm_bw: float = 0.4433
     """Fraction of ``hbm`` x peak bandwidth a normalisation kernel reaches (two passes, fp32 math)."""
-    activation_bw: float = 0.5863
+    activation_bw: float = 0.589
     """Fraction of ``hbm`` x peak bandwidth the MLP activation (SiLU x up, GELU) reaches."""
-    rope_bw: float = 0.5275
+    rope_bw: float = 0.5305
     """Fraction of ``hbm`` x peak bandwidth the rotary-embedding kernel reaches."""
     add_bw: float = 1.177
     """Fraction of ``hbm`` x peak bandwidth a residual add (pure streaming) reaches."""
-    embedding_bw: float = 0.1815
+    embedding_bw: float = 0.1799
     """Fraction of ``hbm`` x peak bandwidth the token-embedding gather reaches."""
-    row_parallel_rows: float = 118.0
+    row_parallel_rows: float = 129.1
     """Rows a row-per-block kernel (norm, activation) must have to fill the device; below it the
     kernel takes the time of one wave regardless of rows. About the SM (AI-core) count."""
     attention_realised: float = 0.64

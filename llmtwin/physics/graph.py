@@ -208,7 +208,8 @@ def build_graph(model: ModelSpec, tp: int, shape: BatchShape, prec: Precision) -
     h = model.hidden
     if m <= 0:
         return []
-    b.elementwise("emb", "embedding", -1, m * h, reads=1, flops_per=0.0, memory_class="embedding", rows=m)
+    # An element-parallel gather (index_select), not one block per row: no wave floor.
+    b.elementwise("emb", "embedding", -1, m * h, reads=1, flops_per=0.0, memory_class="embedding")
     for layer in range(model.layers):
         _layer(b, layer, shape)
     b.elementwise(
