@@ -118,7 +118,7 @@ async def connect(url: str, name: str, *, reconnect_attempts: int = 60) -> NatsB
         log.warning("nats: %s", exc)
 
     async def on_disconnect() -> None:
-        log.warning("nats: disconnected from %s", url)
+        log.info("nats: disconnected from %s", url)
 
     async def on_reconnect() -> None:
         log.warning("nats: reconnected to %s", url)

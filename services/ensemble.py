@@ -22,9 +22,10 @@ from services.base import Service
 from services.bus import Bus
 from services.client import ProgressCallback, RunClient
 from services.conductor import Conductor
-from services.factory import Factory, factories
+from services.factory import Factory
 from services.host import HostService
 from services.planner import PlannerService
+from services.registry import factories
 from services.selection import Selector
 
 Connect = Callable[[str], Awaitable[Bus]]

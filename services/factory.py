@@ -10,7 +10,7 @@ the twin itself (``services/cluster.py``). :func:`run_local` runs a spec in one 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,6 +37,10 @@ class Factory(Protocol):
 
     def needs_planner(self, spec: RunSpec) -> bool:
         """Whether device steps ask the planner service for plans."""
+        ...
+
+    def may_block(self, spec: RunSpec, component: str) -> bool:
+        """Whether this component's step may wait on the planner (it then runs in a worker thread)."""
         ...
 
     def plan_function(self, spec: RunSpec) -> PlanFunction:
@@ -84,6 +88,9 @@ class ToyFactory:
     def needs_planner(self, spec: RunSpec) -> bool:
         return False
 
+    def may_block(self, spec: RunSpec, component: str) -> bool:
+        return False
+
     def plan_function(self, spec: RunSpec) -> PlanFunction:
         raise ConfigurationError("toy runs have no PRESERVE plans")
 
@@ -109,10 +116,3 @@ def run_local(factory: Factory, spec: RunSpec, codec: Codec, until_s: float = IN
         "messages": float(runner.messages),
     }
     return LocalOutcome(end, parts, stats)
-
-
-def factories(extra: Mapping[str, Factory] | None = None) -> dict[str, Factory]:
-    """Factories by name (a fresh dict: callers may add their own, e.g. tests)."""
-    found: dict[str, Factory] = {"toy": ToyFactory()}
-    found.update(extra or {})
-    return found

@@ -54,8 +54,8 @@ class HostedRun:
     run: str
     comps: dict[str, Component]
     followers: set[str]
-    offload: bool
-    """Step in a worker thread (device steps may block on the planner service)."""
+    offload: set[str]
+    """Components stepped in a worker thread (their steps may block on the planner service)."""
     mail: dict[str, list[tuple[int, Envelope]]] = field(default_factory=dict)
     """Per component: (window produced, envelope), not yet handed to a step."""
     arrived: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -118,18 +118,18 @@ class HostService(Service):
             factory = self.factories.get(cfg.spec.factory)
             if factory is None:
                 raise ProtocolError(f"unknown component factory {cfg.spec.factory!r}")
-            offload = factory.needs_planner(cfg.spec)
             provider = (
                 RemotePlanProvider(self.bus, self.codec, asyncio.get_running_loop(), cfg, self.plan_timeout_s)
-                if offload
+                if factory.needs_planner(cfg.spec)
                 else None
             )
             built = factory.build(cfg.spec, provider)
+            hosted = {c.id: c for c in built if self.selector.role(c.id) is not None}
+            offload = {cid for cid in hosted if factory.may_block(cfg.spec, cid)}
         except TwinError as exc:
             log.error("%s: cannot build run %s: %s", self.name, run, exc)
             await self.publish(subjects.ready(run), Ready(run, self.name, [], error=f"{self.name}: {exc}"))
             return
-        hosted = {c.id: c for c in built if self.selector.role(c.id) is not None}
         followers = {cid for cid in hosted if self.selector.role(cid) == "follower"}
         state = HostedRun(run, hosted, followers, offload)
         if hosted:
@@ -191,7 +191,14 @@ class HostService(Service):
                 subjects.done(grant.run), DoneBatch(grant.run, grant.window, self.name, [], error=why)
             )
             return
-        await self.publish(subjects.done(grant.run), DoneBatch(grant.run, grant.window, self.name, items))
+        done = DoneBatch(grant.run, grant.window, self.name, items, completed=self._completed(state))
+        await self.publish(subjects.done(grant.run), done)
+
+    @staticmethod
+    def _completed(state: HostedRun) -> int:
+        """Requests completed so far, for the progress line: the balancer counts them (-1: none here)."""
+        counts = [n for c in state.comps.values() if isinstance(n := getattr(c, "completed", None), int)]
+        return sum(counts) if counts else -1
 
     async def _inputs(
         self, state: HostedRun, cid: str, window: int, now: float, expect: int
@@ -230,7 +237,7 @@ class HostService(Service):
         comp = state.comps[cid]
         inbox = await self._inputs(state, cid, grant.window, grant.time_s, expect)
         t0 = time.perf_counter()
-        if state.offload:
+        if cid in state.offload:
             await asyncio.to_thread(comp.step, grant.time_s, inbox)
         else:
             comp.step(grant.time_s, inbox)

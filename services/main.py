@@ -23,9 +23,10 @@ from services import config as cfgmod
 from services.base import Service
 from services.bus import Bus, NatsBus, connect
 from services.conductor import Conductor
-from services.factory import Factory, factories
+from services.factory import Factory
 from services.host import HostService
 from services.planner import PlannerService
+from services.registry import factories
 from services.selection import for_role
 
 log = logging.getLogger("services")

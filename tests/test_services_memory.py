@@ -17,9 +17,10 @@ from proto import subjects
 from proto.codec import Codec
 from proto.control import Progress, Reply, RunRequest, RunSpec
 from services.ensemble import Ensemble, start_ensemble
-from services.factory import Factory, PlanProvider, ToyFactory, factories, run_local
+from services.factory import Factory, PlanProvider, ToyFactory, run_local
 from services.host import HostService
 from services.memory import MemoryBroker
+from services.registry import factories
 from services.selection import Selector
 from services.toy import Worker, fan
 

@@ -1,0 +1,146 @@
+"""``llmtwin up``: same outputs as simulate, and nothing left behind on Ctrl-C or a failed service."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(120)]
+
+LLMTWIN = [sys.executable, "-m", "llmtwin.cli.main"]
+
+
+def proc_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) of every live process, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z":  # zombies are dead (waiting for their parent to read the status)
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def descendants(root: int) -> set[int]:
+    table = proc_table()
+    found, frontier = set(), {root}
+    while frontier:
+        kids = {pid for pid, (ppid, _) in table.items() if ppid in frontier}
+        frontier = kids - found
+        found |= kids
+    return found
+
+
+def leftovers(pids: set[int]) -> set[int]:
+    """Which of ``pids``, or members of their process groups, are still alive."""
+    return {pid for pid, (_, pgid) in proc_table().items() if pid in pids or pgid in pids}
+
+
+def start_up(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*LLMTWIN, "up", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+
+
+def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float = 60.0) -> list[str]:
+    """Read stderr lines until one contains ``needle`` (the services are then up)."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    raise AssertionError(f"never saw {needle!r}; stderr so far: {''.join(seen)}")
+
+
+def children_of(proc: subprocess.Popen[str], expect: int) -> set[int]:
+    """``up``'s descendants once ``expect`` of them exist (nats-server + services)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        kids = descendants(proc.pid)
+        if len(kids) >= expect:
+            return kids
+        time.sleep(0.05)
+    raise AssertionError(f"expected {expect} children of up, found {descendants(proc.pid)}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
+    """SIGINT to a running `llmtwin up` stops nats-server and every service; up exits 130."""
+    proc = start_up(["pingpong", "--factory", "toy", "--set", "balls=100000", "--speed", "2"], tmp_path)
+    try:
+        wait_for_line(proc, "services up")
+        kids = children_of(proc, 4)  # nats-server, conductor, host-a, host-b
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert leftovers(kids) == set()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_dead_service_stops_everything_and_is_named(tmp_path: Path) -> None:
+    """When a service process dies mid-run, up says which one and how, stops the rest, exits non-zero."""
+    proc = start_up(["pingpong", "--factory", "toy", "--set", "balls=100000", "--speed", "2"], tmp_path)
+    try:
+        wait_for_line(proc, "services up")
+        kids = children_of(proc, 4)
+        table = proc_table()
+        victim = next(
+            pid for pid in kids if "host-b" in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+        )
+        assert table[victim][0] == proc.pid
+        os.kill(victim, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, err
+    assert "service host-b stopped (signal SIGKILL)" in err
+    assert leftovers(kids) == set()
+
+
+def test_up_writes_the_same_requests_csv_as_simulate(tmp_path: Path) -> None:
+    """Same scenario and seed: byte-identical requests.csv and instances.csv over NATS and in-process."""
+    common = ["demo", "--set", "workload.requests=80", "--no-plots", "--quiet"]
+    up = subprocess.run(
+        [*LLMTWIN, "up", *common, "--device-processes", "2", "--out", str(tmp_path / "up")],
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert up.returncode == 0, up.stderr
+    sim = subprocess.run(
+        [*LLMTWIN, "simulate", *common, "--out", str(tmp_path / "sim")], capture_output=True, text=True
+    )
+    assert sim.returncode == 0, sim.stderr
+    for name in ("requests.csv", "instances.csv"):
+        assert (tmp_path / "up" / name).read_bytes() == (tmp_path / "sim" / name).read_bytes(), name
+    assert up.stdout == sim.stdout  # the same summary table
+    assert {p.name for p in (tmp_path / "up" / "logs").iterdir()} >= {
+        "conductor.log",
+        "device-1.log",
+        "device-2.log",
+    }
