@@ -59,9 +59,10 @@ class InstanceRecord:
     iterations: int = 0
     role_switches: int = 0
     batch_sizes: list[int] = field(default_factory=list)
-    """Batch size of each iteration (sampled: see ``batch_size_stride``)."""
+    """Sequences in each iteration (decodes plus prefill chunks), in iteration order."""
     kv_timeline: list[tuple[float, float, float]] = field(default_factory=list)
-    """(time s, primary KV bytes, redundant KV bytes) at each change (per device)."""
+    """(time s, primary KV bytes, redundant KV bytes) per device, sampled wherever the batch or
+    its step time changes."""
     role_timeline: list[tuple[float, str]] = field(default_factory=list)
     """(time s, role) at each role change."""
     kv_capacity_bytes: float = 0.0

@@ -1,0 +1,180 @@
+"""The three kinds of component of a cluster run: generator, balancer and instance.
+
+Each follows the kernel contract (:class:`llmtwin.sim.kernel.Component`) strictly, so a run
+gives the same results in one process and as services over NATS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llmtwin.cluster.context import BALANCER, GENERATOR, ClusterContext, instance_id
+from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.policies.base import Agent, Policy
+from llmtwin.sim.kernel import INF, Component, Envelope
+from llmtwin.workload.request import RequestSpec
+from proto.messages import (
+    Arrival,
+    BalancerExport,
+    Done,
+    GeneratorExport,
+    InstanceExport,
+)
+
+
+class Generator(Component):
+    """Sends one :class:`Arrival` per request to the balancer, stamped with its arrival time.
+
+    Arrivals go out ``chunk`` at a time (future-stamped), so the generator itself steps once per
+    chunk rather than once per request.
+    """
+
+    def __init__(self, requests: Sequence[RequestSpec], chunk: int = 512) -> None:
+        super().__init__(GENERATOR)
+        self.requests = sorted(requests, key=lambda r: (r.arrival_s, r.rid))
+        self.chunk = max(1, chunk)
+        self._sent = 0
+
+    def next_time(self) -> float:
+        return self.requests[self._sent].arrival_s if self._sent < len(self.requests) else INF
+
+    def step(self, now: float, inbox: list[Envelope]) -> None:
+        stop = min(len(self.requests), self._sent + self.chunk)
+        for r in self.requests[self._sent : stop]:
+            self.outbox.send(
+                BALANCER, r.arrival_s, Arrival(r.rid, r.arrival_s, r.prompt_tokens, r.output_tokens)
+            )
+        self._sent = stop
+
+    def export(self) -> GeneratorExport:
+        rs = sorted(self.requests, key=lambda r: r.rid)
+        return GeneratorExport(
+            [r.rid for r in rs],
+            [r.arrival_s for r in rs],
+            [r.prompt_tokens for r in rs],
+            [r.output_tokens for r in rs],
+        )
+
+
+class Balancer(Component):
+    """Hosts the serving policy: fails requests that can never fit, routes the others."""
+
+    def __init__(self, policy: Policy, ctx: ClusterContext) -> None:
+        super().__init__(BALANCER)
+        self.policy = policy
+        self.ctx = ctx
+        self.failed: list[tuple[int, str]] = []
+        self.completed = 0
+        self.dispatches = 0
+
+    def next_time(self) -> float:
+        return INF
+
+    def step(self, now: float, inbox: list[Envelope]) -> None:
+        out = self.outbox
+        for env in inbox:
+            body: Any = env.body
+            if isinstance(body, Arrival):
+                reason = self.ctx.fits(body.prompt_tokens, body.output_tokens)
+                if reason is not None:
+                    self.failed.append((body.rid, reason))
+                    continue
+                self.dispatches += 1
+                self.policy.on_arrival(now, body, out)
+            else:
+                if isinstance(body, Done):
+                    self.completed += 1
+                self.policy.on_message(now, body, out)
+
+    def export(self) -> BalancerExport:
+        failed = sorted(self.failed)
+        return BalancerExport([r for r, _ in failed], [m for _, m in failed], self.completed, self.dispatches)
+
+
+class Instance(Component):
+    """One engine and its policy agent.
+
+    The engine fast-forwards its own iterations; the instance reports as its next time only the
+    next event others must hear about. After every step it snapshots the engine and *projects*
+    it to that event; if a message arrives first, it goes back to the snapshot and advances only
+    to the message's time, so the projection never decides an iteration the message could change.
+    """
+
+    def __init__(self, iid: int, engine: Engine, agent: Agent, devices: int) -> None:
+        super().__init__(instance_id(iid))
+        self.iid = iid
+        self.engine = engine
+        self.agent = agent
+        self.devices = devices
+        self._snap: tuple[Any, ...] | None = None
+        self._next = 0.0
+        self._emitted = 0
+        self.steps = 0
+
+    def next_time(self) -> float:
+        return self._next
+
+    def step(self, now: float, inbox: list[Envelope]) -> None:
+        eng = self.engine
+        self.steps += 1
+        if inbox or now != self._next:
+            if self._snap is not None:
+                eng.restore(self._snap)
+            eng.advance(now)
+            eng.settle(now)
+        events = eng.events
+        while self._emitted < len(events) and events[self._emitted].time <= now:
+            ev = events[self._emitted]
+            self._emitted += 1
+            if ev.time < now:
+                raise AssertionError(f"{self.id}: event {ev.kind} at {ev.time} handled late, at {now}")
+            self.agent.on_event(now, ev, self.outbox)
+        for env in inbox:
+            self.agent.on_message(now, env.body, self.outbox)
+        self._snap = eng.snapshot()
+        if self._emitted == len(events):
+            eng.project()
+        self._next = events[self._emitted].time if self._emitted < len(events) else INF
+
+    def export(self) -> InstanceExport:
+        eng, log, agent = self.engine, self.engine.log, self.agent
+        if self._snap is not None:
+            # Drop the projection past the run's end: only what was emitted happened.
+            eng.restore(self._snap)
+            self._snap = None
+        block_bytes = self.engine.B * self.agent.ctx.kv_bytes_per_token / self.devices
+        rid, first, last = list(log.range_rid), list(log.range_first), list(log.range_last)
+        for r in eng.running.values():  # a run cut short (``until``): its tokens so far
+            if eng.it - 1 >= r.start_it:
+                rid.append(r.rid)
+                first.append(r.start_it)
+                last.append(eng.it - 1)
+        return InstanceExport(
+            iid=self.iid,
+            devices=self.devices,
+            kv_capacity_blocks=eng.capacity,
+            block_bytes=block_bytes,
+            seg_anchor_it=list(log.seg_anchor_it),
+            seg_anchor_t=list(log.seg_anchor_t),
+            seg_dt=list(log.seg_dt),
+            seg_it=list(log.seg_it),
+            seg_k=list(log.seg_k),
+            seg_decode=list(log.seg_decode),
+            seg_prefill_seqs=list(log.seg_prefill_seqs),
+            seg_prefill_tokens=list(log.seg_prefill_tokens),
+            seg_role=list(log.seg_role),
+            range_rid=rid,
+            range_first=first,
+            range_last=last,
+            preempted_rids=list(log.preempted_rids),
+            moved_rids=list(agent.moved_rids),
+            moved_bytes=list(agent.moved_bytes),
+            kv_t=list(log.kv_t),
+            kv_primary_blocks=list(log.kv_primary),
+            kv_redundant_blocks=list(log.kv_redundant),
+            role_t=list(log.role_t),
+            role=list(log.roles),
+            chunk_rid=list(log.chunk_rid),
+            chunk_it=list(log.chunk_it),
+        )

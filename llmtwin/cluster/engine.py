@@ -1,0 +1,535 @@
+"""One instance's iteration-level scheduler over a paged KV cache: pure and fast-forwarding.
+
+Model (vLLM-style): every iteration runs all decoding sequences (one token each) and, in the
+``mixed`` and ``prefill`` roles, admits waiting prompts first come first served while the token
+budget (``max_batch_tokens``), the sequence cap (``max_batch_seqs``) and free KV blocks above the
+watermark allow. KV lives in blocks of ``block_size_tokens``; a sequence needing a new block when
+none is free first evicts redundant copies (AcceLLM), then preempts the newest running sequence
+(recompute). A prompt longer than the budget is admitted alone (vLLM requires the budget to
+cover the context when prefill is not chunked; here a long prompt simply takes the iteration).
+
+Speed: between changes of the batch (a join, a completion, a preemption) a decode batch is
+constant and its step time changes only when the summed context leaves its cost bucket, so a
+whole run of identical iterations is committed in O(1) as one *segment*. Iteration ``i`` of a
+segment ends at ``anchor_t + (i - anchor_it + 1) * dt``; the anchor survives a segment being cut
+at an arbitrary time, so results do not depend on where the caller stops the engine.
+
+Time semantics (see :meth:`Engine.advance`): the engine has committed every iteration that starts
+before the time it was advanced to; work handed to it at time ``T`` joins the first iteration
+starting at or after ``T`` (the iteration in flight finishes first).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from typing import Any
+
+from llmtwin.cluster.cost import IterationCost, causal_pairs
+from llmtwin.cluster.engine_log import EngineLog
+from llmtwin.cluster.seqs import (
+    DECODE,
+    DONE,
+    DRAINED,
+    EVICTED,
+    MIXED,
+    PREEMPTED,
+    PREFILL,
+    PREFILLED,
+    RELEASED,
+    Event,
+    Held,
+    Job,
+    Run,
+)
+from llmtwin.errors import ConfigurationError
+from llmtwin.scenario.spec import EngineConfig
+
+INF = math.inf
+
+
+class Engine:
+    """The scheduler and KV cache of one instance (a TP group holding one model replica)."""
+
+    def __init__(
+        self,
+        cost: IterationCost,
+        cfg: EngineConfig,
+        capacity_blocks: int,
+        role: str = MIXED,
+        evict_threshold: float = 0.0,
+    ) -> None:
+        if cfg.block_size_tokens < 1:
+            raise ConfigurationError(f"engine.block_size_tokens must be >= 1, got {cfg.block_size_tokens}")
+        if capacity_blocks < 1:
+            raise ConfigurationError("the KV cache holds no block: the weights leave no room")
+        self.cost = cost
+        self.B = cfg.block_size_tokens
+        self.max_tokens = cfg.max_batch_tokens
+        self.max_seqs = cfg.max_batch_seqs
+        self.chunked = cfg.chunked_prefill
+        self.capacity = capacity_blocks
+        self.watermark = int(cfg.watermark * capacity_blocks)
+        self.evict_floor = int(evict_threshold * capacity_blocks)
+        """Free blocks below which redundant copies are evicted (0: only when a block is missing)."""
+        self.log = EngineLog()
+        self.events: list[Event] = []
+        # -- mutable state (copied by snapshot) --
+        self.t = 0.0
+        """Start of the next iteration: the end of the last committed one (or the idle time)."""
+        self.it = 0
+        """Index of the next iteration."""
+        self.free = capacity_blocks
+        self.redundant = 0
+        """Blocks holding redundant copies (AcceLLM)."""
+        self.role = role
+        self.sum_a = 0
+        """Sum of ``Run.a`` over running sequences: their KV tokens at iteration i are sum_a + n*i."""
+        self.version = 0
+        """Bumped whenever the batch composition changes (a new time anchor is needed)."""
+        self.anchor: tuple[int, float, float, int] = (0, 0.0, -1.0, -1)
+        """(iteration, its start time, dt, version) of the current run of identical iterations."""
+        self.serial = 0
+        self.running: dict[int, Run] = {}
+        self.heap: list[tuple[int, int, int]] = []
+        """(finish iteration, serial, rid) of running sequences; stale entries skipped."""
+        self.cnt = [0] * self.B
+        """cnt[p]: running sequences that need a new block before every iteration i with i % B == p."""
+        self.waiting: deque[Job] = deque()
+        self.held: dict[int, Held] = {}
+        self.replicas: dict[int, int] = {}
+        """Redundant copies: rid -> blocks reserved."""
+        self.to_release: list[int] = []
+        self.to_pause: list[int] = []
+        self.to_resume: list[int] = []
+        self.next_role: str | None = None
+        self.drain_pending = False
+        """A prefill-role iteration ran since the queue was last seen empty (``drained`` is due)."""
+        self.log.role(0.0, role)
+
+    # -- sizes --------------------------------------------------------------------------------------
+    def blocks(self, tokens: int) -> int:
+        return -(-tokens // self.B)
+
+    @property
+    def used(self) -> int:
+        return self.capacity - self.free
+
+    def decode_kv_tokens(self) -> int:
+        """KV tokens of the running sequences at the next iteration."""
+        return self.sum_a + len(self.running) * self.it
+
+    def generated(self, rid: int) -> int:
+        """Tokens a running sequence has produced before the next iteration."""
+        return self.running[rid].g0 + self.it
+
+    # -- inputs (take effect at the next iteration boundary) ---------------------------------------
+    def settle(self, now: float) -> None:
+        """Called after :meth:`advance` (``now``): an idle engine's clock moves to ``now``."""
+        if self.t < now:
+            self.t = now
+            self.version += 1
+
+    def submit(self, job: Job) -> None:
+        """Queue a prompt (or a recompute) for prefill."""
+        self.waiting.append(job)
+        self.version += 1
+
+    def hold(self, h: Held) -> bool:
+        """Take in a request's KV (received from elsewhere); False if the blocks are not free."""
+        need = self.blocks(h.kv_tokens)
+        if need > self.free - self.watermark and not self._evict(need + self.watermark):
+            return False
+        self.free -= need
+        self.held[h.rid] = h
+        self.version += 1
+        return True
+
+    def drop_held(self, rid: int) -> Held:
+        """Free the KV of a held request."""
+        h = self.held.pop(rid)
+        self.free += self.blocks(h.kv_tokens)
+        self.version += 1
+        return h
+
+    def resume(self, rid: int) -> None:
+        """A held request starts (or resumes) decoding at the next boundary."""
+        self.to_resume.append(rid)
+        self.version += 1
+
+    def release(self, rids: list[int]) -> None:
+        """Running requests stop here at the next boundary (held, ``released`` event)."""
+        self.to_release.extend(rids)
+        self.version += 1
+
+    def pause(self, rids: list[int]) -> None:
+        """Running requests stop decoding at the next boundary (held, no event)."""
+        self.to_pause.extend(rids)
+        self.version += 1
+
+    def set_role(self, role: str) -> None:
+        self.next_role = role
+        self.version += 1
+
+    def add_replica(self, rid: int, tokens: int) -> bool:
+        """Reserve a redundant copy of ``tokens`` KV tokens; False (nothing reserved) if no room
+        above the eviction floor."""
+        need = self.blocks(tokens)
+        if need > self.free - max(self.evict_floor, self.watermark):
+            return False
+        self.free -= need
+        self.redundant += need
+        self.replicas[rid] = need
+        return True
+
+    def drop_replica(self, rid: int) -> bool:
+        need = self.replicas.pop(rid, None)
+        if need is None:
+            return False
+        self.free += need
+        self.redundant -= need
+        return True
+
+    def replica_to_held(self, h: Held) -> bool:
+        """Turn this request's redundant copy into the primary (topped up to ``h``'s KV)."""
+        have = self.replicas.get(h.rid, 0)
+        need = self.blocks(h.kv_tokens)
+        if need - have > self.free and not self._evict(need - have, keep=h.rid):
+            return False
+        self.drop_replica(h.rid)
+        self.free -= need
+        self.held[h.rid] = h
+        self.version += 1
+        return True
+
+    def held_to_replica(self, rid: int, tokens: int) -> bool:
+        """Turn a held primary into a redundant copy of ``tokens`` KV tokens (False: dropped)."""
+        self.drop_held(rid)
+        return self.add_replica(rid, tokens)
+
+    # -- running ------------------------------------------------------------------------------------
+    def advance(self, until: float) -> None:
+        """Commit every iteration that starts before ``until``."""
+        self._run(until, stop=False)
+
+    def project(self) -> None:
+        """Run until the first external event (or until idle). The caller snapshots first."""
+        self._run(INF, stop=True)
+
+    def _run(self, until: float, stop: bool) -> None:
+        events = self.events
+        n0 = len(events)
+        while self.t < until:
+            self._boundary()
+            if stop and len(events) > n0:
+                return
+            if not self._iterate(until):
+                return
+            if stop and len(events) > n0:
+                return
+
+    def _boundary(self) -> None:
+        """Apply what was asked for this boundary: releases, pauses, a role change, resumes."""
+        if self.to_release:
+            rids = [r for r in self.to_release if r in self.running]
+            self.to_release = []
+            for rid in rids:
+                self._stop_run(rid)
+            if rids:
+                self.events.append(Event(self.t, RELEASED, rids=tuple(rids)))
+        if self.to_pause:
+            for rid in self.to_pause:
+                if rid in self.running:
+                    self._stop_run(rid)
+            self.to_pause = []
+        if self.next_role is not None:
+            if self.next_role != self.role:
+                self.role = self.next_role
+                self.log.role(self.t, self.role)
+            self.next_role = None
+        if self.to_resume:
+            for rid in self.to_resume:
+                h = self.held.pop(rid, None)
+                if h is not None:
+                    self._join(h.rid, h.arrival_s, h.prompt, h.output, h.generated, self.it)
+            self.to_resume = []
+        if self.role == PREFILL and not self.waiting and self.drain_pending:
+            self.drain_pending = False
+            self.events.append(Event(self.t, DRAINED))
+
+    def _iterate(self, until: float) -> bool:
+        """Run the next iteration (or a segment of identical ones); False if there is nothing to run."""
+        j = self.it
+        n = len(self.running) if self.role != PREFILL else 0
+        if n:
+            need = self.cnt[j % self.B]
+            floor = self.evict_floor if self.replicas else 0
+            if need > self.free - floor:
+                self._evict(need + floor)
+                while need > self.free and self.running:
+                    self._preempt_newest()
+                    need = self.cnt[j % self.B]
+                n = len(self.running)
+        chunks = self._admit(n) if self.role != DECODE and self.waiting else []
+        if chunks:
+            self._prefill_iteration(j, n, chunks)
+            return True
+        if n == 0:
+            return False
+        self._decode_segment(j, n, until)
+        return True
+
+    # -- one iteration with prefills -----------------------------------------------------------------
+    def _admit(self, n: int) -> list[tuple[Job, int]]:
+        budget = self.max_tokens - n
+        seats = self.max_seqs - n
+        avail = self.free - (self.cnt[self.it % self.B] if n else 0)
+        out: list[tuple[Job, int]] = []
+        taken = 0
+        for job in self.waiting:
+            if seats <= 0:
+                break
+            remaining = job.total - job.done
+            if self.chunked:
+                chunk = min(remaining, budget - taken)
+                if chunk <= 0:
+                    break
+            else:
+                chunk = remaining
+                if out and taken + chunk > budget:
+                    break
+            new_blocks = self.blocks(job.done + chunk) - self.blocks(job.done)
+            floor = self.watermark if job.done == 0 else 0
+            if avail - new_blocks < floor:
+                if not self.replicas:
+                    break
+                before = self.free
+                self._evict(self.free - avail + new_blocks + floor)
+                avail += self.free - before
+                if avail - new_blocks < floor:
+                    break
+            avail -= new_blocks
+            out.append((job, chunk))
+            taken += chunk
+            seats -= 1
+            if chunk < remaining:
+                break
+        return out
+
+    def _prefill_iteration(self, j: int, n: int, chunks: list[tuple[Job, int]]) -> None:
+        tokens = pairs = context = 0
+        for job, chunk in chunks:
+            tokens += chunk
+            pairs += causal_pairs(chunk, job.done)
+            context += job.done
+            if job.done == 0:
+                self.log.first_chunk(job.rid, j)
+        ctx = self.sum_a + n * j if n else 0
+        dt = self.cost.mixed(tokens, len(chunks), pairs, context, n, ctx)
+        grow = self.cnt[j % self.B] if n else 0
+        alloc = sum(self.blocks(job.done + c) - self.blocks(job.done) for job, c in chunks)
+        self._sample_kv()
+        self.free -= grow + alloc
+        if self.free < 0:
+            raise AssertionError(f"KV cache over capacity by {-self.free} blocks at iteration {j}")
+        start = self.t
+        role = PREFILL if n == 0 else MIXED
+        self.version += 1
+        self.anchor = (j, start, dt, self.version)
+        end = start + dt
+        self._commit(j, 1, n, len(chunks), tokens, role, end)
+        for _ in chunks:
+            self.waiting.popleft()
+        if n:
+            self._finish_runs(j, end)
+        partial: Job | None = None
+        for job, chunk in chunks:
+            if job.done + chunk < job.total:
+                partial = Job(job.rid, job.arrival_s, job.prompt, job.output, job.generated, job.done + chunk)
+                continue
+            self._prefilled(job, j, start, end, tokens)
+        if partial is not None:
+            self.waiting.appendleft(partial)
+        if n == 0:
+            self.drain_pending = True
+
+    def _prefilled(self, job: Job, j: int, start: float, end: float, batch_tokens: int) -> None:
+        """A prompt (or recompute) finished at the end of iteration ``j``: one more token."""
+        gen = job.generated + 1
+        if gen >= job.output:
+            self.free += self.blocks(job.total)
+            self.log.tokens(job.rid, j, j)
+            self.events.append(Event(end, DONE, job.rid, gen))
+        elif self.role == MIXED:
+            self._join(job.rid, job.arrival_s, job.prompt, job.output, gen, j + 1, start_it=j)
+        else:
+            self.held[job.rid] = Held(job.rid, job.arrival_s, job.prompt, job.output, gen)
+            self.log.tokens(job.rid, j, j)
+            self.events.append(Event(end, PREFILLED, job.rid, gen, start, batch_tokens))
+
+    # -- decode segments --------------------------------------------------------------------------
+    def _decode_segment(self, j: int, n: int, until: float) -> None:
+        heap, running = self.heap, self.running
+        while heap[0][2] not in running or running[heap[0][2]].serial != heap[0][1]:
+            heapq.heappop(heap)
+        k = heap[0][0] - j + 1
+        ctx = self.sum_a + n * j
+        hi = self.cost.decode_span(ctx)
+        k = min(k, -(-(hi - ctx) // n))
+        dt = self.cost.decode(n, ctx)
+        floor = self.evict_floor if self.replicas else 0
+        k = self._fit_growth(j, k, n, self.free - floor)
+        at_it, at_t, at_dt, at_v = self.anchor
+        if at_v != self.version or at_dt != dt:
+            at_it, at_t, at_dt, at_v = self.anchor = (j, self.t, dt, self.version)
+            self._sample_kv()
+        if until < INF:
+            k = min(k, self._starts_before(until, j, k, at_it, at_t, dt))
+        self.free -= self._growth(j, k, n)
+        if self.free < 0:
+            raise AssertionError(f"KV cache over capacity by {-self.free} blocks at iteration {j}")
+        last = j + k - 1
+        end = at_t + (last - at_it + 1) * dt
+        self._commit(j, k, n, 0, 0, DECODE, end)
+        if heap[0][0] == last:
+            self._finish_runs(last, end)
+
+    def _growth(self, j: int, k: int, n: int) -> int:
+        """Blocks the running sequences need for iterations j .. j+k-1."""
+        cycles, rest = divmod(k, self.B)
+        cnt, B = self.cnt, self.B
+        return cycles * n + sum(cnt[(j + m) % B] for m in range(rest))
+
+    def _fit_growth(self, j: int, k: int, n: int, free: int) -> int:
+        """The most iterations (<= k) whose block growth fits in ``free`` (>= 1 here)."""
+        if self._growth(j, k, n) <= free:
+            return k
+        cycles = free // n if n else k
+        used = cycles * n
+        m = cycles * self.B
+        cnt, B = self.cnt, self.B
+        while m < k:
+            used += cnt[(j + m) % B]
+            if used > free:
+                break
+            m += 1
+        return max(1, min(m, k))
+
+    @staticmethod
+    def _starts_before(until: float, j: int, k: int, at_it: int, at_t: float, dt: float) -> int:
+        """How many of iterations j .. j+k-1 start before ``until`` (at least the first does)."""
+        c = min(k, max(1, math.ceil((until - at_t) / dt) + at_it - j))
+        while c > 1 and at_t + (j + c - 1 - at_it) * dt >= until:
+            c -= 1
+        while c < k and at_t + (j + c - at_it) * dt < until:
+            c += 1
+        return c
+
+    def _sample_kv(self) -> None:
+        """Log the KV blocks in use now: where the batch or its step time changes, never at a
+        mere cut of a segment (so the timeline does not depend on where the run was stopped)."""
+        self.log.kv(self.t, self.capacity - self.free - self.redundant, self.redundant)
+
+    def _commit(self, j: int, k: int, n: int, pseqs: int, ptokens: int, role: str, end: float) -> None:
+        at_it, at_t, dt, _ = self.anchor
+        self.log.segment(at_it, at_t, dt, j, k, n, pseqs, ptokens, role)
+        self.it = j + k
+        self.t = end
+
+    def _finish_runs(self, last: int, end: float) -> None:
+        """Sequences whose last token came out of iteration ``last`` leave."""
+        heap, running = self.heap, self.running
+        while heap and heap[0][0] == last:
+            _, serial, rid = heapq.heappop(heap)
+            r = running.get(rid)
+            if r is None or r.serial != serial:
+                continue
+            self._stop_run(rid, keep=False)
+            self.events.append(Event(end, DONE, rid, r.output))
+
+    # -- joining and leaving --------------------------------------------------------------------------
+    def _join(
+        self, rid: int, arrival_s: float, prompt: int, output: int, gen: int, j: int, start_it: int = -1
+    ) -> None:
+        """Start decoding at iteration ``j`` with ``gen`` tokens produced; the KV of all but the
+        newest token is already allocated (so the block accounting carries on from the prefill)."""
+        self.serial += 1
+        r = Run(rid, arrival_s, prompt, output, gen - j, j if start_it < 0 else start_it, self.serial)
+        self.running[rid] = r
+        a = r.a
+        self.sum_a += a
+        self.cnt[(1 - a) % self.B] += 1
+        heapq.heappush(self.heap, (r.finish_it, r.serial, rid))
+        self.version += 1
+
+    def _stop_run(self, rid: int, keep: bool = True) -> Run:
+        """Remove a running sequence at the current boundary; keep its KV as held, or free it."""
+        r = self.running.pop(rid)
+        a = r.a
+        self.sum_a -= a
+        self.cnt[(1 - a) % self.B] -= 1
+        j = self.it
+        if j - 1 >= r.start_it:
+            self.log.tokens(rid, r.start_it, j - 1)
+        gen = r.g0 + j
+        if keep:
+            self.held[rid] = Held(rid, r.arrival_s, r.prompt, r.output, gen)
+        else:
+            self.free += self.blocks(r.prompt + gen - 1)
+        self.version += 1
+        return r
+
+    def _preempt_newest(self) -> None:
+        """Out of blocks: drop the newest running sequence's KV; it is prefilled again later."""
+        rid = next(reversed(self.running))
+        r = self._stop_run(rid, keep=False)
+        gen = r.g0 + self.it
+        self.log.preempted(rid)
+        if self.role == MIXED:
+            self.waiting.appendleft(Job(rid, r.arrival_s, r.prompt, r.output, gen))
+        else:
+            self.events.append(Event(self.t, PREEMPTED, rid, gen))
+
+    def _evict(self, want_free: int, keep: int = -1) -> bool:
+        """Evict redundant copies, largest first, until ``want_free`` blocks are free.
+
+        Largest first frees the most memory per copy lost (fewest requests become pinned)."""
+        if self.free >= want_free:
+            return True
+        if not self.replicas:
+            return False
+        order = sorted(self.replicas.items(), key=lambda kv: (-kv[1], kv[0]))
+        gone = []
+        for rid, _ in order:
+            if self.free >= want_free:
+                break
+            if rid == keep:
+                continue
+            self.drop_replica(rid)
+            gone.append(rid)
+        if gone:
+            self.events.append(Event(self.t, EVICTED, rids=tuple(gone)))
+        return self.free >= want_free
+
+    # -- snapshots --------------------------------------------------------------------------------------
+    def snapshot(self) -> tuple[Any, ...]:
+        return (
+            self.t, self.it, self.free, self.redundant, self.role, self.sum_a, self.version,
+            self.anchor, self.serial, self.next_role, self.drain_pending,
+            self.running.copy(), self.heap.copy(), self.cnt.copy(), self.waiting.copy(),
+            self.held.copy(), self.replicas.copy(), self.to_release.copy(), self.to_pause.copy(),
+            self.to_resume.copy(), len(self.events), self.log.mark(),
+        )  # fmt: skip
+
+    def restore(self, snap: tuple[Any, ...]) -> None:
+        """Back to a snapshot (which is consumed: its containers become the engine's)."""
+        (
+            self.t, self.it, self.free, self.redundant, self.role, self.sum_a, self.version,
+            self.anchor, self.serial, self.next_role, self.drain_pending,
+            self.running, self.heap, self.cnt, self.waiting,
+            self.held, self.replicas, self.to_release, self.to_pause,
+            self.to_resume, n_events, mark,
+        ) = snap  # fmt: skip
+        del self.events[n_events:]
+        self.log.rewind(mark)

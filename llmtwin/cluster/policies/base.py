@@ -1,0 +1,138 @@
+"""The interface every serving policy implements, and the checking of its parameters.
+
+A policy has two halves that only talk through messages (``proto/messages.py``):
+
+* the :class:`Policy` itself lives in the balancer: it routes arrivals and keeps whatever view
+  of the instances it needs (outstanding tokens, pools, pairs, roles);
+* an :class:`Agent` per instance (made by :meth:`Policy.agent`) drives that instance's
+  :class:`~llmtwin.cluster.engine.Engine`: it turns messages into engine inputs and the engine's
+  events into messages.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from llmtwin.cluster.context import BALANCER, ClusterContext
+from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.seqs import DONE, MIXED, Event
+from llmtwin.errors import ConfigurationError
+from llmtwin.sim.kernel import Outbox
+from proto.messages import Arrival, Done
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One policy parameter: its default, what it means, and what values it takes."""
+
+    default: Any
+    doc: str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+
+def read_params(policy: str, spec: Mapping[str, Param], given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` checked against ``spec`` and completed with defaults; a clear error otherwise."""
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise ConfigurationError(
+            f"policy {policy!r} has no parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(spec))}"
+        )
+    out: dict[str, Any] = {}
+    for key, p in spec.items():
+        value = given.get(key, p.default)
+        where = f"policy {policy!r} parameter {key}"
+        if isinstance(p.default, bool):
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"{where} must be true or false, got {value!r}")
+        elif isinstance(p.default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigurationError(f"{where} must be an integer, got {value!r}")
+        elif isinstance(p.default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigurationError(f"{where} must be a number, got {value!r}")
+            value = float(value)
+        elif isinstance(p.default, str) and (
+            not isinstance(value, str) or (p.choices and value not in p.choices)
+        ):
+            raise ConfigurationError(f"{where} must be one of {', '.join(p.choices)}, got {value!r}")
+        if p.low is not None and value < p.low:
+            raise ConfigurationError(f"{where} must be >= {p.low:g}, got {value!r}")
+        if p.high is not None and value > p.high:
+            raise ConfigurationError(f"{where} must be <= {p.high:g}, got {value!r}")
+        out[key] = value
+    return out
+
+
+class Agent(ABC):
+    """The instance-side half of a policy: drives one engine."""
+
+    role: ClassVar[str] = MIXED
+
+    def __init__(self, iid: int, ctx: ClusterContext, engine: Engine) -> None:
+        self.iid = iid
+        self.ctx = ctx
+        self.engine = engine
+        self.moved_rids: list[int] = []
+        self.moved_bytes: list[float] = []
+        """KV bytes this instance sent per request (transfers, replicas, syncs)."""
+
+    def moved(self, rid: int, nbytes: float) -> None:
+        if nbytes > 0:
+            self.moved_rids.append(rid)
+            self.moved_bytes.append(nbytes)
+
+    def done(self, now: float, ev: Event, out: Outbox) -> None:
+        """Tell the balancer a request finished here."""
+        out.send(BALANCER, now, Done(ev.rid, self.iid, self.engine.used))
+
+    @abstractmethod
+    def on_event(self, now: float, ev: Event, out: Outbox) -> None:
+        """The engine did something at ``ev.time == now`` that others must hear about."""
+
+    @abstractmethod
+    def on_message(self, now: float, body: Any, out: Outbox) -> None:
+        """A message for this instance, at ``now``."""
+
+
+class SimpleAgent(Agent):
+    """Reports completions; everything else is the subclass's."""
+
+    def on_event(self, now: float, ev: Event, out: Outbox) -> None:
+        if ev.kind == DONE:
+            self.done(now, ev, out)
+
+
+class Policy(ABC):
+    """The balancer-side half of a serving policy."""
+
+    name: ClassVar[str]
+    PARAMS: ClassVar[dict[str, Param]]
+
+    def __init__(self, params: Mapping[str, Any], ctx: ClusterContext) -> None:
+        self.ctx = ctx
+        self.params = read_params(self.name, self.PARAMS, params)
+
+    @abstractmethod
+    def on_arrival(self, now: float, a: Arrival, out: Outbox) -> None:
+        """Route a new request (one that fits an instance)."""
+
+    @abstractmethod
+    def on_message(self, now: float, body: Any, out: Outbox) -> None:
+        """A message from an instance (completions, prefills, role changes, ...)."""
+
+    @abstractmethod
+    def agent(self, iid: int, engine: Engine) -> Agent:
+        """The agent driving instance ``iid``'s engine."""
+
+    def role(self, iid: int) -> str:
+        """The role instance ``iid`` starts in."""
+        return MIXED
+
+    def evict_threshold(self) -> float:
+        """Free-KV fraction below which an engine evicts redundant copies (AcceLLM)."""
+        return 0.0

@@ -1,0 +1,107 @@
+"""The states a request's sequence takes inside one engine, and the engine's external events.
+
+Entries are never changed in place once created (a state change makes a new entry), so an
+engine snapshot is a shallow copy of its containers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIXED = "mixed"
+"""Role: prefills join the running decodes in one iteration (colocated, vLLM-style)."""
+PREFILL = "prefill"
+"""Role: prefill-only iterations; a prefilled request's KV is held for the policy to move."""
+DECODE = "decode"
+"""Role: decode-only iterations."""
+ROLES = (MIXED, PREFILL, DECODE)
+
+
+@dataclass(slots=True)
+class Job:
+    """A request waiting for (the rest of) its prefill."""
+
+    rid: int
+    arrival_s: float
+    prompt: int
+    output: int
+    """Tokens requested."""
+    generated: int
+    """Tokens produced before this prefill (> 0 for a recompute after a preemption)."""
+    done: int = 0
+    """Prefill tokens already computed by earlier chunks."""
+
+    @property
+    def total(self) -> int:
+        """Tokens this prefill computes KV for: the prompt and every token generated so far."""
+        return self.prompt + self.generated
+
+
+@dataclass(slots=True)
+class Run:
+    """A decoding sequence. At iteration ``i`` it has produced ``g0 + i`` tokens and reads
+    ``prompt + g0 + i`` KV tokens (its own new one included)."""
+
+    rid: int
+    arrival_s: float
+    prompt: int
+    output: int
+    g0: int
+    start_it: int
+    """First iteration of its current run of tokens (the prefill that produced the previous
+    token, or the first decode iteration)."""
+    serial: int
+    """Join number on this engine: the newest run is preempted first, stale heap entries skipped."""
+
+    @property
+    def a(self) -> int:
+        """KV tokens at iteration ``i`` are ``a + i``."""
+        return self.prompt + self.g0
+
+    @property
+    def finish_it(self) -> int:
+        """The iteration that produces its last token."""
+        return self.output - 1 - self.g0
+
+
+@dataclass(slots=True)
+class Held:
+    """A request whose KV is resident but which is not decoding here (prefilled and waiting to
+    move, paused, or just received)."""
+
+    rid: int
+    arrival_s: float
+    prompt: int
+    output: int
+    generated: int
+    """Tokens produced so far; the KV covers ``prompt + generated - 1`` tokens."""
+
+    @property
+    def kv_tokens(self) -> int:
+        return self.prompt + self.generated - 1
+
+
+@dataclass(slots=True)
+class Event:
+    """Something the engine did that its policy agent must act on (a message to send)."""
+
+    time: float
+    """Virtual time it happened (an iteration end, or an iteration boundary)."""
+    kind: str
+    """``done``, ``prefilled``, ``preempted``, ``released``, ``evicted`` or ``drained``."""
+    rid: int = -1
+    generated: int = 0
+    start_s: float = 0.0
+    """``prefilled``: start of the prefill iteration."""
+    batch_tokens: int = 0
+    """``prefilled``: prompt tokens the whole iteration prefilled (they share the link)."""
+    rids: tuple[int, ...] = ()
+    """``released``/``evicted``: the requests concerned."""
+
+
+DONE = "done"
+PREFILLED = "prefilled"
+PREEMPTED = "preempted"
+RELEASED = "released"
+EVICTED = "evicted"
+DRAINED = "drained"

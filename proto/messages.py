@@ -1,0 +1,257 @@
+"""Bodies of the envelopes the cluster twin's components exchange, and their exports.
+
+Components: ``generator`` (arrivals), ``balancer`` (hosts the serving policy) and
+``instance-<i>`` (one engine each). They interact only through these messages, so the same
+components run in one process or as services over NATS. Every field is a plain type; times are
+virtual seconds, sizes are tokens or bytes as named.
+
+``PRIORITY`` orders messages that take effect at the same virtual instant (lower first, see
+:mod:`llmtwin.sim.kernel`): memory is freed (releases, drops) before new work asks for it,
+hand-overs land before new prompts, and arrivals come last.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+# -- generator -> balancer ---------------------------------------------------------------------
+
+
+class Arrival(msgspec.Struct, frozen=True, tag="twin.v1.arrival"):
+    """A request reaches the cluster (delivered at its arrival time)."""
+
+    PRIORITY: ClassVar[int] = 60
+    rid: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    """Tokens requested, the first one included."""
+
+
+# -- balancer -> instance ----------------------------------------------------------------------
+
+
+class Dispatch(msgspec.Struct, frozen=True, tag="twin.v1.dispatch"):
+    """Prefill this request here (a new request, or a recompute after a preemption)."""
+
+    PRIORITY: ClassVar[int] = 40
+    rid: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    generated_tokens: int = 0
+    """Tokens already produced; the prefill then covers prompt + generated tokens."""
+    kv_target: int = -1
+    """Disaggregated: the decode instance that receives the KV after the prefill (-1: none)."""
+
+
+# -- instance -> balancer ----------------------------------------------------------------------
+
+
+class Done(msgspec.Struct, frozen=True, tag="twin.v1.done"):
+    """A request produced its last token on ``instance`` (delivered at that time)."""
+
+    PRIORITY: ClassVar[int] = 20
+    rid: int
+    instance: int
+    kv_used_blocks: int
+    """The instance's KV blocks in use just after freeing this request's."""
+
+
+class PrefillDone(msgspec.Struct, frozen=True, tag="twin.v1.prefill_done"):
+    """A prefill finished on ``instance`` (its first, or next, token is out)."""
+
+    PRIORITY: ClassVar[int] = 20
+    rid: int
+    instance: int
+    prompt_tokens: int
+    generated_tokens: int
+
+
+class Preempted(msgspec.Struct, frozen=True, tag="twin.v1.preempted"):
+    """A decode-only instance ran out of KV memory and dropped the request: prefill it again."""
+
+    PRIORITY: ClassVar[int] = 25
+    rid: int
+    instance: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    generated_tokens: int
+
+
+class RoleChanged(msgspec.Struct, frozen=True, tag="twin.v1.role_changed"):
+    """AcceLLM: ``instance`` took a new role (to the balancer and to its partner)."""
+
+    PRIORITY: ClassVar[int] = 15
+    instance: int
+    role: str
+    """``prefill`` or ``decode``."""
+    prefilled: int
+    """Prompts this instance has prefilled so far (the balancer matches it to its dispatches)."""
+    decode_seqs: int
+    """Sequences it decodes now."""
+    decode_kv_tokens: int
+    """Their KV tokens (context lengths summed)."""
+    pinned: int
+    """Of them, those without a copy on the partner."""
+
+
+# -- instance -> instance ----------------------------------------------------------------------
+
+
+class KVTransfer(msgspec.Struct, frozen=True, tag="twin.v1.kv_transfer"):
+    """Disaggregated: a prefilled request's KV has landed on the receiver (delivered then)."""
+
+    PRIORITY: ClassVar[int] = 30
+    rid: int
+    src: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    generated_tokens: int
+    kv_tokens: int
+    """Tokens of KV sent."""
+
+
+class KVRelease(msgspec.Struct, frozen=True, tag="twin.v1.kv_release"):
+    """Disaggregated: the receiver holds the KV now; the sender may free its copy."""
+
+    PRIORITY: ClassVar[int] = 10
+    rid: int
+    src: int
+
+
+class Handover(msgspec.Struct, frozen=True, tag="twin.v1.handover"):
+    """AcceLLM: the receiver decodes these requests from now on (delivered when their KV is
+    current on the receiver). Parallel lists, one entry per request."""
+
+    PRIORITY: ClassVar[int] = 30
+    src: int
+    rids: list[int]
+    arrival_s: list[float]
+    prompt_tokens: list[int]
+    output_tokens: list[int]
+    generated_tokens: list[int]
+    sender_keeps: list[bool]
+    """Whether the sender still holds a copy (the receiver's becomes primary, the sender's redundant)."""
+    fresh: bool = False
+    """True for requests just prefilled by the sender (its copy is the only other one)."""
+
+
+class HandoverReturn(msgspec.Struct, frozen=True, tag="twin.v1.handover_return"):
+    """AcceLLM: the receiver could not take these requests (no copy and no room); the sender
+    keeps decoding them (they are pinned to it)."""
+
+    PRIORITY: ClassVar[int] = 12
+    src: int
+    rids: list[int]
+    generated_tokens: list[int]
+
+
+class ReplicaDropped(msgspec.Struct, frozen=True, tag="twin.v1.replica_dropped"):
+    """AcceLLM: the sender no longer holds a copy of these requests (evicted or finished); the
+    receiver's copy is the only one, so they are pinned to the receiver."""
+
+    PRIORITY: ClassVar[int] = 10
+    src: int
+    rids: list[int]
+
+
+class ReplicaBuilt(msgspec.Struct, frozen=True, tag="twin.v1.replica_built"):
+    """AcceLLM: the sender rebuilt (copied back) its redundant copy of these requests, so the
+    receiver may hand them over again."""
+
+    PRIORITY: ClassVar[int] = 10
+    src: int
+    rids: list[int]
+
+
+class RebuildRequest(msgspec.Struct, frozen=True, tag="twin.v1.rebuild_request"):
+    """AcceLLM: the sender has room again and reserved space for copies of these requests;
+    the receiver (their owner) streams their KV to it."""
+
+    PRIORITY: ClassVar[int] = 11
+    src: int
+    rids: list[int]
+
+
+class PartnerDone(msgspec.Struct, frozen=True, tag="twin.v1.partner_done"):
+    """AcceLLM: these requests finished (or left the pair) on the sender; drop their copies."""
+
+    PRIORITY: ClassVar[int] = 10
+    src: int
+    rids: list[int]
+
+
+# -- exports (each component's part of the results) ---------------------------------------------
+
+
+class GeneratorExport(msgspec.Struct, frozen=True, tag="twin.v1.generator_export"):
+    """The requests of the run, parallel lists in rid order."""
+
+    rids: list[int]
+    arrival_s: list[float]
+    prompt_tokens: list[int]
+    output_tokens: list[int]
+
+
+class BalancerExport(msgspec.Struct, frozen=True, tag="twin.v1.balancer_export"):
+    """What the balancer decided: failures, and its counters."""
+
+    failed_rids: list[int]
+    failed_reasons: list[str]
+    completed: int
+    dispatches: int
+    """Prefills dispatched (recomputes included)."""
+
+
+class InstanceExport(msgspec.Struct, frozen=True, tag="twin.v1.instance_export"):
+    """One instance's logs; :func:`llmtwin.cluster.run.assemble_result` turns them into records.
+
+    Iteration ``i`` of segment ``s`` (``seg_it[s] <= i < seg_it[s] + seg_k[s]``) ends at
+    ``seg_anchor_t[s] + (i - seg_anchor_it[s] + 1) * seg_dt[s]``.
+    """
+
+    iid: int
+    devices: int
+    kv_capacity_blocks: int
+    block_bytes: float
+    """Bytes of one KV block on one device."""
+    seg_anchor_it: list[int]
+    seg_anchor_t: list[float]
+    seg_dt: list[float]
+    seg_it: list[int]
+    seg_k: list[int]
+    seg_decode: list[int]
+    """Decode sequences in each iteration of the segment."""
+    seg_prefill_seqs: list[int]
+    seg_prefill_tokens: list[int]
+    seg_role: list[str]
+    """``prefill``, ``decode`` or ``mixed``: what the iterations computed."""
+    range_rid: list[int]
+    range_first: list[int]
+    range_last: list[int]
+    """Request ``range_rid[j]`` produced one token in each iteration ``range_first[j]..range_last[j]``."""
+    preempted_rids: list[int]
+    moved_rids: list[int]
+    moved_bytes: list[float]
+    """KV bytes this instance sent for request ``moved_rids[j]`` (all devices together)."""
+    kv_t: list[float]
+    kv_primary_blocks: list[int]
+    kv_redundant_blocks: list[int]
+    role_t: list[float]
+    role: list[str]
+    chunk_rid: list[int]
+    chunk_it: list[int]
+    """Request ``chunk_rid[j]``'s prefill started in iteration ``chunk_it[j]`` (its first chunk)."""
+
+
+EXPORT_TYPES: dict[str, type[msgspec.Struct]] = {
+    "generator": GeneratorExport,
+    "balancer": BalancerExport,
+    "instance": InstanceExport,
+}
+"""Export type by component kind (the component id without ``-<i>``)."""
