@@ -101,3 +101,12 @@ def test_preserve_grid_marks_cells_that_do_not_fit(capsys: pytest.CaptureFixture
     assert grid[(1, 1024)]["fused_speedup"] >= 1.0
     assert not grid[(256, 32768)]["fits"]
     assert "speedup" not in grid[(256, 32768)]
+
+
+def test_fused_flags_reach_the_baseline(capsys: pytest.CaptureFixture[str]) -> None:
+    """--fused-alpha-exposed makes the fused baseline slower than with the latency hidden under the GEMM."""
+    argv = ["preserve", *ISSUE_ARGS, "--batch", "8", "--context", "4096", "--json"]
+    hidden = json.loads(run(argv, capsys))
+    exposed = json.loads(run([*argv, "--fused-alpha-exposed"], capsys))
+    assert exposed["config"]["fused"]["hides_alpha"] is False
+    assert hidden["fused_step_s"] < exposed["fused_step_s"] <= exposed["vanilla_step_s"]

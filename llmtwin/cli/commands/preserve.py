@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         )
     config = planner_config(args)
     cmp = compare_step(
-        sm, BatchShape.decode(args.batch, args.context), config, FusedConfig(), l2_capacity(args)
+        sm, BatchShape.decode(args.batch, args.context), config, fused_config(args), l2_capacity(args)
     )
     layer = sm.model.layers // 2 if args.layer is None else args.layer
     if not 0 <= layer < sm.model.layers:
