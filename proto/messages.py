@@ -103,7 +103,8 @@ class RoleChanged(msgspec.Struct, frozen=True, tag="twin.v1.role_changed"):
 
 
 class KVTransfer(msgspec.Struct, frozen=True, tag="twin.v1.kv_transfer"):
-    """Disaggregated: a prefilled request's KV has landed on the receiver (delivered then)."""
+    """Disaggregated: a request was prefilled for the receiver, whose KV is ready on ``src``
+    (delivered at the end of the prefill)."""
 
     PRIORITY: ClassVar[int] = 30
     rid: int
@@ -113,7 +114,17 @@ class KVTransfer(msgspec.Struct, frozen=True, tag="twin.v1.kv_transfer"):
     output_tokens: int
     generated_tokens: int
     kv_tokens: int
-    """Tokens of KV sent."""
+    """Tokens of KV to send."""
+    lands_s: float
+    """When the KV would be complete on the receiver if it takes it now (layer-wise streaming
+    overlaps the prefill); a receiver without room pulls it later and waits a whole transfer."""
+
+
+class KVLanded(msgspec.Struct, frozen=True, tag="twin.v1.kv_landed"):
+    """Disaggregated: an instance to itself, when a KV transfer it accepted has fully arrived."""
+
+    PRIORITY: ClassVar[int] = 30
+    rid: int
 
 
 class KVRelease(msgspec.Struct, frozen=True, tag="twin.v1.kv_release"):
@@ -238,7 +249,8 @@ class InstanceExport(msgspec.Struct, frozen=True, tag="twin.v1.instance_export")
     preempted_rids: list[int]
     moved_rids: list[int]
     moved_bytes: list[float]
-    """KV bytes this instance sent for request ``moved_rids[j]`` (all devices together)."""
+    """KV bytes moved between instances for request ``moved_rids[j]`` (all devices together),
+    counted once per transfer, by the side that knows when it happens."""
     kv_t: list[float]
     kv_primary_blocks: list[int]
     kv_redundant_blocks: list[int]

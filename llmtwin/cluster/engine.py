@@ -73,6 +73,8 @@ class Engine:
         self.watermark = int(cfg.watermark * capacity_blocks)
         self.evict_floor = int(evict_threshold * capacity_blocks)
         """Free blocks below which redundant copies are evicted (0: only when a block is missing)."""
+        self.report_drained = False
+        """Emit a ``drained`` event when the prefill role runs out of prompts (AcceLLM)."""
         self.log = EngineLog()
         self.events: list[Event] = []
         # -- mutable state (copied by snapshot) --
@@ -254,9 +256,10 @@ class Engine:
                 if h is not None:
                     self._join(h.rid, h.arrival_s, h.prompt, h.output, h.generated, self.it)
             self.to_resume = []
-        if self.role == PREFILL and not self.waiting and self.drain_pending:
+        if self.drain_pending and self.role == PREFILL and not self.waiting:
             self.drain_pending = False
-            self.events.append(Event(self.t, DRAINED))
+            if self.report_drained:
+                self.events.append(Event(self.t, DRAINED))
 
     def _iterate(self, until: float) -> bool:
         """Run the next iteration (or a segment of identical ones); False if there is nothing to run."""

@@ -9,9 +9,10 @@ from typing import Any
 from llmtwin.cluster.context import ClusterContext
 from llmtwin.cluster.policies.base import Policy
 from llmtwin.cluster.policies.colocated import Colocated
+from llmtwin.cluster.policies.disaggregated import Disaggregated
 from llmtwin.errors import ConfigurationError
 
-POLICIES: Mapping[str, type[Policy]] = MappingProxyType({p.name: p for p in (Colocated,)})
+POLICIES: Mapping[str, type[Policy]] = MappingProxyType({p.name: p for p in (Colocated, Disaggregated)})
 """Every policy, by the name a scenario uses."""
 
 
