@@ -47,6 +47,13 @@ def test_ops_vidur_csv_has_vidur_columns(capsys: pytest.CaptureFixture[str]) -> 
         assert 0.0005 < values[0] < 1.0  # milliseconds, not seconds
 
 
+def test_ops_prices_one_layer_even_where_the_model_would_not_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    """Llama-2-70B at TP1 does not fit an A100, but its per-layer op times (as Vidur profiles them) exist."""
+    code, out, _ = run(capsys, "ops", *A100_70B, "--tp", "1", "--tokens", "1", "--format", "vidur-csv")
+    assert code == 0
+    assert float(next(csv.DictReader(io.StringIO(out)))["time_stats.mlp_up_proj.median"]) > 0.4
+
+
 def test_ops_leaves_absent_ops_empty(capsys: pytest.CaptureFixture[str]) -> None:
     """An ALiBi model has no rotary op: its column is present but empty."""
     code, out, _ = run(capsys, "ops", "--hardware", "a100-80g", "--model", "bloom-176b", "--tp", "8",
@@ -121,9 +128,10 @@ def test_step_preserve_serves_bytes_from_l2_and_is_not_slower(capsys: pytest.Cap
 @pytest.mark.parametrize(
     ("argv", "fragments"),
     [
-        (["ops", "--hardware", "nope", "--model", "llama-2-7b"], ["unknown hardware 'nope'"]),
-        (["ops", "--hardware", "a100-80g", "--model", "nope"], ["unknown model 'nope'"]),
-        (["ops", *A100_70B, "--tp", "3"], ["TP 3 does not divide the 64 attention heads"]),
+        (["ops", "--hardware", "nope", "--model", "llama-2-7b", "--tokens", "1"], ["unknown hardware 'nope'"]),
+        (["ops", "--hardware", "a100-80g", "--model", "nope", "--tokens", "1"], ["unknown model 'nope'"]),
+        (["ops", *A100_70B, "--tp", "3", "--tokens", "1"], ["TP 3 does not divide the 64 attention heads"]),
+        (["ops", *A100_70B, "--tokens", "1,0"], ["positive integers"]),
         (["step", *A100_70B, "--tp", "1", "--phase", "decode", "--context", "10"], ["do not fit", "80 GB"]),
         (["step", *A100_70B, "--tp", "8", "--phase", "decode", "--prompt", "10"], ["--context"]),
         (["step", *A100_70B, "--tp", "8", "--phase", "prefill", "--batch", "4000", "--prompt", "4096"],
@@ -156,7 +164,7 @@ def test_malformed_hardware_file_is_one_line_exit_2(
         'l2_tb_s = 1\n[link]\ntopology = "nvswitch"\ngb_s_per_direction = 1\npeer_gb_s_per_direction = 1\n'
         "latency_us = 1\ndevices_per_node = 8\n"
     )
-    code, _, err = run(capsys, "ops", "--hardware", str(bad), "--model", "llama-2-7b")
+    code, _, err = run(capsys, "ops", "--hardware", str(bad), "--model", "llama-2-7b", "--tokens", "8")
     assert_one_line_error(code, err, "broken.toml", "compute.bf16_tflops")
     bad.write_text("name = [")
     code, _, err = run(capsys, "collective", "--hardware", str(bad), "--world", "2", "--bytes", "8")

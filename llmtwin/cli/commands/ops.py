@@ -16,13 +16,15 @@ from llmtwin.physics.graph import VIDUR_OPS, BatchShape
 from llmtwin.physics.roofline import op_time
 from llmtwin.physics.step import StepModel
 
-DEFAULT_TOKENS = ",".join(str(1 << i) for i in range(13))
+EXAMPLE_TOKENS = ",".join(str(1 << i) for i in range(13))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ops", help="predicted per-layer op times over token counts (Vidur CSV format)")
     add_device_args(p)
-    p.add_argument("--tokens", default=DEFAULT_TOKENS, help="comma-separated token counts (GEMM rows)")
+    p.add_argument(
+        "--tokens", required=True, help=f"comma-separated token counts (GEMM rows), e.g. {EXAMPLE_TOKENS}"
+    )
     p.add_argument("--format", choices=("vidur-csv", "json", "table"), default="table")
     p.set_defaults(func=run)
 
