@@ -6,15 +6,15 @@ the serial timeline with an empty plan, i.e. the sum of ``StepModel.timeline`` o
 **Fused GEMM+allreduce** (MC2, FLUX, ``ShmemMatmulAllReduce``). The row-parallel GEMM right
 before an allreduce is split into ``n`` chunks of output columns (each chunk reads ``1/n`` of
 the weight, so a memory-bound decode GEMM splits evenly); chunk ``i``'s allreduce starts when
-both its GEMM chunk and chunk ``i - 1``'s allreduce are done. The allreduce time
-``T_ar = alpha + steps * hop + bw_term`` (:func:`llmtwin.physics.collectives.collective_time`) is
-decomposed: each chunk costs ``bw_term / n + hop`` on the links, the last chunk then drains the
-remaining ``(steps - 1) * hop`` of the ring, and ``alpha`` (synchronisation, launch) runs during
-the GEMM when ``FusedConfig.hides_alpha`` (one fused kernel with pre-registered buffers) or
-after the last chunk otherwise. The best ``n`` among powers of two up to ``max_chunks`` is used;
-``n = 1`` without hidden alpha is exactly the vanilla pair, so fused is never slower. What it
-cannot do is overlap anything but that one GEMM: the data-dependent tail (last chunk, ring
-drain) stays exposed and nothing can overlap the KV-bound attention.
+both its GEMM chunk and chunk ``i - 1``'s allreduce are done. The device model's allreduce time
+``T_ar`` (:func:`llmtwin.physics.collectives.collective_time`) is split into its fixed latency
+``alpha`` (``allreduce_alpha_s``) and the data-dependent rest; each chunk's allreduce costs
+``rest / n`` plus one link latency for its own hand-shake (none when ``n = 1``). ``alpha``
+(synchronisation, launch) runs during the GEMM when ``FusedConfig.hides_alpha`` (one fused kernel
+with pre-registered buffers) or after the last chunk otherwise. The best ``n`` among powers of
+two up to ``max_chunks`` is used; ``n = 1`` without hidden alpha is exactly the vanilla pair, so
+fused is never slower. What it cannot do is overlap anything but that one GEMM: the last chunk's
+allreduce stays exposed and nothing can overlap the KV-bound attention.
 """
 
 from __future__ import annotations
@@ -62,18 +62,15 @@ def fused_time(costs: OpCosts, gemm_s: float, ar_s: float, chunks: int, hides_al
     """Seconds a GEMM of ``gemm_s`` fused with an allreduce of ``ar_s`` takes in ``chunks`` chunks."""
     hw = costs.hw
     alpha = min(hw.efficiency.allreduce_alpha_s, ar_s)
-    steps = 2 * (costs.tp - 1)
-    ring = min(steps * hw.link.latency_s, ar_s - alpha)
-    hop = ring / steps if steps else 0.0
-    bw_term = max(0.0, ar_s - alpha - ring)
+    rest = ar_s - alpha
+    handshake = hw.link.latency_s if chunks > 1 else 0.0
     launch = min(hw.efficiency.kernel_overhead_s, gemm_s)  # one fused kernel: one launch
     chunk_s = (gemm_s - launch) / chunks
     links_free = alpha if hides_alpha else 0.0
     for i in range(1, chunks + 1):
         start = max(links_free, launch + i * chunk_s)
-        links_free = start + bw_term / chunks + hop
-    end = links_free + (ring - hop)
-    return end if hides_alpha else end + alpha
+        links_free = start + rest / chunks + handshake
+    return links_free if hides_alpha else links_free + alpha
 
 
 def fused_timeline(costs: OpCosts, config: FusedConfig) -> Timeline:
