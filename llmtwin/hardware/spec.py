@@ -37,7 +37,9 @@ class Efficiency:
     """Plateau allreduce bus bandwidth (nccl-tests busbw at large messages) as a fraction of the
     per-direction link bandwidth."""
     allreduce_alpha_s: float = 20.0e-6
-    """Latency of one small-message allreduce (synchronisation, protocol), seconds."""
+    """Latency of one small-message allreduce (synchronisation, protocol) on top of the ring's
+    per-hop link latency, seconds: a small-message time measured over n devices gives
+    ``t_small - 2 (n - 1) * link.latency_s``."""
     p2p_alpha_s: float = 10.0e-6
     """Latency term of one point-to-point transfer (send/recv, KV copy), seconds."""
     p2p_efficiency: float = 0.80

@@ -3,7 +3,9 @@
     t = ((alpha + steps * link_latency)^q + t_bw^q)^(1/q)
     t_bw = algorithm_bytes / (raw_bus_bandwidth * allreduce_bus_efficiency * allreduce_realised)
 
-``alpha`` (small-message latency) and the plateau bus efficiency are measurements of the device
+``alpha`` (small-message latency on top of the per-hop link latency: a small-message measurement
+over n devices gives ``alpha = t_small - 2(n-1) * link_latency``) and the plateau bus efficiency are
+measurements of the device
 (nccl-tests style, in its hardware file); ``allreduce_realised`` (the fraction of that plateau
 which serving-sized messages reach) and ``q`` (how latency and bandwidth terms combine: q = 1 is
 the classic sum, q < 1 adds the protocol hand-over penalty seen between 1 and 16 MB) are fitted
