@@ -40,6 +40,10 @@ class Pacer:
         deadline = self.start + self.paused_s + virtual_s / self.speed
         return deadline - time.perf_counter()
 
+    def restart(self) -> None:
+        """Count the pace from now (the first window), not from the run request."""
+        self.start = time.perf_counter()
+
     def opened(self, virtual_s: float) -> None:
         """Record the lag behind the pace at the moment a window opens."""
         self.lag_s = max(0.0, -self.delay_s(virtual_s))
@@ -83,6 +87,8 @@ class ConductedRun:
     """Interrupts a pacing wait (stop, pause)."""
     subs: list[Subscription] = field(default_factory=list)
     last_progress: float = 0.0
+    marks: dict[str, float] = field(default_factory=lambda: {"requested": time.perf_counter()})
+    """Wall-clock (perf_counter) time of each phase change: requested, ready, windows_done."""
 
     @property
     def run(self) -> str:

@@ -228,7 +228,10 @@ class Conductor(Service):
             await self.publish(subjects.config(), RunConfig(run, state.req.spec))
             await self._await_ready(state)
             state.phase = "running"
+            state.marks["ready"] = time.perf_counter()
+            state.pacer.restart()  # the pace counts from the first window, not from set-up
             await self._windows(state)
+            state.marks["windows_done"] = time.perf_counter()
             state.phase = "collecting"
             outcome = await self._collect(state)
             self.cmetrics.runs.labels("stopped" if state.stop else "completed").inc()
@@ -377,8 +380,16 @@ class Conductor(Service):
         return RunOutcome(state.run, state.now_s, dict(sorted(parts.items())), self._stats(state))
 
     def _stats(self, state: ConductedRun) -> dict[str, float]:
+        now = time.perf_counter()
+        marks = state.marks
+        ready = marks.get("ready", now)
+        loop_end = marks.get("windows_done", now)
         return {
-            "wall_s": state.pacer.elapsed_s(),
+            "wall_s": now - marks["requested"],
+            "setup_wall_s": ready - marks["requested"],
+            "windows_wall_s": loop_end - ready,
+            "collect_wall_s": now - loop_end,
+            "paused_wall_s": state.pacer.paused_s,
             "windows": float(state.window),
             "messages": float(state.messages),
             "services": float(len(state.ready_services)),

@@ -40,6 +40,7 @@ from proto.control import (
 from services.base import Rejected, Service
 from services.bus import Msg, Subscription
 from services.factory import Factory, export_of
+from services.mailbox import Mailbox
 from services.metrics import HostMetrics
 from services.plans import RemotePlanProvider
 from services.selection import Selector
@@ -56,8 +57,8 @@ class HostedRun:
     followers: set[str]
     offload: set[str]
     """Components stepped in a worker thread (their steps may block on the planner service)."""
-    mail: dict[str, list[tuple[int, Envelope]]] = field(default_factory=dict)
-    """Per component: (window produced, envelope), not yet handed to a step."""
+    mail: dict[str, Mailbox] = field(default_factory=dict)
+    """Per component: envelopes not yet handed to a step."""
     arrived: dict[str, asyncio.Event] = field(default_factory=dict)
     subs: list[Subscription] = field(default_factory=list)
 
@@ -135,7 +136,7 @@ class HostService(Service):
         if hosted:
             self.runs[run] = state
             for cid in hosted:
-                state.mail[cid] = []
+                state.mail[cid] = Mailbox()
                 state.arrived[cid] = asyncio.Event()
                 state.subs.append(await self.subscribe(subjects.component(run, cid), self._on_envelopes))
             state.subs.append(await self.subscribe(subjects.grant(run, self.name), self._on_grants))
@@ -170,7 +171,7 @@ class HostService(Service):
             box = state.mail.get(item.dst)
             if box is None:
                 raise Rejected("malformed", f"envelope for {item.dst!r} on {msg.subject}")
-            box.append((batch.window, self.codec.from_wire(item)))
+            box.add(batch.window, self.codec.from_wire(item))
             state.arrived[item.dst].set()
         self.host_metrics.envelopes_in.inc(len(batch.items))
 
@@ -208,30 +209,27 @@ class HostService(Service):
         if box is None:
             raise Rejected("malformed", f"grant for {cid!r}, which {self.name} does not host")
         arrived = state.arrived[cid]
-        t0 = time.perf_counter()
-        deadline = t0 + self.wait_timeout_s
-        while True:
-            have = sum(1 for w, e in box if w < window and e.time <= now)
-            if have >= expect:
-                break
-            arrived.clear()
-            left = deadline - time.perf_counter()
-            try:
-                await asyncio.wait_for(arrived.wait(), max(left, 0.0))
-            except TimeoutError:
-                raise ProtocolError(
-                    f"{cid} waited {self.wait_timeout_s:g} s for its messages of window {window} "
-                    f"(t={now!r} s): has {have} of {expect}"
-                ) from None
-        self.host_metrics.input_wait.observe(time.perf_counter() - t0)
-        if have > expect:
+        taken = box.take(window, now)
+        if len(taken) < expect:
+            t0 = time.perf_counter()
+            deadline = t0 + self.wait_timeout_s
+            while len(taken) < expect:
+                arrived.clear()
+                try:
+                    await asyncio.wait_for(arrived.wait(), max(deadline - time.perf_counter(), 0.0))
+                except TimeoutError:
+                    raise ProtocolError(
+                        f"{cid} waited {self.wait_timeout_s:g} s for its messages of window {window} "
+                        f"(t={now!r} s): has {len(taken)} of {expect}"
+                    ) from None
+                taken += box.take(window, now)
+            taken.sort(key=lambda e: e.key)  # merged from several takes
+            self.host_metrics.input_wait.observe(time.perf_counter() - t0)
+        if len(taken) > expect:
             raise ProtocolError(
-                f"{cid} holds {have} messages for window {window}, the conductor counted {expect}"
+                f"{cid} holds {len(taken)} messages for window {window}, the conductor counted {expect}"
             )
-        take = [e for w, e in box if w < window and e.time <= now]
-        box[:] = [(w, e) for w, e in box if not (w < window and e.time <= now)]
-        take.sort(key=lambda e: e.key)
-        return take
+        return taken
 
     async def _step(self, state: HostedRun, grant: GrantBatch, cid: str, expect: int) -> DoneItem:
         comp = state.comps[cid]
