@@ -94,7 +94,7 @@ def chunk_max(values: FloatArray, max_points: int = MAX_POINTS) -> tuple[npt.NDA
 def _log_x_if_wide(ax: Axes, samples: Sequence[FloatArray]) -> None:
     pos = [s[s > 0] for s in samples if s.size]
     pos = [p for p in pos if p.size]
-    if pos and max(p.max() for p in pos) > 100 * min(p.min() for p in pos):
+    if pos and max(p.max() for p in pos) > 10 * min(p.min() for p in pos):
         ax.set_xscale("log")
 
 
@@ -130,8 +130,8 @@ def _kv_panel(ax: Axes, inst: InstanceRecord, end_s: float) -> None:
         _, total = chunk_max(tl[:, 1] + tl[:, 2])
         t = np.append(tl[idx, 0], end_s)
         primary, total = np.append(primary, primary[-1]) / gib, np.append(total, total[-1]) / gib
-        ax.fill_between(t, 0.0, primary, step="post", color="tab:blue", alpha=0.7, label="primary")
-        ax.fill_between(t, primary, total, step="post", color="tab:red", alpha=0.5, label="redundant")
+        ax.fill_between(t, 0.0, primary, step="post", color="tab:blue", alpha=0.7, lw=0, label="primary")
+        ax.fill_between(t, primary, total, step="post", color="tab:red", alpha=0.5, lw=0, label="redundant")
     if inst.kv_capacity_bytes > 0:
         ax.axhline(inst.kv_capacity_bytes / gib, color="k", ls="--", lw=0.8, label="capacity")
     ax.set_ylabel(f"inst {inst.iid}\nGiB/device", fontsize="small")

@@ -1,0 +1,49 @@
+"""``llmtwin compare SCENARIO --policies a,b,c``: the same workload under several policies."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from llmtwin.cli.commands.simulate import add_jobs_arg, add_run_args, check_jobs
+from llmtwin.errors import ConfigurationError
+from llmtwin.report.execute import run_all, run_output
+from llmtwin.report.outputs import write_compare
+from llmtwin.report.tables import compare_table
+from llmtwin.scenario.loader import load_scenario
+
+
+def name_list(text: str, what: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``; empty items and repeats are errors."""
+    names = [x.strip() for x in text.split(",")]
+    if not all(names):
+        raise ConfigurationError(f"--{what}: empty name in {text!r}")
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"--{what}: repeated name in {text!r}")
+    return names
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("compare", help="run one scenario under several policies side by side")
+    add_run_args(p)
+    p.add_argument(
+        "--policies", default="colocated,disaggregated,accellm",
+        help="comma-separated policies; the first is the baseline of the %% columns",
+    )  # fmt: skip
+    add_jobs_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    jobs = check_jobs(args.jobs)
+    # Load (and so validate) every variant before the first long run starts.
+    scenarios = [
+        load_scenario(args.scenario, args.overrides, p) for p in name_list(args.policies, "policies")
+    ]
+    labelled = [(f"{s.name}/{s.policy.name}", s) for s in scenarios]
+    outs = run_all(run_output, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)
+    print(compare_table([o.summary for o in outs]))
+    if args.out is not None:
+        write_compare(args.out, outs, plots=not args.no_plots)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,61 @@
+"""``llmtwin simulate SCENARIO``: run one scenario, print its summary, write its output folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from llmtwin.cli.common import print_json
+from llmtwin.errors import ConfigurationError
+from llmtwin.report.execute import run_all, run_output
+from llmtwin.report.outputs import summary_document, write_run
+from llmtwin.report.tables import summary_table
+from llmtwin.scenario.loader import load_scenario
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """SCENARIO, --set, --out, --no-plots, --quiet: shared by simulate, compare and sweep."""
+    p.add_argument("scenario", metavar="SCENARIO", help="scenario name (e.g. w1, demo) or a .toml path")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a scenario field, e.g. workload.requests=500 (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, help="write result files into this folder")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+
+
+def add_jobs_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--jobs", type=int, default=1,
+        help="runs in parallel worker processes (results do not depend on it)",
+    )  # fmt: skip
+
+
+def check_jobs(jobs: int) -> int:
+    if jobs < 1:
+        raise ConfigurationError(f"--jobs must be >= 1, got {jobs}")
+    return jobs
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("simulate", help="run one scenario and summarise it")
+    add_run_args(p)
+    p.add_argument("--policy", help="serving policy (colocated, disaggregated, accellm, ...)")
+    p.add_argument("--json", action="store_true", help="print summary.json on stdout instead of the table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario, args.overrides, args.policy)
+    label = f"{scenario.name}/{scenario.policy.name}"
+    (out,) = run_all(run_output, [(label, scenario)], jobs=1, stream=sys.stderr, show_progress=not args.quiet)
+    if args.json:
+        print_json(summary_document(out))
+    else:
+        print(summary_table(out.summary))
+    if args.out is not None:
+        write_run(args.out, out, plots=not args.no_plots)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0

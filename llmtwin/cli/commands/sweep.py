@@ -1,0 +1,65 @@
+"""``llmtwin sweep SCENARIO --rates r1,r2,...``: latency-versus-load curves for one or more policies."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from llmtwin.cli.commands.compare import name_list
+from llmtwin.cli.commands.simulate import add_jobs_arg, add_run_args, check_jobs
+from llmtwin.errors import ConfigurationError
+from llmtwin.report.execute import run_all, run_summary
+from llmtwin.report.outputs import write_sweep
+from llmtwin.report.tables import sweep_table
+from llmtwin.scenario.loader import load_scenario
+
+
+def rate_list(text: str) -> list[float]:
+    """``"1,2.5"`` -> ``[1.0, 2.5]``; every rate must be a positive number."""
+    try:
+        rates = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ConfigurationError(f"--rates: expected comma-separated numbers, got {text!r}") from None
+    if not all(r > 0 and math.isfinite(r) for r in rates):
+        raise ConfigurationError(f"--rates: every rate must be > 0, got {text!r}")
+    return rates
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sweep", help="run a scenario over several arrival rates (latency versus load)")
+    add_run_args(p)
+    p.add_argument("--rates", help="arrival rates, req/s, comma-separated (default: the scenario's [sweep])")
+    p.add_argument("--policies", help="comma-separated policies (default: the scenario's policy)")
+    add_jobs_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    jobs = check_jobs(args.jobs)
+    base = load_scenario(args.scenario, args.overrides)
+    if base.workload.arrival == "trace":
+        raise ConfigurationError(
+            f"{base.name}: sweep varies workload.rate_rps, which a trace replay ignores "
+            "(use poisson or gamma arrivals, or vary workload.time_scale with --set)"
+        )
+    rates = rate_list(args.rates) if args.rates else list(base.sweep.rate_rps)
+    if not rates:
+        raise ConfigurationError(f"{base.name}: no rates (give --rates or a [sweep] rate_rps list)")
+    policies = name_list(args.policies, "policies") if args.policies else [base.policy.name]
+    # Load (and so validate) every point before the first long run starts.
+    labelled = [
+        (
+            f"{base.name}/{p}@{r:g}",
+            load_scenario(args.scenario, [*args.overrides, f"workload.rate_rps={r!r}"], p),
+        )
+        for r in rates
+        for p in policies
+    ]
+    summaries = run_all(run_summary, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)
+    points = list(zip([r for r in rates for _ in policies], summaries, strict=True))
+    print(sweep_table(points))
+    if args.out is not None:
+        write_sweep(args.out, base.name, points, plots=not args.no_plots)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,76 @@
+"""Run loaded scenarios for the CLI: one after another with a progress bar, or in worker processes.
+
+Runs are deterministic functions of their scenario, so running them in parallel changes only
+the wall time: results come back in the order the scenarios were given, whatever order the
+workers finish in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from typing import TextIO, TypeVar
+
+from llmtwin.cluster.run import run_scenario
+from llmtwin.report.outputs import RunOutput
+from llmtwin.report.progress import ProgressBar
+from llmtwin.report.summary import Summary, summarize
+from llmtwin.scenario.dump import dump_scenario, scenario_toml
+from llmtwin.scenario.spec import Scenario
+
+T = TypeVar("T")
+
+Progress = Callable[[float, int], None]
+"""``progress(virtual_time_s, completed_requests)``."""
+
+
+def run_output(scenario: Scenario, progress: Progress | None = None) -> RunOutput:
+    """Run one scenario and keep everything (records, summary, effective scenario)."""
+    result = run_scenario(scenario, progress=progress)
+    return RunOutput(
+        result, summarize(result, scenario.slo), dump_scenario(scenario), scenario_toml(scenario)
+    )
+
+
+def run_summary(scenario: Scenario, progress: Progress | None = None) -> Summary:
+    """Run one scenario and keep only its summary (sweeps: the records can be large)."""
+    return summarize(run_scenario(scenario, progress=progress), scenario.slo)
+
+
+def run_all(
+    fn: Callable[[Scenario, Progress | None], T],
+    scenarios: Sequence[tuple[str, Scenario]],
+    *,
+    jobs: int,
+    stream: TextIO,
+    show_progress: bool = True,
+) -> list[T]:
+    """``fn`` on every (label, scenario), in order; ``jobs > 1`` uses that many processes.
+
+    Serial runs draw a progress bar per run; parallel runs print one line per finished run.
+    """
+    if jobs <= 1 or len(scenarios) <= 1:
+        out: list[T] = []
+        for label, scenario in scenarios:
+            bar = ProgressBar(scenario.workload.requests, stream, label=label) if show_progress else None
+            try:
+                out.append(fn(scenario, bar))
+            finally:
+                if bar is not None:
+                    bar.close()
+        return out
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures: dict[Future[T], int] = {pool.submit(fn, s, None): i for i, (_, s) in enumerate(scenarios)}
+        results: dict[int, T] = {}
+        try:
+            for done, fut in enumerate(as_completed(futures), start=1):
+                i = futures[fut]
+                results[i] = fut.result()
+                if show_progress:
+                    stream.write(f"finished {scenarios[i][0]} ({done}/{len(scenarios)})\n")
+                    stream.flush()
+        except BaseException:
+            # One failed (or Ctrl-C): do not start the runs still queued.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return [results[i] for i in range(len(scenarios))]
