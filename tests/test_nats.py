@@ -10,16 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from llmtwin.cluster.run import run_scenario
+from llmtwin.report.writers import instances_csv, requests_csv
 from llmtwin.runtime.natsd import EmbeddedNats
 from llmtwin.runtime.processes import Supervisor
+from llmtwin.scenario.loader import load_scenario
 from proto import subjects
 from proto.codec import Codec
 from proto.control import GrantBatch, RunRequest, RunSpec
 from services.bus import Bus, NatsBus, connect
 from services.client import RunClient
+from services.cluster import ClusterFactory
 from services.ensemble import Ensemble, start_ensemble
 from services.factory import ToyFactory, run_local
-from services.selection import Selector
+from services.selection import Selector, for_role
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(60)]
 
@@ -101,3 +105,50 @@ async def test_services_as_processes_run_the_toys_and_stop_cleanly(nats_url: str
     assert killed == []
     assert [c.proc.returncode for c in sup.children] == [0, 0, 0], [c.tail() for c in sup.children]
     assert all(c.proc.returncode != -signal.SIGKILL for c in sup.children)
+
+
+CLUSTER_CASES = [
+    ("demo", ("workload.requests=60",), "colocated"),
+    ("demo", ("workload.requests=60",), "disaggregated"),
+    ("demo", ("workload.requests=60",), "accellm"),
+    (
+        "demo",
+        ("workload.requests=20", "cluster.tp=2", "cluster.instances=2", "engine.preserve=true"),
+        "colocated",
+    ),
+]
+
+
+@pytest.mark.parametrize(("scenario", "overrides", "policy"), CLUSTER_CASES, ids=lambda v: str(v))
+async def test_cluster_over_nats_gives_the_same_records_as_run_scenario(
+    nats_url: str, scenario: str, overrides: tuple[str, ...], policy: str
+) -> None:
+    """The twin over NATS (devices sharded over two hosts, plans from the planner service):
+    byte-identical requests.csv and instances.csv to the in-process run."""
+
+    async def conn(name: str) -> Bus:
+        return await connect(nats_url, name)
+
+    hosts = {
+        "generator": for_role("generator"),
+        "balancer": for_role("balancer"),
+        "device-1": for_role("device", shard="1/2"),
+        "device-2": for_role("device", shard="2/2"),
+    }
+    spec = RunSpec("cluster", scenario, overrides, policy)
+    ens = await asyncio.wait_for(start_ensemble(conn, hosts, planner=True), 20)
+    try:
+        outcome = await asyncio.wait_for(ens.run(spec), 60)
+        planner_requests = ens.registries["planner"].get_sample_value(
+            "twin_planner_requests_total", {"result": "miss"}
+        )
+    finally:
+        await ens.stop()
+    loaded = load_scenario(scenario, overrides, policy)
+    remote = ClusterFactory().result(spec, outcome, Codec())
+    local = run_scenario(loaded)
+    assert requests_csv(remote, loaded.slo) == requests_csv(local, loaded.slo)
+    assert instances_csv(remote) == instances_csv(local)
+    assert outcome.stats["windows"] == local.stats["windows"]
+    if loaded.engine.preserve:
+        assert (planner_requests or 0) > 0  # the devices really asked the planner service
