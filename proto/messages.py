@@ -136,8 +136,12 @@ class KVRelease(msgspec.Struct, frozen=True, tag="twin.v1.kv_release"):
 
 
 class Handover(msgspec.Struct, frozen=True, tag="twin.v1.handover"):
-    """AcceLLM: the receiver decodes these requests from now on (delivered when their KV is
-    current on the receiver). Parallel lists, one entry per request."""
+    """AcceLLM: the sender stopped decoding these requests; the receiver should decode them.
+
+    Delivered when the receiver's copy is current: at once with eager sync, after the tokens
+    generated since the last sync have crossed the link with sync on hand-over, or (``fresh``)
+    when a just-prefilled request's KV has streamed over layer by layer. The sender keeps its
+    copy until the :class:`HandoverAck`. Parallel lists, one entry per request."""
 
     PRIORITY: ClassVar[int] = 30
     src: int
@@ -146,24 +150,24 @@ class Handover(msgspec.Struct, frozen=True, tag="twin.v1.handover"):
     prompt_tokens: list[int]
     output_tokens: list[int]
     generated_tokens: list[int]
-    sender_keeps: list[bool]
-    """Whether the sender still holds a copy (the receiver's becomes primary, the sender's redundant)."""
     fresh: bool = False
-    """True for requests just prefilled by the sender (its copy is the only other one)."""
+    """The requests were just prefilled by the sender and their KV came with this message."""
 
 
-class HandoverReturn(msgspec.Struct, frozen=True, tag="twin.v1.handover_return"):
-    """AcceLLM: the receiver could not take these requests (no copy and no room); the sender
-    keeps decoding them (they are pinned to it)."""
+class HandoverAck(msgspec.Struct, frozen=True, tag="twin.v1.handover_ack"):
+    """AcceLLM: which requests of a :class:`Handover` the receiver took (it decodes those; the
+    sender keeps a redundant copy of them if it has room). The others stay with the sender."""
 
     PRIORITY: ClassVar[int] = 12
     src: int
     rids: list[int]
-    generated_tokens: list[int]
+    taken: list[bool]
+    kept: list[bool]
+    """For a request not taken: whether the receiver still holds its (older) redundant copy."""
 
 
 class ReplicaDropped(msgspec.Struct, frozen=True, tag="twin.v1.replica_dropped"):
-    """AcceLLM: the sender no longer holds a copy of these requests (evicted or finished); the
+    """AcceLLM: the sender no longer holds a copy of these requests (evicted for room); the
     receiver's copy is the only one, so they are pinned to the receiver."""
 
     PRIORITY: ClassVar[int] = 10
@@ -171,18 +175,9 @@ class ReplicaDropped(msgspec.Struct, frozen=True, tag="twin.v1.replica_dropped")
     rids: list[int]
 
 
-class ReplicaBuilt(msgspec.Struct, frozen=True, tag="twin.v1.replica_built"):
-    """AcceLLM: the sender rebuilt (copied back) its redundant copy of these requests, so the
-    receiver may hand them over again."""
-
-    PRIORITY: ClassVar[int] = 10
-    src: int
-    rids: list[int]
-
-
 class RebuildRequest(msgspec.Struct, frozen=True, tag="twin.v1.rebuild_request"):
-    """AcceLLM: the sender has room again and reserved space for copies of these requests;
-    the receiver (their owner) streams their KV to it."""
+    """AcceLLM: the sender has room again and reserved copies of these requests (which it had
+    evicted); their owner streams their KV over and may hand them over again once it landed."""
 
     PRIORITY: ClassVar[int] = 11
     src: int
@@ -190,7 +185,8 @@ class RebuildRequest(msgspec.Struct, frozen=True, tag="twin.v1.rebuild_request")
 
 
 class PartnerDone(msgspec.Struct, frozen=True, tag="twin.v1.partner_done"):
-    """AcceLLM: these requests finished (or left the pair) on the sender; drop their copies."""
+    """AcceLLM: these requests left the sender (finished, or preempted for a recompute); the
+    receiver drops its copies."""
 
     PRIORITY: ClassVar[int] = 10
     src: int

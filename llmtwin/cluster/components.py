@@ -132,6 +132,7 @@ class Instance(Component):
             self.agent.on_event(now, ev, self.outbox)
         for env in inbox:
             self.agent.on_message(now, env.body, self.outbox)
+        self.agent.end_step(now, self.outbox)
         self._snap = eng.snapshot()
         if self._emitted == len(events):
             eng.project()

@@ -122,6 +122,28 @@ class Engine:
         """KV tokens of the running sequences at the next iteration."""
         return self.sum_a + len(self.running) * self.it
 
+    def decode_load(self) -> tuple[int, int]:
+        """(sequences, KV tokens) this engine will decode: running plus those about to resume."""
+        seqs, tokens = len(self.running), self.decode_kv_tokens()
+        for rid in self.to_resume:
+            h = self.held.get(rid)
+            if h is not None:
+                seqs += 1
+                tokens += h.kv_tokens + 1
+        return seqs, tokens
+
+    def check(self) -> None:
+        """Raise if the blocks in use differ from those of the entries holding KV (a test hook:
+        every decoding, held, prefilling or redundant copy is accounted here and nowhere else)."""
+        used = sum(self.blocks(r.a + self.it - 1) for r in self.running.values())
+        used += sum(self.blocks(h.kv_tokens) for h in self.held.values())
+        used += sum(self.blocks(j.done) for j in self.waiting)
+        used += sum(self.replicas.values())
+        if used != self.capacity - self.free or sum(self.replicas.values()) != self.redundant:
+            raise AssertionError(
+                f"KV accounting: entries hold {used} blocks, the cache says {self.capacity - self.free}"
+            )
+
     def generated(self, rid: int) -> int:
         """Tokens a running sequence has produced before the next iteration."""
         return self.running[rid].g0 + self.it
@@ -234,7 +256,7 @@ class Engine:
     def _boundary(self) -> None:
         """Apply what was asked for this boundary: releases, pauses, a role change, resumes."""
         if self.to_release:
-            rids = [r for r in self.to_release if r in self.running]
+            rids = [r for r in dict.fromkeys(self.to_release) if r in self.running]
             self.to_release = []
             for rid in rids:
                 self._stop_run(rid)
@@ -250,7 +272,11 @@ class Engine:
                 self.role = self.next_role
                 self.log.role(self.t, self.role)
             self.next_role = None
-        if self.to_resume:
+        if self.role == PREFILL and self.running:
+            # The prefill role never decodes: whatever still runs waits, held, for the decode role.
+            for rid in list(self.running):
+                self._stop_run(rid)
+        if self.to_resume and self.role != PREFILL:
             for rid in self.to_resume:
                 h = self.held.pop(rid, None)
                 if h is not None:
@@ -492,7 +518,9 @@ class Engine:
         if self.role == MIXED:
             self.waiting.appendleft(Job(rid, r.arrival_s, r.prompt, r.output, gen))
         else:
-            self.events.append(Event(self.t, PREEMPTED, rid, gen))
+            self.events.append(
+                Event(self.t, PREEMPTED, rid, gen, arrival_s=r.arrival_s, prompt=r.prompt, output=r.output)
+            )
 
     def _evict(self, want_free: int, keep: int = -1) -> bool:
         """Evict redundant copies, largest first, until ``want_free`` blocks are free.

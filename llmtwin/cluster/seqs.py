@@ -97,6 +97,10 @@ class Event:
     """``prefilled``: prompt tokens the whole iteration prefilled (they share the link)."""
     rids: tuple[int, ...] = ()
     """``released``/``evicted``: the requests concerned."""
+    arrival_s: float = 0.0
+    prompt: int = 0
+    output: int = 0
+    """``preempted``: the request's arrival and lengths (its KV is gone from the engine)."""
 
 
 DONE = "done"

@@ -71,8 +71,6 @@ def read_params(policy: str, spec: Mapping[str, Param], given: Mapping[str, Any]
 class Agent(ABC):
     """The instance-side half of a policy: drives one engine."""
 
-    role: ClassVar[str] = MIXED
-
     def __init__(self, iid: int, ctx: ClusterContext, engine: Engine) -> None:
         self.iid = iid
         self.ctx = ctx
@@ -97,6 +95,9 @@ class Agent(ABC):
     @abstractmethod
     def on_message(self, now: float, body: Any, out: Outbox) -> None:
         """A message for this instance, at ``now``."""
+
+    def end_step(self, now: float, out: Outbox) -> None:  # noqa: B027 - optional hook
+        """After the step's events and messages: send what was decided over the whole step."""
 
 
 class SimpleAgent(Agent):

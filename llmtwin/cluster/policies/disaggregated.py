@@ -152,20 +152,13 @@ class DecodeAgent(Agent):
         super().__init__(iid, ctx, engine)
         self.pending: deque[KVTransfer] = deque()
         """Offers not taken yet for lack of room, in arrival order."""
-        self.offers: dict[int, KVTransfer] = {}
-        """Requests taken in, by rid (to report a preemption with the request's lengths)."""
 
     def on_event(self, now: float, ev: Event, out: Outbox) -> None:
         if ev.kind == DONE:
-            del self.offers[ev.rid]
             self.done(now, ev, out)
         elif ev.kind == PREEMPTED:  # the engine freed the KV; prefill it again elsewhere
-            x = self.offers.pop(ev.rid)
-            out.send(
-                BALANCER,
-                now,
-                Preempted(ev.rid, self.iid, x.arrival_s, x.prompt_tokens, x.output_tokens, ev.generated),
-            )
+            body = Preempted(ev.rid, self.iid, ev.arrival_s, ev.prompt, ev.output, ev.generated)
+            out.send(BALANCER, now, body)
         self._take_pending(now, out)
 
     def on_message(self, now: float, body: Any, out: Outbox) -> None:
@@ -189,7 +182,6 @@ class DecodeAgent(Agent):
         h = Held(x.rid, x.arrival_s, x.prompt_tokens, x.output_tokens, x.generated_tokens)
         if not self.engine.hold(h):
             return False
-        self.offers[x.rid] = x
         self.moved(x.rid, self.ctx.kv_bytes(x.kv_tokens))
         lands = max(now, lands)
         out.send(instance_id(x.src), lands, KVRelease(x.rid, x.src))

@@ -7,12 +7,15 @@ from types import MappingProxyType
 from typing import Any
 
 from llmtwin.cluster.context import ClusterContext
+from llmtwin.cluster.policies.accellm import AcceLLM
 from llmtwin.cluster.policies.base import Policy
 from llmtwin.cluster.policies.colocated import Colocated
 from llmtwin.cluster.policies.disaggregated import Disaggregated
 from llmtwin.errors import ConfigurationError
 
-POLICIES: Mapping[str, type[Policy]] = MappingProxyType({p.name: p for p in (Colocated, Disaggregated)})
+POLICIES: Mapping[str, type[Policy]] = MappingProxyType(
+    {p.name: p for p in (Colocated, Disaggregated, AcceLLM)}
+)
 """Every policy, by the name a scenario uses."""
 
 

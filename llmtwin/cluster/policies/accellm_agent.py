@@ -1,0 +1,331 @@
+"""AcceLLM, instance side: roles, the pair's copies, hand-overs, eviction and rebuilds.
+
+Words used below. A request of the pair is *owned* by the instance that decodes it (or would,
+if paused); the owner's copy is the *primary*. The partner may hold a *redundant* copy (an
+engine replica): then the request can move to the partner with no data transfer. A request
+whose partner copy is gone is *pinned* to its owner until the copy is rebuilt.
+
+Invariants kept here: a request decodes only on an instance whose engine holds its KV (it is
+resumed only after ``hold``/``replica_to_held`` succeeded, and after the KV landed); a sender
+keeps its primary until the receiver acknowledged a hand-over; eviction only ever touches
+redundant copies (the engine's ``replicas``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from llmtwin.cluster.context import BALANCER, ClusterContext, instance_id
+from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.policies.base import Agent
+from llmtwin.cluster.seqs import (
+    DECODE,
+    DONE,
+    DRAINED,
+    EVICTED,
+    PREEMPTED,
+    PREFILL,
+    PREFILLED,
+    RELEASED,
+    Event,
+    Held,
+    Job,
+)
+from llmtwin.sim.kernel import Outbox
+from proto.messages import (
+    Dispatch,
+    Handover,
+    HandoverAck,
+    KVLanded,
+    PartnerDone,
+    Preempted,
+    RebuildRequest,
+    ReplicaDropped,
+    RoleChanged,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    partner: int
+    decode_split: str
+    eager: bool
+    rebuild_threshold: float
+    handover_delay_s: float
+
+
+class AcceLLMAgent(Agent):
+    """Drives one instance of a pair."""
+
+    def __init__(self, iid: int, ctx: ClusterContext, engine: Engine, cfg: AgentConfig) -> None:
+        super().__init__(iid, ctx, engine)
+        engine.report_drained = True
+        self.cfg = cfg
+        self.partner = instance_id(cfg.partner)
+        self.role = DECODE
+        self.received = 0
+        """Prompts dispatched to this instance so far."""
+        self.notice = False
+        """A role-change notice (back to decode) is due at the end of this step."""
+        self.peer: dict[int, float] = {}
+        """Owned requests whose partner copy is usable from the given time."""
+        self.synced: dict[int, int] = {}
+        """Owned requests: tokens generated when the partner's copy was last brought up to date."""
+        self.awaiting: set[int] = set()
+        """Held here, handed to the partner, awaiting its acknowledgement."""
+        self.landing: set[int] = set()
+        """Taken over without a copy here: held until their KV has crossed the link."""
+        self.final: dict[int, int] = {}
+        """Redundant copies held here (and evicted ones): their requests' final KV tokens."""
+        self.lost: set[int] = set()
+        """Partner-owned requests whose copy this instance evicted (candidates for a rebuild)."""
+        self._fresh: dict[float, list[Held]] = defaultdict(list)
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _final_tokens(self, h: Held) -> int:
+        return h.prompt + h.output - 1
+
+    def _paused(self) -> list[int]:
+        """Owned requests held here (not decoding), in rid order."""
+        return sorted(r for r in self.engine.held if r not in self.awaiting and r not in self.landing)
+
+    def _has_copy(self, rid: int, now: float) -> bool:
+        return self.peer.get(rid, math.inf) <= now
+
+    def _sync_bytes(self, rid: int, generated: int) -> float:
+        """KV of the tokens made since the partner's copy was last brought up to date."""
+        last = self.synced.pop(rid, generated)
+        return self.ctx.kv_bytes(max(0, generated - last))
+
+    # -- engine events ------------------------------------------------------------------------------
+    def on_event(self, now: float, ev: Event, out: Outbox) -> None:
+        kind = ev.kind
+        if kind == DONE:
+            self.done(now, ev, out)
+            if ev.rid in self.peer:
+                del self.peer[ev.rid]
+                if self.cfg.eager:
+                    self.moved(ev.rid, self._sync_bytes(ev.rid, ev.generated))
+                out.send(self.partner, now, PartnerDone(self.iid, [ev.rid]))
+            self.synced.pop(ev.rid, None)
+        elif kind == PREFILLED:
+            h = self.engine.held[ev.rid]
+            lands = self.ctx.link.layerwise_landing(
+                self.iid,
+                self.cfg.partner,
+                self.ctx.kv_bytes(ev.batch_tokens),
+                ev.start_s,
+                now,
+                self.ctx.layers,
+            )
+            self.moved(h.rid, self.ctx.kv_bytes(h.kv_tokens))
+            self.awaiting.add(h.rid)
+            self._fresh[lands].append(h)
+        elif kind == RELEASED:
+            self._hand_over(now, list(ev.rids), out)
+        elif kind == EVICTED:
+            self.lost.update(ev.rids)
+            out.send(self.partner, now, ReplicaDropped(self.iid, list(ev.rids)))
+        elif kind == PREEMPTED:
+            body = Preempted(ev.rid, self.iid, ev.arrival_s, ev.prompt, ev.output, ev.generated)
+            out.send(BALANCER, now, body)
+            if self.peer.pop(ev.rid, None) is not None:
+                out.send(self.partner, now, PartnerDone(self.iid, [ev.rid]))
+            self.synced.pop(ev.rid, None)
+        elif kind == DRAINED:
+            self._become(DECODE)
+
+    def _hand_over(self, now: float, rids: list[int], out: Outbox) -> None:
+        """Send released requests to the partner (its copy is current once the delta crossed)."""
+        held = [self.engine.held[r] for r in rids]
+        delta = 0.0
+        for h in held:
+            nbytes = self._sync_bytes(h.rid, h.generated) if h.rid in self.peer else 0.0
+            self.moved(h.rid, nbytes)
+            delta += nbytes
+            self.peer.pop(h.rid, None)
+            self.awaiting.add(h.rid)
+        # Eager sync streamed those bytes as the tokens were made; on hand-over they go now.
+        wait = 0.0 if self.cfg.eager else self.ctx.link.time(self.iid, self.cfg.partner, delta)
+        out.send(self.partner, now + self.cfg.handover_delay_s + wait, _handover(self.iid, held, fresh=False))
+
+    # -- messages -------------------------------------------------------------------------------------
+    def on_message(self, now: float, body: Any, out: Outbox) -> None:
+        if isinstance(body, Dispatch):
+            self.received += 1
+            self.engine.submit(
+                Job(body.rid, body.arrival_s, body.prompt_tokens, body.output_tokens, body.generated_tokens)
+            )
+            if self.role != PREFILL:
+                movable = [r for r in self.engine.running if self._has_copy(r, now)]
+                self.engine.release(movable)
+                self._become(PREFILL)
+        elif isinstance(body, Handover):
+            self._take(now, body, out)
+        elif isinstance(body, HandoverAck):
+            self._acked(now, body, out)
+        elif isinstance(body, KVLanded):
+            self.landing.discard(body.rid)
+            if self.role == DECODE:
+                self.engine.resume(body.rid)
+        elif isinstance(body, ReplicaDropped):
+            for rid in body.rids:
+                self.peer.pop(rid, None)
+        elif isinstance(body, PartnerDone):
+            for rid in body.rids:
+                self.engine.drop_replica(rid)
+                self.final.pop(rid, None)
+                self.lost.discard(rid)
+        elif isinstance(body, RebuildRequest):
+            self._rebuild_for_partner(now, body.rids, out)
+        elif isinstance(body, RoleChanged) and body.role == DECODE and self.role == DECODE:
+            self._rebalance(now, body.decode_seqs, body.decode_kv_tokens)
+
+    def _take(self, now: float, m: Handover, out: Outbox) -> None:
+        eng = self.engine
+        taken, kept = [], []
+        for i, rid in enumerate(m.rids):
+            h = Held(rid, m.arrival_s[i], m.prompt_tokens[i], m.output_tokens[i], m.generated_tokens[i])
+            lands = now
+            if rid in eng.replicas:
+                ok = eng.replica_to_held(h)
+            else:
+                ok = eng.hold(h)
+                if ok and not m.fresh:  # no copy here: the whole KV must come over first
+                    nbytes = self.ctx.kv_bytes(h.kv_tokens)
+                    self.moved(rid, nbytes)
+                    lands = now + self.ctx.link.time(m.src, self.iid, nbytes)
+            taken.append(ok)
+            kept.append(not ok and rid in eng.replicas)
+            if not ok:
+                continue
+            self.final.pop(rid, None)
+            self.lost.discard(rid)
+            self.peer[rid] = now  # the sender keeps a copy unless it says otherwise
+            self.synced[rid] = h.generated
+            if lands > now:
+                self.landing.add(rid)
+                out.send(instance_id(self.iid), lands, KVLanded(rid))
+            elif self.role == DECODE:
+                eng.resume(rid)
+        out.send(self.partner, now, HandoverAck(self.iid, list(m.rids), taken, kept))
+
+    def _acked(self, now: float, m: HandoverAck, out: Outbox) -> None:
+        eng = self.engine
+        dropped = []
+        for rid, ok, kept in zip(m.rids, m.taken, m.kept, strict=True):
+            self.awaiting.discard(rid)
+            h = eng.held[rid]
+            if ok:
+                # The partner decodes it now: this copy becomes the redundant one, if there is room.
+                size = self._final_tokens(h) if self.cfg.eager else h.kv_tokens
+                if eng.held_to_replica(rid, size):
+                    self.final[rid] = self._final_tokens(h)
+                else:
+                    dropped.append(rid)
+                    self.final[rid] = self._final_tokens(h)
+                    self.lost.add(rid)
+            else:
+                # Still ours (pinned unless the partner kept its old copy).
+                if kept:
+                    self.peer[rid] = now
+                else:
+                    self.peer.pop(rid, None)
+                if self.role == DECODE:
+                    eng.resume(rid)
+        if dropped:
+            out.send(self.partner, now, ReplicaDropped(self.iid, dropped))
+
+    def _rebuild_for_partner(self, now: float, rids: list[int], out: Outbox) -> None:
+        """The partner reserved room for copies again: stream the KV of those still ours."""
+        eng = self.engine
+        gone = []
+        for rid in rids:
+            if rid in eng.running:
+                gen = eng.generated(rid)
+                tokens = eng.running[rid].prompt + gen - 1
+            elif rid in eng.held and rid not in self.awaiting:
+                gen = eng.held[rid].generated
+                tokens = eng.held[rid].kv_tokens
+            else:
+                gone.append(rid)
+                continue
+            nbytes = self.ctx.kv_bytes(tokens)
+            self.moved(rid, nbytes)
+            self.peer[rid] = now + self.ctx.link.time(self.iid, self.cfg.partner, nbytes)
+            self.synced[rid] = gen
+        if gone:
+            out.send(self.partner, now, PartnerDone(self.iid, gone))
+
+    def _rebalance(self, now: float, partner_seqs: int, partner_tokens: int) -> None:
+        """The partner decodes again: give it a share of the decodes it holds copies of."""
+        eng = self.engine
+        seqs, tokens = eng.decode_load()
+        movable = [r for r in eng.running.values() if self._has_copy(r.rid, now)]
+        chosen = []
+        if self.cfg.decode_split == "count":
+            movable.sort(key=lambda r: -r.serial)  # newest first: they have the most tokens to go
+            chosen = [r.rid for r in movable[: max(0, (seqs - partner_seqs) // 2)]]
+        else:
+            gap = tokens - partner_tokens
+            kv = eng.it
+            for r in sorted(movable, key=lambda r: (-(r.a + kv), r.rid)):
+                x = r.a + kv
+                if 2 * x <= gap:
+                    chosen.append(r.rid)
+                    gap -= 2 * x
+        if chosen:
+            eng.release(chosen)
+
+    # -- roles and step end -------------------------------------------------------------------------
+    def _become(self, role: str) -> None:
+        self.engine.set_role(role)
+        self.role = role
+        if role == DECODE:
+            for rid in self._paused():
+                self.engine.resume(rid)
+        self.notice = role == DECODE
+
+    def end_step(self, now: float, out: Outbox) -> None:
+        for lands in sorted(self._fresh):
+            out.send(self.partner, lands, _handover(self.iid, self._fresh[lands], fresh=True))
+        self._fresh.clear()
+        if self.notice:
+            self.notice = False
+            seqs, tokens = self.engine.decode_load()
+            pinned = sum(1 for r in [*self.engine.running, *self._paused()] if r not in self.peer)
+            msg = RoleChanged(self.iid, DECODE, self.received, seqs, tokens, pinned)
+            out.send(BALANCER, now, msg)
+            out.send(self.partner, now, msg)
+        self._maybe_rebuild(now, out)
+
+    def _maybe_rebuild(self, now: float, out: Outbox) -> None:
+        """Room again: reserve copies of partner requests this instance evicted and ask for them."""
+        eng = self.engine
+        if not self.lost or eng.free < self.cfg.rebuild_threshold * eng.capacity:
+            return
+        asked = []
+        for rid in sorted(self.lost, key=lambda r: (self.final[r], r)):
+            if eng.free - eng.blocks(self.final[rid]) < self.cfg.rebuild_threshold * eng.capacity:
+                break
+            if eng.add_replica(rid, self.final[rid]):
+                asked.append(rid)
+        for rid in asked:
+            self.lost.discard(rid)
+        if asked:
+            out.send(self.partner, now, RebuildRequest(self.iid, asked))
+
+
+def _handover(src: int, held: list[Held], fresh: bool) -> Handover:
+    return Handover(
+        src,
+        [h.rid for h in held],
+        [h.arrival_s for h in held],
+        [h.prompt for h in held],
+        [h.output for h in held],
+        [h.generated for h in held],
+        fresh,
+    )

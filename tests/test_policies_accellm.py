@@ -1,0 +1,139 @@
+"""AcceLLM: pair roles, redundant copies, hand-overs, eviction, and its invariants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_cluster_colocated import check_conservation, make_requests, make_scenario
+
+from llmtwin.cluster.components import Instance
+from llmtwin.cluster.cost import IterationCost
+from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.records import RunResult
+from llmtwin.cluster.run import assemble_result, build_components, cluster_context, run_scenario, step_model
+from llmtwin.cluster.seqs import DECODE, EVICTED, PREEMPTED, Held
+from llmtwin.errors import ConfigurationError
+from llmtwin.physics.graph import BatchShape
+from llmtwin.scenario.spec import EngineConfig, Scenario
+from llmtwin.sim.kernel import Envelope
+from llmtwin.sim.local import LocalRunner
+from llmtwin.workload.request import RequestSpec
+
+
+class CheckedInstance(Instance):
+    """An instance that verifies its KV accounting and its batches after every step."""
+
+    def step(self, now: float, inbox: list[Envelope]) -> None:
+        super().step(now, inbox)
+        self.engine.check()
+        log = self.engine.log
+        for decode, prefill in zip(log.seg_decode, log.seg_prefill_seqs, strict=True):
+            assert not (decode and prefill), "a prefill joined a decode batch"
+
+
+def run_checked(s: Scenario, reqs: list[RequestSpec]) -> tuple[RunResult, list[Instance]]:
+    comps = build_components(s, reqs)
+    for i, c in enumerate(comps):
+        if isinstance(c, Instance):
+            checked = CheckedInstance(c.iid, c.engine, c.agent, c.devices)
+            comps[i] = checked
+    end = LocalRunner(comps).run()
+    parts = {c.id: c.export() for c in comps}  # type: ignore[attr-defined]
+    insts = [c for c in comps if isinstance(c, Instance)]
+    return assemble_result(s, s.policy.name, parts, end, {}), insts
+
+
+def accellm(
+    params: dict[str, Any] | None = None, engine: EngineConfig | None = None, pairs: int = 1
+) -> Scenario:
+    return make_scenario("accellm", params, instances=2 * pairs, engine=engine or EngineConfig())
+
+
+def test_one_request_prefills_on_one_and_decodes_on_the_partner() -> None:
+    """TTFT is routing + prefill; the KV streams layer by layer and the partner decodes from then on."""
+    s = make_scenario("accellm", instances=2, routing_latency_s=0.001)
+    res = run_scenario(s, requests=[RequestSpec(0, 0.0, 1200, 4)])
+    step = step_model(s)
+    ctx = cluster_context(s, step)
+    rec = res.requests[0]
+    prefill = step.time(BatchShape.prefill(1, 1200))
+    assert rec.ttft_s == pytest.approx(0.001 + prefill, rel=1e-12)
+    lands = ctx.link.layerwise_landing(0, 1, ctx.kv_bytes(1200), 0.001, 0.001 + prefill, ctx.layers)
+    assert rec.token_times_s[1] == pytest.approx(lands + step.time(BatchShape.decode(1, 1201)), rel=1e-12)
+    assert rec.instances == [0, 1]
+    # The prompt's KV, then (eager sync) the KV of each of the 3 decoded tokens' inputs.
+    assert rec.kv_bytes_moved == ctx.kv_bytes(1200 + 3)
+
+
+@pytest.mark.parametrize("sync", ["eager", "on_handover"])
+@pytest.mark.parametrize("split", ["kv_tokens", "count"])
+def test_invariants_under_load(sync: str, split: str) -> None:
+    """Two pairs under load: every request completes whole, no prefill mixes into a decode batch,
+    KV accounting balances after every step, both instances of a pair switch roles."""
+    s = accellm({"kv_sync": sync, "decode_split": split}, pairs=2)
+    reqs = make_requests(150, rate_rps=30.0)
+    res, insts = run_checked(s, reqs)
+    check_conservation(res, reqs)
+    for inst in res.instances:
+        assert set(inst.busy_s) <= {"prefill", "decode"}
+        assert inst.role_switches > 0
+    assert any(len(set(r.instances)) == 2 for r in res.requests)
+    assert any(red > 0 for i in res.instances for _, _, red in i.kv_timeline)
+    for c in insts:
+        assert not c.engine.running
+        assert not c.engine.held
+        assert not c.engine.replicas
+
+
+def test_memory_pressure_evicts_copies_and_loses_no_primary() -> None:
+    """With too little KV for two copies of everything, copies are evicted and rebuilt, and every
+    request still finishes with all its tokens."""
+    s = accellm({"redundancy_evict_threshold": 0.1, "rebuild_threshold": 0.3})
+    reqs = [RequestSpec(i, i * 0.02, 2500, 700) for i in range(60)]
+    res, insts = run_checked(s, reqs)
+    check_conservation(res, reqs)
+    evicted = [e for c in insts for e in c.engine.events if e.kind == EVICTED]
+    assert evicted
+    preempted = {e.rid for c in insts for e in c.engine.events if e.kind == PREEMPTED}
+    # Whatever was preempted was recomputed: every request completed above.
+    assert all(res.requests[r].preemptions > 0 for r in preempted)
+
+
+def test_engine_evicts_redundant_copies_before_preempting() -> None:
+    """An engine short of blocks drops redundant copies first and keeps every running sequence."""
+    s = accellm()
+    step = step_model(s)
+    cfg = EngineConfig(shape_bucket=0.0, watermark=0.0)
+    e = Engine(IterationCost(step, 0.0), cfg, capacity_blocks=200, role=DECODE, evict_threshold=0.0)
+    for rid in range(4):
+        assert e.hold(Held(rid, 0.0, 400, 300, 1))  # 25 blocks each
+        e.resume(rid)
+    for rid in range(10, 14):
+        assert e.add_replica(rid, 400)
+    assert e.free == 0
+    e.advance(1.0)
+    assert sorted(e.running) == [0, 1, 2, 3]
+    assert not e.log.preempted_rids
+    assert len(e.replicas) < 4
+    assert any(ev.kind == EVICTED for ev in e.events)
+    e.check()
+
+
+def test_parameters_are_checked() -> None:
+    """Odd instance counts and unknown or out-of-range parameters are clear errors."""
+    with pytest.raises(ConfigurationError, match="even"):
+        run_scenario(make_scenario("accellm", instances=3), requests=[])
+    with pytest.raises(ConfigurationError, match="no parameter"):
+        run_scenario(accellm({"kv_synch": "eager"}), requests=[])
+    with pytest.raises(ConfigurationError, match="kv_sync"):
+        run_scenario(accellm({"kv_sync": "lazy"}), requests=[])
+    with pytest.raises(ConfigurationError, match="redundancy_evict_threshold"):
+        run_scenario(accellm({"redundancy_evict_threshold": 1.5}), requests=[])
+
+
+def test_accellm_is_deterministic() -> None:
+    """The same scenario twice gives identical records."""
+    s = accellm(pairs=2)
+    reqs = make_requests(60, rate_rps=40.0, seed=8)
+    assert run_scenario(s, requests=reqs).requests == run_scenario(s, requests=reqs).requests
