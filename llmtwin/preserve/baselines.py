@@ -6,12 +6,13 @@ the serial timeline with an empty plan, i.e. the sum of ``StepModel.timeline`` o
 **Fused GEMM+allreduce** (MC2, FLUX, ``ShmemMatmulAllReduce``). The row-parallel GEMM right
 before an allreduce is split into ``n`` chunks of output columns (each chunk reads ``1/n`` of
 the weight, so a memory-bound decode GEMM splits evenly); chunk ``i``'s allreduce starts when
-both its GEMM chunk and chunk ``i - 1``'s allreduce are done. The device model's allreduce time
-``T_ar`` (:func:`llmtwin.physics.collectives.collective_time`) is split into its fixed latency
-``alpha`` (``allreduce_alpha_s``) and the data-dependent rest; each chunk's allreduce costs
-``rest / n`` plus one link latency for its own hand-shake (none when ``n = 1``). ``alpha``
-(synchronisation, launch) runs during the GEMM when ``FusedConfig.hides_alpha`` (one fused kernel
-with pre-registered buffers) or after the last chunk otherwise. The best ``n`` among powers of
+both its GEMM chunk and chunk ``i - 1``'s allreduce are done. Each chunk's allreduce is priced
+by the device model itself (:func:`llmtwin.physics.collectives.collective_time` of ``1/n`` of the
+message) minus the fixed latency ``alpha`` (``allreduce_alpha_s``), which the fused kernel pays
+once: during the GEMM when ``FusedConfig.hides_alpha`` (one fused kernel with pre-registered
+buffers), after the last chunk otherwise. Splitting a latency-bound decode message therefore
+costs its per-chunk latency ``n`` times, and only the size-dependent part shrinks with ``n``.
+The best ``n`` among powers of
 two up to ``max_chunks`` is used; ``n = 1`` without hidden alpha is exactly the vanilla pair, so
 fused is never slower. What it cannot do is overlap anything but that one GEMM: the last chunk's
 allreduce stays exposed and nothing can overlap the KV-bound attention.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmtwin.physics.collectives import collective_time
 from llmtwin.preserve.config import FusedConfig
 from llmtwin.preserve.costs import OpCosts
 from llmtwin.preserve.timeline import OpSpan, Timeline
@@ -45,31 +47,30 @@ def fused_pairs(costs: OpCosts, config: FusedConfig) -> list[FusedPair]:
         op = ops[i]
         if op.collective != "all_reduce" or ops[i - 1].kind != "gemm":
             continue
-        gemm_s = costs.vanilla_time(i - 1)
-        ar_s = costs.vanilla_time(i)
-        best_s, best_n = gemm_s + ar_s, 1
+        serial_s = costs.vanilla_time(i - 1) + costs.vanilla_time(i)
+        best_s, best_n = serial_s, 1
         n = 1
         while n <= config.max_chunks:
-            t = fused_time(costs, gemm_s, ar_s, n, config.hides_alpha)
+            t = fused_time(costs, i - 1, i, n, config.hides_alpha)
             if t < best_s - 1e-15:
                 best_s, best_n = t, n
             n *= 2
-        out.append(FusedPair(i - 1, i, gemm_s + ar_s, best_s, best_n))
+        out.append(FusedPair(i - 1, i, serial_s, best_s, best_n))
     return out
 
 
-def fused_time(costs: OpCosts, gemm_s: float, ar_s: float, chunks: int, hides_alpha: bool) -> float:
-    """Seconds a GEMM of ``gemm_s`` fused with an allreduce of ``ar_s`` takes in ``chunks`` chunks."""
+def fused_time(costs: OpCosts, gemm: int, allreduce: int, chunks: int, hides_alpha: bool) -> float:
+    """Seconds op ``gemm`` fused with the allreduce op ``allreduce`` takes in ``chunks`` chunks."""
     hw = costs.hw
-    alpha = min(hw.efficiency.allreduce_alpha_s, ar_s)
-    rest = ar_s - alpha
-    handshake = hw.link.latency_s if chunks > 1 else 0.0
+    gemm_s = costs.vanilla_time(gemm)
+    chunk_ar = collective_time(hw, "all_reduce", costs.tp, costs.ops[allreduce].message_bytes / chunks)
+    alpha = min(hw.efficiency.allreduce_alpha_s, chunk_ar)
     launch = min(hw.efficiency.kernel_overhead_s, gemm_s)  # one fused kernel: one launch
     chunk_s = (gemm_s - launch) / chunks
     links_free = alpha if hides_alpha else 0.0
     for i in range(1, chunks + 1):
         start = max(links_free, launch + i * chunk_s)
-        links_free = start + rest / chunks + handshake
+        links_free = start + chunk_ar - alpha
     return links_free if hides_alpha else links_free + alpha
 
 
