@@ -8,6 +8,7 @@ few seconds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from llmtwin.cluster.records import InstanceRecord, RunResult
 
@@ -91,11 +94,25 @@ def chunk_max(values: FloatArray, max_points: int = MAX_POINTS) -> tuple[npt.NDA
     return starts, np.maximum.reduceat(values, starts)
 
 
+def plain_log_axis(axis: Axis) -> None:
+    """Log ticks labelled as plain numbers (0.02, not 2 x 10^-2), denser on a short range.
+
+    Call after plotting: the tick density follows the data range then in view.
+    """
+    lo, hi = axis.get_view_interval()
+    decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
+    subs = (1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1.2 else (1.0, 2.0, 3.0, 5.0, 7.0)
+    axis.set_major_locator(LogLocator(base=10.0, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _log_x_if_wide(ax: Axes, samples: Sequence[FloatArray]) -> None:
     pos = [s[s > 0] for s in samples if s.size]
     pos = [p for p in pos if p.size]
     if pos and max(p.max() for p in pos) > 10 * min(p.min() for p in pos):
         ax.set_xscale("log")
+        plain_log_axis(ax.xaxis)
 
 
 def plot_latency_cdfs(series: Sequence[tuple[str, LatencySamples]], path: Path, title: str = "") -> Path:

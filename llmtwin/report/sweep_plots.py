@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.axes import Axes
 
-from llmtwin.report.plots import new_figure, save
+from llmtwin.report.plots import new_figure, plain_log_axis, save
 from llmtwin.report.summary import Distribution, Summary
 
 SweepPoints = Sequence[tuple[float, Summary]]
@@ -41,6 +41,7 @@ def _percentile_panel(
     ax.set_xlabel("arrival rate (req/s)")
     ax.set_ylabel(f"{name} (s)")
     ax.set_yscale("log")
+    plain_log_axis(ax.yaxis)
     ax.grid(True, alpha=0.3, which="both")
 
 
