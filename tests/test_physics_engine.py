@@ -85,3 +85,18 @@ def test_engine_file_errors_are_one_line(tmp_path: Path) -> None:
     bad.write_text('name = "x"\niteration_overhead_us = 1\nlaunch_us = 3\n')
     with pytest.raises(CatalogFileError, match="unknown field"):
         EngineCatalog().get(str(bad))
+
+
+def test_time_with_a_prefetch_plan_runs_the_engine_over_the_planned_op_times() -> None:
+    """time(shape, l2_bytes) = dispatch queue over the planned op times + serial overheads."""
+    hw, model = HardwareCatalog().get("a100-80g"), ModelCatalog().get("llama-2-70b")
+    engine = EngineSpec(name="t", iteration_overhead_s=1e-3, per_kernel_launch_s=30e-6)
+    sm = StepModel(hw, model, 8, engine=engine)
+    shape = BatchShape.decode(8, 2000)
+    ops = sm.ops(shape)
+    plan = {i: op.prefetchable_bytes for i, op in enumerate(ops) if op.name == "mlp_up_proj"}
+    planned = [t.time_s for t in sm.timeline(shape, plan)]
+    expected = brute_force(planned, [], 0, [], 30e-6) + 1e-3
+    assert sm.time(shape, plan) == pytest.approx(expected, rel=1e-9)
+    assert sum(planned) < sm.device_time(shape)
+    assert sm.time(shape, {}) == sm.time(shape)

@@ -107,9 +107,8 @@ class IterationCost:
         self.evaluations += 1
         if use_plan and self.plan is not None:
             # PRESERVE: the plan says which weight/KV bytes each op reads from L2 instead of HBM.
-            ops = self.step.timeline(shape, self.plan(shape))
-            seqs = shape.prefill_seqs + shape.decode_seqs
-            return sum(o.time_s for o in ops) + self.step.engine.overhead(self.step.model.layers, seqs)
+            # StepModel.time adds the engine (serial overheads and the kernel-dispatch queue).
+            return self.step.time(shape, self.plan(shape))
         return self.step.time(shape)
 
 

@@ -102,17 +102,23 @@ class StepModel:
         """The ops outside the layers plus those of layer 0 only."""
         return build_graph(self._one_layer_model, self.tp, shape, self.prec)
 
-    def time(self, shape: BatchShape) -> float:
+    def time(self, shape: BatchShape, l2_bytes: Mapping[int, float] | None = None) -> float:
         """Seconds one iteration takes, including the engine's overhead.
 
         The engine's serial overhead adds to the device work; its per-kernel dispatch cost
-        overlaps with it through :func:`~llmtwin.physics.engine.launch_pipeline`.
+        overlaps with it through :func:`~llmtwin.physics.engine.launch_pipeline`. ``l2_bytes`` (op
+        index -> bytes read from L2, a PRESERVE plan) prices every op of every layer on its own
+        (plans differ between layers), which costs O(ops) instead of O(ops per layer).
         """
         if shape.tokens <= 0:
             return 0.0
-        before, layer, after = self.stage_times(shape)
         engine = self.engine
-        work = launch_pipeline(before, layer, self.model.layers, after, engine.per_kernel_launch_s)
+        if l2_bytes:
+            times = [t.time_s for t in self.timeline(shape, l2_bytes)]
+            work = launch_pipeline(times, [], 0, [], engine.per_kernel_launch_s)
+        else:
+            before, layer, after = self.stage_times(shape)
+            work = launch_pipeline(before, layer, self.model.layers, after, engine.per_kernel_launch_s)
         seqs = shape.prefill_seqs + shape.decode_seqs
         return work + engine.overhead(self.model.layers, seqs, prefill=shape.prefill_tokens > 0)
 

@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     l2 = plan_step_l2(sm, shape) if args.preserve else None
     timeline = sm.timeline(shape, l2_bytes=l2)
     device_s = sum(t.time_s for t in timeline)
-    # The engine's share is costed on the plain (un-prefetched) device times; both terms below
-    # use the same per-layer arithmetic, so it is exactly 0 for the ``none`` engine.
-    engine_s = sm.time(shape) - sm.device_time(shape)
+    # Without a plan both terms use the same per-layer arithmetic, so the engine's share is
+    # exactly 0 for the ``none`` engine; with one, time() prices the prefetched op times.
+    engine_s = sm.time(shape, l2) - (device_s if l2 else sm.device_time(shape))
     total_s = device_s + engine_s
     if args.json:
         print_json(
