@@ -98,3 +98,9 @@ def test_progress_bar_logs_plain_lines_off_a_terminal() -> None:
     assert out.getvalue().splitlines() == ["7 requests done t=2.0s virtual, 11s wall"]
     bar.close()
     assert out.getvalue().endswith("wall\n")
+
+
+def test_markdown_table_aligns_numbers_right() -> None:
+    """Markdown output: a header, an alignment row (labels left, numbers right), one line per row."""
+    text = format_table(["rate", "policy", "x"], [["1", "a", "2.0"]], left=2, markdown=True)
+    assert text.splitlines() == ["| rate | policy | x |", "| --- | --- | ---: |", "| 1 | a | 2.0 |"]

@@ -82,10 +82,15 @@ SWEEP_METRICS: tuple[Metric, ...] = tuple(
 """Columns of the sweep table."""
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+def format_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1, markdown: bool = False
+) -> str:
     """Columns padded to their widest cell; the first ``left`` left-aligned (labels), the rest
-    right-aligned (numbers)."""
+    right-aligned (numbers). ``markdown`` gives a GitHub-flavoured Markdown table instead."""
     table = [list(header), *(list(r) for r in rows)]
+    if markdown:
+        align = ["---" if i < left else "---:" for i in range(len(header))]
+        return "\n".join("| " + " | ".join(r) + " |" for r in [table[0], align, *table[1:]])
     widths = [max(len(r[c]) for r in table) for c in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -103,10 +108,10 @@ def _shown(metrics: Sequence[Metric], summaries: Sequence[Summary]) -> list[Metr
     return [m for m in metrics if any(m.value(s) is not None for s in summaries)]
 
 
-def summary_table(s: Summary) -> str:
+def summary_table(s: Summary, markdown: bool = False) -> str:
     """One run: metric, value."""
     rows = [[m.label, m.text(s)] for m in _shown(METRICS, [s])]
-    return format_table([f"{s.scenario} / {s.policy}", "value"], rows)
+    return format_table([f"{s.scenario} / {s.policy}", "value"], rows, markdown=markdown)
 
 
 def percent_change(value: float | None, base: float | None) -> str:
@@ -116,7 +121,7 @@ def percent_change(value: float | None, base: float | None) -> str:
     return f"{(value - base) / abs(base) * 100.0:+.1f}%"
 
 
-def compare_table(summaries: Sequence[Summary]) -> str:
+def compare_table(summaries: Sequence[Summary], markdown: bool = False) -> str:
     """Rows = metrics, columns = policies, each after the first followed by its change vs the first."""
     base = summaries[0]
     header = ["metric", base.policy]
@@ -128,11 +133,11 @@ def compare_table(summaries: Sequence[Summary]) -> str:
         for s in summaries[1:]:
             row += [m.text(s), percent_change(m.value(s), m.value(base))]
         rows.append(row)
-    return format_table(header, rows)
+    return format_table(header, rows, markdown=markdown)
 
 
-def sweep_table(points: Sequence[tuple[float, Summary]]) -> str:
+def sweep_table(points: Sequence[tuple[float, Summary]], markdown: bool = False) -> str:
     """One row per (rate, policy): the headline latency, throughput and idle figures."""
     header = ["rate (req/s)", "policy", *(m.label for m in SWEEP_METRICS)]
     rows = [[f"{rate:g}", s.policy, *(m.text(s) for m in SWEEP_METRICS)] for rate, s in points]
-    return format_table(header, rows, left=2)
+    return format_table(header, rows, left=2, markdown=markdown)

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     labelled = [(f"{s.name}/{s.policy.name}", s) for s in scenarios]
     outs = run_all(run_output, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)
-    print(compare_table([o.summary for o in outs]))
+    print(compare_table([o.summary for o in outs], markdown=args.markdown))
     if args.out is not None:
         write_compare(args.out, outs, plots=not args.no_plots)
         print(f"wrote {args.out}", file=sys.stderr)

@@ -15,7 +15,7 @@ from llmtwin.scenario.loader import load_scenario
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
-    """SCENARIO, --set, --out, --no-plots, --quiet: shared by simulate, compare and sweep."""
+    """SCENARIO, --set, --out, --no-plots, --quiet, --markdown: shared by simulate, compare and sweep."""
     p.add_argument("scenario", metavar="SCENARIO", help="scenario name (e.g. w1, demo) or a .toml path")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -24,6 +24,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="write result files into this folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
 
 
 def add_jobs_arg(p: argparse.ArgumentParser) -> None:
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary_document(out))
     else:
-        print(summary_table(out.summary))
+        print(summary_table(out.summary, markdown=args.markdown))
     if args.out is not None:
         write_run(args.out, out, plots=not args.no_plots)
         print(f"wrote {args.out}", file=sys.stderr)

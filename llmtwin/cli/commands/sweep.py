@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     summaries = run_all(run_summary, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)
     points = list(zip([r for r in rates for _ in policies], summaries, strict=True))
-    print(sweep_table(points))
+    print(sweep_table(points, markdown=args.markdown))
     if args.out is not None:
         write_sweep(args.out, base.name, points, plots=not args.no_plots)
         print(f"wrote {args.out}", file=sys.stderr)
