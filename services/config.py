@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmtwin.errors import ConfigurationError
+from llmtwin.errors import ConfigurationError, ProtocolError
 from proto.subjects import token
 from services.selection import for_role
 
@@ -42,7 +42,10 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ConfigurationError(f"role: unknown service role {self.role!r} ({', '.join(ROLES)})")
-        token(self.service_name, "name")
+        try:
+            token(self.service_name, "name")
+        except ProtocolError as exc:
+            raise ConfigurationError(f"name: {exc.args[0]}") from None
         if not self.nats_url.startswith(("nats://", "tls://", "ws://", "wss://")):
             raise ConfigurationError(f"nats_url: expected nats://host:port, got {self.nats_url!r}")
         if not -1 <= self.http_port <= 65535:

@@ -107,10 +107,13 @@ class Launcher:
         tmp = Path(tempfile.mkdtemp(prefix="llmtwin-up-"))
         self.nats = EmbeddedNats(tmp / "nats")
         self.supervisor = Supervisor(self.log_dir or tmp / "logs")
+        # SIGTERM outside the event loop (starting the server, spawning) must clean up too.
+        old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             url = self.nats.start()
             return asyncio.run(self._main(url, self.supervisor, runs))
         finally:
+            signal.signal(signal.SIGTERM, old_term)
             with _signals_ignored():
                 killed = self.supervisor.stop_all(self.grace_s)
                 self.nats.stop()
@@ -184,6 +187,10 @@ class Launcher:
     def _say(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -1,0 +1,65 @@
+"""Service configuration: flags over TWIN_* environment over defaults, validated; component selection."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from llmtwin.errors import ConfigurationError
+from services import config
+from services.main import add_service_args
+from services.selection import for_role, parse_ranges, parse_shard
+
+
+def parse(argv: list[str], env: dict[str, str]) -> config.ServiceConfig:
+    p = argparse.ArgumentParser()
+    add_service_args(p)
+    args = p.parse_args(argv)
+    cfg: config.ServiceConfig = config.from_args(args.role, args, env)
+    return cfg
+
+
+def test_flags_override_environment_which_overrides_defaults() -> None:
+    """--http-port beats TWIN_HTTP_PORT; TWIN_SHARD fills what no flag gives; the rest are defaults."""
+    cfg = parse(["device", "--http-port", "9001"], {"TWIN_HTTP_PORT": "9100", "TWIN_SHARD": "2/3"})
+    assert isinstance(cfg, config.HostConfig)
+    assert (cfg.http_port, cfg.shard, cfg.heartbeat_s, cfg.service_name) == (9001, "2/3", 1.0, "device")
+    cond = parse(["conductor", "--nats", "nats://10.0.0.1:4222"], {"TWIN_DEAD_AFTER_S": "3.5"})
+    assert isinstance(cond, config.ConductorConfig)
+    assert (cond.nats_url, cond.dead_after_s) == ("nats://10.0.0.1:4222", 3.5)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "field"),
+    [
+        (["device", "--http-port", "70000"], {}, "http_port"),
+        (["device"], {"TWIN_HTTP_PORT": "eighty"}, "http_port"),
+        (["device", "--shard", "3/2"], {}, "--shard"),
+        (["conductor", "--dead-after-s", "0"], {}, "dead_after_s"),
+        (["host"], {}, "--components"),
+        (["planner", "--name", "bad.name"], {}, "name"),
+        (["balancer", "--nats", "localhost:4222"], {}, "nats_url"),
+    ],
+)
+def test_bad_values_raise_a_configuration_error_naming_the_field(
+    argv: list[str], env: dict[str, str], field: str
+) -> None:
+    """Each invalid setting is refused with a message that names it."""
+    with pytest.raises(ConfigurationError, match=field):
+        parse(argv, env)
+
+
+def test_selectors_pick_components_by_role_shard_and_list() -> None:
+    """Shard k/n takes instance i with i % n == k-1; --instances takes a list; roles take their component."""
+    shard = for_role("device", shard="2/3")
+    assert [i for i in range(7) if shard.role(f"instance-{i}") == "leader"] == [1, 4]
+    assert shard.role("balancer") is None
+    listed = for_role("device", instances="0-2,5", follow="7")
+    assert [i for i in range(8) if listed.role(f"instance-{i}")] == [0, 1, 2, 5, 7]
+    assert listed.role("instance-7") == "follower"
+    assert for_role("generator").role("generator") == "leader"
+    assert parse_ranges("3, 1-2") == {1, 2, 3}
+    assert parse_shard("1/1") == (1, 1)
+    with pytest.raises(ConfigurationError):
+        parse_ranges("4-2")
