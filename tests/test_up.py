@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from llmtwin.report.execute import run_output
+from llmtwin.report.outputs import write_run
+from llmtwin.report.tables import summary_table
+from llmtwin.scenario.loader import load_scenario
+
 pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(120)]
 
 LLMTWIN = [sys.executable, "-m", "llmtwin.cli.main"]
@@ -89,7 +94,7 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     proc = start_up(["pingpong", "--factory", "toy", "--set", "balls=100000", "--speed", "2"], tmp_path)
     try:
         wait_for_line(proc, "services up")
-        kids = children_of(proc, 4)  # nats-server, conductor, host-a, host-b
+        kids = children_of(proc, 3)  # nats-server, conductor, toy-host
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -106,10 +111,10 @@ def test_a_dead_service_stops_everything_and_is_named(tmp_path: Path) -> None:
     proc = start_up(["pingpong", "--factory", "toy", "--set", "balls=100000", "--speed", "2"], tmp_path)
     try:
         wait_for_line(proc, "services up")
-        kids = children_of(proc, 4)
+        kids = children_of(proc, 3)
         table = proc_table()
         victim = next(
-            pid for pid in kids if "host-b" in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+            pid for pid in kids if "toy-host" in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
         )
         assert table[victim][0] == proc.pid
         os.kill(victim, signal.SIGKILL)
@@ -118,29 +123,36 @@ def test_a_dead_service_stops_everything_and_is_named(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 2, err
-    assert "service host-b stopped (signal SIGKILL)" in err
+    assert "service toy-host stopped (signal SIGKILL)" in err
     assert leftovers(kids) == set()
 
 
 def test_up_writes_the_same_requests_csv_as_simulate(tmp_path: Path) -> None:
-    """Same scenario and seed: byte-identical requests.csv and instances.csv over NATS and in-process."""
-    common = ["demo", "--set", "workload.requests=80", "--no-plots", "--quiet"]
+    """Same scenario and seed: byte-identical requests.csv and instances.csv over NATS (every
+    service its own process) and in-process (what `llmtwin simulate` runs and writes)."""
+    overrides = ["workload.requests=80"]
     up = subprocess.run(
-        [*LLMTWIN, "up", *common, "--device-processes", "2", "--out", str(tmp_path / "up")],
+        [
+            *LLMTWIN,
+            "up",
+            "demo",
+            "--set",
+            overrides[0],
+            "--no-plots",
+            "--quiet",
+            "--out",
+            str(tmp_path / "up"),
+        ],
         capture_output=True,
         text=True,
         timeout=100,
     )
     assert up.returncode == 0, up.stderr
-    sim = subprocess.run(
-        [*LLMTWIN, "simulate", *common, "--out", str(tmp_path / "sim")], capture_output=True, text=True
-    )
-    assert sim.returncode == 0, sim.stderr
+    scenario = load_scenario("demo", overrides)
+    sim = run_output(scenario)
+    write_run(tmp_path / "sim", sim, plots=False)
     for name in ("requests.csv", "instances.csv"):
         assert (tmp_path / "up" / name).read_bytes() == (tmp_path / "sim" / name).read_bytes(), name
-    assert up.stdout == sim.stdout  # the same summary table
-    assert {p.name for p in (tmp_path / "up" / "logs").iterdir()} >= {
-        "conductor.log",
-        "device-1.log",
-        "device-2.log",
-    }
+    assert up.stdout == summary_table(sim.summary) + "\n"
+    logs = {p.name for p in (tmp_path / "up" / "logs").iterdir()}
+    assert logs == {"conductor.log", "generator.log", "balancer.log", "device-1.log"}

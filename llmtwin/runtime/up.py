@@ -57,12 +57,8 @@ def cluster_layout(device_processes: int, planner: bool) -> list[ServiceProc]:
 
 
 def toy_layout() -> list[ServiceProc]:
-    """The transport self-test: a conductor and two hosts splitting the toy components."""
-    return [
-        ServiceProc("conductor", "conductor"),
-        ServiceProc("host-a", "host", ("--components", "ping,source,sink,worker-0")),
-        ServiceProc("host-b", "host", ("--components", "pong,worker-[1-9]*")),
-    ]
+    """The transport self-test: a conductor and one host for every toy component."""
+    return [ServiceProc("conductor", "conductor"), ServiceProc("toy-host", "host", ("--components", "*"))]
 
 
 @dataclass(frozen=True, slots=True)
