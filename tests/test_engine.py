@@ -5,12 +5,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import pytest
+
 from llmtwin.cluster.components import Instance
-from llmtwin.cluster.cost import Buckets, IterationCost
+from llmtwin.cluster.cost import Buckets, IterationCost, causal_pairs
 from llmtwin.cluster.engine import Engine
 from llmtwin.cluster.records import RunResult
 from llmtwin.cluster.run import assemble_result, build_components, step_model
 from llmtwin.cluster.seqs import DONE, Job
+from llmtwin.physics.graph import BatchShape
 from llmtwin.scenario.spec import ClusterSpec, EngineConfig, Scenario, WorkloadSpec
 from llmtwin.sim.kernel import INF, Component, Envelope
 from llmtwin.sim.local import LocalRunner
@@ -129,3 +132,22 @@ def test_interrupting_messages_do_not_change_results() -> None:
     assert poked.instances == plain.instances
     steps = sum(c.steps for c in poked_components if isinstance(c, Instance))
     assert steps > 400
+
+
+def test_cached_iteration_times_stay_close_to_the_cost_model() -> None:
+    """Bucketed decode and prefill(+decode) step times are within 2% of the cost model's own."""
+    big = Scenario(
+        "t", "llama-3-70b", ClusterSpec("h100-sxm", 2, tp=4, engine="splitwise-dgx-a100"), WorkloadSpec()
+    )
+    for s in (SCENARIO, big):
+        step = step_model(s)
+        cost = IterationCost(step, 0.02)
+        rng = random.Random(4)
+        for _ in range(150):
+            p, n = rng.randint(1, 8000), rng.choice([0, 1, 3, 10, 40, 200])
+            ctx = sum(rng.randint(10, 8000) for _ in range(n))
+            exact = step.time(BatchShape(p, 1, float(causal_pairs(p, 0)), 0, n, ctx))
+            assert cost.mixed(p, 1, causal_pairs(p, 0), 0, n, ctx) == pytest.approx(exact, rel=0.02)
+            if n:
+                exact = step.time(BatchShape(decode_seqs=n, decode_context_tokens=ctx))
+                assert cost.decode(n, ctx) == pytest.approx(exact, rel=0.02)

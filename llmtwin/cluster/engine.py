@@ -408,14 +408,19 @@ class Engine:
         k = min(k, -(-(hi - ctx) // n))
         dt = self.cost.decode(n, ctx)
         floor = self.evict_floor if self.replicas else 0
-        k = self._fit_growth(j, k, n, self.free - floor)
+        grow = self._growth(j, k, n)
+        if grow > self.free - floor:
+            k = self._fit_growth(j, k, n, self.free - floor)
+            grow = -1
         at_it, at_t, at_dt, at_v = self.anchor
         if at_v != self.version or at_dt != dt:
             at_it, at_t, at_dt, at_v = self.anchor = (j, self.t, dt, self.version)
             self._sample_kv()
         if until < INF:
-            k = min(k, self._starts_before(until, j, k, at_it, at_t, dt))
-        self.free -= self._growth(j, k, n)
+            cut = self._starts_before(until, j, k, at_it, at_t, dt)
+            if cut < k:
+                k, grow = cut, -1
+        self.free -= grow if grow >= 0 else self._growth(j, k, n)
         if self.free < 0:
             raise AssertionError(f"KV cache over capacity by {-self.free} blocks at iteration {j}")
         last = j + k - 1
@@ -426,14 +431,19 @@ class Engine:
 
     def _growth(self, j: int, k: int, n: int) -> int:
         """Blocks the running sequences need for iterations j .. j+k-1."""
-        cycles, rest = divmod(k, self.B)
-        cnt, B = self.cnt, self.B
-        return cycles * n + sum(cnt[(j + m) % B] for m in range(rest))
+        B = self.B
+        cycles, rest = divmod(k, B)
+        if not rest:
+            return cycles * n
+        cnt = self.cnt
+        p = j % B
+        end = p + rest
+        if end <= B:
+            return cycles * n + sum(cnt[p:end])
+        return cycles * n + sum(cnt[p:]) + sum(cnt[: end - B])
 
     def _fit_growth(self, j: int, k: int, n: int, free: int) -> int:
-        """The most iterations (<= k) whose block growth fits in ``free`` (>= 1 here)."""
-        if self._growth(j, k, n) <= free:
-            return k
+        """The most iterations (< k) whose block growth fits in ``free`` (at least one)."""
         cycles = free // n if n else k
         used = cycles * n
         m = cycles * self.B
