@@ -164,6 +164,8 @@ class Launcher:
                     return task.result()
                 if stop in done:
                     raise KeyboardInterrupt
+                if self.nats is not None and self.nats.proc is not None and self.nats.proc.poll() is not None:
+                    raise ServiceFailure(f"nats-server stopped (exit code {self.nats.proc.returncode})")
                 child = sup.exited()
                 if child is not None:
                     code = child.proc.returncode
