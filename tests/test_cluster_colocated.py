@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from llmtwin.cluster.records import RunResult
-from llmtwin.cluster.run import run_scenario, step_model
+from llmtwin.cluster.run import assemble_result, build_components, run_scenario, step_model
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
 from llmtwin.scenario.spec import ClusterSpec, EngineConfig, PolicySpec, Scenario, WorkloadSpec
+from llmtwin.sim.local import LocalRunner
 from llmtwin.workload.request import RequestSpec
 
 EXACT = EngineConfig(shape_bucket=0.0)
@@ -176,3 +177,22 @@ def test_unknown_policy_and_parameter_are_errors() -> None:
         run_scenario(make_scenario(params={"routnig": "least_kv"}), requests=make_requests(1))
     with pytest.raises(ConfigurationError, match="routing"):
         run_scenario(make_scenario(params={"routing": "fastest"}), requests=make_requests(1))
+
+
+def test_preserve_asks_the_plan_provider_for_decode_steps() -> None:
+    """With engine.preserve the decode steps go through the plan provider; an empty plan changes nothing."""
+    asked: list[BatchShape] = []
+
+    def provider(shape: BatchShape) -> dict[int, float]:
+        asked.append(shape)
+        return {}
+
+    reqs = make_requests(10)
+    plain = run_scenario(make_scenario(engine=EngineConfig()), requests=reqs)
+    s = make_scenario(engine=EngineConfig(preserve=True))
+    comps = build_components(s, reqs, plan_provider=provider)
+    end = LocalRunner(comps).run()
+    res = assemble_result(s, "colocated", {c.id: c.export() for c in comps}, end, {})  # type: ignore[attr-defined]
+    assert asked
+    assert all(sh.prefill_tokens == 0 for sh in asked)
+    assert res.requests == plain.requests

@@ -151,7 +151,6 @@ class IterationCost:
         self.evaluations += 1
         if use_plan and self.plan is not None:
             # PRESERVE: the plan says which weight/KV bytes each op reads from L2 instead of HBM.
-            # StepModel.time adds the engine (serial overheads and the kernel-dispatch queue).
             return self.step.time(shape, self.plan(shape))
         return self.step.time(shape)
 
