@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
+from llmtwin.cluster.components import Instance
 from llmtwin.cluster.records import RunResult
 from llmtwin.cluster.run import assemble_result, build_components, run_scenario, step_model
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
 from llmtwin.scenario.spec import ClusterSpec, EngineConfig, PolicySpec, Scenario, WorkloadSpec
+from llmtwin.sim.kernel import Envelope
 from llmtwin.sim.local import LocalRunner
 from llmtwin.workload.request import RequestSpec
 
@@ -52,6 +54,31 @@ def make_requests(
         out.append(RequestSpec(i, t, rng.randint(1, 2 * prompt), rng.randint(1, 2 * output)))
         t += rng.expovariate(rate_rps)
     return out
+
+
+class CheckedInstance(Instance):
+    """An instance that verifies its KV accounting (and, unless colocated, that no iteration
+    mixed prefills with decodes) after every step."""
+
+    def step(self, now: float, inbox: list[Envelope]) -> None:
+        super().step(now, inbox)
+        self.engine.check()
+        log = self.engine.log
+        if "mixed" not in log.roles:
+            for decode, prefill in zip(log.seg_decode, log.seg_prefill_seqs, strict=True):
+                assert not (decode and prefill), "a prefill joined a decode batch"
+
+
+def run_checked(s: Scenario, reqs: list[RequestSpec]) -> tuple[RunResult, list[Instance]]:
+    """Run with every instance checked after every step; the result and the instances."""
+    comps = build_components(s, reqs)
+    for i, c in enumerate(comps):
+        if isinstance(c, Instance):
+            comps[i] = CheckedInstance(c.iid, c.engine, c.agent, c.devices)
+    end = LocalRunner(comps).run()
+    parts = {c.id: c.export() for c in comps}  # type: ignore[attr-defined]
+    insts = [c for c in comps if isinstance(c, Instance)]
+    return assemble_result(s, s.policy.name, parts, end, {}), insts
 
 
 def check_conservation(result: RunResult, requests: list[RequestSpec]) -> None:
@@ -113,7 +140,7 @@ def test_preemption_recomputes_and_still_conserves() -> None:
     """Too many long requests for the KV cache: some are preempted, all still finish whole."""
     s = make_scenario(engine=EngineConfig(max_batch_tokens=16384))
     reqs = [RequestSpec(i, 0.0, 3000, 1200) for i in range(48)]  # 48 x 4200 tokens > ~119k capacity
-    res = run_scenario(s, requests=reqs)
+    res, _ = run_checked(s, reqs)  # KV accounting checked after every step
     check_conservation(res, reqs)
     assert sum(r.preemptions for r in res.requests) > 0
     assert res.instances[0].preemptions == sum(r.preemptions for r in res.requests)

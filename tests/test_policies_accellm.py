@@ -5,43 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_cluster_colocated import check_conservation, make_requests, make_scenario
+from test_cluster_colocated import check_conservation, make_requests, make_scenario, run_checked
 
-from llmtwin.cluster.components import Instance
 from llmtwin.cluster.cost import IterationCost
 from llmtwin.cluster.engine import Engine
-from llmtwin.cluster.records import RunResult
-from llmtwin.cluster.run import assemble_result, build_components, cluster_context, run_scenario, step_model
+from llmtwin.cluster.run import cluster_context, run_scenario, step_model
 from llmtwin.cluster.seqs import DECODE, EVICTED, PREEMPTED, Held
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
 from llmtwin.scenario.spec import EngineConfig, Scenario
-from llmtwin.sim.kernel import Envelope
-from llmtwin.sim.local import LocalRunner
 from llmtwin.workload.request import RequestSpec
-
-
-class CheckedInstance(Instance):
-    """An instance that verifies its KV accounting and its batches after every step."""
-
-    def step(self, now: float, inbox: list[Envelope]) -> None:
-        super().step(now, inbox)
-        self.engine.check()
-        log = self.engine.log
-        for decode, prefill in zip(log.seg_decode, log.seg_prefill_seqs, strict=True):
-            assert not (decode and prefill), "a prefill joined a decode batch"
-
-
-def run_checked(s: Scenario, reqs: list[RequestSpec]) -> tuple[RunResult, list[Instance]]:
-    comps = build_components(s, reqs)
-    for i, c in enumerate(comps):
-        if isinstance(c, Instance):
-            checked = CheckedInstance(c.iid, c.engine, c.agent, c.devices)
-            comps[i] = checked
-    end = LocalRunner(comps).run()
-    parts = {c.id: c.export() for c in comps}  # type: ignore[attr-defined]
-    insts = [c for c in comps if isinstance(c, Instance)]
-    return assemble_result(s, s.policy.name, parts, end, {}), insts
 
 
 def accellm(

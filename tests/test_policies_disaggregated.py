@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_cluster_colocated import check_conservation, make_requests, make_scenario
+from test_cluster_colocated import check_conservation, make_requests, make_scenario, run_checked
 
 from llmtwin.cluster.run import cluster_context, run_scenario, step_model
 from llmtwin.errors import ConfigurationError
@@ -54,7 +54,7 @@ def test_decode_preemption_goes_back_to_prefill() -> None:
     """A full decode instance preempts; the request is prefilled again and still finishes whole."""
     s = make_scenario("disaggregated", {"prefill_instances": 1}, instances=2, engine=EngineConfig())
     reqs = [RequestSpec(i, i * 0.01, 3000, 1500) for i in range(45)]
-    res = run_scenario(s, requests=reqs)
+    res, _ = run_checked(s, reqs)  # KV accounting checked after every step
     check_conservation(res, reqs)
     assert sum(r.preemptions for r in res.requests) > 0
 
