@@ -184,6 +184,14 @@ class RebuildRequest(msgspec.Struct, frozen=True, tag="twin.v1.rebuild_request")
     rids: list[int]
 
 
+class SwitchBack(msgspec.Struct, frozen=True, tag="twin.v1.switch_back"):
+    """AcceLLM: an instance to itself, when its prefill queue has stayed empty for the linger
+    time (``epoch`` tells a stale timer from the current one)."""
+
+    PRIORITY: ClassVar[int] = 35
+    epoch: int
+
+
 class PartnerDone(msgspec.Struct, frozen=True, tag="twin.v1.partner_done"):
     """AcceLLM: these requests left the sender (finished, or preempted for a recompute); the
     receiver drops its copies."""

@@ -51,6 +51,7 @@ def test_invariants_under_load(sync: str, split: str) -> None:
     for inst in res.instances:
         assert set(inst.busy_s) <= {"prefill", "decode"}
         assert inst.role_switches > 0
+        assert sum(inst.idle_s_by_role.values()) == pytest.approx(inst.idle_s, abs=1e-9)
     assert any(len(set(r.instances)) == 2 for r in res.requests)
     assert any(red > 0 for i in res.instances for _, _, red in i.kv_timeline)
     for c in insts:
@@ -110,3 +111,27 @@ def test_accellm_is_deterministic() -> None:
     s = accellm(pairs=2)
     reqs = make_requests(60, rate_rps=40.0, seed=8)
     assert run_scenario(s, requests=reqs).requests == run_scenario(s, requests=reqs).requests
+
+
+def test_prefill_linger_keeps_the_prefill_role_a_while() -> None:
+    """With prefill_linger_s the prefill instance goes back to decoding that long after its queue emptied."""
+    s = accellm({"prefill_linger_s": 0.1})
+    res = run_scenario(s, requests=[RequestSpec(0, 0.0, 800, 3)])
+    first = res.requests[0].first_token_s
+    assert first is not None
+    roles = res.instances[0].role_timeline
+    assert [r for _, r in roles] == ["decode", "prefill", "decode"]
+    assert roles[2][0] == pytest.approx(first + 0.1)
+    assert (
+        run_scenario(accellm(), requests=[RequestSpec(0, 0.0, 800, 3)]).instances[0].role_timeline[2][0]
+        == first
+    )
+
+
+def test_prefill_batch_tokens_caps_prefill_iterations() -> None:
+    """Three prompts arriving together share one prefill iteration unless the cap splits them."""
+    reqs = [RequestSpec(i, 0.0, 1000, 2) for i in range(3)]
+    together = run_scenario(accellm(), requests=reqs)
+    assert len({r.first_token_s for r in together.requests}) == 1
+    capped = run_scenario(accellm({"prefill_batch_tokens": 1500}), requests=reqs)
+    assert len({r.first_token_s for r in capped.requests}) == 3

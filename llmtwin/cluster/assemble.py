@@ -42,6 +42,7 @@ def instance_record(
     roles = np.repeat(np.asarray(x.seg_role), k)
     took = end - start
     busy = {str(role): float(took[roles == role].sum()) for role in sorted(set(x.seg_role))}
+    idle_by_role = _idle_by_role(x, start, took, end_s)
     batch = np.repeat(
         np.asarray(x.seg_decode, dtype=np.int64) + np.asarray(x.seg_prefill_seqs, dtype=np.int64), k
     )
@@ -51,6 +52,7 @@ def instance_record(
         devices=x.devices,
         busy_s=busy,
         idle_s=max(0.0, end_s - sum(busy.values())),
+        idle_s_by_role=idle_by_role,
         iterations=int(k.sum()),
         role_switches=max(0, len(x.role) - 1),
         batch_sizes=batch.tolist(),
@@ -64,6 +66,19 @@ def instance_record(
         prefill_tokens=int(np.dot(np.asarray(x.seg_prefill_tokens, dtype=np.int64), k)),
         preemptions=len(x.preempted_rids),
     )
+
+
+def _idle_by_role(x: InstanceExport, start: np.ndarray, took: np.ndarray, end_s: float) -> dict[str, float]:
+    """Per role: the time spent in it (until ``end_s``) minus the iterations run in it."""
+    role_t = np.asarray(x.role_t, dtype=np.float64)
+    bounds = np.append(role_t, max(end_s, float(role_t[-1]) if len(role_t) else end_s))
+    # Role changes happen at iteration boundaries, so every iteration lies in one period.
+    period = np.searchsorted(role_t, start, side="right") - 1
+    out: dict[str, float] = {}
+    for k, role in enumerate(x.role):
+        span = float(bounds[k + 1] - bounds[k])
+        out[role] = out.get(role, 0.0) + span - float(took[period == k].sum())
+    return {r: max(0.0, v) for r, v in sorted(out.items())}
 
 
 def assemble(

@@ -138,12 +138,17 @@ class Instance(Component):
             eng.project()
         self._next = events[self._emitted].time if self._emitted < len(events) else INF
 
+    def finish(self, now: float) -> None:
+        """The run ended at ``now``. A projection that found no further event is the truth (no
+        input will ever come); one cut short by the run's end is replaced by the iterations that
+        start before ``now``."""
+        if self._snap is not None and self._next < INF:
+            self.engine.restore(self._snap)
+            self.engine.advance(now)
+        self._snap = None
+
     def export(self) -> InstanceExport:
         eng, log, agent = self.engine, self.engine.log, self.agent
-        if self._snap is not None:
-            # Drop the projection past the run's end: only what was emitted happened.
-            eng.restore(self._snap)
-            self._snap = None
         block_bytes = self.engine.B * self.agent.ctx.kv_bytes_per_token / self.devices
         rid, first, last = list(log.range_rid), list(log.range_first), list(log.range_last)
         for r in eng.running.values():  # a run cut short (``until``): its tokens so far

@@ -56,6 +56,8 @@ class InstanceRecord:
     busy_s: dict[str, float] = field(default_factory=dict)
     """Busy seconds per role: "prefill", "decode", "mixed"."""
     idle_s: float = 0.0
+    idle_s_by_role: dict[str, float] = field(default_factory=dict)
+    """Idle seconds while in each role (``mixed``, ``prefill``, ``decode``; see role_timeline)."""
     iterations: int = 0
     role_switches: int = 0
     batch_sizes: list[int] = field(default_factory=list)

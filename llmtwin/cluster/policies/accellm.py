@@ -71,6 +71,17 @@ class AcceLLM(Policy):
             low=0.0,
             high=1.0,
         ),
+        "prefill_linger_s": Param(
+            0.0,
+            "How long a prefill instance whose queue ran empty waits for another prompt before it "
+            "goes back to decoding, seconds (0: at once).",
+            low=0.0,
+        ),
+        "prefill_batch_tokens": Param(
+            0,
+            "Most prompt tokens in one prefill iteration (0: engine.max_batch_tokens).",
+            low=0,
+        ),
         "handover_delay_s": Param(
             0.0,
             "Fixed control delay of a hand-over (the data is already there), seconds.",
@@ -148,5 +159,7 @@ class AcceLLM(Policy):
             eager=self.params["kv_sync"] == "eager",
             rebuild_threshold=self.params["rebuild_threshold"],
             handover_delay_s=self.params["handover_delay_s"],
+            linger_s=self.params["prefill_linger_s"],
+            prefill_batch_tokens=self.params["prefill_batch_tokens"],
         )
         return AcceLLMAgent(iid, self.ctx, engine, cfg)

@@ -45,6 +45,7 @@ from proto.messages import (
     RebuildRequest,
     ReplicaDropped,
     RoleChanged,
+    SwitchBack,
 )
 
 
@@ -55,6 +56,8 @@ class AgentConfig:
     eager: bool
     rebuild_threshold: float
     handover_delay_s: float
+    linger_s: float = 0.0
+    prefill_batch_tokens: int = 0
 
 
 class AcceLLMAgent(Agent):
@@ -63,6 +66,11 @@ class AcceLLMAgent(Agent):
     def __init__(self, iid: int, ctx: ClusterContext, engine: Engine, cfg: AgentConfig) -> None:
         super().__init__(iid, ctx, engine)
         engine.report_drained = True
+        if cfg.prefill_batch_tokens:
+            # Decode-only iterations never use the token budget, so this caps prefill batches only.
+            engine.max_tokens = cfg.prefill_batch_tokens
+        self.epoch = 0
+        """Bumped by every prompt, so a switch-back timer set before it is ignored."""
         self.cfg = cfg
         self.partner = instance_id(cfg.partner)
         self.role = DECODE
@@ -136,7 +144,10 @@ class AcceLLMAgent(Agent):
                 out.send(self.partner, now, PartnerDone(self.iid, [ev.rid]))
             self.synced.pop(ev.rid, None)
         elif kind == DRAINED:
-            self._become(DECODE)
+            if self.cfg.linger_s > 0:
+                out.send(instance_id(self.iid), now + self.cfg.linger_s, SwitchBack(self.epoch))
+            else:
+                self._become(DECODE)
 
     def _hand_over(self, now: float, rids: list[int], out: Outbox) -> None:
         """Send released requests to the partner (its copy is current once the delta crossed)."""
@@ -156,6 +167,7 @@ class AcceLLMAgent(Agent):
     def on_message(self, now: float, body: Any, out: Outbox) -> None:
         if isinstance(body, Dispatch):
             self.received += 1
+            self.epoch += 1
             self.engine.submit(
                 Job(body.rid, body.arrival_s, body.prompt_tokens, body.output_tokens, body.generated_tokens)
             )
@@ -167,6 +179,9 @@ class AcceLLMAgent(Agent):
             self._take(now, body, out)
         elif isinstance(body, HandoverAck):
             self._acked(now, body, out)
+        elif isinstance(body, SwitchBack):
+            if body.epoch == self.epoch and self.role == PREFILL and not self.engine.waiting:
+                self._become(DECODE)
         elif isinstance(body, KVLanded):
             self.landing.discard(body.rid)
             if self.role == DECODE:
