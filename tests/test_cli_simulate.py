@@ -42,6 +42,8 @@ def test_bad_rates_and_policy_lists_exit_2(capsys: pytest.CaptureFixture[str]) -
     assert "repeated" in _one_error_line(capsys)
     assert main(["compare", "demo", "--jobs", "0"]) == 2
     _one_error_line(capsys)
+    assert main(["sweep", "demo", "--rates", "1", "--policies", "colocated", "--versus", "accellm"]) == 2
+    assert "--versus" in _one_error_line(capsys)
 
 
 def test_sweep_without_rates_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,7 +113,7 @@ def test_compare_runs_every_policy(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_sweep_collects_a_summary_per_rate_and_policy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Each (rate, policy) point is run with workload.rate_rps set to the rate."""
+    """Each (rate, policy) point is run with workload.rate_rps set to the rate; --versus adds a table."""
     args = [
         "sweep",
         "demo",
@@ -120,17 +122,19 @@ def test_sweep_collects_a_summary_per_rate_and_policy(
         "8,16",
         "--policies",
         "colocated,accellm",
-        "--out",
-        str(tmp_path),
+        "--versus",
+        "accellm",
     ]
-    assert main(args) == 0
-    rows = capsys.readouterr().out.splitlines()[2:]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    sweep, versus = capsys.readouterr().out.split("\n\n")
+    rows = sweep.splitlines()[2:]
     assert [r.split()[:2] for r in rows] == [
         ["8", "colocated"],
         ["8", "accellm"],
         ["16", "colocated"],
         ["16", "accellm"],
     ]
+    assert [r.split()[:2] for r in versus.splitlines()[2:]] == [["8", "colocated"], ["16", "colocated"]]
     doc = json.loads((tmp_path / "sweep.json").read_text())
     assert [(p["rate_rps"], p["policy"]) for p in doc["points"]] == [
         (8.0, "colocated"),

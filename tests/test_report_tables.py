@@ -9,7 +9,14 @@ from report_builders import make_result
 
 from llmtwin.report.progress import ProgressBar
 from llmtwin.report.summary import summarize
-from llmtwin.report.tables import compare_table, format_table, percent_change, summary_table, sweep_table
+from llmtwin.report.tables import (
+    compare_table,
+    format_table,
+    percent_change,
+    summary_table,
+    sweep_table,
+    versus_table,
+)
 from llmtwin.scenario.spec import SLOSpec
 
 
@@ -104,3 +111,18 @@ def test_markdown_table_aligns_numbers_right() -> None:
     """Markdown output: a header, an alignment row (labels left, numbers right), one line per row."""
     text = format_table(["rate", "policy", "x"], [["1", "a", "2.0"]], left=2, markdown=True)
     assert text.splitlines() == ["| rate | policy | x |", "| --- | --- | ---: |", "| 1 | a | 2.0 |"]
+
+
+def test_versus_table_compares_one_policy_with_each_other_at_each_rate() -> None:
+    """One row per (rate, other policy); the change is of the chosen policy against that one."""
+    a = summarize(make_result(policy="colocated"), SLOSpec())
+    b = dataclasses.replace(
+        summarize(make_result(policy="accellm"), SLOSpec()),
+        throughput_tokens_per_s=a.throughput_tokens_per_s * 0.8,  # type: ignore[operator]
+    )
+    lines = versus_table([(1.0, a), (1.0, b)], "accellm").splitlines()
+    assert len(lines) == 3
+    assert lines[2].split()[:2] == ["1", "colocated"]
+    header = lines[0]
+    col = header.index("throughput (tok/s)")
+    assert lines[2][col : col + len("throughput (tok/s)")].strip() == "-20.0%"

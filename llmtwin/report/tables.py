@@ -141,3 +141,20 @@ def sweep_table(points: Sequence[tuple[float, Summary]], markdown: bool = False)
     header = ["rate (req/s)", "policy", *(m.label for m in SWEEP_METRICS)]
     rows = [[f"{rate:g}", s.policy, *(m.text(s) for m in SWEEP_METRICS)] for rate, s in points]
     return format_table(header, rows, left=2, markdown=markdown)
+
+
+def versus_table(points: Sequence[tuple[float, Summary]], policy: str, markdown: bool = False) -> str:
+    """At each rate, ``policy``'s change against every other policy, for the sweep's metrics.
+
+    ``-20.0%`` in a latency column means ``policy`` is 20% faster than that baseline at that rate.
+    """
+    at: dict[tuple[float, str], Summary] = {(rate, s.policy): s for rate, s in points}
+    header = ["rate (req/s)", f"{policy} vs", *(m.label for m in SWEEP_METRICS)]
+    rows = []
+    for rate, base in points:
+        mine = at.get((rate, policy))
+        if mine is None or base.policy == policy:
+            continue
+        changes = (percent_change(m.value(mine), m.value(base)) or "-" for m in SWEEP_METRICS)
+        rows.append([f"{rate:g}", base.policy, *changes])
+    return format_table(header, rows, left=2, markdown=markdown)

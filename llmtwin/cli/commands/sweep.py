@@ -11,7 +11,7 @@ from llmtwin.cli.commands.simulate import add_jobs_arg, add_run_args, check_jobs
 from llmtwin.errors import ConfigurationError
 from llmtwin.report.execute import run_all, run_summary
 from llmtwin.report.outputs import write_sweep
-from llmtwin.report.tables import sweep_table
+from llmtwin.report.tables import sweep_table, versus_table
 from llmtwin.scenario.loader import load_scenario
 
 
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_run_args(p)
     p.add_argument("--rates", help="arrival rates, req/s, comma-separated (default: the scenario's [sweep])")
     p.add_argument("--policies", help="comma-separated policies (default: the scenario's policy)")
+    p.add_argument("--versus", metavar="POLICY", help="also print POLICY's change against each other policy")
     add_jobs_arg(p)
     p.set_defaults(func=run)
 
@@ -47,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     if not rates:
         raise ConfigurationError(f"{base.name}: no rates (give --rates or a [sweep] rate_rps list)")
     policies = name_list(args.policies, "policies") if args.policies else [base.policy.name]
+    if args.versus is not None and args.versus not in policies:
+        raise ConfigurationError(
+            f"--versus {args.versus}: not one of the swept policies ({', '.join(policies)})"
+        )
     # Load (and so validate) every point before the first long run starts.
     labelled = [
         (
@@ -59,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     summaries = run_all(run_summary, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)
     points = list(zip([r for r in rates for _ in policies], summaries, strict=True))
     print(sweep_table(points, markdown=args.markdown))
+    if args.versus is not None:
+        print()
+        print(versus_table(points, args.versus, markdown=args.markdown))
     if args.out is not None:
         write_sweep(args.out, base.name, points, plots=not args.no_plots)
         print(f"wrote {args.out}", file=sys.stderr)
