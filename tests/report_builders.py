@@ -44,6 +44,7 @@ def make_instance(
     *,
     devices: int = 2,
     busy: dict[str, float] | None = None,
+    idle: dict[str, float] | None = None,
     batches: Sequence[int] = (1, 2),
     kv: Sequence[tuple[float, float, float]] = (),
     roles: Sequence[tuple[float, str]] = (),
@@ -53,7 +54,8 @@ def make_instance(
         iid=iid,
         devices=devices,
         busy_s=dict(busy or {}),
-        idle_s=0.0,
+        idle_s=sum((idle or {}).values()),
+        idle_s_by_role=dict(idle or {}),
         iterations=len(batches),
         role_switches=role_switches,
         batch_sizes=list(batches),
@@ -68,7 +70,8 @@ def make_result(*, policy: str = "colocated", usd: float | None = 2.4) -> RunRes
     """Three requests (two complete, one failed) on two 2-device instances, span 0..2.4 s.
 
     TTFTs 1.0 and 0.5 s; gaps 0.5, 0.5 (rid 0) and 0.1, 0.2, 0.6 (rid 1); 7 output tokens.
-    Busy device-seconds (1.0 + 0.6 + 1.2) x 2 = 5.6 of 4 x 2.4 = 9.6.
+    Busy device-seconds (1.0 + 0.6 + 1.2) x 2 = 5.6 of 4 x 2.4 = 9.6; idle 0.3 s as prefill,
+    0.5 + 1.2 s as decode (x 2 devices).
     """
     requests = [
         make_request(0, 0.0, [1.0, 1.5, 2.0], instances=(0, 1), kv_moved=1.5e6),
@@ -79,11 +82,12 @@ def make_result(*, policy: str = "colocated", usd: float | None = 2.4) -> RunRes
         make_instance(
             0,
             busy={"prefill": 1.0, "decode": 0.6},
+            idle={"prefill": 0.3, "decode": 0.5},
             kv=[(0.0, 0.0, 0.0), (1.0, 1.0e9, 0.0), (2.0, 1.0e9, 5.0e8)],
             roles=[(0.0, "prefill"), (1.0, "decode"), (1.5, "decode"), (2.0, "prefill")],
             role_switches=2,
         ),
-        make_instance(1, busy={"decode": 1.2}, batches=(3,)),
+        make_instance(1, busy={"decode": 1.2}, idle={"decode": 1.2}, batches=(3,)),
     ]
     return RunResult(
         policy=policy,

@@ -92,6 +92,7 @@ def test_idle_fraction_and_busy_by_role() -> None:
     assert s.devices == 4
     assert s.idle_fraction == pytest.approx(1 - 5.6 / 9.6)
     assert s.busy_fraction == pytest.approx({"decode": 3.6 / 9.6, "prefill": 2.0 / 9.6})
+    assert s.idle_fraction_by_role == pytest.approx({"decode": 3.4 / 9.6, "prefill": 0.6 / 9.6})
 
 
 def test_cost_efficiency_uses_the_device_price() -> None:

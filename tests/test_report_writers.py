@@ -59,6 +59,11 @@ def test_instances_csv_has_per_role_busy_and_kv_figures() -> None:
     assert header[:5] == ["iid", "devices", "busy_prefill_s", "busy_decode_s", "busy_mixed_s"]
     assert float(row["busy_fraction"]) == 1.6 / 2.4
     assert float(row["kv_peak_total_bytes"]) == 1.5e9
+    assert (float(row["idle_prefill_s"]), float(row["idle_decode_s"]), float(row["idle_s"])) == (
+        0.3,
+        0.5,
+        0.8,
+    )
     # 0 for 1 s, 1e9 for 1 s, 1.5e9 for 0.4 s, over 2.4 s
     assert abs(float(row["kv_mean_total_bytes"]) - 1.6e9 / 2.4) < 1.0
     assert len(lines) == 3
@@ -70,6 +75,7 @@ def test_extra_roles_get_their_own_column() -> None:
     r.instances[1].busy_s["transfer"] = 0.3
     header = instances_csv(r).splitlines()[0].split(",")
     assert header[2:6] == ["busy_prefill_s", "busy_decode_s", "busy_mixed_s", "busy_transfer_s"]
+    assert header[7:11] == ["idle_prefill_s", "idle_decode_s", "idle_mixed_s", "idle_transfer_s"]
 
 
 def test_json_text_refuses_nan() -> None:

@@ -18,7 +18,8 @@ Definitions (docs/results.md repeats them):
   its gaps) <= ``slo.tbt_s``; a request with one output token has no gap and meets the TBT SLO.
 * **Idle fraction** = 1 - busy device-seconds / (devices x span), where an instance's busy
   device-seconds are its busy seconds (all roles) times its device count. ``busy_fraction``
-  splits the busy part by role the same way.
+  splits the busy part by role the same way, and ``idle_fraction_by_role`` the idle part by
+  the role the instance held while idle (from ``InstanceRecord.idle_s_by_role``).
 * **Cost**: tokens per accelerator-second = output tokens / (devices x span); cost in USD =
   devices x span / 3600 x the catalog's ``usd_per_hour``; tokens per USD = output tokens / cost
   (``None`` when the hardware has no price).
@@ -27,13 +28,14 @@ Definitions (docs/results.md repeats them):
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from llmtwin.cluster.records import RequestRecord, RunResult
+from llmtwin.cluster.records import InstanceRecord, RequestRecord, RunResult
 from llmtwin.errors import ConfigurationError
 from llmtwin.scenario.spec import SLOSpec
 
@@ -147,6 +149,7 @@ class Summary:
     slo: SLOSpec
     idle_fraction: float | None
     busy_fraction: dict[str, float]
+    idle_fraction_by_role: dict[str, float]
     tokens_per_device_s: float | None
     usd_per_device_hour: float | None
     cost_usd: float | None
@@ -188,6 +191,7 @@ class Summary:
             "slo_attainment": self.slo_attainment,
             "slo": {"ttft_s": self.slo.ttft_s, "tbt_s": self.slo.tbt_s, "tbt_stat": self.slo.tbt_stat},
             "busy_fraction": dict(self.busy_fraction),
+            "idle_fraction_by_role": dict(self.idle_fraction_by_role),
             "tokens_per_device_s": self.tokens_per_device_s,
             "usd_per_device_hour": self.usd_per_device_hour,
             "cost_usd": self.cost_usd,
@@ -203,6 +207,17 @@ class Summary:
 
 def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
+
+
+def _device_seconds_by_role(
+    result: RunResult, seconds: Callable[[InstanceRecord], dict[str, float]]
+) -> dict[str, float]:
+    """Sum over instances of seconds per role x the instance's devices, roles sorted."""
+    out: dict[str, float] = {}
+    for inst in result.instances:
+        for role, s in seconds(inst).items():
+            out[role] = out.get(role, 0.0) + s * inst.devices
+    return dict(sorted(out.items()))
 
 
 def run_span(result: RunResult) -> tuple[float, float]:
@@ -234,11 +249,10 @@ def summarize(result: RunResult, slo: SLOSpec) -> Summary:
 
     devices = sum(i.devices for i in result.instances)
     device_s = devices * span
-    busy_by_role: dict[str, float] = {}
-    for inst in result.instances:
-        for role, seconds in inst.busy_s.items():
-            busy_by_role[role] = busy_by_role.get(role, 0.0) + seconds * inst.devices
-    busy_fraction = {role: s / device_s for role, s in sorted(busy_by_role.items())} if device_s > 0 else {}
+    busy_by_role = _device_seconds_by_role(result, lambda i: i.busy_s)
+    idle_by_role = _device_seconds_by_role(result, lambda i: i.idle_s_by_role)
+    busy_fraction = {role: s / device_s for role, s in busy_by_role.items()} if device_s > 0 else {}
+    idle_fraction_by_role = {role: s / device_s for role, s in idle_by_role.items()} if device_s > 0 else {}
     idle = _ratio(device_s - sum(busy_by_role.values()), device_s)
 
     price = result.usd_per_device_hour
@@ -272,6 +286,7 @@ def summarize(result: RunResult, slo: SLOSpec) -> Summary:
         slo=slo,
         idle_fraction=idle,
         busy_fraction=busy_fraction,
+        idle_fraction_by_role=idle_fraction_by_role,
         tokens_per_device_s=_ratio(output_tokens, device_s),
         usd_per_device_hour=price,
         cost_usd=cost,

@@ -30,6 +30,10 @@ def _busy(role: str) -> Callable[[Summary], float | None]:
     return lambda s: s.busy_fraction.get(role)
 
 
+def _idle(role: str) -> Callable[[Summary], float | None]:
+    return lambda s: s.idle_fraction_by_role.get(role)
+
+
 METRICS: tuple[Metric, ...] = (
     Metric("requests completed", lambda s: s.requests_completed, fmt="{:.0f}"),
     Metric("requests failed", lambda s: s.requests_failed, fmt="{:.0f}"),
@@ -53,6 +57,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("busy prefill (%)", _busy("prefill"), 100.0, "{:.1f}"),
     Metric("busy decode (%)", _busy("decode"), 100.0, "{:.1f}"),
     Metric("busy mixed (%)", _busy("mixed"), 100.0, "{:.1f}"),
+    Metric("idle as prefill (%)", _idle("prefill"), 100.0, "{:.1f}"),
+    Metric("idle as decode (%)", _idle("decode"), 100.0, "{:.1f}"),
     Metric("tokens / device-s", lambda s: s.tokens_per_device_s, fmt="{:.2f}"),
     Metric("tokens / USD", lambda s: s.tokens_per_usd, fmt="{:.0f}"),
     Metric("preemptions", lambda s: s.preemptions, fmt="{:.0f}"),

@@ -48,7 +48,7 @@ REQUEST_COLUMNS = (
 """requests.csv columns, in order; ``instances`` is ``;``-separated instance ids in order of use."""
 
 ROLES = ("prefill", "decode", "mixed")
-"""Roles that always get a busy column in instances.csv (others seen in a run are appended)."""
+"""Roles that always get busy and idle columns in instances.csv (others seen in a run are appended)."""
 
 
 def cell(value: Cell) -> str:
@@ -123,7 +123,7 @@ def kv_stats(inst: InstanceRecord, start_s: float, end_s: float) -> tuple[float,
 
 def instances_csv(result: RunResult) -> str:
     """instances.csv: one row per instance, sorted by instance id."""
-    extra = sorted({role for i in result.instances for role in i.busy_s} - set(ROLES))
+    extra = sorted({role for i in result.instances for role in (*i.busy_s, *i.idle_s_by_role)} - set(ROLES))
     roles = (*ROLES, *extra)
     start, end = run_span(result)
     span = end - start
@@ -132,6 +132,7 @@ def instances_csv(result: RunResult) -> str:
         "devices",
         *(f"busy_{role}_s" for role in roles),
         "busy_s",
+        *(f"idle_{role}_s" for role in roles),
         "idle_s",
         "busy_fraction",
         "iterations",
@@ -157,6 +158,7 @@ def instances_csv(result: RunResult) -> str:
                 inst.devices,
                 *(float(inst.busy_s.get(role, 0.0)) for role in roles),
                 float(busy),
+                *(float(inst.idle_s_by_role.get(role, 0.0)) for role in roles),
                 float(inst.idle_s),
                 busy / span if span > 0 else None,
                 inst.iterations,
