@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from llmtwin.cluster.run import run_scenario
 from llmtwin.report.writers import requests_csv
@@ -63,7 +63,9 @@ def metric(port: int, name: str) -> float:
     return 0.0
 
 
-async def over_nats(spec: RunSpec, device_processes: int, logs: Path) -> tuple[RunOutcome, dict[str, float]]:
+async def over_nats(
+    spec: RunSpec, device_processes: int, logs: Path, routing: Literal["relay", "direct"]
+) -> tuple[RunOutcome, dict[str, float]]:
     factory = ClusterFactory()
     layout = cluster_layout(device_processes, factory.needs_planner(spec))
     with EmbeddedNats() as nats:
@@ -93,7 +95,7 @@ async def over_nats(spec: RunSpec, device_processes: int, logs: Path) -> tuple[R
             procs["nats-server"] = nats.proc.pid if nats.proc is not None else 0
             cpu0 = {k: cpu_s(v) for k, v in procs.items()}
             t0 = time.perf_counter()
-            outcome = await client.run(RunRequest("bench", spec))
+            outcome = await client.run(RunRequest("bench", spec, routing=routing))
             wall = time.perf_counter() - t0
             after = varz(nats.monitor_url)
             cpu = {k: cpu_s(v) - cpu0[k] for k, v in procs.items()}
@@ -124,6 +126,7 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--policy")
     ap.add_argument("--device-processes", type=int, default=1)
+    ap.add_argument("--routing", choices=("relay", "direct"), default="relay", help="how envelopes travel")
     args = ap.parse_args()
 
     scenario = load_scenario(args.scenario, args.overrides, args.policy)
@@ -133,7 +136,7 @@ def main() -> int:
 
     spec = RunSpec("cluster", args.scenario, tuple(args.overrides), args.policy)
     with tempfile.TemporaryDirectory() as tmp:
-        outcome, x = asyncio.run(over_nats(spec, args.device_processes, Path(tmp)))
+        outcome, x = asyncio.run(over_nats(spec, args.device_processes, Path(tmp), args.routing))
     remote = ClusterFactory().result(spec, outcome, Codec())
     same = requests_csv(remote, scenario.slo) == requests_csv(local, scenario.slo)
 
@@ -146,7 +149,7 @@ def main() -> int:
     print(f"in-process : {local_wall:8.2f} s wall  {n / local_wall:8.0f} requests/s")
     print(f"over NATS  : {nats_wall:8.2f} s wall  {n / nats_wall:8.0f} requests/s  "
           f"(set-up {outcome.stats['setup_wall_s']:.2f} s, windows {loop_s:.2f} s, "
-          f"collect {outcome.stats['collect_wall_s']:.2f} s; {args.device_processes} device process(es))")  # fmt: skip
+          f"collect {outcome.stats['collect_wall_s']:.2f} s; {args.device_processes} device process(es), {args.routing} routing)")  # fmt: skip
     print(f"ratio      : {nats_wall / local_wall:8.2f} x slower over NATS")
     print(f"bus        : {x['bus_msgs']:.0f} messages published, {x['bus_deliveries']:.0f} delivered, "
           f"{x['bus_msgs'] / loop_s:,.0f} msgs/s published, {x['bus_bytes'] / 1e6:.1f} MB")  # fmt: skip

@@ -39,6 +39,9 @@ class RunRequest(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_request"):
     """Virtual seconds per wall second: 1.0 = real time, inf = as fast as possible."""
     until_s: float = math.inf
     """Stop opening windows after this virtual time."""
+    routing: Literal["relay", "direct"] = "relay"
+    """How envelopes travel: with the grants through the conductor (``relay``, fewer messages)
+    or from host to host on the component subjects (``direct``)."""
 
 
 class Reply(msgspec.Struct, frozen=True, tag="twin.v1.ctl.reply"):
@@ -83,6 +86,7 @@ class RunConfig(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_config"):
 
     run: str
     spec: RunSpec
+    routing: Literal["relay", "direct"] = "relay"
 
 
 class RunEnd(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_end"):
@@ -105,6 +109,18 @@ class Ready(msgspec.Struct, frozen=True, tag="twin.v1.ctl.ready"):
     """Why it could not build the run (the run then fails with this message)."""
 
 
+class WireEnvelope(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelope"):
+    """``llmtwin.sim.kernel.Envelope`` on the wire; ``body`` is one tagged message, inline."""
+
+    time_s: float
+    priority: int
+    src: str
+    seq: int
+    dst: str
+    body: msgspec.Raw
+    """An encoded ``proto/messages.py`` struct (its ``type`` tag says which)."""
+
+
 class GrantBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.grant"):
     """Conductor -> one hosting service: step these components at ``time_s`` in window ``window``."""
 
@@ -115,6 +131,9 @@ class GrantBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.grant"):
     components: list[str]
     expect: list[int]
     """Per component: envelopes stamped <= time_s from earlier windows it must hold first."""
+    envelopes: list[WireEnvelope] = msgspec.field(default_factory=list)
+    """Relay routing: envelopes for this service's components produced in earlier windows and
+    not yet handed to it."""
 
 
 class DoneItem(msgspec.Struct, frozen=True):
@@ -141,18 +160,8 @@ class DoneBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.done"):
     completed: int = -1
     """Requests its components have completed so far (progress display), -1 = not counted."""
     error: str = ""
-
-
-class WireEnvelope(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelope"):
-    """``llmtwin.sim.kernel.Envelope`` on the wire; ``body`` is one tagged message, inline."""
-
-    time_s: float
-    priority: int
-    src: str
-    seq: int
-    dst: str
-    body: msgspec.Raw
-    """An encoded ``proto/messages.py`` struct (its ``type`` tag says which)."""
+    envelopes: list[WireEnvelope] = msgspec.field(default_factory=list)
+    """Relay routing: what its components sent in this window (the conductor forwards them)."""
 
 
 class EnvelopeBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelopes"):

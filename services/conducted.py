@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from llmtwin.sim.windows import WindowPlanner
 from proto.chunks import Reassembler
-from proto.control import DoneBatch, ExportBatch, RunRequest
+from proto.control import DoneBatch, ExportBatch, RunRequest, WireEnvelope
 from services.bus import Subscription
 
 
@@ -78,6 +78,8 @@ class ConductedRun:
     all_exported: asyncio.Event = field(default_factory=asyncio.Event)
     chunks: Reassembler = field(default_factory=Reassembler)
     completed: dict[str, int] = field(default_factory=dict)
+    relay: dict[str, list[WireEnvelope]] = field(default_factory=dict)
+    """Relay routing: envelopes waiting for the next grant to each service."""
     messages: int = 0
     failure: RunFailed | None = None
     stop: bool = False

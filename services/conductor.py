@@ -144,7 +144,7 @@ class Conductor(Service):
         state = self.active
         if state is not None and state.phase == "setup":
             # A service that (re)connected while a run is being set up may have missed it.
-            await self.publish(subjects.config(), RunConfig(state.run, state.req.spec))
+            await self.publish(subjects.config(), RunConfig(state.run, state.req.spec, state.req.routing))
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         beat = self.codec.decode(msg.data, Heartbeat)
@@ -225,7 +225,7 @@ class Conductor(Service):
                 await self.subscribe(subjects.done(run), self._on_done),
                 await self.subscribe(subjects.export(run), self._on_export),
             ]
-            await self.publish(subjects.config(), RunConfig(run, state.req.spec))
+            await self.publish(subjects.config(), RunConfig(run, state.req.spec, state.req.routing))
             await self._await_ready(state)
             state.phase = "running"
             state.marks["ready"] = time.perf_counter()
@@ -238,6 +238,10 @@ class Conductor(Service):
         except RunFailed as exc:
             log.error("%s: run %s failed: %s", self.name, run, exc.message)
             outcome = RunOutcome(run, state.now_s, {}, self._stats(state), exc.message, exc.service)
+            self.cmetrics.runs.labels("failed").inc()
+        except Exception as exc:  # a bug here must still end the run with a message
+            log.exception("%s: run %s failed", self.name, run)
+            outcome = RunOutcome(run, state.now_s, {}, self._stats(state), f"conductor: {exc!r}", self.name)
             self.cmetrics.runs.labels("failed").inc()
         finally:
             watchdog.cancel()
@@ -340,9 +344,8 @@ class Conductor(Service):
         state.dones = {}
         state.all_done.clear()
         for svc, (comps, expect) in batches.items():
-            await self.publish(
-                subjects.grant(state.run, svc), GrantBatch(state.run, window, now, comps, expect)
-            )
+            grant = GrantBatch(state.run, window, now, comps, expect, state.relay.pop(svc, []))
+            await self.publish(subjects.grant(state.run, svc), grant)
         await state.all_done.wait()
         state.check()
         items = {(svc, it.component): it for svc, batch in state.dones.items() for it in batch.items}
@@ -357,11 +360,20 @@ class Conductor(Service):
                     raise RunFailed(
                         follower, f"replica of {g.component} on {follower} diverged in window {window}"
                     )
-            state.planner.report(
-                g.component, item.next_time_s, zip(item.sent_dst, item.sent_time_s, strict=True)
-            )
+            try:
+                state.planner.report(
+                    g.component, item.next_time_s, zip(item.sent_dst, item.sent_time_s, strict=True)
+                )
+            except KeyError as exc:
+                raise RunFailed(
+                    lead, f"{g.component} sent a message to an unknown component: {exc}"
+                ) from None
             state.messages += len(item.sent_dst)
             self.cmetrics.envelopes.inc(len(item.sent_dst))
+        for batch in state.dones.values():  # relay routing: to every host of each destination
+            for env in batch.envelopes:
+                for svc in [state.leaders[env.dst], *state.followers.get(env.dst, ())]:
+                    state.relay.setdefault(svc, []).append(env)
 
     async def _collect(self, state: ConductedRun) -> RunOutcome:
         await self.publish(subjects.collect(state.run), Collect(state.run, state.now_s))

@@ -36,6 +36,7 @@ from proto.control import (
     Ready,
     RunConfig,
     RunEnd,
+    WireEnvelope,
 )
 from services.base import Rejected, Service
 from services.bus import Msg, Subscription
@@ -57,6 +58,8 @@ class HostedRun:
     followers: set[str]
     offload: set[str]
     """Components stepped in a worker thread (their steps may block on the planner service)."""
+    relay: bool = True
+    """Envelopes come with the grants and go out with the DoneBatch (else: direct, on subjects)."""
     mail: dict[str, Mailbox] = field(default_factory=dict)
     """Per component: envelopes not yet handed to a step."""
     arrived: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -132,13 +135,14 @@ class HostService(Service):
             await self.publish(subjects.ready(run), Ready(run, self.name, [], error=f"{self.name}: {exc}"))
             return
         followers = {cid for cid in hosted if self.selector.role(cid) == "follower"}
-        state = HostedRun(run, hosted, followers, offload)
+        state = HostedRun(run, hosted, followers, offload, relay=cfg.routing == "relay")
         if hosted:
             self.runs[run] = state
             for cid in hosted:
                 state.mail[cid] = Mailbox()
                 state.arrived[cid] = asyncio.Event()
-                state.subs.append(await self.subscribe(subjects.component(run, cid), self._on_envelopes))
+                if not state.relay:
+                    state.subs.append(await self.subscribe(subjects.component(run, cid), self._on_envelopes))
             state.subs.append(await self.subscribe(subjects.grant(run, self.name), self._on_grants))
             state.subs.append(await self.subscribe(subjects.collect(run), self._on_collect))
         self.host_metrics.components.set(len(hosted))
@@ -180,10 +184,19 @@ class HostService(Service):
         state = self._state(grant.run)
         if len(grant.components) != len(grant.expect):
             raise Rejected("malformed", "GrantBatch with components and expect of different lengths")
+        for item in grant.envelopes:  # relay routing: produced in earlier windows
+            box = state.mail.get(item.dst)
+            if box is None:
+                raise Rejected(
+                    "malformed", f"relayed envelope for {item.dst!r}, which {self.name} does not host"
+                )
+            box.add(grant.window - 1, self.codec.from_wire(item))
+        self.host_metrics.envelopes_in.inc(len(grant.envelopes))
         items: list[DoneItem] = []
+        out: list[WireEnvelope] = []
         try:
             for cid, expect in zip(grant.components, grant.expect, strict=True):
-                items.append(await self._step(state, grant, cid, expect))
+                items.append(await self._step(state, grant, cid, expect, out))
         except Exception as exc:
             if not isinstance(exc, TwinError):
                 log.exception("%s: step failed in window %d", self.name, grant.window)
@@ -192,7 +205,9 @@ class HostService(Service):
                 subjects.done(grant.run), DoneBatch(grant.run, grant.window, self.name, [], error=why)
             )
             return
-        done = DoneBatch(grant.run, grant.window, self.name, items, completed=self._completed(state))
+        done = DoneBatch(
+            grant.run, grant.window, self.name, items, completed=self._completed(state), envelopes=out
+        )
         await self.publish(subjects.done(grant.run), done)
 
     @staticmethod
@@ -231,7 +246,10 @@ class HostService(Service):
             )
         return taken
 
-    async def _step(self, state: HostedRun, grant: GrantBatch, cid: str, expect: int) -> DoneItem:
+    async def _step(
+        self, state: HostedRun, grant: GrantBatch, cid: str, expect: int, out: list[WireEnvelope]
+    ) -> DoneItem:
+        """Step one component; its envelopes are published (direct) or appended to ``out`` (relay)."""
         comp = state.comps[cid]
         inbox = await self._inputs(state, cid, grant.window, grant.time_s, expect)
         t0 = time.perf_counter()
@@ -242,16 +260,24 @@ class HostService(Service):
         self.host_metrics.step_duration.observe(time.perf_counter() - t0)
         self.host_metrics.steps.inc()
         sent = comp.outbox.drain()
-        by_dst: dict[str, list[Envelope]] = {}
-        for env in sent:
-            by_dst.setdefault(env.dst, []).append(env)
+        leader = cid not in state.followers
         digest = 0
-        for dst, envs in by_dst.items():
-            data = self.codec.wire_batch(state.run, grant.window, envs)
-            digest = zlib.crc32(data, digest)
-            if cid not in state.followers:
-                await self.publish(subjects.component(state.run, dst), data)
-        if cid not in state.followers:
+        if state.relay:
+            wires = [self.codec.to_wire(e) for e in sent]
+            if wires:
+                digest = zlib.crc32(self.codec.encode(wires))
+            if leader:
+                out.extend(wires)
+        else:
+            by_dst: dict[str, list[Envelope]] = {}
+            for env in sent:
+                by_dst.setdefault(env.dst, []).append(env)
+            for dst, envs in by_dst.items():
+                data = self.codec.wire_batch(state.run, grant.window, envs)
+                digest = zlib.crc32(data, digest)
+                if leader:
+                    await self.publish(subjects.component(state.run, dst), data)
+        if leader:
             self.host_metrics.envelopes_out.inc(len(sent))
         return DoneItem(cid, comp.next_time(), [e.dst for e in sent], [e.time for e in sent], digest)
 

@@ -47,6 +47,13 @@ def descendants(root: int) -> set[int]:
     return found
 
 
+def cmdline(pid: int) -> str:
+    try:
+        return f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return f"{pid}: (gone)"
+
+
 def leftovers(pids: set[int]) -> set[int]:
     """Which of ``pids``, or members of their process groups, are still alive."""
     return {pid for pid, (_, pgid) in proc_table().items() if pid in pids or pgid in pids}
@@ -100,9 +107,10 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, f"exit code {proc.returncode}: {err}"
     assert "interrupted" in err
-    assert leftovers(kids) == set()
+    left = leftovers(kids)
+    assert left == set(), f"still running: {[cmdline(p) for p in left]} of {[cmdline(p) for p in kids]}"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -122,9 +130,10 @@ def test_a_dead_service_stops_everything_and_is_named(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 2, err
+    assert proc.returncode == 2, f"exit code {proc.returncode}: {err}"
     assert "service toy-host stopped (signal SIGKILL)" in err
-    assert leftovers(kids) == set()
+    left = leftovers(kids)
+    assert left == set(), f"still running: {[cmdline(p) for p in left]}"
 
 
 def test_up_writes_the_same_requests_csv_as_simulate(tmp_path: Path) -> None:

@@ -60,6 +60,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--device-processes", type=int, default=1, help="device service processes (instances sharded)"
     )
+    p.add_argument(
+        "--routing", choices=("relay", "direct"), default="relay",
+        help="envelopes travel with the grants through the conductor (relay) or host to host (direct)",
+    )  # fmt: skip
     p.add_argument("--logs", type=Path, help="keep the services' logs in this folder (default: OUT/logs)")
     p.add_argument(
         "--factory", choices=("cluster", "toy"), default="cluster",
@@ -89,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         UpRun(f"{s.name}/{s.policy.name}", spec, s.workload.requests)
         for s, spec in zip(scenarios, specs, strict=True)
     ]
-    launcher = Launcher(layout, speed=speed, stream=sys.stderr, quiet=args.quiet, log_dir=log_dir)
+    launcher = Launcher(
+        layout, speed=speed, stream=sys.stderr, quiet=args.quiet, log_dir=log_dir, routing=args.routing
+    )
     outcomes = launcher.run(runs)
     codec = Codec()
     outs = []
@@ -116,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
 def _toy(args: argparse.Namespace, speed: float, log_dir: Path | None) -> int:
     """The transport self-test: run a toy over the services and print what came back."""
     spec = RunSpec("toy", args.scenario, tuple(args.overrides))
-    launcher = Launcher(toy_layout(), speed=speed, stream=sys.stderr, quiet=args.quiet, log_dir=log_dir)
+    launcher = Launcher(
+        toy_layout(), speed=speed, stream=sys.stderr, quiet=args.quiet, log_dir=log_dir, routing=args.routing
+    )
     (outcome,) = launcher.run([UpRun(f"toy/{args.scenario}", spec)])
     stats = ", ".join(f"{k} {v:g}" for k, v in outcome.stats.items())
     print(f"toy {args.scenario}: ended at t={outcome.end_s!r} s; {stats}")
