@@ -126,7 +126,7 @@ def test_sweep_collects_a_summary_per_rate_and_policy(
         "accellm",
     ]
     assert main([*args, "--out", str(tmp_path)]) == 0
-    sweep, versus = capsys.readouterr().out.split("\n\n")
+    sweep, versus, capacity = capsys.readouterr().out.split("\n\n")
     rows = sweep.splitlines()[2:]
     assert [r.split()[:2] for r in rows] == [
         ["8", "colocated"],
@@ -135,6 +135,7 @@ def test_sweep_collects_a_summary_per_rate_and_policy(
         ["16", "accellm"],
     ]
     assert [r.split()[:2] for r in versus.splitlines()[2:]] == [["8", "colocated"], ["16", "colocated"]]
+    assert [r.split()[0] for r in capacity.splitlines()[2:]] == ["colocated", "accellm"]
     doc = json.loads((tmp_path / "sweep.json").read_text())
     assert [(p["rate_rps"], p["policy"]) for p in doc["points"]] == [
         (8.0, "colocated"),

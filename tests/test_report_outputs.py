@@ -62,6 +62,7 @@ def test_compare_folder(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "compare.json").read_text())
     assert doc["policies"] == ["colocated", "accellm"]
     assert doc["change_vs_baseline"]["accellm"]["TTFT p50 (ms)"] == 0.0
+    assert doc["change_vs_baseline"]["accellm"]["idle fraction (%)"] == 0.0
 
 
 def test_sweep_folder(tmp_path: Path) -> None:
@@ -74,6 +75,8 @@ def test_sweep_folder(tmp_path: Path) -> None:
     assert doc["rates_rps"] == [1.0, 2.0]
     assert doc["policies"] == ["colocated", "accellm"]
     assert len(doc["points"]) == 4
+    # make_result meets the default SLOs for none of its 3 requests (TBT p99 > 0.2 s)
+    assert doc["slo_capacity_rps"] == {"colocated": None, "accellm": None}
     assert (tmp_path / "sweep_latency.png").read_bytes().startswith(PNG)
     assert (tmp_path / "sweep_throughput.png").read_bytes().startswith(PNG)
 

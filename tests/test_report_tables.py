@@ -10,9 +10,11 @@ from report_builders import make_result
 from llmtwin.report.progress import ProgressBar
 from llmtwin.report.summary import summarize
 from llmtwin.report.tables import (
+    METRICS,
+    capacity_table,
     compare_table,
     format_table,
-    percent_change,
+    slo_capacity,
     summary_table,
     sweep_table,
     versus_table,
@@ -35,12 +37,16 @@ def test_summary_table_shows_values_and_hides_empty_rows() -> None:
     assert "tokens / USD" not in text
 
 
-def test_percent_change() -> None:
-    """Relative change vs the baseline, signed; blank when the baseline is zero or missing."""
-    assert percent_change(1.2, 1.0) == "+20.0%"
-    assert percent_change(0.7, 1.0) == "-30.0%"
-    assert percent_change(1.0, 0.0) == ""
-    assert percent_change(None, 1.0) == ""
+def test_changes_are_ratios_or_percentage_points() -> None:
+    """Most metrics change by a ratio; metrics in % change by percentage points."""
+    a = summarize(make_result(), SLOSpec())
+    b = dataclasses.replace(a, span_s=a.span_s * 0.7, idle_fraction=0.6)
+    span = next(m for m in METRICS if m.label == "span (s)")
+    idle = next(m for m in METRICS if m.label == "idle fraction (%)")
+    assert span.change(b, a) == "-30.0%"
+    assert idle.change(b, a) == f"{60.0 - 100 * (1 - 5.6 / 9.6):+.1f} pp"
+    c = dataclasses.replace(a, span_s=0.0)
+    assert span.change(b, c) == ""
 
 
 def test_compare_table_has_a_change_column_per_policy() -> None:
@@ -54,6 +60,17 @@ def test_compare_table_has_a_change_column_per_policy() -> None:
     assert lines[0].split() == ["metric", "colocated", "accellm", "vs", "colocated"]
     row = next(line for line in lines if line.startswith("throughput (tok/s)"))
     assert row.endswith("+30.0%")
+
+
+def test_slo_capacity_is_the_last_rate_of_the_unbroken_run_from_the_lowest() -> None:
+    """A policy's capacity stops at the first rate below target, even if a higher rate recovers."""
+    s = summarize(make_result(), SLOSpec())
+    good, bad = dataclasses.replace(s, slo_attainment=0.95), dataclasses.replace(s, slo_attainment=0.5)
+    other = dataclasses.replace(bad, policy="accellm")
+    points = [(1.0, good), (2.0, good), (3.0, bad), (4.0, good), (1.0, other), (2.0, other)]
+    assert slo_capacity(points, 0.9) == {"colocated": 2.0, "accellm": None}
+    rows = capacity_table(points, 0.9).splitlines()[2:]
+    assert [r.split()[:2] for r in rows] == [["colocated", "2"], ["accellm", "none"]]
 
 
 def test_sweep_table_has_one_row_per_point() -> None:

@@ -17,8 +17,11 @@ from llmtwin.cluster.records import RunResult
 from llmtwin.report.plots import latency_samples, plot_latency_cdfs, plot_run
 from llmtwin.report.summary import Summary
 from llmtwin.report.sweep_plots import plot_sweep_latency, plot_sweep_throughput
-from llmtwin.report.tables import METRICS
+from llmtwin.report.tables import METRICS, slo_capacity
 from llmtwin.report.writers import instances_csv, json_text, requests_csv, write_text
+
+DEFAULT_SLO_TARGET = 0.9
+"""Fraction of requests within both SLOs that a sweep's SLO capacity asks for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +60,10 @@ def write_run(out_dir: Path, run: RunOutput, *, plots: bool = True) -> list[Path
 
 
 def relative_changes(summaries: Sequence[Summary]) -> dict[str, dict[str, float | None]]:
-    """Per policy after the first: each table metric's relative change vs the first (0.1 = +10%)."""
+    """Per policy after the first: each table metric's change vs the first, as a ratio
+    (0.1 = +10%), except metrics in % (labels ending "(%)"): their difference in percentage points."""
     base = summaries[0]
-    out: dict[str, dict[str, float | None]] = {}
-    for s in summaries[1:]:
-        row: dict[str, float | None] = {}
-        for m in METRICS:
-            v, b = m.value(s), m.value(base)
-            row[m.label] = None if v is None or b is None or b == 0 else (v - b) / abs(b)
-        out[s.policy] = row
-    return out
+    return {s.policy: {m.label: m.delta(s, base) for m in METRICS} for s in summaries[1:]}
 
 
 def write_compare(out_dir: Path, runs: Sequence[RunOutput], *, plots: bool = True) -> list[Path]:
@@ -89,21 +86,30 @@ def write_compare(out_dir: Path, runs: Sequence[RunOutput], *, plots: bool = Tru
     return files
 
 
-def sweep_document(scenario: str, points: Sequence[tuple[float, Summary]]) -> dict[str, Any]:
-    """sweep.json: every (rate, policy) summary, in run order."""
+def sweep_document(
+    scenario: str, points: Sequence[tuple[float, Summary]], slo_target: float = DEFAULT_SLO_TARGET
+) -> dict[str, Any]:
+    """sweep.json: every (rate, policy) summary in run order, and each policy's SLO capacity."""
     return {
         "scenario": scenario,
         "rates_rps": sorted({r for r, _ in points}),
         "policies": list(dict.fromkeys(s.policy for _, s in points)),
+        "slo_target": slo_target,
+        "slo_capacity_rps": slo_capacity(points, slo_target),
         "points": [{"rate_rps": r, "policy": s.policy, "summary": s.to_dict()} for r, s in points],
     }
 
 
 def write_sweep(
-    out_dir: Path, scenario: str, points: Sequence[tuple[float, Summary]], *, plots: bool = True
+    out_dir: Path,
+    scenario: str,
+    points: Sequence[tuple[float, Summary]],
+    *,
+    slo_target: float = DEFAULT_SLO_TARGET,
+    plots: bool = True,
 ) -> list[Path]:
     """sweep.json and the versus-load plots."""
-    files = [write_text(out_dir / "sweep.json", json_text(sweep_document(scenario, points)))]
+    files = [write_text(out_dir / "sweep.json", json_text(sweep_document(scenario, points, slo_target)))]
     if plots:
         files.append(plot_sweep_latency(points, out_dir / "sweep_latency.png", scenario))
         files.append(plot_sweep_throughput(points, out_dir / "sweep_throughput.png", scenario))

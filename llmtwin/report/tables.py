@@ -16,6 +16,9 @@ class Metric:
     get: Callable[[Summary], float | int | None]
     scale: float = 1.0
     fmt: str = "{:.3g}"
+    points: bool = False
+    """A percentage: changes are differences in percentage points, not ratios (an idle fraction
+    going from 2% to 20% is "+18.0 pp", not "+900%")."""
 
     def value(self, s: Summary) -> float | None:
         v = self.get(s)
@@ -24,6 +27,22 @@ class Metric:
     def text(self, s: Summary) -> str:
         v = self.value(s)
         return "-" if v is None else self.fmt.format(v)
+
+    def delta(self, s: Summary, base: Summary) -> float | None:
+        """Change of ``s`` against ``base``: a ratio (0.1 = +10%), or percentage points."""
+        v, b = self.value(s), self.value(base)
+        if v is None or b is None:
+            return None
+        if self.points:
+            return v - b
+        return None if b == 0 else (v - b) / abs(b)
+
+    def change(self, s: Summary, base: Summary) -> str:
+        """``+12.3%`` or ``+4.5 pp``; empty when undefined."""
+        d = self.delta(s, base)
+        if d is None:
+            return ""
+        return f"{d:+.1f} pp" if self.points else f"{d * 100.0:+.1f}%"
 
 
 def _busy(role: str) -> Callable[[Summary], float | None]:
@@ -52,13 +71,13 @@ METRICS: tuple[Metric, ...] = (
     Metric("throughput (tok/s)", lambda s: s.throughput_tokens_per_s, fmt="{:.1f}"),
     Metric("throughput (req/s)", lambda s: s.throughput_requests_per_s, fmt="{:.3f}"),
     Metric("goodput (req/s)", lambda s: s.goodput_requests_per_s, fmt="{:.3f}"),
-    Metric("SLO attainment (%)", lambda s: s.slo_attainment, 100.0, "{:.1f}"),
-    Metric("idle fraction (%)", lambda s: s.idle_fraction, 100.0, "{:.1f}"),
-    Metric("busy prefill (%)", _busy("prefill"), 100.0, "{:.1f}"),
-    Metric("busy decode (%)", _busy("decode"), 100.0, "{:.1f}"),
-    Metric("busy mixed (%)", _busy("mixed"), 100.0, "{:.1f}"),
-    Metric("idle as prefill (%)", _idle("prefill"), 100.0, "{:.1f}"),
-    Metric("idle as decode (%)", _idle("decode"), 100.0, "{:.1f}"),
+    Metric("SLO attainment (%)", lambda s: s.slo_attainment, 100.0, "{:.1f}", points=True),
+    Metric("idle fraction (%)", lambda s: s.idle_fraction, 100.0, "{:.1f}", points=True),
+    Metric("busy prefill (%)", _busy("prefill"), 100.0, "{:.1f}", points=True),
+    Metric("busy decode (%)", _busy("decode"), 100.0, "{:.1f}", points=True),
+    Metric("busy mixed (%)", _busy("mixed"), 100.0, "{:.1f}", points=True),
+    Metric("idle as prefill (%)", _idle("prefill"), 100.0, "{:.1f}", points=True),
+    Metric("idle as decode (%)", _idle("decode"), 100.0, "{:.1f}", points=True),
     Metric("tokens / device-s", lambda s: s.tokens_per_device_s, fmt="{:.2f}"),
     Metric("tokens / USD", lambda s: s.tokens_per_usd, fmt="{:.0f}"),
     Metric("preemptions", lambda s: s.preemptions, fmt="{:.0f}"),
@@ -120,13 +139,6 @@ def summary_table(s: Summary, markdown: bool = False) -> str:
     return format_table([f"{s.scenario} / {s.policy}", "value"], rows, markdown=markdown)
 
 
-def percent_change(value: float | None, base: float | None) -> str:
-    """``+12.3%``: how much ``value`` differs from ``base``; empty when undefined."""
-    if value is None or base is None or base == 0:
-        return ""
-    return f"{(value - base) / abs(base) * 100.0:+.1f}%"
-
-
 def compare_table(summaries: Sequence[Summary], markdown: bool = False) -> str:
     """Rows = metrics, columns = policies, each after the first followed by its change vs the first."""
     base = summaries[0]
@@ -137,7 +149,7 @@ def compare_table(summaries: Sequence[Summary], markdown: bool = False) -> str:
     for m in _shown(METRICS, summaries):
         row = [m.label, m.text(base)]
         for s in summaries[1:]:
-            row += [m.text(s), percent_change(m.value(s), m.value(base))]
+            row += [m.text(s), m.change(s, base)]
         rows.append(row)
     return format_table(header, rows, markdown=markdown)
 
@@ -161,6 +173,48 @@ def versus_table(points: Sequence[tuple[float, Summary]], policy: str, markdown:
         mine = at.get((rate, policy))
         if mine is None or base.policy == policy:
             continue
-        changes = (percent_change(m.value(mine), m.value(base)) or "-" for m in SWEEP_METRICS)
+        changes = (m.change(mine, base) or "-" for m in SWEEP_METRICS)
         rows.append([f"{rate:g}", base.policy, *changes])
     return format_table(header, rows, left=2, markdown=markdown)
+
+
+def slo_capacity(points: Sequence[tuple[float, Summary]], target: float) -> dict[str, float | None]:
+    """Per policy: the highest swept rate up to which every swept rate kept at least ``target``
+    (a fraction) of the requests within both SLOs; ``None`` when even the lowest rate did not."""
+    by_policy: dict[str, list[tuple[float, Summary]]] = {}
+    for rate, s in points:
+        by_policy.setdefault(s.policy, []).append((rate, s))
+    out: dict[str, float | None] = {}
+    for policy, pts in by_policy.items():
+        best: float | None = None
+        for rate, s in sorted(pts, key=lambda p: p[0]):
+            if s.slo_attainment is None or s.slo_attainment < target:
+                break
+            best = rate
+        out[policy] = best
+    return out
+
+
+def capacity_table(points: Sequence[tuple[float, Summary]], target: float, markdown: bool = False) -> str:
+    """Per policy: its SLO capacity (see :func:`slo_capacity`) and its peaks over the sweep."""
+    cap = slo_capacity(points, target)
+    header = [
+        "policy",
+        f"max rate with >= {target * 100:g}% in SLO (req/s)",
+        "peak throughput (tok/s)",
+        "peak goodput (req/s)",
+    ]
+    rows = []
+    for policy, rate in cap.items():
+        mine = [s for _, s in points if s.policy == policy]
+        tput = [v for s in mine if (v := s.throughput_tokens_per_s) is not None]
+        good = [v for s in mine if (v := s.goodput_requests_per_s) is not None]
+        rows.append(
+            [
+                policy,
+                "none" if rate is None else f"{rate:g}",
+                f"{max(tput):.1f}" if tput else "-",
+                f"{max(good):.3f}" if good else "-",
+            ]
+        )
+    return format_table(header, rows, markdown=markdown)

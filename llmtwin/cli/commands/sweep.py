@@ -10,8 +10,8 @@ from llmtwin.cli.commands.compare import name_list
 from llmtwin.cli.commands.simulate import add_jobs_arg, add_run_args, check_jobs
 from llmtwin.errors import ConfigurationError
 from llmtwin.report.execute import run_all, run_summary
-from llmtwin.report.outputs import write_sweep
-from llmtwin.report.tables import sweep_table, versus_table
+from llmtwin.report.outputs import DEFAULT_SLO_TARGET, write_sweep
+from llmtwin.report.tables import capacity_table, sweep_table, versus_table
 from llmtwin.scenario.loader import load_scenario
 
 
@@ -32,12 +32,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rates", help="arrival rates, req/s, comma-separated (default: the scenario's [sweep])")
     p.add_argument("--policies", help="comma-separated policies (default: the scenario's policy)")
     p.add_argument("--versus", metavar="POLICY", help="also print POLICY's change against each other policy")
+    p.add_argument(
+        "--slo-target", type=float, default=DEFAULT_SLO_TARGET,
+        help="fraction of requests within both SLOs that defines a policy's capacity (default 0.9)",
+    )  # fmt: skip
     add_jobs_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     jobs = check_jobs(args.jobs)
+    if not 0.0 < args.slo_target <= 1.0:
+        raise ConfigurationError(f"--slo-target must be in (0, 1], got {args.slo_target}")
     base = load_scenario(args.scenario, args.overrides)
     if base.workload.arrival == "trace":
         raise ConfigurationError(
@@ -67,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     if args.versus is not None:
         print()
         print(versus_table(points, args.versus, markdown=args.markdown))
+    print()
+    print(capacity_table(points, args.slo_target, markdown=args.markdown))
     if args.out is not None:
-        write_sweep(args.out, base.name, points, plots=not args.no_plots)
+        write_sweep(args.out, base.name, points, slo_target=args.slo_target, plots=not args.no_plots)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
