@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from llmtwin.hardware import HardwareCatalog, HardwareSpec
 from llmtwin.models import ModelSpec
+from llmtwin.physics.engine import NO_ENGINE, EngineCatalog, EngineSpec
 from llmtwin.physics.precision import Precision
 from llmtwin.physics.step import StepModel
 
@@ -26,5 +27,19 @@ def ascend(l2_mib: float | None = None) -> HardwareSpec:
     return hw if l2_mib is None else replace(hw, l2_capacity=l2_mib * MIB)
 
 
-def step_model(tp: int = 4, prec: str = "int8", layers: int = 3, hw: HardwareSpec | None = None) -> StepModel:
-    return StepModel(hw or ascend(), tiny_model(layers), tp, Precision.parse(prec))
+def engine_profile(name: str) -> EngineSpec:
+    """``none``, a shipped profile, or ``launch-<us>``: only a per-kernel dispatch cost of that many
+    microseconds plus 1 ms serial per iteration (partly launch-bound for the tiny model's decode)."""
+    if name.startswith("launch-"):
+        return EngineSpec(name=name, iteration_overhead_s=1e-3, per_kernel_launch_s=float(name[7:]) * 1e-6)
+    return EngineCatalog().get(name)
+
+
+def step_model(
+    tp: int = 4,
+    prec: str = "int8",
+    layers: int = 3,
+    hw: HardwareSpec | None = None,
+    engine: EngineSpec = NO_ENGINE,
+) -> StepModel:
+    return StepModel(hw or ascend(), tiny_model(layers), tp, Precision.parse(prec), engine)

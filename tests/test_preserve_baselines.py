@@ -70,3 +70,39 @@ def test_fused_timeline_replaces_each_pair_by_one_span() -> None:
     fused = [s for s in cmp.fused.ops if s.kind == "fused"]
     assert len(fused) == 2 * 3
     assert cmp.fused.ops[-1].end_s == pytest.approx(cmp.fused_step_s)
+
+
+def test_fused_kernel_pays_one_gemm_fixed_cost_before_its_first_chunk() -> None:
+    """Where the links bind, fused = GEMM fixed cost + one chunk + n chunk allreduces (alpha once, exposed)."""
+    sm = step_model()
+    e = sm.hw.efficiency
+    costs = step_costs(sm, BatchShape.decode(1, 256))
+    p = fused_pairs(costs, FusedConfig())[0]
+    gemm_s = costs.vanilla_time(p.gemm)
+    for n in (2, 4, 8):
+        chunk_ar = collective_time(sm.hw, "all_reduce", sm.tp, costs.ops[p.allreduce].message_bytes / n)
+        chunk_gemm = (gemm_s - e.gemm_overhead_s) / n
+        assert chunk_ar - e.allreduce_alpha_s >= chunk_gemm  # the links, not the GEMM chunks, bind
+        expected = e.gemm_overhead_s + chunk_gemm + n * (chunk_ar - e.allreduce_alpha_s) + e.allreduce_alpha_s
+        assert fused_time(costs, p.gemm, p.allreduce, n, hides_alpha=False) == pytest.approx(
+            expected, rel=1e-12
+        )
+
+
+def test_allreduce_times_are_the_collective_model() -> None:
+    """Each allreduce of the vanilla step takes collectives.collective_time, which pays alpha plus
+    2 (tp - 1) link hops; a fused chunk keeps its hops, so n chunks pay at least n times the hops."""
+    sm = step_model()
+    cmp = compare_step(sm, DECODE)
+    hops = 2 * (sm.tp - 1) * sm.hw.link.latency_s
+    assert hops > 0
+    for j, op in enumerate(cmp.costs.ops):
+        if op.collective != "all_reduce":
+            continue
+        expected = collective_time(sm.hw, "all_reduce", sm.tp, op.message_bytes)
+        assert cmp.vanilla.ops[j].duration_s == pytest.approx(expected, rel=1e-12)
+        assert expected >= sm.hw.efficiency.allreduce_alpha_s + hops
+    for p in fused_pairs(cmp.costs, FusedConfig()):
+        for n in (1, 2, 4, 8):
+            t = fused_time(cmp.costs, p.gemm, p.allreduce, n, hides_alpha=True)
+            assert t >= sm.hw.efficiency.allreduce_alpha_s + n * hops - 1e-15

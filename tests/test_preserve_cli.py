@@ -8,18 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from llmtwin.cli.commands import l2_sweep, preserve
+from llmtwin.cli.commands import l2_sweep, preserve, step
 from llmtwin.errors import ConfigurationError
 
 ISSUE_ARGS = ["--hardware", "ascend-910b2", "--model", "llama-3-70b", "--tp", "4"]
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """Parse and run one of the two commands as the CLI does, returning stdout."""
+    """Parse and run one of the commands as the CLI does, returning stdout."""
     parser = argparse.ArgumentParser(prog="llmtwin")
     sub = parser.add_subparsers(dest="command")
     preserve.register(sub)
     l2_sweep.register(sub)
+    step.register(sub)
     args = parser.parse_args(argv)
     assert args.func(args) == 0
     return capsys.readouterr().out
@@ -110,3 +111,28 @@ def test_fused_flags_reach_the_baseline(capsys: pytest.CaptureFixture[str]) -> N
     exposed = json.loads(run([*argv, "--fused-alpha-exposed"], capsys))
     assert exposed["config"]["fused"]["hides_alpha"] is False
     assert hidden["fused_step_s"] < exposed["fused_step_s"] <= exposed["vanilla_step_s"]
+
+
+@pytest.mark.parametrize("engine", ["none", "splitwise-dgx-a100"])
+def test_preserve_step_times_equal_llmtwin_step(engine: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """preserve's vanilla and PRESERVE step times are `llmtwin step`'s time_s without and with --preserve."""
+    device = [*ISSUE_ARGS, "--precision", "int8", "--engine", engine]
+    shape = ["--batch", "8", "--context", "16384"]
+    out = json.loads(run(["preserve", *device, *shape, "--json"], capsys))
+    plain = json.loads(run(["step", *device, "--phase", "decode", *shape, "--json"], capsys))
+    planned = json.loads(run(["step", *device, "--phase", "decode", *shape, "--preserve", "--json"], capsys))
+    assert out["vanilla_step_s"] == pytest.approx(plain["time_s"], rel=1e-12)
+    assert out["preserve_step_s"] == pytest.approx(planned["time_s"], rel=1e-12)
+    assert out["vanilla_device_s"] == pytest.approx(plain["device_time_s"], rel=1e-12)
+    assert out["preserve_device_s"] == pytest.approx(planned["device_time_s"], rel=1e-12)
+    assert out["preserve_step_s"] < out["vanilla_step_s"]
+
+
+def test_engine_dispatch_queue_is_in_the_preserve_step(capsys: pytest.CaptureFixture[str]) -> None:
+    """With an engine profile the step is more than device work plus serial overhead: dispatch queues too."""
+    argv = ["preserve", *ISSUE_ARGS, "--precision", "int8", "--batch", "8", "--context", "16384", "--json"]
+    out = json.loads(run([*argv, "--engine", "splitwise-dgx-a100"], capsys))
+    assert out["per_kernel_launch_s"] > 0
+    for scheme in ("vanilla", "fused", "preserve"):
+        device_plus_serial = out[f"{scheme}_device_s"] + out["engine_overhead_s"]
+        assert out[f"{scheme}_step_s"] > device_plus_serial * (1 + 1e-6)

@@ -6,10 +6,11 @@ import itertools
 from dataclasses import replace
 
 import pytest
-from preserve_builders import MIB, ascend, step_model
+from preserve_builders import MIB, ascend, engine_profile, step_model
 
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.roofline import class_bandwidth_fraction, memory_time
 from llmtwin.preserve import (
     PreserveConfig,
     compare_step,
@@ -22,6 +23,9 @@ from llmtwin.preserve import (
 from llmtwin.preserve.plan import PrefetchPlan
 
 DECODE = BatchShape.decode(8, 16384)
+
+ENGINES = ["launch-10", "splitwise-dgx-a100"]
+"""A partly launch-bound engine and the fitted DGX-A100 profile (fully launch-bound for the tiny model)."""
 
 CONFIGS = [
     PreserveConfig(),
@@ -53,11 +57,13 @@ def test_window_bytes_are_bounded_by_l2_hbm_window_and_budget(config: PreserveCo
     sm = step_model()
     plan = plan_step(sm, DECODE, config, l2_mib * MIB)
     peak = sm.hw.hbm_bandwidth
+    stream = step_costs(sm, DECODE, l2_mib * MIB).hbm_rate * config.prefetch_bandwidth_fraction
     for w in plan.windows:
         assert w.prefetched_bytes <= w.l2_free_bytes + 1e-6
         assert w.l2_free_bytes <= l2_mib * MIB - w.live_bytes + 1e-6
         assert w.prefetched_bytes <= w.window_bytes + 1e-6
         assert w.prefetched_bytes <= peak * w.window_s + 1e-6
+        assert w.prefetched_bytes <= stream * w.window_s + 1e-6
         if config.budget_bytes is not None:
             assert w.prefetched_bytes <= config.budget_bytes + 1e-6
         for it in w.items:
@@ -251,3 +257,51 @@ def test_fast_plan_step_l2_matches_the_full_plan(config: PreserveConfig, l2_mib:
     assert fast.keys() == full.keys()
     for j, nbytes in full.items():
         assert fast[j] == pytest.approx(nbytes, rel=1e-9)
+
+
+def test_prefetch_streams_at_the_device_models_hbm_rate() -> None:
+    """The side stream moves a byte from HBM in the time the device model's streaming GEMM reads it."""
+    sm = step_model()
+    costs = step_costs(sm, DECODE)
+    nbytes = 64 * MIB
+    gemm_read_s = memory_time(sm.hw, nbytes, 0.0, class_bandwidth_fraction(sm.hw.efficiency, "stream"))
+    assert nbytes / costs.hbm_rate == pytest.approx(gemm_read_s, rel=1e-12)
+    assert costs.hbm_rate < sm.hw.hbm_bandwidth * sm.hw.efficiency.hbm  # stream_realised < 1 on this device
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("shape", [DECODE, BatchShape.decode(1, 512), BatchShape.prefill(1, 1024)])
+def test_planned_step_equals_step_model_time(engine: str, shape: BatchShape) -> None:
+    """With an engine, PRESERVE's step is StepModel.time(shape, plan) and vanilla is StepModel.time(shape)."""
+    sm = step_model(engine=engine_profile(engine))
+    cmp = compare_step(sm, shape)
+    assert cmp.vanilla_step_s == pytest.approx(sm.time(shape), rel=1e-12)
+    assert cmp.preserve_step_s == pytest.approx(sm.time(shape, plan_step_l2(sm, shape)), rel=1e-12)
+    assert cmp.preserve.step_s == pytest.approx(
+        sum(t.time_s for t in sm.timeline(shape, cmp.plan.l2_bytes()))
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("shape", [DECODE, BatchShape.decode(1, 512)])
+def test_preserve_is_never_slower_than_vanilla_with_an_engine(
+    engine: str, config: PreserveConfig, shape: BatchShape
+) -> None:
+    """With the engine's dispatch queue and serial overhead, the PRESERVE step never exceeds the serial one."""
+    cmp = compare_step(step_model(engine=engine_profile(engine)), shape, config, l2_capacity=24 * MIB)
+    assert cmp.preserve_step_s <= cmp.vanilla_step_s * (1 + 1e-12)
+    assert cmp.fused_step_s <= cmp.vanilla_step_s * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("config", CONFIGS)
+def test_fast_step_times_match_the_full_timeline_with_an_engine(engine: str, config: PreserveConfig) -> None:
+    """step_times repeats the steady-state layer inside the engine's dispatch queue exactly."""
+    sm = step_model(layers=12, engine=engine_profile(engine))
+    cmp = compare_step(sm, DECODE, config)
+    times = step_times(sm, DECODE, config)
+    assert times.vanilla_s == pytest.approx(cmp.vanilla_step_s, rel=1e-9)
+    assert times.fused_s == pytest.approx(cmp.fused_step_s, rel=1e-9)
+    assert times.preserve_s == pytest.approx(cmp.preserve_step_s, rel=1e-9)
+    assert plan_step_l2(sm, DECODE, config).keys() == plan_step(sm, DECODE, config).l2_bytes().keys()

@@ -10,9 +10,12 @@ both its GEMM chunk and chunk ``i - 1``'s allreduce are done. Each chunk's allre
 by the device model itself (:func:`llmtwin.physics.collectives.collective_time` of ``1/n`` of the
 message) minus the fixed latency ``alpha`` (``allreduce_alpha_s``), which the fused kernel pays
 once: during the GEMM when ``FusedConfig.hides_alpha`` (one fused kernel with pre-registered
-buffers), after the last chunk otherwise. Splitting a latency-bound decode message therefore
-costs its per-chunk latency ``n`` times, and only the size-dependent part shrinks with ``n``.
-The best ``n`` among powers of
+buffers), after the last chunk otherwise. ``alpha`` excludes the ring's per-hop link latency
+(``2 (tp - 1) x link latency``, see :mod:`llmtwin.physics.collectives`), so every chunk still
+pays its own hops: splitting a latency-bound decode message costs that latency once per chunk,
+and only the size-dependent part shrinks with ``n``. The GEMM keeps its own time from the
+device model; being one kernel, it pays the GEMM fixed cost (``gemm_overhead_s``) once, before
+its first chunk, and its variable part splits evenly over the chunks. The best ``n`` among powers of
 two up to ``max_chunks`` is used; ``n = 1`` without hidden alpha is exactly the vanilla pair, so
 fused is never slower. What it cannot do is overlap anything but that one GEMM: the last chunk's
 allreduce stays exposed and nothing can overlap the KV-bound attention.
@@ -65,7 +68,7 @@ def fused_time(costs: OpCosts, gemm: int, allreduce: int, chunks: int, hides_alp
     gemm_s = costs.vanilla_time(gemm)
     chunk_ar = collective_time(hw, "all_reduce", costs.tp, costs.ops[allreduce].message_bytes / chunks)
     alpha = min(hw.efficiency.allreduce_alpha_s, chunk_ar)
-    launch = min(hw.efficiency.kernel_overhead_s, gemm_s)  # one fused kernel: one launch
+    launch = min(hw.efficiency.gemm_overhead_s, gemm_s)  # one fused kernel: one GEMM fixed cost
     chunk_s = (gemm_s - launch) / chunks
     links_free = alpha if hides_alpha else 0.0
     for i in range(1, chunks + 1):

@@ -46,8 +46,8 @@ class PreserveConfig:
     idle HBM time; ``shared``: both streams get equal bandwidth while both move data, so the
     main-stream op is stretched by its own HBM time and the prefetch moves at the full rate."""
     prefetch_bandwidth_fraction: float = 1.0
-    """Prefetch DMA bandwidth as a fraction of what a streaming kernel reaches
-    (``hbm_bandwidth * efficiency.hbm``)."""
+    """Prefetch DMA bandwidth as a fraction of what a weight-streaming kernel reaches in the
+    device model (``hbm_bandwidth * efficiency.hbm * efficiency.stream_realised``)."""
     prefetch_op_overhead_s: float = 2.0e-6
     """Side-stream time per prefetch op before bytes flow (task issue and completion event).
     Assumption: no public measurement of an Ascend CMO task's latency was found."""

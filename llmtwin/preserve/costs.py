@@ -22,7 +22,7 @@ from dataclasses import replace
 from llmtwin.hardware.spec import HardwareSpec
 from llmtwin.physics.graph import Op
 from llmtwin.physics.precision import Precision
-from llmtwin.physics.roofline import op_time
+from llmtwin.physics.roofline import class_bandwidth_fraction, op_time
 from llmtwin.preserve.config import WorkingSetConfig
 
 
@@ -45,8 +45,10 @@ class OpCosts:
         self.l2_capacity = max(0.0, l2_capacity)
         """L2 bytes on the device (may differ from ``hw.l2_capacity`` in a design-space sweep)."""
         self.working_set = working_set or WorkingSetConfig()
-        self.hbm_rate = hw.hbm_bandwidth * hw.efficiency.hbm
-        """Bytes/s a streaming transfer reaches in HBM."""
+        self.hbm_rate = hw.hbm_bandwidth * class_bandwidth_fraction(hw.efficiency, "stream")
+        """Bytes/s a streaming transfer reaches in HBM: the rate at which the device model's
+        weight-streaming kernels read (``hbm x stream_realised`` of peak), so a prefetched byte
+        costs the side stream exactly what it would have cost its consumer."""
         self._vanilla = tuple(self.time(i) for i in range(len(self.ops)))
 
     def __len__(self) -> int:
@@ -102,7 +104,3 @@ class OpCosts:
     @property
     def vanilla_step_s(self) -> float:
         return sum(self._vanilla)
-
-    def hbm_busy_s(self, nbytes: float) -> float:
-        """Seconds HBM is busy moving ``nbytes`` at streaming bandwidth."""
-        return nbytes / self.hbm_rate if self.hbm_rate > 0 else 0.0

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from llmtwin.physics.graph import BatchShape, build_graph
 from llmtwin.physics.step import StepModel
 from llmtwin.preserve.baselines import fused_timeline
 from llmtwin.preserve.config import FusedConfig, PreserveConfig, WorkingSetConfig
 from llmtwin.preserve.costs import OpCosts
+from llmtwin.preserve.engine_cost import EngineCost, engine_cost
 from llmtwin.preserve.plan import PrefetchPlan
 from llmtwin.preserve.planner import plan_prefetch
 from llmtwin.preserve.timeline import Timeline, simulate
@@ -32,7 +33,8 @@ def plan_step(
     l2_capacity: float | None = None,
 ) -> PrefetchPlan:
     """The PRESERVE plan for one iteration of ``shape`` (per allreduce: tensors, bytes, order)."""
-    return plan_prefetch(step_costs(step_model, shape, l2_capacity), config or PreserveConfig())
+    costs = step_costs(step_model, shape, l2_capacity)
+    return plan_prefetch(costs, config or PreserveConfig(), engine_cost(step_model, shape))
 
 
 def plan_step_l2(
@@ -52,7 +54,8 @@ def plan_step_l2(
     short, middle = _short_model(layers, cfg)
     ops = build_graph(replace(step_model.model, layers=short), step_model.tp, shape, step_model.prec)
     cap = step_model.hw.l2_capacity if l2_capacity is None else l2_capacity
-    hits = plan_prefetch(OpCosts(step_model.hw, step_model.prec, step_model.tp, ops, cap), cfg).l2_bytes()
+    costs = OpCosts(step_model.hw, step_model.prec, step_model.tp, ops, cap)
+    hits = plan_prefetch(costs, cfg, engine_cost(step_model, shape)).l2_bytes()
     if short == layers:
         return hits
     per_layer = sum(1 for op in ops if op.layer == 0)
@@ -78,25 +81,29 @@ def _short_model(layers: int, config: PreserveConfig) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class StepComparison:
-    """One step under the three schemes."""
+    """One step under the three schemes. The timelines are device work; the ``*_step_s``
+    figures add the engine (its dispatch queue over the main-stream ops and its serial overhead,
+    :mod:`llmtwin.preserve.engine_cost`), as ``StepModel.time`` does."""
 
     costs: OpCosts
     plan: PrefetchPlan
     vanilla: Timeline
     fused: Timeline
     preserve: Timeline
+    engine: EngineCost = field(default_factory=EngineCost)
 
     @property
     def vanilla_step_s(self) -> float:
-        return self.vanilla.step_s
+        """Seconds of the serial iteration, engine included."""
+        return self.engine.iteration_s(self.vanilla.gpu_times())
 
     @property
     def fused_step_s(self) -> float:
-        return self.fused.step_s
+        return self.engine.iteration_s(self.fused.gpu_times())
 
     @property
     def preserve_step_s(self) -> float:
-        return self.preserve.step_s
+        return self.engine.iteration_s(self.preserve.gpu_times())
 
     @property
     def speedup(self) -> float:
@@ -109,10 +116,15 @@ class StepComparison:
 
 
 def compare_costs(
-    costs: OpCosts, config: PreserveConfig | None = None, fused: FusedConfig | None = None
+    costs: OpCosts,
+    config: PreserveConfig | None = None,
+    fused: FusedConfig | None = None,
+    engine: EngineCost | None = None,
 ) -> StepComparison:
+    """The three schemes on ``costs``; ``engine`` (default: none) prices the iteration around them."""
     cfg = config or PreserveConfig()
-    plan = plan_prefetch(costs, cfg)
+    eng = engine or EngineCost()
+    plan = plan_prefetch(costs, cfg, eng)
     empty = PrefetchPlan(costs.l2_capacity, ())
     return StepComparison(
         costs,
@@ -120,6 +132,7 @@ def compare_costs(
         simulate(costs, empty, cfg),
         fused_timeline(costs, fused or FusedConfig()),
         simulate(costs, plan, cfg),
+        eng,
     )
 
 
@@ -130,13 +143,14 @@ def compare_step(
     fused: FusedConfig | None = None,
     l2_capacity: float | None = None,
 ) -> StepComparison:
-    """Vanilla, fused GEMM+allreduce and PRESERVE timelines of one step."""
-    return compare_costs(step_costs(step_model, shape, l2_capacity), config, fused)
+    """Vanilla, fused GEMM+allreduce and PRESERVE timelines of one step, with ``step_model``'s engine."""
+    costs = step_costs(step_model, shape, l2_capacity)
+    return compare_costs(costs, config, fused, engine_cost(step_model, shape))
 
 
 @dataclass(frozen=True, slots=True)
 class StepTimes:
-    """Device seconds of one step under each scheme."""
+    """Seconds of one iteration under each scheme, the step model's engine included."""
 
     vanilla_s: float
     fused_s: float
@@ -159,11 +173,13 @@ def step_times(
     working_set: WorkingSetConfig | None = None,
     fused: FusedConfig | None = None,
 ) -> StepTimes:
-    """Vanilla, fused and PRESERVE device seconds of one step, in O(ops per layer), not O(ops).
+    """Vanilla, fused and PRESERVE seconds of one iteration (``step_model``'s engine included),
+    in O(ops per layer), not O(ops).
 
     Layers are identical, so after the first few the timelines repeat: a model of
     ``2 * horizon_windows + 3`` layers is simulated and its steady-state middle layer is repeated
-    for the missing ones (``tests/test_preserve_planner.py`` checks this against the full step).
+    for the missing ones, also in the engine's dispatch queue (``tests/test_preserve_planner.py``
+    checks this against the full step).
     """
     cfg = config or PreserveConfig()
     layers = step_model.model.layers
@@ -171,11 +187,20 @@ def step_times(
     ops = build_graph(replace(step_model.model, layers=short), step_model.tp, shape, step_model.prec)
     cap = step_model.hw.l2_capacity if l2_capacity is None else l2_capacity
     costs = OpCosts(step_model.hw, step_model.prec, step_model.tp, ops, cap, working_set)
-    extra = layers - short
+    engine = engine_cost(step_model, shape)
     timelines = (
         simulate(costs, PrefetchPlan(cap, ()), cfg),
         fused_timeline(costs, fused or FusedConfig()),
-        simulate(costs, plan_prefetch(costs, cfg), cfg),
+        simulate(costs, plan_prefetch(costs, cfg, engine), cfg),
     )
-    vanilla, fused_s, preserve = (t.step_s + extra * t.layer_span_s(middle) for t in timelines)
+    repeats = layers - short + 1
+    vanilla, fused_s, preserve = (
+        engine.iteration_s(
+            t.gpu_times(range(-1, middle)),
+            t.gpu_times(range(middle, middle + 1)),
+            repeats,
+            t.gpu_times(range(middle + 1, short + 1)),
+        )
+        for t in timelines
+    )
     return StepTimes(vanilla, fused_s, preserve)

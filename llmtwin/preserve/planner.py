@@ -23,7 +23,9 @@ For each allreduce ``a`` of the step, in order:
    older ones.
 5. **Guards.** A window whose prefetches delay the main stream more than they save (``shared``
    contention) is dropped. Finally the pass declines the whole plan if the simulated step would
-   be slower than the serial one: a compiler does not insert prefetches that do not pay.
+   not be faster than the serial one, the engine's kernel-dispatch queue included when one is
+   given (:mod:`llmtwin.preserve.engine_cost`; a launch-bound step gains nothing): a compiler
+   does not insert prefetches that do not pay.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ from llmtwin.physics.graph import Op, Tensor
 from llmtwin.preserve.channel import WindowChannel, segment
 from llmtwin.preserve.config import PreserveConfig
 from llmtwin.preserve.costs import OpCosts
+from llmtwin.preserve.engine_cost import EngineCost
 from llmtwin.preserve.plan import PrefetchItem, PrefetchPlan, PrefetchWindow
 from llmtwin.preserve.timeline import simulate
 
 _WINDOW_KINDS = ("elementwise", "norm")
+_REL_ROUNDING = 1e-12
+"""Relative difference between two step times that floating-point rounding can explain."""
 
 
 def allreduce_indices(ops: Sequence[Op]) -> list[int]:
@@ -55,17 +60,22 @@ def window_ops(ops: Sequence[Op], allreduce: int, extend: bool) -> tuple[int, ..
     return tuple(out)
 
 
-def plan_prefetch(costs: OpCosts, config: PreserveConfig) -> PrefetchPlan:
-    """The prefetch plan for the step whose op costs are ``costs``."""
+def plan_prefetch(costs: OpCosts, config: PreserveConfig, engine: EngineCost | None = None) -> PrefetchPlan:
+    """The prefetch plan for the step whose op costs are ``costs``; ``engine`` (default: none)
+    only enters the final guard, through its kernel-dispatch queue."""
     planner = _Planner(costs, config)
     plan = PrefetchPlan(costs.l2_capacity, tuple(planner.window(w, a) for w, a in enumerate(planner.ars)))
     if plan.prefetched_bytes > 0:
-        step = simulate(costs, plan, config).step_s
-        if step > costs.vanilla_step_s:
+        launch = EngineCost(engine.launch_s if engine is not None else 0.0)
+        step = launch.iteration_s(simulate(costs, plan, config).gpu_times())
+        serial = launch.iteration_s([costs.vanilla_time(j) for j in range(len(costs))])
+        # A launch-bound step gains nothing from L2 and its two queue sums then differ only by
+        # rounding; a plan is kept only if it saves more than that.
+        if step >= serial * (1.0 - _REL_ROUNDING):
             return PrefetchPlan(
                 costs.l2_capacity,
                 tuple(replace(w, items=(), stretch_s=0.0) for w in plan.windows),
-                declined=f"prefetching would make the step slower ({step:.6g} s vs {costs.vanilla_step_s:.6g} s)",
+                declined=f"prefetching would not make the step faster ({step:.6g} s vs {serial:.6g} s)",
             )
     return plan
 

@@ -5,7 +5,8 @@ compute); only the capacity the planner and the working-set model see changes, a
 grows by the SRAM's area (:mod:`llmtwin.preserve.cost`).
 
 Performance is the geometric mean, over the workload mix, of the TP group's decode throughput
-(``batch / step time``, tokens/s), so each workload counts by its relative change. Mix cells
+(``batch / step time``, tokens/s, the step model's engine included as ``StepModel.time``
+charges it), so each workload counts by its relative change. Mix cells
 whose weights plus KV cache do not fit in HBM are left out (N/A, as in the paper's Figure 4) and
 listed. Cost is ``tp`` devices. The optimum is the L2 size with the highest perf per cost
 (ties: the smaller L2).
@@ -109,17 +110,16 @@ def sweep_l2(
             f"no workload of the mix fits in HBM ({step_model.model.name}, TP {step_model.tp}, "
             f"{step_model.prec.label()} on {step_model.hw.name})"
         )
-    overhead = [step_model.engine.overhead(step_model.model.layers, w.batch) for w in workloads]
     hw = step_model.hw
     rows: list[SweepRow] = []
     speedups: dict[float, tuple[float, ...]] = {}
     for mib in sorted(set(l2_mib)):
         l2 = mib * MIB
         base, pref = [], []
-        for w, extra in zip(workloads, overhead, strict=True):
-            times = step_times(step_model, w.shape(), cfg, l2, working_set)
-            base.append(w.batch / (times.vanilla_s + extra))
-            pref.append(w.batch / (times.preserve_s + extra))
+        for w in workloads:
+            times = step_times(step_model, w.shape(), cfg, l2, working_set)  # engine included
+            base.append(w.batch / times.vanilla_s)
+            pref.append(w.batch / times.preserve_s)
         device_usd = step_model.tp * cost_model.device_usd(l2, hw.hbm_capacity)
         for flag, perf in ((False, geometric_mean(base)), (True, geometric_mean(pref))):
             rows.append(SweepRow(mib, flag, perf, device_usd, perf / device_usd))

@@ -77,6 +77,11 @@ class Timeline:
     def wait_s(self) -> float:
         return sum(s.wait_s for s in self.ops)
 
+    def gpu_times(self, layers: range | None = None) -> list[float]:
+        """Each main-stream op's seconds on the device, its wait for prefetches included (what
+        the engine's dispatch queue sees as the kernel's GPU time); ``layers``: only those."""
+        return [s.end_s - s.start_s + s.wait_s for s in self.ops if layers is None or s.layer in layers]
+
     def layer_span_s(self, layer: int) -> float:
         """Seconds from the start of ``layer``'s first op (including its wait) to its last op's end."""
         spans = [s for s in self.ops if s.layer == layer]

@@ -108,8 +108,7 @@ def run(args: argparse.Namespace) -> int:
     layer = sm.model.layers // 2 if args.layer is None else args.layer
     if not 0 <= layer < sm.model.layers:
         raise ConfigurationError(f"--layer must be in 0..{sm.model.layers - 1}, got {layer}")
-    overhead = sm.engine.overhead(sm.model.layers, args.batch)
-    out = summary(args, cmp, overhead)
+    out = summary(args, cmp)
     grid = speedup_grid(args, sm, config) if args.grid_batches or args.grid_contexts else None
     if args.json:
         out["layers"] = layer_rows(cmp)
@@ -129,24 +128,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(args: argparse.Namespace, cmp: StepComparison, overhead_s: float) -> dict[str, Any]:
-    vanilla = cmp.vanilla_step_s + overhead_s
-    preserve = cmp.preserve_step_s + overhead_s
-    fused = cmp.fused_step_s + overhead_s
+def summary(args: argparse.Namespace, cmp: StepComparison) -> dict[str, Any]:
+    """The step times (engine included, as ``llmtwin step`` prices them) and the plan's totals."""
     return {
-        "vanilla_step_s": vanilla,
-        "fused_step_s": fused,
-        "preserve_step_s": preserve,
-        "speedup": vanilla / preserve if preserve > 0 else 1.0,
-        "fused_speedup": vanilla / fused if fused > 0 else 1.0,
+        "vanilla_step_s": cmp.vanilla_step_s,
+        "fused_step_s": cmp.fused_step_s,
+        "preserve_step_s": cmp.preserve_step_s,
+        "speedup": cmp.speedup,
+        "fused_speedup": cmp.fused_speedup,
+        "vanilla_device_s": cmp.vanilla.step_s,
+        "fused_device_s": cmp.fused.step_s,
+        "preserve_device_s": cmp.preserve.step_s,
         "hardware": args.hardware,
         "model": args.model,
         "tp": args.tp,
         "precision": args.precision,
+        "engine": args.engine,
         "batch": args.batch,
         "context": args.context,
         "l2_bytes": cmp.costs.l2_capacity,
-        "engine_overhead_s": overhead_s,
+        "engine_overhead_s": cmp.engine.serial_s,
+        "per_kernel_launch_s": cmp.engine.launch_s,
         "windows": len(cmp.plan.windows),
         "prefetched_bytes": cmp.plan.prefetched_bytes,
         "l2_hit_bytes": sum(s.l2_bytes for s in cmp.preserve.ops),
@@ -167,6 +169,11 @@ def print_table(out: dict[str, Any], cmp: StepComparison, layer: int) -> None:
     print(f"  vanilla   {out['vanilla_step_s'] * 1e3:9.3f} ms")
     print(f"  fused     {out['fused_step_s'] * 1e3:9.3f} ms   {out['fused_speedup']:.3f}x")
     print(f"  PRESERVE  {out['preserve_step_s'] * 1e3:9.3f} ms   {out['speedup']:.3f}x")
+    if out["engine_overhead_s"] > 0 or out["per_kernel_launch_s"] > 0:
+        print(f"  engine {out['engine']}: {out['engine_overhead_s'] * 1e3:.3f} ms serial, "
+              f"{out['per_kernel_launch_s'] * 1e6:.1f} us dispatch per kernel; device work alone: vanilla "
+              f"{out['vanilla_device_s'] * 1e3:.3f}, fused {out['fused_device_s'] * 1e3:.3f}, "
+              f"PRESERVE {out['preserve_device_s'] * 1e3:.3f} ms")  # fmt: skip
     print(f"  prefetched {out['prefetched_bytes'] / 1e9:.2f} GB per step in {out['windows']} windows, "
           f"read from L2 {out['l2_hit_bytes'] / 1e9:.2f} GB, consumers waited {out['wait_s'] * 1e6:.1f} us")  # fmt: skip
     if out["declined"]:
