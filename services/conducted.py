@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from llmtwin.sim.windows import WindowPlanner
 from proto.chunks import Reassembler
-from proto.control import DoneBatch, ExportBatch, RunRequest, WireEnvelope
+from proto.control import DoneBatch, ExportBatch, Progress, RunRequest, WireEnvelope
 from services.bus import Subscription
 
 
@@ -117,3 +117,32 @@ class ConductedRun:
         """Requests completed, summed over services that count them (-1 when none does)."""
         counts = [c for c in self.completed.values() if c >= 0]
         return sum(counts) if counts else -1
+
+    def stats(self) -> dict[str, float]:
+        """The run's statistics for ``RunOutcome.stats`` (wall-clock figures in seconds)."""
+        now = time.perf_counter()
+        ready = self.marks.get("ready", now)
+        loop_end = self.marks.get("windows_done", now)
+        return {
+            "wall_s": now - self.marks["requested"],
+            "setup_wall_s": ready - self.marks["requested"],
+            "windows_wall_s": loop_end - ready,
+            "collect_wall_s": now - loop_end,
+            "paused_wall_s": self.pacer.paused_s,
+            "windows": float(self.window),
+            "messages": float(self.messages),
+            "services": float(len(self.ready_services)),
+            "stopped": 1.0 if self.stop else 0.0,
+        }
+
+    def progress(self) -> Progress:
+        return Progress(
+            self.run,
+            self.window,
+            self.now_s,
+            self.pacer.elapsed_s(),
+            self.messages,
+            self.completed_total(),
+            self.pacer.lag_s,
+            not self.resumed.is_set(),
+        )

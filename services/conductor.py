@@ -30,7 +30,6 @@ from proto.control import (
     GrantBatch,
     Heartbeat,
     Hello,
-    Progress,
     Ready,
     Reply,
     RunConfig,
@@ -237,11 +236,11 @@ class Conductor(Service):
             self.cmetrics.runs.labels("stopped" if state.stop else "completed").inc()
         except RunFailed as exc:
             log.error("%s: run %s failed: %s", self.name, run, exc.message)
-            outcome = RunOutcome(run, state.now_s, {}, self._stats(state), exc.message, exc.service)
+            outcome = RunOutcome(run, state.now_s, {}, state.stats(), exc.message, exc.service)
             self.cmetrics.runs.labels("failed").inc()
         except Exception as exc:  # a bug here must still end the run with a message
             log.exception("%s: run %s failed", self.name, run)
-            outcome = RunOutcome(run, state.now_s, {}, self._stats(state), f"conductor: {exc!r}", self.name)
+            outcome = RunOutcome(run, state.now_s, {}, state.stats(), f"conductor: {exc!r}", self.name)
             self.cmetrics.runs.labels("failed").inc()
         finally:
             watchdog.cancel()
@@ -389,38 +388,10 @@ class Conductor(Service):
         missing = [c for c in state.components if c not in parts]
         if missing:
             raise RunFailed("", f"no export for {', '.join(missing)}")
-        return RunOutcome(state.run, state.now_s, dict(sorted(parts.items())), self._stats(state))
-
-    def _stats(self, state: ConductedRun) -> dict[str, float]:
-        now = time.perf_counter()
-        marks = state.marks
-        ready = marks.get("ready", now)
-        loop_end = marks.get("windows_done", now)
-        return {
-            "wall_s": now - marks["requested"],
-            "setup_wall_s": ready - marks["requested"],
-            "windows_wall_s": loop_end - ready,
-            "collect_wall_s": now - loop_end,
-            "paused_wall_s": state.pacer.paused_s,
-            "windows": float(state.window),
-            "messages": float(state.messages),
-            "services": float(len(state.ready_services)),
-            "stopped": 1.0 if state.stop else 0.0,
-        }
+        return RunOutcome(state.run, state.now_s, dict(sorted(parts.items())), state.stats())
 
     async def _progress(self, state: ConductedRun, force: bool = False) -> None:
         wall = time.perf_counter()
-        if not force and wall - state.last_progress < self.progress_interval_s:
-            return
-        state.last_progress = wall
-        msg = Progress(
-            state.run,
-            state.window,
-            state.now_s,
-            state.pacer.elapsed_s(),
-            state.messages,
-            state.completed_total(),
-            state.pacer.lag_s,
-            not state.resumed.is_set(),
-        )
-        await self.publish(subjects.progress(state.run), msg)
+        if force or wall - state.last_progress >= self.progress_interval_s:
+            state.last_progress = wall
+            await self.publish(subjects.progress(state.run), state.progress())
