@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 
+from llmtwin.cli.main import main
 from llmtwin.errors import ConfigurationError
 from services import config
 from services.main import add_service_args
@@ -63,3 +64,13 @@ def test_selectors_pick_components_by_role_shard_and_list() -> None:
     assert parse_shard("1/1") == (1, 1)
     with pytest.raises(ConfigurationError):
         parse_ranges("4-2")
+
+
+def test_llmtwin_service_takes_the_same_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """`llmtwin service --help` lists the roles and the TWIN_* variable of every flag."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["service", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("conductor", "device", "planner", "TWIN_NATS_URL", "TWIN_SHARD", "TWIN_DEAD_AFTER_S"):
+        assert needle in text

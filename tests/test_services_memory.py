@@ -16,7 +16,7 @@ from llmtwin.sim.kernel import Component, Envelope
 from llmtwin.sim.windows import WindowPlanner
 from proto import subjects
 from proto.codec import Codec
-from proto.control import Progress, Reply, RunRequest, RunSpec
+from proto.control import PlanReply, PlanRequest, Progress, Reply, RunRequest, RunSpec
 from services.ensemble import Ensemble, start_ensemble
 from services.factory import Factory, PlanProvider, ToyFactory, run_local
 from services.host import HostService
@@ -44,6 +44,13 @@ def memory(broker: MemoryBroker):  # type: ignore[no-untyped-def]
 @pytest.fixture
 async def ensemble() -> AsyncIterator[Ensemble]:
     ens = await start_ensemble(memory(MemoryBroker()), SPLIT)
+    yield ens
+    await ens.stop()
+
+
+@pytest.fixture
+async def ensemble_with_planner() -> AsyncIterator[Ensemble]:
+    ens = await start_ensemble(memory(MemoryBroker()), SPLIT, planner=True)
     yield ens
     await ens.stop()
 
@@ -327,3 +334,16 @@ def test_window_planner_is_deterministic_for_the_toys() -> None:
     codec = Codec()
     spec = RunSpec("toy", "fan", ("jobs=25", "seed=4"))
     assert run_local(ToyFactory(), spec, codec).parts == run_local(ToyFactory(), spec, codec).parts
+
+
+async def test_the_planner_answers_errors_without_failing(ensemble_with_planner: Ensemble) -> None:
+    """A plan request the planner cannot serve gets an error reply and is counted; the planner lives on."""
+    codec = Codec()
+    req = PlanRequest(RunSpec("toy", "pingpong"), codec.raw({"decode_seqs": 1}))
+    for _ in range(2):
+        data = await ensemble_with_planner.client_bus.request(subjects.plan(), codec.encode(req), 5.0)
+        assert "toy runs have no PRESERVE plans" in codec.decode(data, PlanReply).error
+    reg = ensemble_with_planner.registries["planner"]
+    assert reg.get_sample_value("twin_planner_requests_total", {"result": "error"}) == 2.0
+    assert ensemble_with_planner.planner is not None
+    assert ensemble_with_planner.planner.state == "ready"
