@@ -70,6 +70,8 @@ class ConductedRun:
     """setup -> running -> collecting -> done."""
     window: int = 0
     now_s: float = 0.0
+    window_opened: float = 0.0
+    """perf_counter() when the current window's grants went out."""
     expected: set[str] = field(default_factory=set)
     """Services that owe a DoneBatch for the current window."""
     dones: dict[str, DoneBatch] = field(default_factory=dict)

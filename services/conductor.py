@@ -60,6 +60,7 @@ class Conductor(Service):
         factories: Mapping[str, Factory],
         ready_timeout_s: float = 60.0,
         dead_after_s: float = 10.0,
+        window_timeout_s: float = 300.0,
         collect_timeout_s: float = 120.0,
         progress_interval_s: float = 0.25,
         **kwargs: Any,
@@ -68,6 +69,7 @@ class Conductor(Service):
         self.factories = factories
         self.ready_timeout_s = ready_timeout_s
         self.dead_after_s = dead_after_s
+        self.window_timeout_s = window_timeout_s
         self.collect_timeout_s = collect_timeout_s
         self.progress_interval_s = progress_interval_s
         self.cmetrics = ConductorMetrics(self.registry)
@@ -267,11 +269,19 @@ class Conductor(Service):
         log.info("%s: run %s ready: %s", self.name, state.run, dict(sorted(state.leaders.items())))
 
     async def _watch(self, state: ConductedRun) -> None:
-        """Fail the run when a service it waits for stops sending heartbeats."""
+        """Fail the run when a service it waits for stops sending heartbeats, or stays alive but
+        never answers a window (a message lost, e.g. across a NATS server restart)."""
         while True:
             await asyncio.sleep(min(1.0, self.dead_after_s / 4))
             if state.phase == "running":
                 owing = state.expected - set(state.dones)
+                waited = time.perf_counter() - state.window_opened
+                if owing and waited > self.window_timeout_s:
+                    state.fail(
+                        sorted(owing)[0],
+                        f"no answer from {', '.join(sorted(owing))} for window {state.window} "
+                        f"(t={state.now_s!r} s) after {waited:.0f} s, though they are alive",
+                    )
             elif state.phase == "collecting":
                 owing = state.hosting_services() - set(state.exports)
             else:
@@ -339,6 +349,7 @@ class Conductor(Service):
                 comps.append(g.component)
                 expect.append(g.expect)
         state.window, state.now_s = window, now
+        state.window_opened = time.perf_counter()
         state.expected = set(batches)
         state.dones = {}
         state.all_done.clear()

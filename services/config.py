@@ -91,12 +91,20 @@ class ConductorConfig(ServiceConfig):
     dead_after_s: float = _f(
         10.0, "a service silent this many wall seconds while owing an answer fails the run"
     )
+    window_timeout_s: float = _f(300.0, "a window unanswered this many wall seconds fails the run")
     collect_timeout_s: float = _f(120.0, "wall seconds to wait for the results")
     progress_interval_s: float = _f(0.25, "wall seconds between progress messages")
 
     def __post_init__(self) -> None:
         ServiceConfig.__post_init__(self)
-        _positive(self, "ready_timeout_s", "dead_after_s", "collect_timeout_s", "progress_interval_s")
+        _positive(
+            self,
+            "ready_timeout_s",
+            "dead_after_s",
+            "window_timeout_s",
+            "collect_timeout_s",
+            "progress_interval_s",
+        )
 
 
 @dataclass(frozen=True, slots=True)

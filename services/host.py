@@ -3,13 +3,15 @@
 Per run it builds every component (deterministically, like every other process), keeps the
 ones its :class:`~services.selection.Selector` picks, and then only reacts:
 
-* envelopes for its components arrive on their subjects at any time and are buffered with the
-  window they were produced in;
+* envelopes for its components come with the grants (relay routing) or on their subjects at
+  any time (direct routing), and are buffered with the window they were produced in;
 * a ``GrantBatch`` (window w, time T) lists its components to step and, for each, how many
   envelopes stamped <= T from windows before w it must hold. It waits for exactly that many
   (NATS gives no order across publishers, so arrival order is never used), hands them to
-  ``step`` sorted by the envelope key, publishes what the step sent (one ``EnvelopeBatch`` per
-  destination) and answers one ``DoneBatch`` for the whole grant;
+  ``step`` sorted by the envelope key, and answers one ``DoneBatch`` for the whole grant, with
+  what the steps sent (relay) or after publishing it, one ``EnvelopeBatch`` per destination
+  (direct). Anything that goes wrong after the grant is understood becomes an error
+  ``DoneBatch``, so the conductor never waits for an answer that will not come;
 * ``Collect`` finishes its components and sends their exports to the conductor.
 """
 
@@ -182,19 +184,17 @@ class HostService(Service):
     async def _on_grants(self, msg: Msg) -> None:
         grant = self.codec.decode(msg.data, GrantBatch)
         state = self._state(grant.run)
-        if len(grant.components) != len(grant.expect):
-            raise Rejected("malformed", "GrantBatch with components and expect of different lengths")
-        for item in grant.envelopes:  # relay routing: produced in earlier windows
-            box = state.mail.get(item.dst)
-            if box is None:
-                raise Rejected(
-                    "malformed", f"relayed envelope for {item.dst!r}, which {self.name} does not host"
-                )
-            box.add(grant.window - 1, self.codec.from_wire(item))
-        self.host_metrics.envelopes_in.inc(len(grant.envelopes))
         items: list[DoneItem] = []
         out: list[WireEnvelope] = []
         try:
+            if len(grant.components) != len(grant.expect):
+                raise ProtocolError("GrantBatch with components and expect of different lengths")
+            for item in grant.envelopes:  # relay routing: produced in earlier windows
+                box = state.mail.get(item.dst)
+                if box is None:
+                    raise ProtocolError(f"relayed envelope for {item.dst!r}, which {self.name} does not host")
+                box.add(grant.window - 1, self.codec.from_wire(item))
+            self.host_metrics.envelopes_in.inc(len(grant.envelopes))
             for cid, expect in zip(grant.components, grant.expect, strict=True):
                 items.append(await self._step(state, grant, cid, expect, out))
         except Exception as exc:

@@ -50,6 +50,7 @@ def build_service(
             factories=known,
             ready_timeout_s=cfg.ready_timeout_s,
             dead_after_s=cfg.dead_after_s,
+            window_timeout_s=cfg.window_timeout_s,
             collect_timeout_s=cfg.collect_timeout_s,
             progress_interval_s=cfg.progress_interval_s,
             **common,

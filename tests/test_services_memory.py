@@ -347,3 +347,21 @@ async def test_the_planner_answers_errors_without_failing(ensemble_with_planner:
     assert reg.get_sample_value("twin_planner_requests_total", {"result": "error"}) == 2.0
     assert ensemble_with_planner.planner is not None
     assert ensemble_with_planner.planner.state == "ready"
+
+
+async def test_a_window_nobody_answers_fails_the_run_even_if_everyone_is_alive() -> None:
+    """A grant lost on the way (here: swallowed by h2, which keeps its heartbeat) fails the run
+    after window_timeout_s with a message naming the silent service."""
+    ens = await start_ensemble(memory(MemoryBroker()), SPLIT, conductor_options={"window_timeout_s": 0.5})
+    swallowed = asyncio.Event()
+
+    async def lose(msg: object) -> None:
+        swallowed.set()
+
+    ens.hosts[1]._on_grants = lose  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ServiceFailure, match=r"\(h2\): no answer from h2 for window 1"):
+            await asyncio.wait_for(ens.run(RunSpec("toy", "pingpong", ("balls=5",))), 10)
+        assert swallowed.is_set()
+    finally:
+        await ens.stop()
