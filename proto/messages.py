@@ -68,6 +68,8 @@ class PrefillDone(msgspec.Struct, frozen=True, tag="twin.v1.prefill_done"):
     instance: int
     prompt_tokens: int
     generated_tokens: int
+    kv_used_blocks: int = 0
+    """The instance's KV blocks in use at that moment."""
 
 
 class Preempted(msgspec.Struct, frozen=True, tag="twin.v1.preempted"):

@@ -91,9 +91,11 @@ class Disaggregated(Policy):
     def on_message(self, now: float, body: Any, out: Outbox) -> None:
         if isinstance(body, PrefillDone):
             self.prefill.finish(body.rid)
+            self.prefill.report(body.instance, body.kv_used_blocks)
         elif isinstance(body, Done):
             self.prefill.finish(body.rid)
             self.decode.finish(body.rid)
+            self.prefill.report(body.instance, body.kv_used_blocks)
             self.decode.report(body.instance, body.kv_used_blocks)
             del self._reqs[body.rid]
         elif isinstance(body, Preempted):
@@ -122,7 +124,7 @@ class PrefillAgent(Agent):
         elif ev.kind == PREFILLED:
             h = self.engine.held[ev.rid]
             d = self.target.pop(ev.rid)
-            out.send(BALANCER, now, PrefillDone(ev.rid, self.iid, h.prompt, h.generated))
+            out.send(BALANCER, now, PrefillDone(ev.rid, self.iid, h.prompt, h.generated, self.engine.used))
             # Every request of the iteration streams over the same link: they land together.
             batch_bytes = self.ctx.kv_bytes(ev.batch_tokens)
             link = self.ctx.link
