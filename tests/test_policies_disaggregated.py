@@ -68,3 +68,14 @@ def test_default_pool_split_and_bad_splits() -> None:
         run_scenario(make_scenario("disaggregated", {"prefill_instances": 2}, instances=2), requests=[])
     with pytest.raises(ConfigurationError, match="at least 2"):
         run_scenario(make_scenario("disaggregated"), requests=[])
+
+
+@pytest.mark.parametrize("routing", ["round_robin", "least_outstanding_tokens", "least_kv"])
+def test_every_routing_uses_every_instance_of_each_pool(routing: str) -> None:
+    """Within each pool, every routing rule spreads requests over all its instances."""
+    s = make_scenario("disaggregated", {"prefill_instances": 2, "routing": routing}, instances=5)
+    reqs = make_requests(40, rate_rps=40.0)
+    res = run_scenario(s, requests=reqs)
+    check_conservation(res, reqs)
+    assert {r.instances[0] for r in res.requests} == {0, 1}
+    assert {r.instances[-1] for r in res.requests} == {2, 3, 4}
