@@ -71,6 +71,8 @@ def test_slo_capacity_is_the_last_rate_of_the_unbroken_run_from_the_lowest() -> 
     assert slo_capacity(points, 0.9) == {"colocated": 2.0, "accellm": None}
     rows = capacity_table(points, 0.9).splitlines()[2:]
     assert [r.split()[:2] for r in rows] == [["colocated", "2"], ["accellm", "none"]]
+    rows = capacity_table([(1.0, good), (2.0, good)], 0.9).splitlines()[2:]
+    assert rows[0].split()[:3] == ["colocated", ">=", "2"]
 
 
 def test_sweep_table_has_one_row_per_point() -> None:

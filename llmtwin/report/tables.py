@@ -196,7 +196,8 @@ def slo_capacity(points: Sequence[tuple[float, Summary]], target: float) -> dict
 
 
 def capacity_table(points: Sequence[tuple[float, Summary]], target: float, markdown: bool = False) -> str:
-    """Per policy: its SLO capacity (see :func:`slo_capacity`) and its peaks over the sweep."""
+    """Per policy: its SLO capacity (see :func:`slo_capacity`; ``>= r`` when the policy still met
+    the target at the highest swept rate ``r``) and its peaks over the sweep."""
     cap = slo_capacity(points, target)
     header = [
         "policy",
@@ -206,13 +207,15 @@ def capacity_table(points: Sequence[tuple[float, Summary]], target: float, markd
     ]
     rows = []
     for policy, rate in cap.items():
+        top = max(r for r, s in points if s.policy == policy)
         mine = [s for _, s in points if s.policy == policy]
         tput = [v for s in mine if (v := s.throughput_tokens_per_s) is not None]
         good = [v for s in mine if (v := s.goodput_requests_per_s) is not None]
         rows.append(
             [
                 policy,
-                "none" if rate is None else f"{rate:g}",
+                # At the highest swept rate the capacity is only a lower bound.
+                "none" if rate is None else f">= {rate:g}" if rate == top else f"{rate:g}",
                 f"{max(tput):.1f}" if tput else "-",
                 f"{max(good):.3f}" if good else "-",
             ]
