@@ -27,7 +27,10 @@ def _percentile_panel(
     groups: dict[str, list[tuple[float, Summary]]],
     get: Callable[[Summary], Distribution],
     name: str,
+    slo_s: float | None = None,
 ) -> None:
+    if slo_s is not None:
+        ax.axhline(slo_s, color="0.4", ls=":", lw=1.0, label="SLO")
     for i, (policy, pts) in enumerate(groups.items()):
         color = f"C{i}"
         rates = [r for r, _ in pts]
@@ -63,10 +66,14 @@ def _scalar_panel(
 def plot_sweep_latency(points: SweepPoints, path: Path, title: str = "") -> Path:
     """TTFT, TBT and E2E p50 (solid) and p99 (dashed) against the arrival rate."""
     groups = by_policy(points)
+    slos = {s.slo for _, s in points}
+    # One dotted SLO line per panel when every run had the same SLOs (the TBT SLO bounds each
+    # request's own p99 gap, so against the pooled percentiles it is a guide, not a threshold).
+    slo = next(iter(slos)) if len(slos) == 1 else None
     fig = new_figure(12.0, 3.8)
     axes = fig.subplots(1, 3)
-    _percentile_panel(axes[0], groups, lambda s: s.ttft_s, "TTFT")
-    _percentile_panel(axes[1], groups, lambda s: s.tbt_s, "TBT")
+    _percentile_panel(axes[0], groups, lambda s: s.ttft_s, "TTFT", slo.ttft_s if slo else None)
+    _percentile_panel(axes[1], groups, lambda s: s.tbt_s, "TBT", slo.tbt_s if slo else None)
     _percentile_panel(axes[2], groups, lambda s: s.e2e_s, "E2E")
     axes[0].legend(fontsize="x-small")
     if title:
