@@ -158,6 +158,7 @@ class AcceLLMAgent(Agent):
             self.moved(h.rid, nbytes)
             delta += nbytes
             self.peer.pop(h.rid, None)
+            self.synced.pop(h.rid, None)
             self.awaiting.add(h.rid)
         # Eager sync streamed those bytes as the tokens were made; on hand-over they go now.
         wait = 0.0 if self.cfg.eager else self.ctx.link.time(self.iid, self.cfg.partner, delta)
