@@ -127,8 +127,10 @@ class HardwareSpec:
     def compute_peak(self, dtype: str) -> float:
         """Peak FLOP/s for GEMMs whose operands are ``dtype``.
 
-        A dtype the device has no units for runs at the best supported wider type (fp8 on an
-        A100 runs as fp16 after up-conversion), which is what real kernels do.
+        A dtype the device has no units for runs as the 16-bit type it is up-converted to (fp8
+        or int8 on a device without those units runs at the bf16/fp16 rate, never at the rate of
+        the other 8-bit type: fp8 and int8 are not interchangeable); int4 runs on int8 units where
+        they exist. That is what real kernels do.
         """
         for candidate in _FALLBACK.get(dtype, (dtype,)):
             peak = self.peak_flops.get(candidate)
@@ -141,7 +143,7 @@ _FALLBACK: dict[str, tuple[str, ...]] = {
     "fp32": ("fp32", "bf16", "fp16"),
     "bf16": ("bf16", "fp16"),
     "fp16": ("fp16", "bf16"),
-    "fp8": ("fp8", "int8", "bf16", "fp16"),
-    "int8": ("int8", "fp8", "bf16", "fp16"),
+    "fp8": ("fp8", "bf16", "fp16"),
+    "int8": ("int8", "bf16", "fp16"),
     "int4": ("int4", "int8", "bf16", "fp16"),
 }
