@@ -365,3 +365,12 @@ async def test_a_window_nobody_answers_fails_the_run_even_if_everyone_is_alive()
         assert swallowed.is_set()
     finally:
         await ens.stop()
+
+
+async def test_pacing_changes_only_wall_time(ensemble: Ensemble) -> None:
+    """At --speed 40 the run takes at least virtual time / 40 of wall time and gives the same exports."""
+    spec = RunSpec("toy", "pingpong", ("balls=12",))
+    out = await asyncio.wait_for(ensemble.run(spec, speed=40.0), 10)
+    ref = run_local(ToyFactory(), spec, Codec())
+    assert {k: bytes(v) for k, v in out.parts.items()} == ref.parts
+    assert out.stats["windows_wall_s"] >= ref.end_s / 40.0
