@@ -1,8 +1,9 @@
 """The ``cluster`` factory: the twin's own components, built identically in every process.
 
 Each process loads the scenario (same reference, overrides and policy), generates the same
-requests from the scenario seed, and calls :func:`llmtwin.cluster.run.build_components`, as
-:func:`llmtwin.cluster.run.run_scenario` does in one process. Instances whose decode steps use
+requests with :func:`llmtwin.cluster.run.scenario_requests`, and calls
+:func:`llmtwin.cluster.run.build_components`, as :func:`llmtwin.cluster.run.run_scenario` does in
+one process. Instances whose decode steps use
 PRESERVE get their plans from the planner service (``services/plans.py``); the planner computes
 them with :func:`llmtwin.preserve.plan_step_l2` on the scenario's step model.
 """
@@ -14,16 +15,13 @@ from typing import Any
 import msgspec
 
 from llmtwin.cluster.records import RunResult
-from llmtwin.cluster.run import assemble_result, build_components, step_model
+from llmtwin.cluster.run import assemble_result, build_components, scenario_requests, step_model
 from llmtwin.errors import ProtocolError
-from llmtwin.models import ModelCatalog
 from llmtwin.physics.graph import BatchShape
 from llmtwin.preserve import plan_step_l2
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.spec import Scenario
 from llmtwin.sim.kernel import Component
-from llmtwin.workload.generate import generate_requests
-from llmtwin.workload.request import RequestSpec
 from proto.codec import Codec
 from proto.control import RunOutcome, RunSpec
 from services.factory import PlanFunction, PlanProvider
@@ -42,15 +40,9 @@ class ClusterFactory:
             found = self._scenarios[spec] = load_scenario(spec.scenario, spec.overrides, spec.policy)
         return found
 
-    @staticmethod
-    def requests(scenario: Scenario) -> list[RequestSpec]:
-        """The run's requests, generated exactly as ``run_scenario`` generates them."""
-        model = ModelCatalog().get(scenario.model)
-        return generate_requests(scenario.workload, scenario.seed, model.max_context)
-
     def build(self, spec: RunSpec, plan_provider: PlanProvider | None = None) -> list[Component]:
         scenario = self.scenario(spec)
-        return build_components(scenario, self.requests(scenario), plan_provider=plan_provider)
+        return build_components(scenario, scenario_requests(scenario), plan_provider=plan_provider)
 
     def needs_planner(self, spec: RunSpec) -> bool:
         return bool(self.scenario(spec).engine.preserve)

@@ -102,13 +102,19 @@ def assemble_result(
     return result
 
 
+def scenario_requests(scenario: Scenario) -> list[RequestSpec]:
+    """The run's requests: the scenario's workload, generated from its seed and clipped to the
+    model's context. Every process of a distributed run calls this and gets the same list."""
+    model = ModelCatalog().get(scenario.model)
+    return generate_requests(scenario.workload, scenario.seed, model.max_context)
+
+
 def run_scenario(
     scenario: Scenario, *, requests: list[RequestSpec] | None = None, progress: Progress | None = None
 ) -> RunResult:
     """Generate the requests (unless given), run every component in this process, assemble."""
     if requests is None:
-        model = ModelCatalog().get(scenario.model)
-        requests = generate_requests(scenario.workload, scenario.seed, model.max_context)
+        requests = scenario_requests(scenario)
     wall0 = time.perf_counter()
     comps = build_components(scenario, requests)
     balancer = next(c for c in comps if isinstance(c, Balancer))
