@@ -1,19 +1,20 @@
-"""Write the hardware and engine TOML files a calibration produces.
+"""Write the hardware and engine TOML files a calibration produces (through :mod:`llmtwin.tomlw`).
 
-Only what the catalogs read is written: top-level strings and numbers, then flat tables of
-strings, numbers and booleans. The standard library reads TOML but does not write it, and this
-subset needs no dependency.
+The hardware file is the base file's content with the fitted fields added, so whatever the base
+file holds (arrays such as ``allreduce_bus_efficiency_by_world`` included) is written back.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from llmtwin.errors import CalibrationError
+from llmtwin.tomlw import dumps
+
+__all__ = ["SIGNIFICANT_DIGITS", "dumps", "round_sig", "write"]
 
 SIGNIFICANT_DIGITS = 4
 """Fitted values are rounded to this many significant digits (the data do not support more)."""
@@ -26,43 +27,12 @@ def round_sig(value: float, digits: int = SIGNIFICANT_DIGITS) -> float:
     return round(value, digits - 1 - math.floor(math.log10(abs(value))))
 
 
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, str):
-        if "\n" in v:
-            return '"""' + v.replace("\\", "\\\\").replace('"""', '\\"""') + '"""'
-        return json.dumps(v, ensure_ascii=False)
-    raise CalibrationError(f"cannot write {type(v).__name__} value {v!r} to TOML")
-
-
-def _key(k: str) -> str:
-    bare = k.replace("_", "").replace("-", "").isalnum()
-    return k if bare else json.dumps(k)
-
-
-def dumps(doc: Mapping[str, Any]) -> str:
-    """TOML text for ``doc``: scalars first, then one ``[table]`` per mapping value."""
-    lines = [f"{_key(k)} = {_value(v)}" for k, v in doc.items() if not isinstance(v, Mapping)]
-    for k, v in doc.items():
-        if isinstance(v, Mapping):
-            lines.append("")
-            lines.append(f"[{_key(k)}]")
-            for kk, vv in v.items():
-                if isinstance(vv, Mapping):
-                    raise CalibrationError(f"nested table {k}.{kk} is not supported")
-                lines.append(f"{_key(kk)} = {_value(vv)}")
-    return "\n".join(lines) + "\n"
-
-
 def write(path: Path, doc: Mapping[str, Any]) -> None:
-    """Write ``doc`` to ``path`` (parent directories created)."""
+    """Write ``doc`` to ``path`` as UTF-8 (parent directories created)."""
+    text = dumps(doc)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(dumps(doc))
+        with path.open("w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
     except OSError as exc:
         raise CalibrationError(f"{path}: cannot write: {exc.strerror}") from None
