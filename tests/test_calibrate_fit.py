@@ -45,7 +45,10 @@ def test_calibrate_reproduces_the_shipped_files(tmp_path: Path, capsys: pytest.C
     assert "median |predicted/measured - 1|" in out
     shipped = HardwareCatalog().get("a100-80g").efficiency
     fresh = HardwareCatalog().get(str(tmp_path / "hardware" / "a100-80g.toml")).efficiency
-    assert dataclasses.asdict(fresh) == pytest.approx(dataclasses.asdict(shipped), rel=2e-3)
+    fresh_fields, shipped_fields = dataclasses.asdict(fresh), dataclasses.asdict(shipped)
+    table = "allreduce_bus_efficiency_by_world"  # a tuple of pairs: compared exactly, not by approx
+    assert fresh_fields.pop(table) == shipped_fields.pop(table)
+    assert fresh_fields == pytest.approx(shipped_fields, rel=2e-3)
     engine_file = (
         Path(__file__).resolve().parents[1] / "llmtwin" / "data" / "engines" / "splitwise-dgx-a100.toml"
     )

@@ -71,7 +71,7 @@ LOSS_SCALE = 0.1
 
 def with_efficiency(hw: HardwareSpec, **fields: float) -> HardwareSpec:
     """``hw`` with some efficiency fields replaced."""
-    return dataclasses.replace(hw, efficiency=dataclasses.replace(hw.efficiency, **fields))
+    return dataclasses.replace(hw, efficiency=hw.efficiency.replace_numbers(fields))
 
 
 def _solve(

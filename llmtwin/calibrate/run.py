@@ -83,7 +83,7 @@ def calibrate(inputs: Inputs, model_lookup: Callable[[str], ModelSpec]) -> Resul
         fitted_names += [p.name for p in ALLREDUCE_PARAMS] if "all_reduce" in kinds else []
         fitted_names += [p.name for p in P2P_PARAMS] if "send_recv" in kinds else []
     fitted = {n: round_sig(getattr(hw.efficiency, n)) for n in fitted_names}
-    hw = dataclasses.replace(hw, efficiency=dataclasses.replace(hw.efficiency, **fitted))
+    hw = dataclasses.replace(hw, efficiency=hw.efficiency.replace_numbers(fitted))
 
     iterations: list[IterationSample] = []
     configs: list[Config] = []

@@ -23,6 +23,7 @@ File format (units in key names; every figure's source under ``[sources]``)::
     devices_per_node = 8
     [efficiency]                       # optional; any field of llmtwin.hardware.spec.Efficiency
     gemm_max = 0.86
+    allreduce_bus_efficiency_by_world = [[2, 0.82], [5, 0.93]]   # [world, efficiency] pairs
     [price]                            # optional
     usd_per_hour = 1.5
     [sources]                          # keys name a field present in the file
@@ -36,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from llmtwin.catalog_files import FieldReader, find_files, read_toml
 from llmtwin.errors import CatalogFileError, UnknownHardware
@@ -44,6 +46,8 @@ from llmtwin.hardware.spec import Efficiency, HardwareSpec, LinkSpec
 _TOPOLOGIES = ("nvswitch", "full_mesh", "torus2d", "torus3d", "ring")
 _COMPUTE_KEYS = {"bf16_tflops": "bf16", "fp16_tflops": "fp16", "fp8_tflops": "fp8", "int8_tops": "int8"}
 _EFFICIENCY_FIELDS = {f.name for f in dataclasses.fields(Efficiency)}
+_BY_WORLD = "allreduce_bus_efficiency_by_world"
+"""The one efficiency field that is a table ([world, efficiency] pairs), not a number."""
 _SECTION_FIELDS: dict[str, frozenset[str]] = {
     "compute": frozenset(_COMPUTE_KEYS),
     "memory": frozenset({"hbm_gb", "hbm_tb_s", "l2_mib", "l2_tb_s"}),
@@ -82,8 +86,7 @@ def load_hardware_file(path: Path) -> HardwareSpec:
         raise CatalogFileError(f"{path}: field 'compute.bf16_tflops' (or fp16_tflops) is missing")
     mem = root.sub("memory")
     link = root.sub("link")
-    eff_table = root.sub("efficiency", required=False)
-    efficiency = Efficiency(**{k: eff_table.number(k, positive=False) for k in eff_table.table})
+    efficiency = _efficiency(root.sub("efficiency", required=False))
     price = root.sub("price", required=False)
     return HardwareSpec(
         name=name,
@@ -107,6 +110,34 @@ def load_hardware_file(path: Path) -> HardwareSpec:
         tdp_w=price.optional_number("tdp_w"),
         sources=_sources(root),
     )
+
+
+def _efficiency(table: FieldReader) -> Efficiency:
+    """The [efficiency] table: numbers, and the by-world allreduce table."""
+    numbers = {k: table.number(k, positive=False) for k in table.table if k != _BY_WORLD}
+    by_world = _world_pairs(table, _BY_WORLD) if table.has(_BY_WORLD) else ()
+    return Efficiency(allreduce_bus_efficiency_by_world=by_world).replace_numbers(numbers)
+
+
+def _world_pairs(table: FieldReader, key: str) -> tuple[tuple[int, float], ...]:
+    """An array of [world, efficiency] pairs: integer worlds >= 2, increasing; efficiencies > 0."""
+    where = f"{table.path}: field '{table.prefix}{key}'"
+    value: Any = table.table[key]
+    if not isinstance(value, list):
+        raise CatalogFileError(f"{where} must be an array of [world, efficiency] pairs, got {value!r}")
+    pairs: list[tuple[int, float]] = []
+    for entry in value:
+        if not (isinstance(entry, list) and len(entry) == 2):
+            raise CatalogFileError(f"{where}: entry {entry!r} is not a [world, efficiency] pair")
+        world, eff = entry
+        if isinstance(world, bool) or not isinstance(world, int) or world < 2:
+            raise CatalogFileError(f"{where}: world {world!r} in {entry!r} must be an integer >= 2")
+        if isinstance(eff, bool) or not isinstance(eff, int | float) or not eff > 0:
+            raise CatalogFileError(f"{where}: efficiency {eff!r} in {entry!r} must be a number > 0")
+        if pairs and world <= pairs[-1][0]:
+            raise CatalogFileError(f"{where}: worlds must increase, but {world} follows {pairs[-1][0]}")
+        pairs.append((world, float(eff)))
+    return tuple(pairs)
 
 
 def _check_known_fields(root: FieldReader) -> None:

@@ -7,8 +7,10 @@ second are fitted by ``llmtwin calibrate`` and carry over to hardware that was n
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Topology = Literal["nvswitch", "full_mesh", "torus2d", "torus3d", "ring"]
 
@@ -35,7 +37,13 @@ class Efficiency:
     """Fraction of peak L2 bandwidth a kernel reading from L2 reaches."""
     allreduce_bus_efficiency: float = 0.77
     """Plateau allreduce bus bandwidth (nccl-tests busbw at large messages) as a fraction of the
-    per-direction link bandwidth."""
+    per-direction link bandwidth; for group sizes ``allreduce_bus_efficiency_by_world`` does not
+    cover."""
+    allreduce_bus_efficiency_by_world: tuple[tuple[int, float], ...] = ()
+    """The same plateau fraction where it depends on the group size: ``(world, efficiency)``
+    pairs, worlds increasing from 2. A group of ``n`` devices takes the entry with the largest
+    world <= ``n`` (see :meth:`allreduce_bus_efficiency_at`). On Hopper NCCL reduces in the
+    NVSwitch (NVLS) only from 5 GPUs, so 2-4 GPUs run at ring speed."""
     allreduce_alpha_s: float = 20.0e-6
     """Latency of one small-message allreduce (synchronisation, protocol) on top of the ring's
     per-hop link latency, seconds: a small-message time measured over n devices gives
@@ -78,6 +86,25 @@ class Efficiency:
     allreduce_sharpness: float = 0.7715
     """Exponent q of the smooth sum (alpha^q + t_bw^q)^(1/q) of latency and bandwidth terms of a
     collective (q = 1 is the classic alpha-beta sum)."""
+
+    def replace_numbers(self, values: Mapping[str, float]) -> Efficiency:
+        """A copy with the named number fields replaced (what a hardware file or a fit sets).
+
+        ``dataclasses.replace(eff, **values)`` does the same, but a type checker cannot tell that
+        ``values`` leaves the by-world table alone.
+        """
+        changes: dict[str, Any] = dict(values)
+        return dataclasses.replace(self, **changes)
+
+    def allreduce_bus_efficiency_at(self, world: int) -> float:
+        """Plateau allreduce bus efficiency of a group of ``world`` devices: the
+        ``allreduce_bus_efficiency_by_world`` entry with the largest world <= ``world``, else
+        ``allreduce_bus_efficiency``."""
+        best_world, best = 0, self.allreduce_bus_efficiency
+        for w, eff in self.allreduce_bus_efficiency_by_world:
+            if best_world < w <= world:
+                best_world, best = w, eff
+        return best
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,17 @@
 """Alpha-beta cost of collectives on a scale-up topology.
 
     t = ((alpha + steps * link_latency)^q + t_bw^q)^(1/q)
-    t_bw = algorithm_bytes / (raw_bus_bandwidth * allreduce_bus_efficiency * allreduce_realised)
+    t_bw = algorithm_bytes / (raw_bus_bandwidth * allreduce_bus_efficiency(world) * allreduce_realised)
 
 ``alpha`` (small-message latency on top of the per-hop link latency: a small-message measurement
 over n devices gives ``alpha = t_small - 2(n-1) * link_latency``) and the plateau bus efficiency are
-measurements of the device
-(nccl-tests style, in its hardware file); ``allreduce_realised`` (the fraction of that plateau
-which serving-sized messages reach) and ``q`` (how latency and bandwidth terms combine: q = 1 is
-the classic sum, q < 1 adds the protocol hand-over penalty seen between 1 and 16 MB) are fitted
-kernel-shape parameters. The bytes each rank moves are the textbook ones: 2(n-1)/n * S for a
-ring allreduce, (n-1)/n * S for an allgather.
+measurements of the device (nccl-tests style, in its hardware file; the efficiency may depend on
+the group size, ``Efficiency.allreduce_bus_efficiency_by_world``, as NVLS does on Hopper);
+``allreduce_realised`` (the fraction of that plateau which serving-sized messages reach) and
+``q`` (how latency and bandwidth terms combine: q = 1 is the classic sum, q < 1 adds the protocol
+hand-over penalty seen between 1 and 16 MB) are fitted kernel-shape parameters. The bytes each
+rank moves are the textbook ones: 2(n-1)/n * S for a ring allreduce, (n-1)/n * S for an
+allgather.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def bus_bandwidth(hw: HardwareSpec, world: int) -> float:
 
 
 def achieved_bus_bandwidth(hw: HardwareSpec, world: int) -> float:
-    """Bytes/s per direction an allreduce of serving-sized messages reaches."""
+    """Bytes/s per direction an allreduce of serving-sized messages over ``world`` devices reaches."""
     e = hw.efficiency
-    return bus_bandwidth(hw, world) * e.allreduce_bus_efficiency * e.allreduce_realised
+    return bus_bandwidth(hw, world) * e.allreduce_bus_efficiency_at(world) * e.allreduce_realised
 
 
 def ring_collective_time(hw: HardwareSpec, op: Collective, world: int, size_bytes: Num) -> Num:
