@@ -97,14 +97,30 @@ class NatsBus:
         return bytes(msg.data)
 
     async def flush(self, timeout: float = 5.0) -> None:
-        await self.nc.flush(timeout=math.ceil(timeout))
+        # nats-py keeps the future of a cancelled flush in its queue of PONG waiters; the PONG then
+        # fails on it and kills the connection's read loop, after which every flush (and so drain)
+        # times out. Shielded, a cancelled caller lets the PING get its PONG.
+        inner = asyncio.ensure_future(self.nc.flush(timeout=math.ceil(timeout)))
+        inner.add_done_callback(_retrieve)
+        await asyncio.shield(inner)
 
     async def drain(self) -> None:
         if self.nc.is_closed:
             return
         # Already closing: nothing left to drain.
         with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
-            await self.nc.drain()
+            try:
+                await self.nc.drain()
+            except nats.errors.TimeoutError as exc:
+                # Shutting down either way: a server too slow to answer must not turn into a crash.
+                log.warning("nats: drain did not finish (%s); closing", exc)
+                await self.nc.close()
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Done callback of a shielded flush whose caller went away: log instead of 'never retrieved'."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("nats: flush: %s", task.exception())
 
 
 async def connect(url: str, name: str, *, reconnect_attempts: int = 60) -> NatsBus:
