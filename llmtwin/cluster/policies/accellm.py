@@ -8,6 +8,10 @@ partner (no data moves: the partner holds copies), prefills the pair's prompts i
 iterations, streams each prompt's KV to the partner layer by layer, and goes back to decoding as
 soon as no prompt waits, taking a share of the pair's decodes back (``decode_split``).
 
+With ``max_prefill_per_pair = 2`` the partner also takes the prefill role while the first prefill
+instance has at least ``second_prefill_queue_tokens`` prompt tokens queued (dispatched and not yet
+prefilled, known from ``PrefillDone``): the pair's decodes then pause until one of the two drains.
+
 The instance side (roles, copies, hand-overs, eviction, rebuilds) is in ``accellm_agent.py``;
 every rule and its default's justification is in docs/policies.md.
 """
@@ -24,7 +28,7 @@ from llmtwin.cluster.policies.routing import ROUTINGS, Router
 from llmtwin.cluster.seqs import DECODE
 from llmtwin.errors import ConfigurationError
 from llmtwin.sim.kernel import Outbox
-from proto.messages import Arrival, Dispatch, Done, Preempted, RoleChanged
+from proto.messages import Arrival, Dispatch, Done, Preempted, PrefillDone, RoleChanged
 
 
 class AcceLLM(Policy):
@@ -82,6 +86,21 @@ class AcceLLM(Policy):
             "Most prompt tokens in one prefill iteration (0: engine.max_batch_tokens).",
             low=0,
         ),
+        "max_prefill_per_pair": Param(
+            1,
+            "How many instances of a pair may prefill at once: 1 (the other always decodes) or 2 "
+            "(under a prompt queue both prefill and the pair's decodes pause).",
+            low=1,
+            high=2,
+        ),
+        "second_prefill_queue_tokens": Param(
+            0,
+            "With max_prefill_per_pair = 2: prompt tokens queued at the pair's prefill instance "
+            "(dispatched, not yet prefilled) at or above which a new prompt goes to the partner, "
+            "which then prefills too (0: the prefill batch, prefill_batch_tokens or "
+            "engine.max_batch_tokens).",
+            low=0,
+        ),
         "handover_delay_s": Param(
             0.0,
             "Fixed control delay of a hand-over (the data is already there), seconds.",
@@ -97,8 +116,17 @@ class AcceLLM(Policy):
             raise ConfigurationError("accellm: rebuild_threshold must be >= redundancy_evict_threshold")
         pairs = ctx.instances // 2
         self.router = Router(self.params["pair_routing"], range(pairs))
-        self.prefiller: list[int | None] = [None] * pairs
-        """The instance prefilling for each pair (None: neither)."""
+        self.prefillers: list[list[int]] = [[] for _ in range(pairs)]
+        """The instances prefilling for each pair, the first one first (at most max_prefill_per_pair)."""
+        self.max_prefill = int(self.params["max_prefill_per_pair"])
+        self.trigger = (
+            self.params["second_prefill_queue_tokens"]
+            or self.params["prefill_batch_tokens"]
+            or ctx.engine.max_batch_tokens
+        )
+        self.queued = [0] * ctx.instances
+        """Prompt tokens dispatched to each instance and not yet prefilled (max_prefill_per_pair = 2)."""
+        self._queued_rid: dict[int, tuple[int, int]] = {}
         self.last_prefiller = [1] * pairs
         self.dispatched = [0] * ctx.instances
         self.pinned = [0] * ctx.instances
@@ -118,12 +146,34 @@ class AcceLLM(Policy):
         self._dispatch(now, k, a, 0, out)
 
     def _dispatch(self, now: float, k: int, a: Arrival, generated: int, out: Outbox) -> None:
-        p = self.prefiller[k]
-        if p is None:
-            p = self.prefiller[k] = self._choose(k)
+        p = self._target(k)
         self.dispatched[p] += 1
+        if self.max_prefill > 1:
+            tokens = a.prompt_tokens + generated
+            self.queued[p] += tokens
+            self._queued_rid[a.rid] = (p, tokens)
         body = Dispatch(a.rid, a.arrival_s, a.prompt_tokens, a.output_tokens, generated)
         out.send(instance_id(p), now + self.ctx.routing_latency_s, body)
+
+    def _target(self, k: int) -> int:
+        """The instance of pair ``k`` that prefills the next prompt (made a prefill instance if needed)."""
+        ps = self.prefillers[k]
+        if not ps:
+            ps.append(self._choose(k))
+            return ps[0]
+        first = ps[0]
+        if self.max_prefill == 1 or self.queued[first] < self.trigger:
+            return first
+        if len(ps) == 1:
+            # A full prefill batch already waits there: the partner prefills too (its decodes pause).
+            ps.append(first ^ 1)
+            return first ^ 1
+        return min(ps, key=lambda i: (self.queued[i], ps.index(i)))
+
+    def _unqueue(self, rid: int) -> None:
+        got = self._queued_rid.pop(rid, None)
+        if got is not None:
+            self.queued[got[0]] -= got[1]
 
     def _choose(self, k: int) -> int:
         x, y = 2 * k, 2 * k + 1
@@ -142,12 +192,16 @@ class AcceLLM(Policy):
                 body.instance // 2, self.used[body.instance & ~1] + self.used[body.instance | 1]
             )
             del self._reqs[body.rid]
+            self._unqueue(body.rid)  # a one-token request completes at its prefill
+        elif isinstance(body, PrefillDone):
+            self._unqueue(body.rid)
         elif isinstance(body, RoleChanged):
             i = body.instance
             self.pinned[i] = body.pinned
-            # Back to decoding with every prompt sent to it done: the pair has no prefill instance.
-            if body.role == DECODE and self.prefiller[i // 2] == i and body.prefilled == self.dispatched[i]:
-                self.prefiller[i // 2] = None
+            # Back to decoding with every prompt sent to it done: it no longer prefills for the pair.
+            ps = self.prefillers[i // 2]
+            if body.role == DECODE and i in ps and body.prefilled == self.dispatched[i]:
+                ps.remove(i)
         elif isinstance(body, Preempted):
             # Recompute inside the same pair (its prefill instance prefills prompt + tokens so far).
             self._dispatch(now, body.instance // 2, self._reqs[body.rid], body.generated_tokens, out)
@@ -161,5 +215,6 @@ class AcceLLM(Policy):
             handover_delay_s=self.params["handover_delay_s"],
             linger_s=self.params["prefill_linger_s"],
             prefill_batch_tokens=self.params["prefill_batch_tokens"],
+            max_prefill=self.max_prefill,
         )
         return AcceLLMAgent(iid, self.ctx, engine, cfg)

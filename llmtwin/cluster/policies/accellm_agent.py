@@ -9,6 +9,15 @@ Invariants kept here: a request decodes only on an instance whose engine holds i
 resumed only after ``hold``/``replica_to_held`` succeeded, and after the KV landed); a sender
 keeps its primary until the receiver acknowledged a hand-over; eviction only ever touches
 redundant copies (the engine's ``replicas``).
+
+When both instances of a pair may prefill (``max_prefill``), a prefill instance also tells the
+balancer of every finished prompt (``PrefillDone``: the balancer's view of its queue) and its
+partner of its role change (``RoleChanged``), and it keeps no paused request of which its
+partner holds a copy while that partner decodes: it hands them over, so they decode there
+instead of waiting for this queue to drain (and do not fill this memory while prompts wait).
+While both prefill, an instance whose next prompt does not fit its KV (even after evicting every
+copy) goes back to decoding, its prompts kept queued, and takes the prefill role again once the
+prompt fits: otherwise two prefill instances full of paused requests would wait for each other.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from proto.messages import (
     KVLanded,
     PartnerDone,
     Preempted,
+    PrefillDone,
     RebuildRequest,
     ReplicaDropped,
     RoleChanged,
@@ -58,6 +68,8 @@ class AgentConfig:
     handover_delay_s: float
     linger_s: float = 0.0
     prefill_batch_tokens: int = 0
+    max_prefill: int = 1
+    """Instances of the pair that may prefill at once (1 or 2)."""
 
 
 class AcceLLMAgent(Agent):
@@ -78,6 +90,10 @@ class AcceLLMAgent(Agent):
         """Prompts dispatched to this instance so far."""
         self.notice = False
         """A role-change notice (back to decode) is due at the end of this step."""
+        self.prefill_notice = False
+        """A notice to the partner that this instance prefills is due (max_prefill > 1)."""
+        self.partner_decodes = True
+        """As last heard (max_prefill > 1): whether the partner is in the decode role."""
         self.peer: dict[int, float] = {}
         """Owned requests whose partner copy is usable from the given time."""
         self.synced: dict[int, int] = {}
@@ -91,6 +107,11 @@ class AcceLLMAgent(Agent):
         self.lost: set[int] = set()
         """Partner-owned requests whose copy this instance evicted (candidates for a rebuild)."""
         self._fresh: dict[float, list[Held]] = defaultdict(list)
+        self.prompts: set[int] = set()
+        """Dispatched here and not yet reported prefilled (the engine may already hold them)."""
+        self.taken_t = -1.0
+        self.taken: set[int] = set()
+        """Requests taken over from the partner at ``taken_t`` (not handed straight back)."""
 
     # -- helpers ------------------------------------------------------------------------------------
     def _final_tokens(self, h: Held) -> int:
@@ -98,7 +119,11 @@ class AcceLLMAgent(Agent):
 
     def _paused(self) -> list[int]:
         """Owned requests held here (not decoding), in rid order."""
-        return sorted(r for r in self.engine.held if r not in self.awaiting and r not in self.landing)
+        return sorted(
+            r
+            for r in self.engine.held
+            if r not in self.awaiting and r not in self.landing and r not in self.prompts
+        )
 
     def _has_copy(self, rid: int, now: float) -> bool:
         return self.peer.get(rid, math.inf) <= now
@@ -111,6 +136,7 @@ class AcceLLMAgent(Agent):
     # -- engine events ------------------------------------------------------------------------------
     def on_event(self, now: float, ev: Event, out: Outbox) -> None:
         kind = ev.kind
+        self.prompts.discard(ev.rid)
         if kind == DONE:
             self.done(now, ev, out)
             if ev.rid in self.peer:
@@ -132,10 +158,14 @@ class AcceLLMAgent(Agent):
             self.moved(h.rid, self.ctx.kv_bytes(h.kv_tokens))
             self.awaiting.add(h.rid)
             self._fresh[lands].append(h)
+            if self.cfg.max_prefill > 1:
+                out.send(BALANCER, now, PrefillDone(h.rid, self.iid, h.prompt, h.generated, self.engine.used))
         elif kind == RELEASED:
             self._hand_over(now, list(ev.rids), out)
         elif kind == EVICTED:
-            self.lost.update(ev.rids)
+            # Taking a hand-over can evict the copy of a request later in the same hand-over,
+            # which is then this instance's own (no longer a partner request to rebuild).
+            self.lost.update(r for r in ev.rids if r in self.final)
             out.send(self.partner, now, ReplicaDropped(self.iid, list(ev.rids)))
         elif kind == PREEMPTED:
             body = Preempted(ev.rid, self.iid, ev.arrival_s, ev.prompt, ev.output, ev.generated)
@@ -168,14 +198,13 @@ class AcceLLMAgent(Agent):
     def on_message(self, now: float, body: Any, out: Outbox) -> None:
         if isinstance(body, Dispatch):
             self.received += 1
+            self.prompts.add(body.rid)
             self.epoch += 1
             self.engine.submit(
                 Job(body.rid, body.arrival_s, body.prompt_tokens, body.output_tokens, body.generated_tokens)
             )
             if self.role != PREFILL:
-                movable = [r for r in self.engine.running if self._has_copy(r, now)]
-                self.engine.release(movable)
-                self._become(PREFILL)
+                self._start_prefill(now)
         elif isinstance(body, Handover):
             self._take(now, body, out)
         elif isinstance(body, HandoverAck):
@@ -197,8 +226,10 @@ class AcceLLMAgent(Agent):
                 self.lost.discard(rid)
         elif isinstance(body, RebuildRequest):
             self._rebuild_for_partner(now, body.rids, out)
-        elif isinstance(body, RoleChanged) and body.role == DECODE and self.role == DECODE:
-            self._rebalance(now, body.decode_seqs, body.decode_kv_tokens)
+        elif isinstance(body, RoleChanged):
+            self.partner_decodes = body.role == DECODE
+            if body.role == DECODE and self.role == DECODE:
+                self._rebalance(now, body.decode_seqs, body.decode_kv_tokens)
 
     def _take(self, now: float, m: Handover, out: Outbox) -> None:
         eng = self.engine
@@ -228,6 +259,9 @@ class AcceLLMAgent(Agent):
             elif self.role == DECODE:
                 eng.resume(rid)
         out.send(self.partner, now, HandoverAck(self.iid, list(m.rids), taken, kept))
+        if self.taken_t != now:
+            self.taken_t, self.taken = now, set()
+        self.taken.update(m.rids)
 
     def _acked(self, now: float, m: HandoverAck, out: Outbox) -> None:
         eng = self.engine
@@ -297,6 +331,22 @@ class AcceLLMAgent(Agent):
             eng.release(chosen)
 
     # -- roles and step end -------------------------------------------------------------------------
+    def _start_prefill(self, now: float) -> None:
+        """Take the prefill role: decodes with a copy at the partner go there, the others pause."""
+        movable = [r for r in self.engine.running if self._has_copy(r, now)]
+        self.engine.release(movable)
+        self._become(PREFILL)
+
+    def _head_fits(self) -> bool:
+        """Whether the next queued prompt (chunk) would fit this KV, evicting every copy if need be."""
+        eng = self.engine
+        job = eng.waiting[0]
+        remaining = job.total - job.done
+        chunk = min(remaining, eng.max_tokens) if eng.chunked else remaining
+        need = eng.blocks(job.done + chunk) - eng.blocks(job.done)
+        floor = eng.watermark if job.done == 0 else 0
+        return eng.free + eng.redundant - need >= floor
+
     def _become(self, role: str) -> None:
         self.engine.set_role(role)
         self.role = role
@@ -304,8 +354,14 @@ class AcceLLMAgent(Agent):
             for rid in self._paused():
                 self.engine.resume(rid)
         self.notice = role == DECODE
+        self.prefill_notice = role == PREFILL and self.cfg.max_prefill > 1
 
     def end_step(self, now: float, out: Outbox) -> None:
+        if self.cfg.max_prefill > 1 and self.engine.waiting:
+            if self.role == PREFILL and not self.partner_decodes and not self._head_fits():
+                self._become(DECODE)  # both prefill and this KV is full: decode to free it
+            elif self.role == DECODE and self._head_fits():
+                self._start_prefill(now)
         for lands in sorted(self._fresh):
             out.send(self.partner, lands, _handover(self.iid, self._fresh[lands], fresh=True))
         self._fresh.clear()
@@ -316,6 +372,19 @@ class AcceLLMAgent(Agent):
             msg = RoleChanged(self.iid, DECODE, self.received, seqs, tokens, pinned)
             out.send(BALANCER, now, msg)
             out.send(self.partner, now, msg)
+        if self.prefill_notice:
+            self.prefill_notice = False
+            out.send(self.partner, now, RoleChanged(self.iid, PREFILL, self.received, 0, 0, 0))
+        if self.cfg.max_prefill > 1 and self.role == PREFILL and self.partner_decodes:
+            # Both prefilled, or a copy landed here while prefilling: the decoding partner takes them.
+            # Not what the partner sent at this very time: its role notice may still be on the way.
+            recent = self.taken if self.taken_t == now else set()
+            movable = [r for r in self._paused() if self._has_copy(r, now) and r not in recent]
+            if movable:
+                # A resume asked for before (and not applied in the prefill role) no longer holds.
+                gone = set(movable)
+                self.engine.to_resume = [r for r in self.engine.to_resume if r not in gone]
+                self._hand_over(now, movable, out)
         self._maybe_rebuild(now, out)
 
     def _maybe_rebuild(self, now: float, out: Outbox) -> None:
