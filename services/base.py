@@ -22,7 +22,7 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from llmtwin import __version__
-from llmtwin.errors import ProtocolError
+from llmtwin.errors import ProtocolError, TwinError
 from proto import subjects
 from proto.codec import Codec
 from proto.control import Heartbeat, Hello, Reply
@@ -130,36 +130,58 @@ class Service:
         await self.bus.publish(subject, data)
         self.metrics.messages_out.inc()
 
-    async def subscribe(
-        self, subject: str, handler: Callable[[Msg], Awaitable[None]], queue: str = ""
-    ) -> Subscription:
-        """Subscribe with accounting: counted, and failures rejected instead of raised."""
+    def publish_nowait(self, subject: str, msg: msgspec.Struct | bytes) -> None:
+        """Publish without waiting (from plain-function handlers on the per-window path)."""
+        data = msg if isinstance(msg, bytes) else self.codec.encode(msg)
+        self.bus.publish_nowait(subject, data)
+        self.metrics.messages_out.inc()
 
-        async def guarded(msg: Msg) -> None:
+    async def subscribe(
+        self, subject: str, handler: Callable[[Msg], Awaitable[None] | None], queue: str = ""
+    ) -> Subscription:
+        """Subscribe with accounting: counted, and failures rejected instead of raised.
+
+        ``handler`` may be a plain function (runs inline when the message arrives) or a
+        coroutine function (finished in a task); see :mod:`services.delivery`.
+        """
+
+        def guarded(msg: Msg) -> Awaitable[None] | None:
             self.metrics.messages_in.inc()
             try:
-                await handler(msg)
-            except Rejected as exc:
-                self.reject(exc.reason, msg, str(exc))
-            except ProtocolError as exc:
-                self.reject("malformed", msg, str(exc))
+                pending = handler(msg)
             except Exception as exc:
-                log.exception("%s: handler for %s failed", self.name, msg.subject)
-                self.reject("handler", msg, f"{type(exc).__name__}: {exc}")
+                self._failed(msg, exc)
+                return None
+            return None if pending is None else self._finish(pending, msg)
 
         sub = await self.bus.subscribe(subject, guarded, queue)
         self._subs.append(sub)
         return sub
+
+    async def _finish(self, pending: Awaitable[None], msg: Msg) -> None:
+        try:
+            await pending
+        except Exception as exc:
+            self._failed(msg, exc)
+
+    def _failed(self, msg: Msg, exc: Exception) -> None:
+        if isinstance(exc, Rejected):
+            self.reject(exc.reason, msg, str(exc))
+        elif isinstance(exc, ProtocolError):
+            self.reject("malformed", msg, str(exc))
+        else:
+            log.error("%s: handler for %s failed", self.name, msg.subject, exc_info=exc)
+            self.reject("handler", msg, f"{type(exc).__name__}: {exc}")
 
     def reject(self, reason: str, msg: Msg, why: str) -> None:
         self.metrics.reject(reason)
         log.warning("%s: rejected a message on %s (%s): %s", self.name, msg.subject, reason, why)
         # A rejected request still gets an answer, so the caller never waits for a timeout.
         if msg.reply:
-            task = asyncio.get_running_loop().create_task(
-                self.bus.publish(msg.reply, self.codec.encode(Reply(False, why)))
-            )
-            task.add_done_callback(_log_failure)
+            try:
+                self.bus.publish_nowait(msg.reply, self.codec.encode(Reply(False, why)))
+            except TwinError as exc:  # disconnected: the caller's request times out instead
+                log.debug("%s: reply failed: %s", self.name, exc)
 
     async def forget(self, sub: Subscription) -> None:
         """Unsubscribe one subscription made with :meth:`subscribe`."""
@@ -190,8 +212,3 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         return {"service": self.name, "role": self.role, "status": self.state, "run": self.current_run()}
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("reply failed: %s", task.exception())

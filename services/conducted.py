@@ -1,4 +1,4 @@
-"""The conductor's state for one run, and the pacing clock."""
+"""The conductor's state for one run, what a window does to it, and the pacing clock."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from llmtwin.sim.windows import WindowPlanner
+from llmtwin.sim.windows import Grant, WindowPlanner
 from proto.chunks import Reassembler
-from proto.control import DoneBatch, ExportBatch, Progress, RunRequest, WireEnvelope
+from proto.control import DoneBatch, ExportBatch, GrantBatch, Progress, RunRequest, WireEnvelope
 from services.bus import Subscription
 
 
@@ -65,6 +65,8 @@ class ConductedRun:
     followers: dict[str, list[str]] = field(default_factory=dict)
     """Component -> services that replicate it."""
     ready_services: set[str] = field(default_factory=set)
+    hosts: dict[str, list[str]] = field(default_factory=dict)
+    """Component -> every service stepping it (leader first), fixed when the windows start."""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     phase: str = "setup"
     """setup -> running -> collecting -> done."""
@@ -72,10 +74,16 @@ class ConductedRun:
     now_s: float = 0.0
     window_opened: float = 0.0
     """perf_counter() when the current window's grants went out."""
+    grants: list[Grant] = field(default_factory=list)
+    """The current window's grants, in component-id order."""
+    planned: list[Grant] | None = None
+    """The next window, when it was planned but could not open at once (pace, pause, stop)."""
     expected: set[str] = field(default_factory=set)
     """Services that owe a DoneBatch for the current window."""
     dones: dict[str, DoneBatch] = field(default_factory=dict)
-    all_done: asyncio.Event = field(default_factory=asyncio.Event)
+    handback: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the chain of windows driven by DoneBatch arrivals stops and the run loop must act
+    (pace, pause, stop, end, failure)."""
     exports: dict[str, ExportBatch] = field(default_factory=dict)
     all_exported: asyncio.Event = field(default_factory=asyncio.Event)
     chunks: Reassembler = field(default_factory=Reassembler)
@@ -102,7 +110,7 @@ class ConductedRun:
         """Record the first failure and wake every wait so the run loop sees it."""
         if self.failure is None:
             self.failure = RunFailed(service, message)
-        self.all_done.set()
+        self.handback.set()
         self.all_exported.set()
         self.ready.set()
         self.resumed.set()
@@ -114,6 +122,65 @@ class ConductedRun:
 
     def hosting_services(self) -> set[str]:
         return set(self.leaders.values())
+
+    def fix_hosts(self) -> None:
+        """Who steps each component, once every service is ready (the windows then start)."""
+        self.hosts = {c: [s, *self.followers.get(c, ())] for c, s in self.leaders.items()}
+
+    def open_window(self, grants: list[Grant]) -> dict[str, GrantBatch]:
+        """Start a window: one GrantBatch per service that steps any of ``grants`` (relay: with
+        the envelopes produced for it since its last grant)."""
+        first = grants[0]
+        batches: dict[str, tuple[list[str], list[int]]] = {}
+        for g in grants:
+            for svc in self.hosts[g.component]:
+                comps, expect = batches.setdefault(svc, ([], []))
+                comps.append(g.component)
+                expect.append(g.expect)
+        self.window, self.now_s, self.grants = first.window, first.time, grants
+        self.window_opened = time.perf_counter()
+        self.expected = set(batches)
+        self.dones = {}
+        return {
+            svc: GrantBatch(self.run, first.window, first.time, comps, expect, self.relay.pop(svc, []))
+            for svc, (comps, expect) in batches.items()
+        }
+
+    def close_window(self) -> int:
+        """Every DoneBatch is in: report each granted component to the planner in component-id
+        order, exactly as LocalRunner does, and keep relayed envelopes for their hosts' next
+        grants. Returns the envelopes sent; RunFailed on a diverging replica or a bad report."""
+        window = self.window
+        items = {(svc, it.component): it for svc, batch in self.dones.items() for it in batch.items}
+        sent = 0
+        for g in self.grants:
+            lead, *followers = self.hosts[g.component]
+            item = items.get((lead, g.component))
+            if item is None:
+                raise RunFailed(lead, f"{lead} did not report {g.component} in window {window}")
+            for follower in followers:
+                other = items.get((follower, g.component))
+                if other is None or other.digest != item.digest or other.next_time_s != item.next_time_s:
+                    raise RunFailed(
+                        follower, f"replica of {g.component} on {follower} diverged in window {window}"
+                    )
+            try:
+                self.planner.report(
+                    g.component, item.next_time_s, zip(item.sent_dst, item.sent_time_s, strict=True)
+                )
+            except KeyError as exc:
+                raise RunFailed(
+                    lead, f"{g.component} sent a message to an unknown component: {exc}"
+                ) from None
+            except ValueError:  # zip(strict=True): as many destinations as times
+                raise RunFailed(lead, f"{lead} reported {g.component}'s messages inconsistently") from None
+            sent += len(item.sent_dst)
+        self.messages += sent
+        for batch in self.dones.values():  # relay routing: to every host of each destination
+            for env in batch.envelopes:
+                for svc in self.hosts[env.dst]:
+                    self.relay.setdefault(svc, []).append(env)
+        return sent
 
     def completed_total(self) -> int:
         """Requests completed, summed over services that count them (-1 when none does)."""

@@ -8,6 +8,11 @@ report each component to the planner in component-id order, exactly as LocalRunn
 no window is left it collects the exports and publishes the ``RunOutcome``. A service that
 reports an error, or stops sending heartbeats while the conductor waits for it, fails the run
 with a message naming it.
+
+The window loop has two halves. The run's task opens a window, then waits; the handler of the
+last ``DoneBatch`` closes it and, when nothing has to be waited for (no pace deadline ahead,
+no pause, no stop), opens the next one right there, so a window costs no task switch. When
+something must be waited for, it hands the loop back to the task (``ConductedRun.handback``).
 """
 
 from __future__ import annotations
@@ -20,14 +25,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmtwin.errors import TwinError
-from llmtwin.sim.windows import WindowPlanner
+from llmtwin.sim.windows import Grant, WindowPlanner
 from proto import chunks, subjects
 from proto.control import (
     Chunk,
     Collect,
     DoneBatch,
     ExportBatch,
-    GrantBatch,
     Heartbeat,
     Hello,
     Ready,
@@ -182,7 +186,8 @@ class Conductor(Service):
         if len(state.leaders) == len(state.components):
             state.ready.set()
 
-    async def _on_done(self, msg: Msg) -> None:
+    def _on_done(self, msg: Msg) -> None:
+        """A plain function: the last DoneBatch of a window closes it and opens the next one."""
         done = self.codec.decode(msg.data, DoneBatch)
         state = self._run_state(done.run)
         if done.window != state.window or done.service not in state.expected:
@@ -195,8 +200,32 @@ class Conductor(Service):
         state.dones[done.service] = done
         if done.completed >= 0:
             state.completed[done.service] = done.completed
-        if len(state.dones) == len(state.expected):
-            state.all_done.set()
+        if len(state.dones) == len(state.expected) and state.failure is None:
+            self._window_done(state)
+
+    def _window_done(self, state: ConductedRun) -> None:
+        """Close the window; open the next one now if nothing must be waited for, else hand back."""
+        try:
+            sent = state.close_window()
+            m = self.cmetrics
+            m.window_duration.observe(time.perf_counter() - state.window_opened)
+            m.windows.inc()
+            m.envelopes.inc(sent)
+            m.virtual_time.set(state.now_s)
+            m.lag.set(state.pacer.lag_s)
+            self._progress(state)
+            if not state.stop and state.resumed.is_set():
+                grants = state.planner.next_window(state.req.until_s)
+                if grants and state.pacer.delay_s(grants[0].time) <= 0:
+                    self._open(state, grants)
+                    return
+                state.planned = grants
+        except RunFailed as exc:
+            state.fail(exc.service, exc.message)
+        except Exception as exc:  # a bug here must still end the run with a message
+            log.exception("%s: window %d failed", self.name, state.window)
+            state.fail(self.name, f"conductor: {exc!r}")
+        state.handback.set()
 
     async def _on_export(self, msg: Msg) -> None:
         chunk = self.codec.decode(msg.data, Chunk)
@@ -247,7 +276,7 @@ class Conductor(Service):
         finally:
             watchdog.cancel()
             state.phase = "done"
-        await self._progress(state, force=True)
+        self._progress(state, force=True)
         data = self.codec.encode(outcome)
         for chunk in chunks.split(f"{self.name}-{run}", data, self.bus.max_payload):
             await self.publish(subjects.outcome(run), chunk)
@@ -298,35 +327,33 @@ class Conductor(Service):
                     )
 
     async def _windows(self, state: ConductedRun) -> None:
-        planner, pacer = state.planner, state.pacer
         for svc in state.ready_services:
             self.seen.setdefault(svc, time.monotonic())
+        state.fix_hosts()
         while not state.stop:
             await self._pause_point(state)
             state.check()
-            grants = planner.next_window(state.req.until_s)
+            grants = (
+                state.planned if state.planned is not None else state.planner.next_window(state.req.until_s)
+            )
+            state.planned = None
             if not grants:
                 break
-            now = grants[0].time
-            await self._pace(state, now)
+            await self._pace(state, grants[0].time)
             if state.stop:
                 break  # the window was planned but never opened: the run ends before it
             state.check()
-            pacer.opened(now)
-            t0 = time.perf_counter()
-            await self._open(state, grants[0].window, now, grants)
-            self.cmetrics.window_duration.observe(time.perf_counter() - t0)
-            self.cmetrics.windows.inc()
-            self.cmetrics.virtual_time.set(now)
-            self.cmetrics.lag.set(pacer.lag_s)
-            await self._progress(state)
+            state.handback.clear()
+            self._open(state, grants)
+            await state.handback.wait()  # DoneBatch handlers run windows until one must wait
+            state.check()
 
     async def _pause_point(self, state: ConductedRun) -> None:
         """Hold here while paused; the pause does not count against the pace."""
         if state.resumed.is_set():
             return
         t_pause = time.perf_counter()
-        await self._progress(state, force=True)
+        self._progress(state, force=True)
         await state.resumed.wait()
         state.pacer.paused_s += time.perf_counter() - t_pause
 
@@ -341,49 +368,10 @@ class Conductor(Service):
                 await asyncio.wait_for(state.wake.wait(), delay)
             await self._pause_point(state)
 
-    async def _open(self, state: ConductedRun, window: int, now: float, grants: list[Any]) -> None:
-        batches: dict[str, tuple[list[str], list[int]]] = {}
-        for g in grants:
-            for svc in [state.leaders[g.component], *state.followers.get(g.component, ())]:
-                comps, expect = batches.setdefault(svc, ([], []))
-                comps.append(g.component)
-                expect.append(g.expect)
-        state.window, state.now_s = window, now
-        state.window_opened = time.perf_counter()
-        state.expected = set(batches)
-        state.dones = {}
-        state.all_done.clear()
-        for svc, (comps, expect) in batches.items():
-            grant = GrantBatch(state.run, window, now, comps, expect, state.relay.pop(svc, []))
-            await self.publish(subjects.grant(state.run, svc), grant)
-        await state.all_done.wait()
-        state.check()
-        items = {(svc, it.component): it for svc, batch in state.dones.items() for it in batch.items}
-        for g in grants:  # component-id order, as LocalRunner reports
-            lead = state.leaders[g.component]
-            item = items.get((lead, g.component))
-            if item is None:
-                raise RunFailed(lead, f"{lead} did not report {g.component} in window {window}")
-            for follower in state.followers.get(g.component, ()):
-                other = items.get((follower, g.component))
-                if other is None or other.digest != item.digest or other.next_time_s != item.next_time_s:
-                    raise RunFailed(
-                        follower, f"replica of {g.component} on {follower} diverged in window {window}"
-                    )
-            try:
-                state.planner.report(
-                    g.component, item.next_time_s, zip(item.sent_dst, item.sent_time_s, strict=True)
-                )
-            except KeyError as exc:
-                raise RunFailed(
-                    lead, f"{g.component} sent a message to an unknown component: {exc}"
-                ) from None
-            state.messages += len(item.sent_dst)
-            self.cmetrics.envelopes.inc(len(item.sent_dst))
-        for batch in state.dones.values():  # relay routing: to every host of each destination
-            for env in batch.envelopes:
-                for svc in [state.leaders[env.dst], *state.followers.get(env.dst, ())]:
-                    state.relay.setdefault(svc, []).append(env)
+    def _open(self, state: ConductedRun, grants: list[Grant]) -> None:
+        state.pacer.opened(grants[0].time)
+        for svc, batch in state.open_window(grants).items():
+            self.publish_nowait(subjects.grant(state.run, svc), batch)
 
     async def _collect(self, state: ConductedRun) -> RunOutcome:
         await self.publish(subjects.collect(state.run), Collect(state.run, state.now_s))
@@ -401,8 +389,8 @@ class Conductor(Service):
             raise RunFailed("", f"no export for {', '.join(missing)}")
         return RunOutcome(state.run, state.now_s, dict(sorted(parts.items())), state.stats())
 
-    async def _progress(self, state: ConductedRun, force: bool = False) -> None:
+    def _progress(self, state: ConductedRun, force: bool = False) -> None:
         wall = time.perf_counter()
         if force or wall - state.last_progress >= self.progress_interval_s:
             state.last_progress = wall
-            await self.publish(subjects.progress(state.run), state.progress())
+            self.publish_nowait(subjects.progress(state.run), state.progress())

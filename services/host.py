@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,8 @@ class HostedRun:
     """Per component: envelopes not yet handed to a step."""
     arrived: dict[str, asyncio.Event] = field(default_factory=dict)
     subs: list[Subscription] = field(default_factory=list)
+    counters: list[Any] = field(default_factory=list)
+    """Hosted components that count completed requests (``completed``: the balancer)."""
 
 
 class HostService(Service):
@@ -138,6 +140,7 @@ class HostService(Service):
             return
         followers = {cid for cid in hosted if self.selector.role(cid) == "follower"}
         state = HostedRun(run, hosted, followers, offload, relay=cfg.routing == "relay")
+        state.counters = [c for c in hosted.values() if isinstance(getattr(c, "completed", None), int)]
         if hosted:
             self.runs[run] = state
             for cid in hosted:
@@ -170,7 +173,7 @@ class HostService(Service):
 
     # -- messages and steps --------------------------------------------------------------------
 
-    async def _on_envelopes(self, msg: Msg) -> None:
+    def _on_envelopes(self, msg: Msg) -> None:
         batch = self.codec.decode(msg.data, EnvelopeBatch)
         state = self._state(batch.run)
         for item in batch.items:
@@ -181,48 +184,92 @@ class HostService(Service):
             state.arrived[item.dst].set()
         self.host_metrics.envelopes_in.inc(len(batch.items))
 
-    async def _on_grants(self, msg: Msg) -> None:
+    def _on_grants(self, msg: Msg) -> Awaitable[None] | None:
+        """Relay routing without offloaded steps: everything is here, so the grant is handled
+        inline (no task); otherwise a task waits for envelopes or worker threads."""
         grant = self.codec.decode(msg.data, GrantBatch)
         state = self._state(grant.run)
+        if state.relay and state.offload.isdisjoint(grant.components):
+            self._grant_now(state, grant)
+            return None
+        return self._grant_later(state, grant)
+
+    def _grant_now(self, state: HostedRun, grant: GrantBatch) -> None:
         items: list[DoneItem] = []
         out: list[WireEnvelope] = []
         try:
-            if len(grant.components) != len(grant.expect):
-                raise ProtocolError("GrantBatch with components and expect of different lengths")
-            for item in grant.envelopes:  # relay routing: produced in earlier windows
-                box = state.mail.get(item.dst)
-                if box is None:
-                    raise ProtocolError(f"relayed envelope for {item.dst!r}, which {self.name} does not host")
-                box.add(grant.window - 1, self.codec.from_wire(item))
-            self.host_metrics.envelopes_in.inc(len(grant.envelopes))
+            self._file(state, grant)
             for cid, expect in zip(grant.components, grant.expect, strict=True):
-                items.append(await self._step(state, grant, cid, expect, out))
+                box = self._box(state, cid)
+                inbox = box.take(grant.window, grant.time_s)
+                if len(inbox) != expect:  # relay: every input came with this grant or an earlier one
+                    raise ProtocolError(
+                        f"{cid} holds {len(inbox)} messages for window {grant.window}, the conductor counted {expect}"
+                    )
+                items.append(self._step(state, grant, cid, inbox, out))
         except Exception as exc:
-            if not isinstance(exc, TwinError):
-                log.exception("%s: step failed in window %d", self.name, grant.window)
-            why = f"{self.name}: {exc}"
-            await self.publish(
-                subjects.done(grant.run), DoneBatch(grant.run, grant.window, self.name, [], error=why)
-            )
+            self._refuse(grant, exc)
             return
-        done = DoneBatch(
-            grant.run, grant.window, self.name, items, completed=self._completed(state), envelopes=out
-        )
-        await self.publish(subjects.done(grant.run), done)
+        self._done(state, grant, items, out)
 
-    @staticmethod
-    def _completed(state: HostedRun) -> int:
-        """Requests completed so far, for the progress line: the balancer counts them (-1: none here)."""
-        counts = [n for c in state.comps.values() if isinstance(n := getattr(c, "completed", None), int)]
-        return sum(counts) if counts else -1
+    async def _grant_later(self, state: HostedRun, grant: GrantBatch) -> None:
+        items: list[DoneItem] = []
+        out: list[WireEnvelope] = []
+        try:
+            self._file(state, grant)
+            for cid, expect in zip(grant.components, grant.expect, strict=True):
+                inbox = await self._inputs(state, cid, grant.window, grant.time_s, expect)
+                if cid in state.offload:
+                    t0 = time.perf_counter()
+                    await asyncio.to_thread(state.comps[cid].step, grant.time_s, inbox)
+                    self._stepped(time.perf_counter() - t0)
+                    items.append(self._sent(state, grant, cid, out))
+                else:
+                    items.append(self._step(state, grant, cid, inbox, out))
+        except Exception as exc:
+            self._refuse(grant, exc)
+            return
+        self._done(state, grant, items, out)
+
+    def _file(self, state: HostedRun, grant: GrantBatch) -> None:
+        """Check the grant; put relayed envelopes (produced in earlier windows) in their mailboxes."""
+        if len(grant.components) != len(grant.expect):
+            raise ProtocolError("GrantBatch with components and expect of different lengths")
+        for item in grant.envelopes:
+            box = state.mail.get(item.dst)
+            if box is None:
+                raise ProtocolError(f"relayed envelope for {item.dst!r}, which {self.name} does not host")
+            box.add(grant.window - 1, self.codec.from_wire(item))
+        if grant.envelopes:
+            self.host_metrics.envelopes_in.inc(len(grant.envelopes))
+
+    def _done(
+        self, state: HostedRun, grant: GrantBatch, items: list[DoneItem], out: list[WireEnvelope]
+    ) -> None:
+        completed = sum(c.completed for c in state.counters) if state.counters else -1
+        done = DoneBatch(grant.run, grant.window, self.name, items, completed=completed, envelopes=out)
+        self.publish_nowait(subjects.done(grant.run), done)
+
+    def _refuse(self, grant: GrantBatch, exc: Exception) -> None:
+        """Anything that goes wrong after the grant is understood: an error DoneBatch."""
+        if not isinstance(exc, TwinError):
+            log.error("%s: step failed in window %d", self.name, grant.window, exc_info=exc)
+        why = f"{self.name}: {exc}"
+        self.publish_nowait(
+            subjects.done(grant.run), DoneBatch(grant.run, grant.window, self.name, [], error=why)
+        )
+
+    def _box(self, state: HostedRun, cid: str) -> Mailbox:
+        box = state.mail.get(cid)
+        if box is None:
+            raise Rejected("malformed", f"grant for {cid!r}, which {self.name} does not host")
+        return box
 
     async def _inputs(
         self, state: HostedRun, cid: str, window: int, now: float, expect: int
     ) -> list[Envelope]:
         """The ``expect`` envelopes stamped <= now from earlier windows, in handling order."""
-        box = state.mail.get(cid)
-        if box is None:
-            raise Rejected("malformed", f"grant for {cid!r}, which {self.name} does not host")
+        box = self._box(state, cid)
         arrived = state.arrived[cid]
         taken = box.take(window, now)
         if len(taken) < expect:
@@ -246,19 +293,21 @@ class HostService(Service):
             )
         return taken
 
-    async def _step(
-        self, state: HostedRun, grant: GrantBatch, cid: str, expect: int, out: list[WireEnvelope]
+    def _step(
+        self, state: HostedRun, grant: GrantBatch, cid: str, inbox: list[Envelope], out: list[WireEnvelope]
     ) -> DoneItem:
-        """Step one component; its envelopes are published (direct) or appended to ``out`` (relay)."""
-        comp = state.comps[cid]
-        inbox = await self._inputs(state, cid, grant.window, grant.time_s, expect)
         t0 = time.perf_counter()
-        if cid in state.offload:
-            await asyncio.to_thread(comp.step, grant.time_s, inbox)
-        else:
-            comp.step(grant.time_s, inbox)
-        self.host_metrics.step_duration.observe(time.perf_counter() - t0)
+        state.comps[cid].step(grant.time_s, inbox)
+        self._stepped(time.perf_counter() - t0)
+        return self._sent(state, grant, cid, out)
+
+    def _stepped(self, wall_s: float) -> None:
+        self.host_metrics.step_duration.observe(wall_s)
         self.host_metrics.steps.inc()
+
+    def _sent(self, state: HostedRun, grant: GrantBatch, cid: str, out: list[WireEnvelope]) -> DoneItem:
+        """What a step sent: appended to ``out`` (relay) or published (direct); its DoneItem."""
+        comp = state.comps[cid]
         sent = comp.outbox.drain()
         leader = cid not in state.followers
         digest = 0
@@ -276,8 +325,8 @@ class HostService(Service):
                 data = self.codec.wire_batch(state.run, grant.window, envs)
                 digest = zlib.crc32(data, digest)
                 if leader:
-                    await self.publish(subjects.component(state.run, dst), data)
-        if leader:
+                    self.publish_nowait(subjects.component(state.run, dst), data)
+        if leader and sent:
             self.host_metrics.envelopes_out.inc(len(sent))
         return DoneItem(cid, comp.next_time(), [e.dst for e in sent], [e.time for e in sent], digest)
 

@@ -13,9 +13,15 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry
+
+try:
+    import uvloop
+except ImportError:  # optional (no Windows build): asyncio's loop does the same, slower
+    uvloop = None  # type: ignore[assignment]
 
 from llmtwin.errors import TwinError
 from proto.codec import Codec
@@ -112,7 +118,14 @@ def run_from_args(args: argparse.Namespace) -> int:
         format=f"%(asctime)s {cfg.service_name} %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    return asyncio.run(serve(cfg))
+    return run_loop(serve(cfg))
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop where it is installed (a faster event loop), else on asyncio's own."""
+    factory = uvloop.new_event_loop if uvloop is not None else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import random
 from dataclasses import dataclass
 
 from llmtwin.errors import BusError
-from services.bus import Handler
-
-log = logging.getLogger(__name__)
+from services.delivery import Delivery, Handler
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,36 +39,27 @@ def matches(pattern: str, subject: str) -> bool:
 
 
 class MemorySubscription:
-    """One subscription: its own queue and a task calling the handler once per message."""
+    """One subscription; its handler runs as with NATS (:class:`services.delivery.Delivery`)."""
 
     def __init__(
         self, broker: MemoryBroker, owner: MemoryBus, subject: str, handler: Handler, queue: str
     ) -> None:
         self.broker, self.owner = broker, owner
-        self.subject, self.handler, self.queue_group = subject, handler, queue
-        self.inbox: asyncio.Queue[MemoryMsg | None] = asyncio.Queue()
-        self.active = True
-        self.task = asyncio.get_running_loop().create_task(self._pump())
+        self.subject, self.queue_group = subject, queue
+        self.delivery: Delivery[MemoryMsg] = Delivery(handler, subject)
 
-    async def _pump(self) -> None:
-        while True:
-            msg = await self.inbox.get()
-            if msg is None:
-                return
-            try:
-                await self.handler(msg)
-            except Exception:  # nats-py also only reports handler errors; the subscription lives on
-                log.exception("handler of %s failed", self.subject)
+    @property
+    def active(self) -> bool:
+        return self.delivery.open
 
     async def unsubscribe(self, limit: int = 0) -> None:
-        """Stop receiving; what is already queued is still handled (like a NATS drain)."""
-        if self.active:
-            self.active = False
+        """Stop receiving; what was delivered already is still handled (like a NATS drain)."""
+        if self.delivery.open:
+            self.delivery.open = False
             self.broker.subs.remove(self)
-            self.inbox.put_nowait(None)
 
     async def finished(self) -> None:
-        await self.task
+        await self.delivery.idle()
 
 
 class MemoryBroker:
@@ -107,17 +95,14 @@ class MemoryBroker:
         targets = plain + [members[next(self._rr) % len(members)] for members in groups.values()]
         self.published += 1
         loop = asyncio.get_running_loop()
+        # Delivered from the event loop, never inside publish (as over a socket), so a handler
+        # that publishes does not run the receiver's handler within its own.
         for s in targets:
             if self._rng is None:
-                s.inbox.put_nowait(msg)
+                loop.call_soon(s.delivery.deliver, msg)
             else:
-                loop.call_later(self._rng.uniform(0.0, self._max_delay_s), self._late, s, msg)
+                loop.call_later(self._rng.uniform(0.0, self._max_delay_s), s.delivery.deliver, msg)
         return len(targets)
-
-    @staticmethod
-    def _late(sub: MemorySubscription, msg: MemoryMsg) -> None:
-        if sub.active:
-            sub.inbox.put_nowait(msg)
 
 
 class MemoryBus:
@@ -138,9 +123,12 @@ class MemoryBus:
         if len(data) > self.broker.max_payload:
             raise BusError(f"message of {len(data)} bytes on {subject} exceeds max_payload")
 
-    async def publish(self, subject: str, data: bytes, reply: str = "") -> None:
+    def publish_nowait(self, subject: str, data: bytes, reply: str = "") -> None:
         self._check(subject, data)
         self.broker.route(MemoryMsg(subject, bytes(data), reply))
+
+    async def publish(self, subject: str, data: bytes, reply: str = "") -> None:
+        self.publish_nowait(subject, data, reply)
 
     async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> MemorySubscription:
         if self.closed:
@@ -155,7 +143,7 @@ class MemoryBus:
         inbox = self.broker.new_inbox()
         answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
-        async def on_reply(msg: MemoryMsg) -> None:
+        def on_reply(msg: MemoryMsg) -> None:
             if not answer.done():
                 answer.set_result(msg.data)
 
@@ -175,9 +163,9 @@ class MemoryBus:
 
     async def drain(self) -> None:
         """Unsubscribe everything, let queued messages be handled, then close."""
+        await asyncio.sleep(0)  # deliveries already under way arrive (a NATS drain's flush)
         subs, self.subs = self.subs, []
         for s in subs:
             await s.unsubscribe()
-        current = asyncio.current_task()
-        await asyncio.gather(*(s.finished() for s in subs if s.task is not current))
+        await asyncio.gather(*(s.finished() for s in subs))
         self.closed = True
