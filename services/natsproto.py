@@ -86,6 +86,8 @@ class Parser:
                     stop = start + size
                     if stop + 2 > n:
                         break  # the payload is still on its way
+                    if buf[stop : stop + 2] != b"\r\n":
+                        raise NatsProtocolError(f"MSG payload of {size} bytes not followed by CRLF")
                     pos = stop + 2
                     rx.on_msg(int(sid), subject.decode(), reply.decode(), buf[start:stop], 0)
                 elif line.startswith(b"HMSG "):
@@ -106,6 +108,8 @@ class Parser:
                     stop = start + size
                     if stop + 2 > n:
                         break
+                    if buf[stop : stop + 2] != b"\r\n":
+                        raise NatsProtocolError(f"HMSG payload of {size} bytes not followed by CRLF")
                     pos = stop + 2
                     status = _status(buf[start : start + hdr])
                     rx.on_msg(int(sid), subject.decode(), reply.decode(), buf[start + hdr : stop], status)

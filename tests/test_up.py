@@ -113,6 +113,42 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     assert left == set(), f"still running: {[cmdline(p) for p in left]} of {[cmdline(p) for p in kids]}"
 
 
+def server_of(proc: subprocess.Popen[str]) -> int:
+    """The pid of ``up``'s nats-server, once it runs."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for pid in descendants(proc.pid):
+            if "nats-server" in cmdline(pid):
+                return pid
+        time.sleep(0.01)
+    raise AssertionError("up started no nats-server")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_while_the_server_cannot_answer_still_exits_130(tmp_path: Path) -> None:
+    """Ctrl-C as the run starts, nats-server frozen (a loaded machine at its worst): up's own
+    bus calls are cut short mid-flight, yet it exits 130 and leaves no process behind."""
+    proc = start_up(["pingpong", "--factory", "toy", "--set", "balls=100000", "--speed", "2"], tmp_path)
+    try:
+        server = server_of(proc)
+        wait_for_line(proc, "services up")
+        os.kill(server, signal.SIGSTOP)  # up is now starting the run: its flush gets no PONG
+        try:
+            kids = children_of(proc, 3)
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)  # up cancels the run and starts its cleanup while the server is frozen
+        finally:
+            os.kill(server, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, f"exit code {proc.returncode}: {err}"
+    assert "interrupted" in err
+    left = leftovers(kids)
+    assert left == set(), f"still running: {[cmdline(p) for p in left]} of {[cmdline(p) for p in kids]}"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_dead_service_stops_everything_and_is_named(tmp_path: Path) -> None:
     """When a service process dies mid-run, up says which one and how, stops the rest, exits non-zero."""
