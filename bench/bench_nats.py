@@ -1,15 +1,18 @@
 """Speed of the twin over NATS (every service its own process) against the in-process run.
 
     .venv/bin/python bench/bench_nats.py                      # w1: 10,000 requests
+    .venv/bin/python bench/bench_nats.py --repeat 3           # 3 alternating pairs, then medians
+    .venv/bin/python bench/bench_nats.py --cpus 0             # services and nats-server on CPU 0
     .venv/bin/python bench/bench_nats.py --set workload.requests=2000 --device-processes 2
 
-Runs the scenario once in-process (``run_scenario``) and once over an embedded nats-server
-with the conductor, generator, balancer and device services as separate processes (the layout
-of ``llmtwin up``), checks that both give the same requests.csv, and prints: simulated requests
-per wall second for both, their ratio, bus messages per second (from the server's /varz), and
-the per-window overhead of the bus. Wall times exclude process start-up (the services are up
-before the clock starts) but include the run's set-up (every service builds its components)
-and the collection of results.
+Starts an embedded nats-server and the conductor, generator, balancer and device services as
+separate processes (the layout of ``llmtwin up``), then, ``--repeat`` times, runs the scenario
+in-process (``run_scenario``) and over the services, checks that both give the same
+requests.csv, and prints: simulated requests per wall second for both, their ratio, bus
+messages per second (from the server's /varz), the per-window overhead of the bus, the CPU
+seconds of every process, and the load average before the pair. Wall times exclude process
+start-up (the services are up before the clock starts) but include the run's set-up (every
+service builds its components) and the collection of results.
 """
 
 from __future__ import annotations
@@ -18,19 +21,22 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from llmtwin.cluster.run import run_scenario
 from llmtwin.report.writers import requests_csv
 from llmtwin.runtime.natsd import EmbeddedNats
-from llmtwin.runtime.processes import Supervisor
+from llmtwin.runtime.processes import Supervisor, parse_cpus
 from llmtwin.runtime.up import cluster_layout
 from llmtwin.scenario.loader import load_scenario
+from llmtwin.scenario.spec import Scenario
 from proto.codec import Codec
 from proto.control import RunOutcome, RunRequest, RunSpec
 from services.bus import connect
@@ -63,61 +69,107 @@ def metric(port: int, name: str) -> float:
     return 0.0
 
 
-async def over_nats(
-    spec: RunSpec, device_processes: int, logs: Path, routing: Literal["relay", "direct"]
-) -> tuple[RunOutcome, dict[str, float]]:
-    factory = ClusterFactory()
-    layout = cluster_layout(device_processes, factory.needs_planner(spec))
-    with EmbeddedNats() as nats:
-        sup = Supervisor(logs)
-        bus = await connect(nats.url, "bench")
-        client = RunClient(bus, Codec())
-        await client.start()
-        try:
-            for p in layout:
-                sup.spawn(
-                    p.name,
-                    [
-                        sys.executable,
-                        "-m",
-                        "services",
-                        p.role,
-                        "--nats",
-                        nats.url,
-                        "--name",
-                        p.name,
-                        *p.flags,
-                    ],
-                )
-            await client.wait_for([p.name for p in layout], 120)
-            before = varz(nats.monitor_url)
-            procs = {c.name: c.pid for c in sup.children}
-            procs["nats-server"] = nats.proc.pid if nats.proc is not None else 0
-            cpu0 = {k: cpu_s(v) for k, v in procs.items()}
-            t0 = time.perf_counter()
-            outcome = await client.run(RunRequest("bench", spec, routing=routing))
-            wall = time.perf_counter() - t0
-            after = varz(nats.monitor_url)
-            cpu = {k: cpu_s(v) - cpu0[k] for k, v in procs.items()}
-            port = client.hellos["conductor"].http_port
-            extra = {
-                "client_wall_s": wall,
-                "bus_msgs": float(after["in_msgs"] - before["in_msgs"]),
-                "bus_deliveries": float(after["out_msgs"] - before["out_msgs"]),
-                "bus_bytes": float(after["in_bytes"] - before["in_bytes"]),
-                "window_latency_sum_s": metric(port, "twin_conductor_window_duration_seconds_sum"),
-                "step_s": sum(
-                    metric(client.hellos[p.name].http_port, "twin_host_step_duration_seconds_sum")
-                    for p in layout
-                    if p.role in ("generator", "balancer", "device")
-                ),
-                **{f"cpu_s:{k}": v for k, v in cpu.items()},
-            }
-        finally:
-            await client.close()
-            await bus.drain()
-            sup.stop_all()
-    return outcome, extra
+def load_avg() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+@dataclass
+class Pair:
+    """One in-process run and one run over NATS, and what was measured around them."""
+
+    load: float
+    local_wall: float
+    nats_wall: float
+    outcome: RunOutcome
+    same: bool
+    x: dict[str, float]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.scenario: Scenario = load_scenario(args.scenario, args.overrides, args.policy)
+        self.spec = RunSpec("cluster", args.scenario, tuple(args.overrides), args.policy)
+        self.cpus = parse_cpus(args.cpus)
+        self.routing: Literal["relay", "direct"] = args.routing
+
+    async def run(self) -> list[Pair]:
+        factory = ClusterFactory()
+        layout = cluster_layout(self.args.device_processes, factory.needs_planner(self.spec))
+        pairs = []
+        with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(cpus=self.cpus) as nats:
+            sup = Supervisor(Path(tmp), cpus=self.cpus)
+            bus = await connect(nats.url, "bench")
+            client = RunClient(bus, Codec())
+            await client.start()
+            try:
+                for p in layout:
+                    argv = [sys.executable, "-m", "services", p.role, "--nats", nats.url, "--name", p.name]
+                    sup.spawn(p.name, [*argv, *p.flags])
+                await client.wait_for([p.name for p in layout], 120)
+                procs = {c.name: c.pid for c in sup.children}
+                procs["nats-server"] = nats.proc.pid if nats.proc is not None else 0
+                hosts = [p.name for p in layout if p.role in ("generator", "balancer", "device")]
+                for i in range(self.args.repeat):
+                    pairs.append(await self.pair(i, client, nats.monitor_url, procs, hosts))
+                    self.report(pairs[-1])
+            finally:
+                await client.close()
+                await bus.drain()
+                sup.stop_all()
+        return pairs
+
+    async def pair(
+        self, i: int, client: RunClient, monitor: str, procs: dict[str, int], hosts: list[str]
+    ) -> Pair:
+        load = load_avg()
+        t0 = time.perf_counter()
+        local = run_scenario(self.scenario)
+        local_wall = time.perf_counter() - t0
+
+        conductor = client.hellos["conductor"].http_port
+        ports = {h: client.hellos[h].http_port for h in hosts}
+        window_sum0 = metric(conductor, "twin_conductor_window_duration_seconds_sum")
+        step_sum0 = sum(metric(p, "twin_host_step_duration_seconds_sum") for p in ports.values())
+        before = varz(monitor)
+        cpu0 = {k: cpu_s(v) for k, v in procs.items()}
+        t0 = time.perf_counter()
+        outcome = await client.run(RunRequest(f"bench-{i}", self.spec, routing=self.routing))
+        nats_wall = time.perf_counter() - t0
+        after = varz(monitor)
+        x = {
+            "bus_msgs": float(after["in_msgs"] - before["in_msgs"]),
+            "bus_deliveries": float(after["out_msgs"] - before["out_msgs"]),
+            "bus_bytes": float(after["in_bytes"] - before["in_bytes"]),
+            "window_latency_sum_s": metric(conductor, "twin_conductor_window_duration_seconds_sum")
+            - window_sum0,
+            "step_s": sum(metric(p, "twin_host_step_duration_seconds_sum") for p in ports.values())
+            - step_sum0,
+            **{f"cpu_s:{k}": cpu_s(v) - cpu0[k] for k, v in procs.items()},
+        }
+        remote = ClusterFactory().result(self.spec, outcome, Codec())
+        same = requests_csv(remote, self.scenario.slo) == requests_csv(local, self.scenario.slo)
+        return Pair(load, local_wall, nats_wall, outcome, same, x)
+
+    def report(self, p: Pair) -> None:
+        n = self.scenario.workload.requests
+        stats = p.outcome.stats
+        windows, loop_s, x = stats["windows"], stats["windows_wall_s"], p.x
+        print(f"scenario {self.scenario.name}/{self.scenario.policy.name}: {n} requests, {windows:.0f} windows, "
+              f"{stats['messages']:.0f} envelopes; requests.csv identical: {p.same}; load average {p.load:.2f}")  # fmt: skip
+        print(f"in-process : {p.local_wall:8.2f} s wall  {n / p.local_wall:8.0f} requests/s")
+        print(f"over NATS  : {p.nats_wall:8.2f} s wall  {n / p.nats_wall:8.0f} requests/s  "
+              f"(set-up {stats['setup_wall_s']:.2f} s, windows {loop_s:.2f} s, collect {stats['collect_wall_s']:.2f} s; "
+              f"{self.args.device_processes} device process(es), {self.args.routing} routing, CPUs {self.args.cpus})")  # fmt: skip
+        print(f"ratio      : {p.nats_wall / p.local_wall:8.2f} x slower over NATS")
+        print(f"bus        : {x['bus_msgs']:.0f} messages published, {x['bus_deliveries']:.0f} delivered, "
+              f"{x['bus_msgs'] / loop_s:,.0f} msgs/s published, {x['bus_bytes'] / 1e6:.1f} MB")  # fmt: skip
+        print(f"per window : {1e6 * loop_s / windows:6.0f} us wall over NATS vs {1e6 * p.local_wall / windows:.0f} us "
+              f"in-process (overhead {1e6 * (loop_s - p.local_wall) / windows:.0f} us); grant->done latency "
+              f"{1e6 * x['window_latency_sum_s'] / windows:.0f} us, of which component steps "
+              f"{1e6 * x['step_s'] / windows:.0f} us")  # fmt: skip
+        cpu = ", ".join(f"{k[6:]} {v:.1f}" for k, v in x.items() if k.startswith("cpu_s:"))
+        print(f"CPU seconds during the run: {cpu} (on {os.cpu_count()} cores)", flush=True)
 
 
 def main() -> int:
@@ -127,39 +179,21 @@ def main() -> int:
     ap.add_argument("--policy")
     ap.add_argument("--device-processes", type=int, default=1)
     ap.add_argument("--routing", choices=("relay", "direct"), default="relay", help="how envelopes travel")
+    ap.add_argument("--cpus", default="all", help="CPUs of nats-server and the services (e.g. 0), or all")
+    ap.add_argument("--repeat", type=int, default=1, help="alternating pairs of runs (medians printed)")
     args = ap.parse_args()
 
-    scenario = load_scenario(args.scenario, args.overrides, args.policy)
-    t0 = time.perf_counter()
-    local = run_scenario(scenario)
-    local_wall = time.perf_counter() - t0
-
-    spec = RunSpec("cluster", args.scenario, tuple(args.overrides), args.policy)
-    with tempfile.TemporaryDirectory() as tmp:
-        outcome, x = asyncio.run(over_nats(spec, args.device_processes, Path(tmp), args.routing))
-    remote = ClusterFactory().result(spec, outcome, Codec())
-    same = requests_csv(remote, scenario.slo) == requests_csv(local, scenario.slo)
-
-    n = len(local.requests)
-    windows = outcome.stats["windows"]
-    loop_s = outcome.stats["windows_wall_s"]
-    nats_wall = x["client_wall_s"]
-    print(f"scenario {scenario.name}/{scenario.policy.name}: {n} requests, {windows:.0f} windows, "
-          f"{outcome.stats['messages']:.0f} envelopes; requests.csv identical: {same}")  # fmt: skip
-    print(f"in-process : {local_wall:8.2f} s wall  {n / local_wall:8.0f} requests/s")
-    print(f"over NATS  : {nats_wall:8.2f} s wall  {n / nats_wall:8.0f} requests/s  "
-          f"(set-up {outcome.stats['setup_wall_s']:.2f} s, windows {loop_s:.2f} s, "
-          f"collect {outcome.stats['collect_wall_s']:.2f} s; {args.device_processes} device process(es), {args.routing} routing)")  # fmt: skip
-    print(f"ratio      : {nats_wall / local_wall:8.2f} x slower over NATS")
-    print(f"bus        : {x['bus_msgs']:.0f} messages published, {x['bus_deliveries']:.0f} delivered, "
-          f"{x['bus_msgs'] / loop_s:,.0f} msgs/s published, {x['bus_bytes'] / 1e6:.1f} MB")  # fmt: skip
-    print(f"per window : {1e6 * loop_s / windows:6.0f} us wall over NATS vs {1e6 * local_wall / windows:.0f} us "
-          f"in-process (overhead {1e6 * (loop_s - local_wall) / windows:.0f} us); grant->done latency "
-          f"{1e6 * x['window_latency_sum_s'] / windows:.0f} us, of which component steps "
-          f"{1e6 * x['step_s'] / windows:.0f} us")  # fmt: skip
-    cpu = ", ".join(f"{k[6:]} {v:.1f}" for k, v in x.items() if k.startswith("cpu_s:"))
-    print(f"CPU seconds during the run: {cpu} (on {os.cpu_count()} cores)")
-    return 0 if same else 1
+    bench = Bench(args)
+    pairs = asyncio.run(bench.run())
+    if len(pairs) > 1:
+        n = bench.scenario.workload.requests
+        local = statistics.median(p.local_wall for p in pairs)
+        remote = statistics.median(p.nats_wall for p in pairs)
+        ratio = statistics.median(p.nats_wall / p.local_wall for p in pairs)
+        print(f"medians of {len(pairs)} pairs: in-process {local:.2f} s ({n / local:,.0f} requests/s), "
+              f"over NATS {remote:.2f} s ({n / remote:,.0f} requests/s), ratio {ratio:.2f} x; "
+              f"load averages {', '.join(f'{p.load:.2f}' for p in pairs)}")  # fmt: skip
+    return 0 if all(p.same for p in pairs) else 1
 
 
 if __name__ == "__main__":

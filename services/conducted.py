@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from llmtwin.sim.windows import Grant, WindowPlanner
+from proto import subjects
 from proto.chunks import Reassembler
 from proto.control import DoneBatch, ExportBatch, GrantBatch, Progress, RunRequest, WireEnvelope
 from services.bus import Subscription
@@ -67,6 +68,8 @@ class ConductedRun:
     ready_services: set[str] = field(default_factory=set)
     hosts: dict[str, list[str]] = field(default_factory=dict)
     """Component -> every service stepping it (leader first), fixed when the windows start."""
+    grant_subjects: dict[str, str] = field(default_factory=dict)
+    """Service -> the subject of its grants (built once, not per window)."""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     phase: str = "setup"
     """setup -> running -> collecting -> done."""
@@ -126,6 +129,7 @@ class ConductedRun:
     def fix_hosts(self) -> None:
         """Who steps each component, once every service is ready (the windows then start)."""
         self.hosts = {c: [s, *self.followers.get(c, ())] for c, s in self.leaders.items()}
+        self.grant_subjects = {svc: subjects.grant(self.run, svc) for svc in self.ready_services}
 
     def open_window(self, grants: list[Grant]) -> dict[str, GrantBatch]:
         """Start a window: one GrantBatch per service that steps any of ``grants`` (relay: with

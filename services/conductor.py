@@ -371,7 +371,7 @@ class Conductor(Service):
     def _open(self, state: ConductedRun, grants: list[Grant]) -> None:
         state.pacer.opened(grants[0].time)
         for svc, batch in state.open_window(grants).items():
-            self.publish_nowait(subjects.grant(state.run, svc), batch)
+            self.publish_nowait(state.grant_subjects[svc], batch)
 
     async def _collect(self, state: ConductedRun) -> RunOutcome:
         await self.publish(subjects.collect(state.run), Collect(state.run, state.now_s))

@@ -46,7 +46,7 @@ class ServiceConfig:
             token(self.service_name, "name")
         except ProtocolError as exc:
             raise ConfigurationError(f"name: {exc.args[0]}") from None
-        if not self.nats_url.startswith(("nats://", "tls://", "ws://", "wss://")):
+        if not self.nats_url.startswith("nats://"):  # our client speaks plain TCP (services/natsbus.py)
             raise ConfigurationError(f"nats_url: expected nats://host:port, got {self.nats_url!r}")
         if not -1 <= self.http_port <= 65535:
             raise ConfigurationError(f"http_port: {self.http_port} is not a port")

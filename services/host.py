@@ -66,6 +66,7 @@ class HostedRun:
     """Per component: envelopes not yet handed to a step."""
     arrived: dict[str, asyncio.Event] = field(default_factory=dict)
     subs: list[Subscription] = field(default_factory=list)
+    done_subject: str = ""
     counters: list[Any] = field(default_factory=list)
     """Hosted components that count completed requests (``completed``: the balancer)."""
 
@@ -140,6 +141,7 @@ class HostService(Service):
             return
         followers = {cid for cid in hosted if self.selector.role(cid) == "follower"}
         state = HostedRun(run, hosted, followers, offload, relay=cfg.routing == "relay")
+        state.done_subject = subjects.done(run)
         state.counters = [c for c in hosted.values() if isinstance(getattr(c, "completed", None), int)]
         if hosted:
             self.runs[run] = state
@@ -248,7 +250,7 @@ class HostService(Service):
     ) -> None:
         completed = sum(c.completed for c in state.counters) if state.counters else -1
         done = DoneBatch(grant.run, grant.window, self.name, items, completed=completed, envelopes=out)
-        self.publish_nowait(subjects.done(grant.run), done)
+        self.publish_nowait(state.done_subject, done)
 
     def _refuse(self, grant: GrantBatch, exc: Exception) -> None:
         """Anything that goes wrong after the grant is understood: an error DoneBatch."""

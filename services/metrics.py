@@ -4,11 +4,27 @@ Names follow ``twin_<component>_<noun>_<unit>`` (counters end in ``_total``) and
 fixed, so dashboards can be written against this file alone. Every process has its own
 registry (tests build a fresh one each time); Prometheus adds ``job``/``instance`` labels when
 it scrapes, so no metric carries the service name itself.
+
+Metrics updated per message or per window are kept in plain numbers (:class:`PlainCounter`,
+:class:`PlainGauge`, :class:`PlainHistogram`) and turned into Prometheus samples only when
+scraped: prometheus-client's own metrics take a lock on every update, which cost several
+microseconds per window. The services update metrics from their event loop's thread only (the
+/metrics endpoint runs on that loop too), so plain numbers need no lock.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
 WALL_BUCKETS_S = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 """Histogram buckets for wall-clock durations, seconds (10 us to 10 s)."""
@@ -18,14 +34,105 @@ REJECT_REASONS = ("malformed", "unknown_run", "stale", "handler")
 belongs to a window already closed, or its handler failed."""
 
 
+class PlainCounter:
+    """A counter, optionally with one label whose values are fixed up front."""
+
+    __slots__ = ("_children", "doc", "label", "name", "value")
+
+    def __init__(
+        self, registry: CollectorRegistry, name: str, doc: str, label: str = "", values: Sequence[str] = ()
+    ) -> None:
+        self.name, self.doc, self.label = name, doc, label
+        self.value = 0.0
+        self._children = {v: PlainCounter.child() for v in values}
+        registry.register(self)
+
+    @staticmethod
+    def child() -> PlainCounter:
+        """An unregistered counter: one label value of a labelled counter."""
+        c = PlainCounter.__new__(PlainCounter)
+        c.value = 0.0
+        return c
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def labels(self, value: str) -> PlainCounter:
+        return self._children[value]
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.doc, labels=[self.label] if self.label else None)
+
+    def collect(self) -> Iterator[Metric]:
+        if not self.label:
+            yield CounterMetricFamily(self.name, self.doc, value=self.value)
+            return
+        family = CounterMetricFamily(self.name, self.doc, labels=[self.label])
+        for v, c in self._children.items():
+            family.add_metric([v], c.value)
+        yield family
+
+
+class PlainGauge:
+    """A gauge."""
+
+    __slots__ = ("doc", "name", "value")
+
+    def __init__(self, registry: CollectorRegistry, name: str, doc: str) -> None:
+        self.name, self.doc = name, doc
+        self.value = 0.0
+        registry.register(self)
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(self.name, self.doc)
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(self.name, self.doc, value=self.value)
+
+
+class PlainHistogram:
+    """A histogram with fixed upper bounds (``le``), seconds."""
+
+    __slots__ = ("bounds", "counts", "doc", "name", "total")
+
+    def __init__(self, registry: CollectorRegistry, name: str, doc: str, buckets: Sequence[float]) -> None:
+        self.name, self.doc = name, doc
+        self.bounds = sorted(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)
+        """Observations per bucket (not cumulative); the last one is +Inf."""
+        self.total = 0.0
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        self.counts[bisect_left(self.bounds, value)] += 1
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.doc)
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative, running = [], 0
+        for bound, n in zip([*map(floatToGoString, self.bounds), "+Inf"], self.counts, strict=True):
+            running += n
+            cumulative.append((bound, float(running)))
+        yield HistogramMetricFamily(self.name, self.doc, buckets=cumulative, sum_value=self.total)
+
+
 class BusMetrics:
     """What every service counts: messages in and out, and the ones it rejected."""
 
     __slots__ = ("messages_in", "messages_out", "rejected", "up")
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        messages = Counter(
-            "twin_bus_messages_total", "Bus messages handled, by direction", ["direction"], registry=registry
+        messages = PlainCounter(
+            registry,
+            "twin_bus_messages_total",
+            "Bus messages handled, by direction",
+            "direction",
+            ("in", "out"),
         )
         self.messages_in = messages.labels("in")
         self.messages_out = messages.labels("out")
@@ -46,23 +153,23 @@ class ConductorMetrics:
     __slots__ = ("envelopes", "lag", "paused", "runs", "virtual_time", "window_duration", "windows")
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.windows = Counter("twin_conductor_windows_total", "Time windows opened", registry=registry)
-        self.virtual_time = Gauge(
-            "twin_conductor_virtual_time_seconds", "Virtual time of the current window", registry=registry
+        self.windows = PlainCounter(registry, "twin_conductor_windows_total", "Time windows opened")
+        self.virtual_time = PlainGauge(
+            registry, "twin_conductor_virtual_time_seconds", "Virtual time of the current window"
         )
-        self.lag = Gauge(
+        self.lag = PlainGauge(
+            registry,
             "twin_conductor_realtime_lag_seconds",
             "Wall seconds the run is behind its pace (--speed); 0 at --speed max",
-            registry=registry,
         )
-        self.window_duration = Histogram(
+        self.window_duration = PlainHistogram(
+            registry,
             "twin_conductor_window_duration_seconds",
             "Wall time from opening a window to the last Done",
-            buckets=WALL_BUCKETS_S,
-            registry=registry,
+            WALL_BUCKETS_S,
         )
-        self.envelopes = Counter(
-            "twin_conductor_envelopes_total", "Envelopes the components reported sending", registry=registry
+        self.envelopes = PlainCounter(
+            registry, "twin_conductor_envelopes_total", "Envelopes the components reported sending"
         )
         self.runs = Counter(
             "twin_conductor_runs_total", "Runs ended, by outcome", ["outcome"], registry=registry
@@ -78,12 +185,9 @@ class HostMetrics:
     __slots__ = ("components", "envelopes_in", "envelopes_out", "input_wait", "step_duration", "steps")
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.steps = Counter("twin_host_steps_total", "Component steps taken", registry=registry)
-        self.step_duration = Histogram(
-            "twin_host_step_duration_seconds",
-            "Wall time of one component step",
-            buckets=WALL_BUCKETS_S,
-            registry=registry,
+        self.steps = PlainCounter(registry, "twin_host_steps_total", "Component steps taken")
+        self.step_duration = PlainHistogram(
+            registry, "twin_host_step_duration_seconds", "Wall time of one component step", WALL_BUCKETS_S
         )
         self.input_wait = Histogram(
             "twin_host_input_wait_seconds",
@@ -91,11 +195,12 @@ class HostMetrics:
             buckets=WALL_BUCKETS_S,
             registry=registry,
         )
-        envelopes = Counter(
+        envelopes = PlainCounter(
+            registry,
             "twin_host_envelopes_total",
             "Envelopes received and sent, by direction",
-            ["direction"],
-            registry=registry,
+            "direction",
+            ("in", "out"),
         )
         self.envelopes_in = envelopes.labels("in")
         self.envelopes_out = envelopes.labels("out")

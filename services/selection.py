@@ -22,8 +22,8 @@ Role = Literal["leader", "follower"]
 _INSTANCE = re.compile(r"^instance-(\d+)$")
 
 
-def parse_ranges(text: str) -> frozenset[int]:
-    """``"0-3,6"`` -> {0, 1, 2, 3, 6}."""
+def parse_ranges(text: str, what: str = "instance") -> frozenset[int]:
+    """``"0-3,6"`` -> {0, 1, 2, 3, 6} (``what`` names the numbers in errors: instance, CPU)."""
     out: set[int] = set()
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -32,14 +32,12 @@ def parse_ranges(text: str) -> frozenset[int]:
         try:
             a, b = int(lo), int(hi) if sep else int(lo)
         except ValueError:
-            raise ConfigurationError(
-                f"bad instance range {part!r} in {text!r} (expected e.g. 0-3,6)"
-            ) from None
+            raise ConfigurationError(f"bad {what} range {part!r} in {text!r} (expected e.g. 0-3,6)") from None
         if a < 0 or b < a:
-            raise ConfigurationError(f"bad instance range {part!r} in {text!r}")
+            raise ConfigurationError(f"bad {what} range {part!r} in {text!r}")
         out.update(range(a, b + 1))
     if not out:
-        raise ConfigurationError(f"no instances in {text!r}")
+        raise ConfigurationError(f"no {what}s in {text!r}")
     return frozenset(out)
 
 

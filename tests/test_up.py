@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from llmtwin.errors import ConfigurationError
 from llmtwin.report.execute import run_output
 from llmtwin.report.outputs import write_run
 from llmtwin.report.tables import summary_table
+from llmtwin.runtime.processes import Supervisor, parse_cpus
 from llmtwin.scenario.loader import load_scenario
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -201,3 +203,21 @@ def test_up_writes_the_same_requests_csv_as_simulate(tmp_path: Path) -> None:
     assert up.stdout == summary_table(sim.summary) + "\n"
     logs = {p.name for p in (tmp_path / "up" / "logs").iterdir()}
     assert logs == {"conductor.log", "generator.log", "balancer.log", "device-1.log"}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
+def test_cpus_confine_the_children_and_are_checked(tmp_path: Path) -> None:
+    """--cpus: children run on the CPUs given; 'all' leaves placement to the OS; unknown CPUs are refused."""
+    one = min(os.sched_getaffinity(0))
+    assert parse_cpus("all") is None
+    assert parse_cpus(str(one)) == {one}
+    with pytest.raises(ConfigurationError, match="not available"):
+        parse_cpus(str(max(os.sched_getaffinity(0)) + 1000))
+    with pytest.raises(ConfigurationError, match="bad CPU range"):
+        parse_cpus("2-1")
+    sup = Supervisor(tmp_path, cpus=frozenset({one}))
+    child = sup.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert os.sched_getaffinity(child.pid) == {one}
+    finally:
+        sup.stop_all(grace_s=5.0)

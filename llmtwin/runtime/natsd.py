@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Self
 
 from llmtwin.errors import ServiceFailure
-from llmtwin.runtime.processes import child_preexec
+from llmtwin.runtime.processes import preexec
 
 
 def nats_server_binary() -> Path:
@@ -36,8 +36,11 @@ def nats_server_binary() -> Path:
 class EmbeddedNats:
     """``with EmbeddedNats() as nats: nats.url`` -- a private server for one ``llmtwin up``."""
 
-    def __init__(self, workdir: Path | None = None, start_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, workdir: Path | None = None, start_timeout_s: float = 10.0, cpus: frozenset[int] | None = None
+    ) -> None:
         self._own_dir = workdir is None
+        self.cpus = cpus
         self.dir = Path(tempfile.mkdtemp(prefix="llmtwin-nats-")) if workdir is None else workdir
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,7 +68,7 @@ class EmbeddedNats:
             stdout=log,
             stderr=subprocess.STDOUT,
             process_group=0,
-            preexec_fn=child_preexec,
+            preexec_fn=preexec(self.cpus),
         )
         log.close()
         deadline = time.monotonic() + self.start_timeout_s

@@ -4,7 +4,8 @@ Each child runs in its own process group (so a terminal's Ctrl-C reaches only ``
 then stops the children in order) and, on Linux, gets SIGTERM if ``up`` dies without cleaning
 up (``PR_SET_PDEATHSIG``). Its stdout and stderr go to ``<log_dir>/<name>.log``, whose last
 lines are shown when it fails. ``stop_all`` sends SIGTERM to every group, waits, then SIGKILLs
-whatever is left.
+whatever is left. Children may be confined to a set of CPUs (``--cpus``; see
+docs/architecture.md for why one CPU can be faster).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 import subprocess
@@ -20,6 +22,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from llmtwin.errors import ConfigurationError
+from services.selection import parse_ranges
 
 PR_SET_PDEATHSIG = 1
 """prctl option: signal to receive when the parent thread exits (linux/prctl.h)."""
@@ -39,10 +44,33 @@ _PRCTL = _load_prctl()
 """Loaded once, before any fork: nothing may be loaded between fork and exec."""
 
 
-def child_preexec() -> None:
-    """Runs in the child between fork and exec: die with the parent (Linux only)."""
+def child_preexec(cpus: frozenset[int] | None = None) -> None:
+    """Runs in the child between fork and exec: die with the parent (Linux only), stay on ``cpus``."""
     if _PRCTL is not None:
         _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+def preexec(cpus: frozenset[int] | None) -> functools.partial[None]:
+    """The ``preexec_fn`` of a child confined to ``cpus`` (None: wherever the OS puts it)."""
+    return functools.partial(child_preexec, cpus)
+
+
+def parse_cpus(text: str) -> frozenset[int] | None:
+    """``--cpus``: ``all`` -> None (the OS places the processes); ``0`` or ``0-1,3`` -> those CPUs,
+    which must be ones this process may use (Linux only)."""
+    if text.strip().lower() == "all":
+        return None
+    cpus = parse_ranges(text, "CPU")
+    if not hasattr(os, "sched_setaffinity"):
+        raise ConfigurationError("--cpus needs Linux (sched_setaffinity); use --cpus all")
+    allowed = os.sched_getaffinity(0)
+    if not cpus <= allowed:
+        raise ConfigurationError(
+            f"--cpus {text}: CPU(s) {sorted(cpus - allowed)} not available (allowed: {sorted(allowed)})"
+        )
+    return cpus
 
 
 @dataclass(slots=True)
@@ -69,8 +97,9 @@ class Child:
 class Supervisor:
     """Starts children, reports the first one that exits, stops them all."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, cpus: frozenset[int] | None = None) -> None:
         self.log_dir = log_dir
+        self.cpus = cpus
         self.children: list[Child] = []
         self.stopping = False
 
@@ -85,7 +114,7 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ if env is None else env),
                 process_group=0,
-                preexec_fn=child_preexec,
+                preexec_fn=preexec(self.cpus),
             )
         child = Child(name, proc, log_path)
         self.children.append(child)

@@ -89,8 +89,11 @@ class Launcher:
         start_timeout_s: float = 120.0,
         grace_s: float = 10.0,
         routing: Literal["relay", "direct"] = "relay",
+        cpus: frozenset[int] | None = None,
     ) -> None:
         self.layout = list(layout)
+        self.cpus = cpus
+        """CPUs for nats-server and every service (None: wherever the OS puts them)."""
         self.speed = speed
         self.stream, self.quiet = stream, quiet
         self.log_dir = log_dir
@@ -103,8 +106,8 @@ class Launcher:
     def run(self, runs: Sequence[UpRun]) -> list[RunOutcome]:
         """Start everything, do ``runs`` in order, stop everything (also on errors and signals)."""
         tmp = Path(tempfile.mkdtemp(prefix="llmtwin-up-"))
-        self.nats = EmbeddedNats(tmp / "nats")
-        self.supervisor = Supervisor(self.log_dir or tmp / "logs")
+        self.nats = EmbeddedNats(tmp / "nats", cpus=self.cpus)
+        self.supervisor = Supervisor(self.log_dir or tmp / "logs", cpus=self.cpus)
         # SIGTERM outside the event loop (starting the server, spawning) must clean up too.
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:

@@ -19,6 +19,7 @@ from llmtwin.errors import ConfigurationError
 from llmtwin.report.outputs import RunOutput, write_compare, write_run
 from llmtwin.report.summary import summarize
 from llmtwin.report.tables import compare_table, summary_table
+from llmtwin.runtime.processes import parse_cpus
 from llmtwin.runtime.up import Launcher, UpRun, cluster_layout, toy_layout
 from llmtwin.scenario.dump import dump_scenario, scenario_toml
 from llmtwin.scenario.loader import load_scenario
@@ -64,6 +65,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--routing", choices=("relay", "direct"), default="relay",
         help="envelopes travel with the grants through the conductor (relay) or host to host (direct)",
     )  # fmt: skip
+    p.add_argument(
+        "--cpus", default="all", metavar="LIST",
+        help="run nats-server and every service on these CPUs, e.g. 0 or 0-1 (default: all, the OS decides); "
+        "one CPU is often faster, see docs/architecture.md",
+    )  # fmt: skip
     p.add_argument("--logs", type=Path, help="keep the services' logs in this folder (default: OUT/logs)")
     p.add_argument(
         "--factory", choices=("cluster", "toy"), default="cluster",
@@ -74,13 +80,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     speed = parse_speed(args.speed)
+    cpus = parse_cpus(args.cpus)
     if args.device_processes < 1:
         raise ConfigurationError(f"--device-processes must be >= 1, got {args.device_processes}")
     if args.policy and args.policies:
         raise ConfigurationError("give --policy or --policies, not both")
     log_dir = args.logs or (args.out / "logs" if args.out is not None else None)
     if args.factory == "toy":
-        return _toy(args, speed, log_dir)
+        return _toy(args, speed, log_dir, cpus)
     policies: list[str | None] = (
         list(name_list(args.policies, "policies")) if args.policies else [args.policy]
     )
@@ -94,7 +101,13 @@ def run(args: argparse.Namespace) -> int:
         for s, spec in zip(scenarios, specs, strict=True)
     ]
     launcher = Launcher(
-        layout, speed=speed, stream=sys.stderr, quiet=args.quiet, log_dir=log_dir, routing=args.routing
+        layout,
+        speed=speed,
+        stream=sys.stderr,
+        quiet=args.quiet,
+        log_dir=log_dir,
+        routing=args.routing,
+        cpus=cpus,
     )
     outcomes = launcher.run(runs)
     codec = Codec()
@@ -119,11 +132,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _toy(args: argparse.Namespace, speed: float, log_dir: Path | None) -> int:
+def _toy(args: argparse.Namespace, speed: float, log_dir: Path | None, cpus: frozenset[int] | None) -> int:
     """The transport self-test: run a toy over the services and print what came back."""
     spec = RunSpec("toy", args.scenario, tuple(args.overrides))
     launcher = Launcher(
-        toy_layout(), speed=speed, stream=sys.stderr, quiet=args.quiet, log_dir=log_dir, routing=args.routing
+        toy_layout(),
+        speed=speed,
+        stream=sys.stderr,
+        quiet=args.quiet,
+        log_dir=log_dir,
+        routing=args.routing,
+        cpus=cpus,
     )
     (outcome,) = launcher.run([UpRun(f"toy/{args.scenario}", spec)])
     stats = ", ".join(f"{k} {v:g}" for k, v in outcome.stats.items())
