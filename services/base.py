@@ -206,7 +206,7 @@ class Service:
                 await self.publish(
                     subjects.heartbeat(), Heartbeat(self.name, self._beats, self.current_run())
                 )
-            except Exception as exc:  # disconnected: nats-py reconnects, the next beat will tell
+            except Exception as exc:  # disconnected: the client reconnects, the next beat will tell
                 log.debug("%s: heartbeat: %s", self.name, exc)
             await asyncio.sleep(self.heartbeat_s)
 

@@ -89,6 +89,7 @@ class _Wire(asyncio.Protocol):
                 self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.resume_writing()  # a publisher waiting for buffer space must not wait forever
         self.bus.lost(self, exc)
 
     def pause_writing(self) -> None:
