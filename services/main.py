@@ -121,9 +121,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     return run_loop(serve(cfg))
 
 
-def run_loop(main: Coroutine[Any, Any, int]) -> int:
-    """Run ``main`` on uvloop where it is installed (a faster event loop), else on asyncio's own."""
-    factory = uvloop.new_event_loop if uvloop is not None else None
+def run_loop(main: Coroutine[Any, Any, int], fast: bool = True) -> int:
+    """Run ``main`` on uvloop where it is installed (a faster event loop; ``fast=False``: never),
+    else on asyncio's own."""
+    factory = uvloop.new_event_loop if uvloop is not None and fast else None
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
 
