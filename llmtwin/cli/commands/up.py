@@ -23,6 +23,7 @@ from llmtwin.runtime.processes import parse_cpus
 from llmtwin.runtime.up import Launcher, UpRun, cluster_layout, toy_layout
 from llmtwin.scenario.dump import dump_scenario, scenario_toml
 from llmtwin.scenario.loader import load_scenario
+from llmtwin.scenario.spec import Scenario
 from proto.codec import Codec
 from proto.control import RunSpec
 from services.cluster import ClusterFactory
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         UpRun(f"{s.name}/{s.policy.name}", spec, s.workload.requests)
         for s, spec in zip(scenarios, specs, strict=True)
     ]
+    if not args.quiet:
+        print(_headline(scenarios[0], [s.policy.name for s in scenarios]), file=sys.stderr)
     launcher = Launcher(
         layout,
         speed=speed,
@@ -128,8 +131,30 @@ def run(args: argparse.Namespace) -> int:
             write_run(args.out, outs[0], plots=not args.no_plots)
         else:
             write_compare(args.out, outs, plots=not args.no_plots)
-        print(f"wrote {args.out}", file=sys.stderr)
+        print(_written(args.out, [s.policy.name for s in scenarios]), file=sys.stderr)
     return 0
+
+
+def _headline(s: Scenario, policies: list[str]) -> str:
+    """One line saying what is about to run, for a user who did not read the scenario file."""
+    c, w = s.cluster, s.workload
+    load = f"{w.requests} requests" if w.requests is not None else f"{w.duration_s:g} s of arrivals"
+    return (
+        f"llmtwin up: scenario {s.name!r}: {s.model} on {c.instances} x {c.hardware} (TP{c.tp}), {load} "
+        f"({w.arrival} {w.rate_rps:g} req/s, {w.lengths} lengths); policies: {', '.join(policies)}; "
+        "each service its own process on an embedded nats-server"
+    )
+
+
+def _written(out: Path, policies: list[str]) -> str:
+    """Where the results went, file by file."""
+    per_run = "summary.json, requests.csv, instances.csv, scenario.toml, PNG plots"
+    if len(policies) == 1:
+        return f"wrote {out}/: {per_run}; service logs in {out}/logs/"
+    return (
+        f"wrote {out}/: compare.json, latency_cdf.png (policies overlaid), and per policy "
+        f"({', '.join(f'{p}/' for p in policies)}) {per_run}; service logs in {out}/logs/"
+    )
 
 
 def _toy(args: argparse.Namespace, speed: float, log_dir: Path | None, cpus: frozenset[int] | None) -> int:
