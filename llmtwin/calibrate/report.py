@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from llmtwin.calibrate.engine_fit import Config, predict_config
 from llmtwin.calibrate.fit import collective_prediction
@@ -40,14 +41,21 @@ def _row(label: tuple[str, ...], errors: Array) -> ErrorRow:
     )
 
 
+def _relative_errors(
+    hw: HardwareSpec, g: OpGroup, prec: Precision, low: int, high: int
+) -> tuple[Array, npt.NDArray[np.bool_]]:
+    """|predicted / measured - 1| for every sample of one op, and the mask of tokens in [low, high]."""
+    err = np.abs(predict(hw, g, prec) / g.measured_s - 1.0)
+    return err, (g.tokens >= low) & (g.tokens <= high)
+
+
 def op_errors(
     hw: HardwareSpec, groups: Sequence[OpGroup], prec: Precision, low: int, high: int
 ) -> list[ErrorRow]:
     """One row per op: all TP degrees, then one per TP, over tokens in [low, high]."""
     rows: list[ErrorRow] = []
     for g in groups:
-        err = np.abs(predict(hw, g, prec) / g.measured_s - 1.0)
-        window = (g.tokens >= low) & (g.tokens <= high)
+        err, window = _relative_errors(hw, g, prec, low, high)
         rows.append(_row((g.op, "all"), err[window]))
         rows.extend(_row((g.op, str(tp)), err[window & (g.tp == tp)]) for tp in TP_DEGREES)
     return rows
@@ -59,8 +67,7 @@ def op_errors_by_model(
     """One row per (op, model) over tokens in [low, high]."""
     rows: list[ErrorRow] = []
     for g in groups:
-        err = np.abs(predict(hw, g, prec) / g.measured_s - 1.0)
-        window = (g.tokens >= low) & (g.tokens <= high)
+        err, window = _relative_errors(hw, g, prec, low, high)
         rows.extend(_row((g.op, str(m)), err[window & (g.model == m)]) for m in sorted(set(g.model)))
     return rows
 

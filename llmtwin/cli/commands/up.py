@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from llmtwin.cli.commands.compare import name_list
@@ -20,7 +21,7 @@ from llmtwin.report.outputs import RunOutput, write_compare, write_run
 from llmtwin.report.summary import summarize
 from llmtwin.report.tables import compare_table, summary_table
 from llmtwin.runtime.processes import parse_cpus
-from llmtwin.runtime.up import Launcher, UpRun, cluster_layout, toy_layout
+from llmtwin.runtime.up import Launcher, ServiceProc, UpRun, cluster_layout, toy_layout
 from llmtwin.scenario.dump import dump_scenario, scenario_toml
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.spec import Scenario
@@ -103,16 +104,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     if not args.quiet:
         print(_headline(scenarios[0], [s.policy.name for s in scenarios]), file=sys.stderr)
-    launcher = Launcher(
-        layout,
-        speed=speed,
-        stream=sys.stderr,
-        quiet=args.quiet,
-        log_dir=log_dir,
-        routing=args.routing,
-        cpus=cpus,
-    )
-    outcomes = launcher.run(runs)
+    outcomes = _launcher(args, layout, speed, log_dir, cpus).run(runs)
     codec = Codec()
     outs = []
     for scenario, spec, outcome in zip(scenarios, specs, outcomes, strict=True):
@@ -133,6 +125,25 @@ def run(args: argparse.Namespace) -> int:
             write_compare(args.out, outs, plots=not args.no_plots)
         print(_written(args.out, [s.policy.name for s in scenarios]), file=sys.stderr)
     return 0
+
+
+def _launcher(
+    args: argparse.Namespace,
+    layout: Sequence[ServiceProc],
+    speed: float,
+    log_dir: Path | None,
+    cpus: frozenset[int] | None,
+) -> Launcher:
+    """The launcher for these command-line options (cluster runs and the toy self-test alike)."""
+    return Launcher(
+        layout,
+        speed=speed,
+        stream=sys.stderr,
+        quiet=args.quiet,
+        log_dir=log_dir,
+        routing=args.routing,
+        cpus=cpus,
+    )
 
 
 def _headline(s: Scenario, policies: list[str]) -> str:
@@ -160,16 +171,9 @@ def _written(out: Path, policies: list[str]) -> str:
 def _toy(args: argparse.Namespace, speed: float, log_dir: Path | None, cpus: frozenset[int] | None) -> int:
     """The transport self-test: run a toy over the services and print what came back."""
     spec = RunSpec("toy", args.scenario, tuple(args.overrides))
-    launcher = Launcher(
-        toy_layout(),
-        speed=speed,
-        stream=sys.stderr,
-        quiet=args.quiet,
-        log_dir=log_dir,
-        routing=args.routing,
-        cpus=cpus,
+    (outcome,) = _launcher(args, toy_layout(), speed, log_dir, cpus).run(
+        [UpRun(f"toy/{args.scenario}", spec)]
     )
-    (outcome,) = launcher.run([UpRun(f"toy/{args.scenario}", spec)])
     stats = ", ".join(f"{k} {v:g}" for k, v in outcome.stats.items())
     print(f"toy {args.scenario}: ended at t={outcome.end_s!r} s; {stats}")
     for cid, part in outcome.parts.items():
