@@ -159,9 +159,7 @@ def test_a_dead_service_stops_everything_and_is_named(tmp_path: Path) -> None:
         wait_for_line(proc, "services up")
         kids = children_of(proc, 3)
         table = proc_table()
-        victim = next(
-            pid for pid in kids if "toy-host" in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-        )
+        victim = next(pid for pid in kids if "toy-host" in cmdline(pid))
         assert table[victim][0] == proc.pid
         os.kill(victim, signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
