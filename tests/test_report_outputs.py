@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from report_builders import make_big_result, make_result
 
-from llmtwin.report.outputs import RunOutput, write_compare, write_run, write_sweep
+from llmtwin.report.outputs import RunOutput, describe_written, write_compare, write_run, write_sweep
 from llmtwin.report.plots import cdf_points, chunk_max, role_segments
 from llmtwin.report.summary import summarize
 from llmtwin.scenario.spec import SLOSpec
@@ -110,3 +110,10 @@ def test_large_run_plots_quickly(tmp_path: Path) -> None:
     result = make_big_result(2000, tokens=40)
     files = write_run(tmp_path, RunOutput(result, summarize(result, SLOSpec()), {}))
     assert sum(f.stat().st_size for f in files if f.suffix == ".png") < 1_000_000
+
+
+def test_describe_written_names_every_file_grouped_by_folder(tmp_path: Path) -> None:
+    """The 'wrote' line lists each written file once, under its folder, in the writers' order."""
+    files = [tmp_path / "compare.json", tmp_path / "a" / "summary.json", tmp_path / "a" / "requests.csv"]
+    line = describe_written(tmp_path, files)
+    assert line == f"wrote {tmp_path}/: compare.json; a/: summary.json, requests.csv"

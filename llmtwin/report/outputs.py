@@ -114,3 +114,19 @@ def write_sweep(
         files.append(plot_sweep_latency(points, out_dir / "sweep_latency.png", scenario))
         files.append(plot_sweep_throughput(points, out_dir / "sweep_throughput.png", scenario))
     return files
+
+
+def describe_written(out_dir: Path, files: Sequence[Path]) -> str:
+    """One line naming what was written, grouped by folder: ``wrote OUT/: a, b; sub/: c, d``.
+
+    Built from the writers' own lists of files, so it cannot drift from what they write.
+    """
+    groups: dict[str, list[str]] = {}
+    for f in files:
+        rel = f.relative_to(out_dir)
+        folder = rel.parent.as_posix()
+        groups.setdefault("" if folder == "." else f"{folder}/", []).append(rel.name)
+    parts = [
+        f"{folder}: {', '.join(names)}" if folder else ", ".join(names) for folder, names in groups.items()
+    ]
+    return f"wrote {out_dir}/: " + "; ".join(parts)

@@ -8,7 +8,7 @@ import sys
 from llmtwin.cli.commands.simulate import add_jobs_arg, add_run_args, check_jobs
 from llmtwin.errors import ConfigurationError
 from llmtwin.report.execute import run_all, run_output
-from llmtwin.report.outputs import write_compare
+from llmtwin.report.outputs import describe_written, write_compare
 from llmtwin.report.tables import compare_table
 from llmtwin.scenario.loader import load_scenario
 
@@ -44,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
     outs = run_all(run_output, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)
     print(compare_table([o.summary for o in outs], markdown=args.markdown))
     if args.out is not None:
-        write_compare(args.out, outs, plots=not args.no_plots)
-        print(f"wrote {args.out}", file=sys.stderr)
+        files = write_compare(args.out, outs, plots=not args.no_plots)
+        print(describe_written(args.out, files), file=sys.stderr)
     return 0

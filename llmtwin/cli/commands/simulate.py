@@ -9,7 +9,7 @@ from pathlib import Path
 from llmtwin.cli.common import print_json
 from llmtwin.errors import ConfigurationError
 from llmtwin.report.execute import run_all, run_output
-from llmtwin.report.outputs import summary_document, write_run
+from llmtwin.report.outputs import describe_written, summary_document, write_run
 from llmtwin.report.tables import summary_table
 from llmtwin.scenario.loader import load_scenario
 
@@ -57,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(summary_table(out.summary, markdown=args.markdown))
     if args.out is not None:
-        write_run(args.out, out, plots=not args.no_plots)
-        print(f"wrote {args.out}", file=sys.stderr)
+        files = write_run(args.out, out, plots=not args.no_plots)
+        print(describe_written(args.out, files), file=sys.stderr)
     return 0

@@ -10,7 +10,7 @@ from llmtwin.cli.commands.compare import name_list
 from llmtwin.cli.commands.simulate import add_jobs_arg, add_run_args, check_jobs
 from llmtwin.errors import ConfigurationError
 from llmtwin.report.execute import run_all, run_summary
-from llmtwin.report.outputs import DEFAULT_SLO_TARGET, write_sweep
+from llmtwin.report.outputs import DEFAULT_SLO_TARGET, describe_written, write_sweep
 from llmtwin.report.tables import capacity_table, sweep_table, versus_table
 from llmtwin.scenario.loader import load_scenario
 
@@ -76,6 +76,6 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(capacity_table(points, args.slo_target, markdown=args.markdown))
     if args.out is not None:
-        write_sweep(args.out, base.name, points, slo_target=args.slo_target, plots=not args.no_plots)
-        print(f"wrote {args.out}", file=sys.stderr)
+        files = write_sweep(args.out, base.name, points, slo_target=args.slo_target, plots=not args.no_plots)
+        print(describe_written(args.out, files), file=sys.stderr)
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 from llmtwin.cli.commands.compare import name_list
 from llmtwin.cli.commands.simulate import add_run_args
 from llmtwin.errors import ConfigurationError
-from llmtwin.report.outputs import RunOutput, write_compare, write_run
+from llmtwin.report.outputs import RunOutput, describe_written, write_compare, write_run
 from llmtwin.report.summary import summarize
 from llmtwin.report.tables import compare_table, summary_table
 from llmtwin.runtime.processes import parse_cpus
@@ -120,10 +120,12 @@ def run(args: argparse.Namespace) -> int:
         print(compare_table([o.summary for o in outs]))
     if args.out is not None:
         if len(outs) == 1:
-            write_run(args.out, outs[0], plots=not args.no_plots)
+            files = write_run(args.out, outs[0], plots=not args.no_plots)
         else:
-            write_compare(args.out, outs, plots=not args.no_plots)
-        print(_written(args.out, [s.policy.name for s in scenarios]), file=sys.stderr)
+            files = write_compare(args.out, outs, plots=not args.no_plots)
+        print(describe_written(args.out, files), file=sys.stderr)
+        if log_dir is not None:
+            print(f"service logs in {log_dir}/", file=sys.stderr)
     return 0
 
 
@@ -154,17 +156,6 @@ def _headline(s: Scenario, policies: list[str]) -> str:
         f"llmtwin up: scenario {s.name!r}: {s.model} on {c.instances} x {c.hardware} (TP{c.tp}), {load} "
         f"({w.arrival} {w.rate_rps:g} req/s, {w.lengths} lengths); policies: {', '.join(policies)}; "
         "each service its own process on an embedded nats-server"
-    )
-
-
-def _written(out: Path, policies: list[str]) -> str:
-    """Where the results went, file by file."""
-    per_run = "summary.json, requests.csv, instances.csv, scenario.toml, PNG plots"
-    if len(policies) == 1:
-        return f"wrote {out}/: {per_run}; service logs in {out}/logs/"
-    return (
-        f"wrote {out}/: compare.json, latency_cdf.png (policies overlaid), and per policy "
-        f"({', '.join(f'{p}/' for p in policies)}) {per_run}; service logs in {out}/logs/"
     )
 
 
