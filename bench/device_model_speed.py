@@ -13,8 +13,8 @@ from pathlib import Path
 from llmtwin.calibrate.run import Inputs, calibrate
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
-from llmtwin.physics.engine import EngineCatalog
 from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.overhead import EngineCatalog
 from llmtwin.physics.step import StepModel
 
 MEASURED = Path(__file__).resolve().parents[2] / "shared" / "data" / "measured-a100"

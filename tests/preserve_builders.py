@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from llmtwin.hardware import HardwareCatalog, HardwareSpec
 from llmtwin.models import ModelSpec
-from llmtwin.physics.engine import NO_ENGINE, EngineCatalog, EngineSpec
+from llmtwin.physics.overhead import NO_ENGINE, EngineCatalog, EngineSpec
 from llmtwin.physics.precision import Precision
 from llmtwin.physics.step import StepModel
 

@@ -22,8 +22,8 @@ from llmtwin.calibrate.measured import read_collective_file, read_iteration_file
 from llmtwin.cli.main import main
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
-from llmtwin.physics.engine import EngineCatalog
 from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.overhead import EngineCatalog
 from llmtwin.physics.step import StepModel
 
 MEASURED = Path(__file__).resolve().parents[2] / "shared" / "data" / "measured-a100"

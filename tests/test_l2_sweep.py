@@ -10,7 +10,7 @@ from preserve_builders import MIB, step_model
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
 from llmtwin.preserve import step_costs
-from llmtwin.preserve.cost import COST_SOURCES, CostModel
+from llmtwin.preserve.die_cost import COST_SOURCES, CostModel
 from llmtwin.preserve.sweep import split_mix, sweep_l2
 
 

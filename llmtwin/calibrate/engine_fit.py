@@ -1,7 +1,7 @@
 """Fit an engine-overhead profile to end-to-end iteration times, on top of fixed device physics.
 
 The device physics (already calibrated on operator timings) gives every op's GPU time; only the
-:class:`~llmtwin.physics.engine.EngineSpec` fields are fitted here, so what the framework adds is
+:class:`~llmtwin.physics.overhead.EngineSpec` fields are fitted here, so what the framework adds is
 kept apart from what the hardware does. Each measured configuration counts once (duplicate rows
 are merged by their median) and every residual is a relative (log) error.
 
@@ -25,8 +25,8 @@ from llmtwin.calibrate.fit import LOSS_SCALE
 from llmtwin.calibrate.measured import IterationSample
 from llmtwin.calibrate.opset import Array
 from llmtwin.errors import CalibrationError
-from llmtwin.physics.engine import EngineSpec, launch_pipeline
 from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.overhead import EngineSpec, launch_pipeline
 from llmtwin.physics.step import StepModel
 
 DECODE_POINTS = 5

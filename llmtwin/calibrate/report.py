@@ -17,7 +17,7 @@ from llmtwin.calibrate.fit import collective_prediction
 from llmtwin.calibrate.measured import CollectiveSample, IterationSample
 from llmtwin.calibrate.opset import Array, OpGroup, predict
 from llmtwin.hardware.spec import HardwareSpec
-from llmtwin.physics.engine import EngineSpec
+from llmtwin.physics.overhead import EngineSpec
 from llmtwin.physics.precision import Precision
 
 TP_DEGREES = (1, 2, 4, 8)

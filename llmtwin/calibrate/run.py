@@ -28,7 +28,7 @@ from llmtwin.calibrate.opset import OpGroup, group_samples
 from llmtwin.calibrate.toml_out import round_sig
 from llmtwin.hardware.spec import HardwareSpec
 from llmtwin.models.spec import ModelSpec
-from llmtwin.physics.engine import EngineSpec
+from llmtwin.physics.overhead import EngineSpec
 from llmtwin.physics.precision import Precision
 from llmtwin.physics.step import StepModel
 

@@ -11,7 +11,7 @@ from typing import Any
 from llmtwin.errors import ConfigurationError
 from llmtwin.hardware import HardwareCatalog, HardwareSpec
 from llmtwin.models import ModelCatalog, ModelSpec
-from llmtwin.physics.engine import EngineCatalog
+from llmtwin.physics.overhead import EngineCatalog
 from llmtwin.physics.precision import Precision
 from llmtwin.physics.step import StepModel
 

@@ -21,8 +21,8 @@ from llmtwin.cluster.policies import create_policy
 from llmtwin.cluster.records import RunResult
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
-from llmtwin.physics.engine import EngineCatalog
 from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.overhead import EngineCatalog
 from llmtwin.physics.precision import Precision
 from llmtwin.physics.step import StepModel
 from llmtwin.preserve import plan_step_l2

@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from llmtwin.errors import ConfigurationError
 from llmtwin.hardware.spec import HardwareSpec
 from llmtwin.models.spec import ModelSpec
-from llmtwin.physics.engine import NO_ENGINE, EngineSpec, launch_pipeline
 from llmtwin.physics.graph import BatchShape, Op, ShardPlan, build_graph, shard
+from llmtwin.physics.overhead import NO_ENGINE, EngineSpec, launch_pipeline
 from llmtwin.physics.precision import Precision
 from llmtwin.physics.roofline import op_time
 
@@ -106,7 +106,7 @@ class StepModel:
         """Seconds one iteration takes, including the engine's overhead.
 
         The engine's serial overhead adds to the device work; its per-kernel dispatch cost
-        overlaps with it through :func:`~llmtwin.physics.engine.launch_pipeline`. ``l2_bytes`` (op
+        overlaps with it through :func:`~llmtwin.physics.overhead.launch_pipeline`. ``l2_bytes`` (op
         index -> bytes read from L2, a PRESERVE plan) prices every op of every layer on its own
         (plans differ between layers), which costs O(ops) instead of O(ops per layer).
         """

@@ -9,7 +9,6 @@ modelling choice is a field of :class:`PreserveConfig`; see docs/preserve.md.
 """
 
 from llmtwin.preserve.config import FusedConfig, PreserveConfig, WorkingSetConfig
-from llmtwin.preserve.costs import OpCosts
 from llmtwin.preserve.engine_cost import EngineCost, engine_cost
 from llmtwin.preserve.evaluate import (
     StepComparison,
@@ -21,6 +20,7 @@ from llmtwin.preserve.evaluate import (
     step_costs,
     step_times,
 )
+from llmtwin.preserve.op_costs import OpCosts
 from llmtwin.preserve.plan import PrefetchItem, PrefetchPlan, PrefetchWindow
 from llmtwin.preserve.planner import plan_prefetch
 from llmtwin.preserve.timeline import OpSpan, PrefetchSpan, Timeline, simulate

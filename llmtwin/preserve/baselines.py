@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from llmtwin.physics.collectives import collective_time
 from llmtwin.preserve.config import FusedConfig
-from llmtwin.preserve.costs import OpCosts
+from llmtwin.preserve.op_costs import OpCosts
 from llmtwin.preserve.timeline import OpSpan, Timeline
 
 

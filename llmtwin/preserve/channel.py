@@ -1,6 +1,6 @@
 """The prefetch side stream and its share of HBM while a main-stream op runs.
 
-HBM is one resource with streaming bandwidth ``BW`` (:attr:`~llmtwin.preserve.costs.OpCosts.hbm_rate`: the rate the
+HBM is one resource with streaming bandwidth ``BW`` (:attr:`~llmtwin.preserve.op_costs.OpCosts.hbm_rate`: the rate the
 device model's weight-streaming kernels reach, ``hbm_bandwidth * hbm * stream_realised``). While a
 main-stream op of standalone duration ``T`` that moves ``B`` bytes through HBM runs, its HBM is
 busy for ``tau = B / BW`` and idle for the rest (latency, synchronisation, compute, launch).

@@ -1,7 +1,7 @@
-"""What the serving engine adds to a PRESERVE step, priced by :mod:`llmtwin.physics.engine`.
+"""What the serving engine adds to a PRESERVE step, priced by :mod:`llmtwin.physics.overhead`.
 
 ``StepModel.time(shape, l2_bytes=plan)`` prices an iteration as the engine's serial overhead plus
-the CPU's kernel-dispatch queue (:func:`~llmtwin.physics.engine.launch_pipeline`) over the op GPU
+the CPU's kernel-dispatch queue (:func:`~llmtwin.physics.overhead.launch_pipeline`) over the op GPU
 times. The three timelines here are priced the same way, so ``llmtwin preserve`` and
 ``llmtwin step --preserve`` agree:
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmtwin.physics.engine import launch_pipeline
 from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.overhead import launch_pipeline
 from llmtwin.physics.step import StepModel
 
 

@@ -8,8 +8,8 @@ from llmtwin.physics.graph import BatchShape, build_graph
 from llmtwin.physics.step import StepModel
 from llmtwin.preserve.baselines import fused_timeline
 from llmtwin.preserve.config import FusedConfig, PreserveConfig, WorkingSetConfig
-from llmtwin.preserve.costs import OpCosts
 from llmtwin.preserve.engine_cost import EngineCost, engine_cost
+from llmtwin.preserve.op_costs import OpCosts
 from llmtwin.preserve.plan import PrefetchPlan
 from llmtwin.preserve.planner import plan_prefetch
 from llmtwin.preserve.timeline import Timeline, simulate

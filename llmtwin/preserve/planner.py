@@ -36,8 +36,8 @@ from dataclasses import replace
 from llmtwin.physics.graph import Op, Tensor
 from llmtwin.preserve.channel import WindowChannel, segment
 from llmtwin.preserve.config import PreserveConfig
-from llmtwin.preserve.costs import OpCosts
 from llmtwin.preserve.engine_cost import EngineCost
+from llmtwin.preserve.op_costs import OpCosts
 from llmtwin.preserve.plan import PrefetchItem, PrefetchPlan, PrefetchWindow
 from llmtwin.preserve.timeline import simulate
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from statistics import geometric_mean
 from typing import Any
 
-from llmtwin.preserve.cost import COST_SOURCES, CostModel
+from llmtwin.preserve.die_cost import COST_SOURCES, CostModel
 from llmtwin.preserve.evaluate import StepComparison
 from llmtwin.preserve.sweep import SweepResult
 from llmtwin.preserve.timeline import OpSpan, Timeline

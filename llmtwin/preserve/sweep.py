@@ -2,7 +2,7 @@
 
 For each L2 size the hardware template keeps every other figure (HBM, L2 bandwidth, links,
 compute); only the capacity the planner and the working-set model see changes, and the die
-grows by the SRAM's area (:mod:`llmtwin.preserve.cost`).
+grows by the SRAM's area (:mod:`llmtwin.preserve.die_cost`).
 
 Performance is the geometric mean, over the workload mix, of the TP group's decode throughput
 (``batch / step time``, tokens/s, the step model's engine included as ``StepModel.time``
@@ -22,7 +22,7 @@ from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
 from llmtwin.physics.step import StepModel
 from llmtwin.preserve.config import PreserveConfig, WorkingSetConfig
-from llmtwin.preserve.cost import MIB, CostModel
+from llmtwin.preserve.die_cost import MIB, CostModel
 from llmtwin.preserve.evaluate import step_times
 
 DEFAULT_L2_MIB: tuple[float, ...] = (

@@ -9,7 +9,7 @@ prefetch plan.
   bandwidth and the rest of the tensor from HBM. With a plan that fits its windows the wait is
   zero; a plan that overcommits pays here, not in a hidden assumption.
 * Prefetched bytes hold L2 from issue until their consumer runs; the L2 left to an op's working
-  set is the capacity minus those bytes (:mod:`llmtwin.preserve.costs`).
+  set is the capacity minus those bytes (:mod:`llmtwin.preserve.op_costs`).
 * With ``streaming_allocates`` every byte the main stream reads from HBM and every prefetched
   byte enters an LRU L2; a prefetch survives only as far as fewer than ``capacity - bytes`` newer
   bytes entered before its consumer reads it.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from llmtwin.preserve.channel import Transfer, run_side_stream, segment
 from llmtwin.preserve.config import PreserveConfig
-from llmtwin.preserve.costs import OpCosts
+from llmtwin.preserve.op_costs import OpCosts
 from llmtwin.preserve.plan import PrefetchItem, PrefetchPlan
 
 _FOREVER_S = 1.0e9

@@ -17,8 +17,8 @@ import numpy as np
 
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
-from llmtwin.physics.engine import EngineCatalog
 from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.overhead import EngineCatalog
 from llmtwin.physics.precision import Precision
 from llmtwin.physics.step import StepModel
 from llmtwin.scenario.spec import Scenario

@@ -24,7 +24,7 @@ from llmtwin.catalog_files import catalog_dirs, find_files, read_toml
 from llmtwin.errors import ConfigurationError, ScenarioError, TwinError
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog, ModelSpec
-from llmtwin.physics.engine import EngineCatalog
+from llmtwin.physics.overhead import EngineCatalog
 from llmtwin.physics.precision import Precision
 from llmtwin.physics.step import StepModel
 from llmtwin.scenario.dump import dump_scenario, scenario_toml

@@ -8,7 +8,7 @@ from pathlib import Path
 from llmtwin.cli.commands.preserve import add_planner_args, planner_config
 from llmtwin.cli.common import add_device_args, int_list, print_json, step_model
 from llmtwin.errors import ConfigurationError
-from llmtwin.preserve.cost import COST_SOURCES, CostModel
+from llmtwin.preserve.die_cost import COST_SOURCES, CostModel
 from llmtwin.preserve.plots import sweep_png
 from llmtwin.preserve.report import sweep_dict
 from llmtwin.preserve.sweep import DEFAULT_BATCHES, DEFAULT_CONTEXTS, DEFAULT_L2_MIB, SweepResult, sweep_l2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
-from llmtwin.physics.engine import EngineCatalog
+from llmtwin.physics.overhead import EngineCatalog
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,7 +12,7 @@ from llmtwin.physics.graph import BatchShape
 from llmtwin.physics.step import StepModel
 from llmtwin.preserve import FusedConfig, PreserveConfig, StepComparison, compare_step, step_times
 from llmtwin.preserve.config import CONTENTIONS, PRIORITIES
-from llmtwin.preserve.cost import MIB
+from llmtwin.preserve.die_cost import MIB
 from llmtwin.preserve.plots import timeline_png
 from llmtwin.preserve.report import layer_detail, layer_rows
 

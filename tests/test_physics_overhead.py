@@ -10,8 +10,8 @@ import pytest
 from llmtwin.errors import CatalogFileError, UnknownEngine
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
-from llmtwin.physics.engine import EngineCatalog, EngineSpec, launch_pipeline
 from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.overhead import EngineCatalog, EngineSpec, launch_pipeline
 from llmtwin.physics.step import StepModel
 
 
