@@ -1,7 +1,7 @@
 """msgpack encoding of every bus message, in one place: handlers never see bytes.
 
 Control messages are decoded with their own type (one cached decoder per type); envelope
-bodies with the tagged union of every component message type (``proto/messages.py``, plus the
+bodies with the tagged union of every component message type (``llmtwin/cluster/messages.py``, plus the
 transport self-test messages of ``proto/toy.py``). Anything that does not decode raises
 :class:`~llmtwin.errors.ProtocolError` with the reason, which the services count and log.
 """
@@ -14,9 +14,10 @@ from typing import Any, TypeVar, Union
 
 import msgspec
 
+from llmtwin.cluster import messages
 from llmtwin.errors import ProtocolError
 from llmtwin.sim.kernel import Envelope
-from proto import control, messages, toy
+from proto import control, toy
 
 T = TypeVar("T")
 

@@ -4,7 +4,7 @@ Every message is a tagged msgspec Struct (``type`` field = ``twin.v1.ctl.<name>`
 is a plain msgpack map from field name to value, which any msgpack library decodes. Units are
 in the field names: ``_s`` = seconds (virtual unless the name says ``wall``), ``_bytes``,
 ``_tokens``. ``inf`` (an IEEE float, valid msgpack) means "never". The component messages that
-travel inside envelopes are in ``proto/messages.py``; who sends what on which subject is in
+travel inside envelopes are in ``llmtwin/cluster/messages.py``; who sends what on which subject is in
 ``proto/README.md``.
 """
 
@@ -118,7 +118,7 @@ class WireEnvelope(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelope"):
     seq: int
     dst: str
     body: msgspec.Raw
-    """An encoded ``proto/messages.py`` struct (its ``type`` tag says which)."""
+    """An encoded ``llmtwin/cluster/messages.py`` struct (its ``type`` tag says which)."""
 
 
 class GrantBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.grant"):

@@ -11,25 +11,27 @@ from typing import ClassVar
 
 import msgspec
 
+from llmtwin.sim.kernel import MessagePriority
+
 
 class Ping(msgspec.Struct, frozen=True, tag="twin.v1.toy.ping"):
     """Ping -> pong: the n-th ball."""
 
-    PRIORITY: ClassVar[int] = 20
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.COMPLETION
     n: int
 
 
 class Pong(msgspec.Struct, frozen=True, tag="twin.v1.toy.pong"):
     """Pong -> ping: the n-th ball back."""
 
-    PRIORITY: ClassVar[int] = 20
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.COMPLETION
     n: int
 
 
 class Work(msgspec.Struct, frozen=True, tag="twin.v1.toy.work"):
     """Source -> worker: a job taking ``size_s`` virtual seconds."""
 
-    PRIORITY: ClassVar[int] = 30
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.TRANSFER
     job: int
     size_s: float
 
@@ -37,7 +39,7 @@ class Work(msgspec.Struct, frozen=True, tag="twin.v1.toy.work"):
 class Result(msgspec.Struct, frozen=True, tag="twin.v1.toy.result"):
     """Worker -> sink (or worker -> worker, a hand-over): a finished job."""
 
-    PRIORITY: ClassVar[int] = 10
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.FREE
     job: int
     worker: str
     value: float

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 
@@ -15,7 +16,7 @@ from llmtwin.cluster.run import assemble_result, build_components, step_model
 from llmtwin.cluster.seqs import DONE, Job
 from llmtwin.physics.graph import BatchShape
 from llmtwin.scenario.spec import ClusterSpec, EngineConfig, Scenario, WorkloadSpec
-from llmtwin.sim.kernel import INF, Component, Envelope
+from llmtwin.sim.kernel import INF, Component, Envelope, MessagePriority
 from llmtwin.sim.local import LocalRunner
 from llmtwin.workload.request import RequestSpec
 
@@ -93,7 +94,7 @@ class Poke:
     """A message the instances ignore: it only makes them step (restore and re-advance)."""
 
     n: int
-    PRIORITY = 50
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.TIMER
 
 
 class Poker(Component):
@@ -113,10 +114,13 @@ class Poker(Component):
             self.outbox.send(f"instance-{k}", now, Poke(self.i))
         self.i += 1
 
+    def export(self) -> int:
+        return self.i
+
 
 def _run(components: list[Component]) -> RunResult:
     LocalRunner(components).run()
-    parts = {c.id: c.export() for c in components if not isinstance(c, Poker)}  # type: ignore[attr-defined]
+    parts = {c.id: c.export() for c in components if not isinstance(c, Poker)}
     return assemble_result(SCENARIO, "colocated", parts, 10.0, {})
 
 

@@ -9,12 +9,12 @@ import msgpack
 import msgspec
 import pytest
 
+from llmtwin.cluster.messages import Arrival, InstanceExport
 from llmtwin.errors import ProtocolError
 from llmtwin.sim.kernel import Envelope
 from proto import control, subjects
 from proto.chunks import Reassembler, split
 from proto.codec import Codec, body_types
-from proto.messages import Arrival, InstanceExport
 from proto.toy import Ping
 
 

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from llmtwin.cluster.messages import BalancerExport, GeneratorExport, InstanceExport
 from llmtwin.cluster.records import InstanceRecord, RequestRecord, RunResult
 from llmtwin.errors import ConfigurationError
-from proto.messages import BalancerExport, GeneratorExport, InstanceExport
 
 UNFINISHED = "unfinished: still in the cluster when the run ended"
 

@@ -11,16 +11,16 @@ from typing import Any
 
 from llmtwin.cluster.context import BALANCER, GENERATOR, ClusterContext, instance_id
 from llmtwin.cluster.engine import Engine
-from llmtwin.cluster.policies.base import Agent, Policy
-from llmtwin.sim.kernel import INF, Component, Envelope
-from llmtwin.workload.request import RequestSpec
-from proto.messages import (
+from llmtwin.cluster.messages import (
     Arrival,
     BalancerExport,
     Done,
     GeneratorExport,
     InstanceExport,
 )
+from llmtwin.cluster.policies.base import Agent, Policy
+from llmtwin.sim.kernel import INF, Component, Envelope
+from llmtwin.workload.request import RequestSpec
 
 
 class Generator(Component):

@@ -131,7 +131,7 @@ def run_scenario(
     end = runner.run(on_window=on_window)
     if progress is not None:
         progress(end, balancer.completed)
-    parts = {c.id: c.export() for c in comps}  # type: ignore[attr-defined]
+    parts = {c.id: c.export() for c in comps}
     insts = [c for c in comps if isinstance(c, Instance)]
     stats = {
         "wall_s": time.perf_counter() - wall0,

@@ -13,9 +13,46 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from enum import IntEnum
+from typing import Any, ClassVar, Protocol
 
 INF = math.inf
+
+
+class MessagePriority(IntEnum):
+    """Which of two messages for the same virtual instant is handled first (lower first).
+
+    Why this order: memory is freed (releases, drops) before new work asks for it; role notices
+    and completions before transfers; hand-overs and KV transfers land before new prompts; a
+    component's own timers after what others told it; arrivals last.
+    """
+
+    FREE = 10
+    """Memory given back: a KV release, a dropped replica, a partner's finished requests."""
+    REBUILD = 11
+    """AcceLLM: ask for redundant copies to be streamed again."""
+    HANDOVER_ACK = 12
+    """AcceLLM: which handed-over requests the receiver took."""
+    ROLE = 15
+    """AcceLLM: an instance took a new role."""
+    COMPLETION = 20
+    """A request or a prefill finished."""
+    PREEMPTION = 25
+    """A request was dropped for want of KV memory and must be prefilled again."""
+    TRANSFER = 30
+    """KV moved between instances, or requests handed over with their KV."""
+    TIMER = 35
+    """A component's own delayed decision (AcceLLM's switch-back timer)."""
+    DISPATCH = 40
+    """New work for an instance."""
+    ARRIVAL = 60
+    """A request reaches the cluster."""
+
+
+class Message(Protocol):
+    """What a component may send: any body that states its priority."""
+
+    PRIORITY: ClassVar[MessagePriority]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +62,7 @@ class Envelope:
     time: float
     """Virtual delivery time, seconds (>= the sender's current time)."""
     priority: int
-    """Tie-break within one instant; lower first (see each message type's ``PRIORITY``)."""
+    """Tie-break within one instant; lower first (a :class:`MessagePriority`)."""
     src: str
     """Sending component id."""
     seq: int
@@ -33,7 +70,7 @@ class Envelope:
     dst: str
     """Receiving component id."""
     body: Any
-    """The message itself: a proto struct (see ``proto/messages.py``)."""
+    """The message itself (the cluster's are in :mod:`llmtwin.cluster.messages`)."""
 
     @property
     def key(self) -> tuple[float, int, str, int]:
@@ -53,9 +90,9 @@ class Outbox:
     _seq: int = 0
     sent: list[Envelope] = field(default_factory=list)
 
-    def send(self, dst: str, time: float, body: Any, priority: int | None = None) -> None:
-        prio = priority if priority is not None else int(getattr(body, "PRIORITY", 50))
-        self.sent.append(Envelope(time, prio, self.src, self._seq, dst, body))
+    def send(self, dst: str, time: float, body: Message) -> None:
+        """Send ``body`` to component ``dst``, to take effect at virtual time ``time`` (seconds)."""
+        self.sent.append(Envelope(time, int(body.PRIORITY), self.src, self._seq, dst, body))
         self._seq += 1
 
     def drain(self) -> list[Envelope]:
@@ -89,3 +126,7 @@ class Component(ABC):
 
     def finish(self, now: float) -> None:  # noqa: B027 - optional hook, empty by default
         """Called once when the run ends at virtual time ``now`` (close accounting)."""
+
+    @abstractmethod
+    def export(self) -> object:
+        """This component's part of the results, as plain data (called after :meth:`finish`)."""

@@ -22,13 +22,13 @@ from typing import Any, ClassVar
 
 from llmtwin.cluster.context import ClusterContext, instance_id
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.messages import Arrival, Dispatch, Done, Preempted, PrefillDone, RoleChanged
 from llmtwin.cluster.policies.accellm_agent import AcceLLMAgent, AgentConfig
 from llmtwin.cluster.policies.base import Agent, Param, Policy
 from llmtwin.cluster.policies.routing import ROUTINGS, Router
 from llmtwin.cluster.seqs import DECODE
 from llmtwin.errors import ConfigurationError
 from llmtwin.sim.kernel import Outbox
-from proto.messages import Arrival, Dispatch, Done, Preempted, PrefillDone, RoleChanged
 
 
 class AcceLLM(Policy):

@@ -29,6 +29,19 @@ from typing import Any
 
 from llmtwin.cluster.context import BALANCER, ClusterContext, instance_id
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.messages import (
+    Dispatch,
+    Handover,
+    HandoverAck,
+    KVLanded,
+    PartnerDone,
+    Preempted,
+    PrefillDone,
+    RebuildRequest,
+    ReplicaDropped,
+    RoleChanged,
+    SwitchBack,
+)
 from llmtwin.cluster.policies.base import Agent
 from llmtwin.cluster.seqs import (
     DECODE,
@@ -44,19 +57,6 @@ from llmtwin.cluster.seqs import (
     Job,
 )
 from llmtwin.sim.kernel import Outbox
-from proto.messages import (
-    Dispatch,
-    Handover,
-    HandoverAck,
-    KVLanded,
-    PartnerDone,
-    Preempted,
-    PrefillDone,
-    RebuildRequest,
-    ReplicaDropped,
-    RoleChanged,
-    SwitchBack,
-)
 
 
 @dataclass(frozen=True, slots=True)

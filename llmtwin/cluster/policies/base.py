@@ -1,6 +1,6 @@
 """The interface every serving policy implements, and the checking of its parameters.
 
-A policy has two halves that only talk through messages (``proto/messages.py``):
+A policy has two halves that only talk through messages (``llmtwin/cluster/messages.py``):
 
 * the :class:`Policy` itself lives in the balancer: it routes arrivals and keeps whatever view
   of the instances it needs (outstanding tokens, pools, pairs, roles);
@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 
 from llmtwin.cluster.context import BALANCER, ClusterContext
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.messages import Arrival, Done
 from llmtwin.cluster.seqs import DONE, MIXED, Event
 from llmtwin.errors import ConfigurationError
 from llmtwin.sim.kernel import Outbox
-from proto.messages import Arrival, Done
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,11 @@ from typing import Any, ClassVar
 
 from llmtwin.cluster.context import ClusterContext, instance_id
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.messages import Arrival, Dispatch, Done
 from llmtwin.cluster.policies.base import Agent, Param, Policy, SimpleAgent
 from llmtwin.cluster.policies.routing import ROUTINGS, Router
 from llmtwin.cluster.seqs import Job
 from llmtwin.sim.kernel import Outbox
-from proto.messages import Arrival, Dispatch, Done
 
 
 class Colocated(Policy):

@@ -16,12 +16,7 @@ from typing import Any, ClassVar
 
 from llmtwin.cluster.context import BALANCER, ClusterContext, instance_id
 from llmtwin.cluster.engine import Engine
-from llmtwin.cluster.policies.base import Agent, Param, Policy
-from llmtwin.cluster.policies.routing import ROUTINGS, Router
-from llmtwin.cluster.seqs import DECODE, DONE, PREEMPTED, PREFILL, PREFILLED, Event, Held, Job
-from llmtwin.errors import ConfigurationError
-from llmtwin.sim.kernel import Outbox
-from proto.messages import (
+from llmtwin.cluster.messages import (
     Arrival,
     Dispatch,
     Done,
@@ -31,6 +26,11 @@ from proto.messages import (
     Preempted,
     PrefillDone,
 )
+from llmtwin.cluster.policies.base import Agent, Param, Policy
+from llmtwin.cluster.policies.routing import ROUTINGS, Router
+from llmtwin.cluster.seqs import DECODE, DONE, PREEMPTED, PREFILL, PREFILLED, Event, Held, Job
+from llmtwin.errors import ConfigurationError
+from llmtwin.sim.kernel import Outbox
 
 
 class Disaggregated(Policy):

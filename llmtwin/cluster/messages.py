@@ -5,9 +5,9 @@ Components: ``generator`` (arrivals), ``balancer`` (hosts the serving policy) an
 components run in one process or as services over NATS. Every field is a plain type; times are
 virtual seconds, sizes are tokens or bytes as named.
 
-``PRIORITY`` orders messages that take effect at the same virtual instant (lower first, see
-:mod:`llmtwin.sim.kernel`): memory is freed (releases, drops) before new work asks for it,
-hand-overs land before new prompts, and arrivals come last.
+``PRIORITY`` orders messages that take effect at the same virtual instant
+(:class:`~llmtwin.sim.kernel.MessagePriority`, next to the event-ordering rule). These are plain
+data: the core never encodes them; ``proto/codec.py`` does, at the edge.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from typing import ClassVar
 
 import msgspec
 
+from llmtwin.sim.kernel import MessagePriority
+
 # -- generator -> balancer ---------------------------------------------------------------------
 
 
 class Arrival(msgspec.Struct, frozen=True, tag="twin.v1.arrival"):
     """A request reaches the cluster (delivered at its arrival time)."""
 
-    PRIORITY: ClassVar[int] = 60
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.ARRIVAL
     rid: int
     arrival_s: float
     prompt_tokens: int
@@ -36,7 +38,7 @@ class Arrival(msgspec.Struct, frozen=True, tag="twin.v1.arrival"):
 class Dispatch(msgspec.Struct, frozen=True, tag="twin.v1.dispatch"):
     """Prefill this request here (a new request, or a recompute after a preemption)."""
 
-    PRIORITY: ClassVar[int] = 40
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.DISPATCH
     rid: int
     arrival_s: float
     prompt_tokens: int
@@ -53,7 +55,7 @@ class Dispatch(msgspec.Struct, frozen=True, tag="twin.v1.dispatch"):
 class Done(msgspec.Struct, frozen=True, tag="twin.v1.done"):
     """A request produced its last token on ``instance`` (delivered at that time)."""
 
-    PRIORITY: ClassVar[int] = 20
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.COMPLETION
     rid: int
     instance: int
     kv_used_blocks: int
@@ -63,7 +65,7 @@ class Done(msgspec.Struct, frozen=True, tag="twin.v1.done"):
 class PrefillDone(msgspec.Struct, frozen=True, tag="twin.v1.prefill_done"):
     """A prefill finished on ``instance`` (its first, or next, token is out)."""
 
-    PRIORITY: ClassVar[int] = 20
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.COMPLETION
     rid: int
     instance: int
     prompt_tokens: int
@@ -75,7 +77,7 @@ class PrefillDone(msgspec.Struct, frozen=True, tag="twin.v1.prefill_done"):
 class Preempted(msgspec.Struct, frozen=True, tag="twin.v1.preempted"):
     """A decode-only instance ran out of KV memory and dropped the request: prefill it again."""
 
-    PRIORITY: ClassVar[int] = 25
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.PREEMPTION
     rid: int
     instance: int
     arrival_s: float
@@ -87,7 +89,7 @@ class Preempted(msgspec.Struct, frozen=True, tag="twin.v1.preempted"):
 class RoleChanged(msgspec.Struct, frozen=True, tag="twin.v1.role_changed"):
     """AcceLLM: ``instance`` took a new role (to the balancer and to its partner)."""
 
-    PRIORITY: ClassVar[int] = 15
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.ROLE
     instance: int
     role: str
     """``prefill`` or ``decode``."""
@@ -108,7 +110,7 @@ class KVTransfer(msgspec.Struct, frozen=True, tag="twin.v1.kv_transfer"):
     """Disaggregated: a request was prefilled for the receiver, whose KV is ready on ``src``
     (delivered at the end of the prefill)."""
 
-    PRIORITY: ClassVar[int] = 30
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.TRANSFER
     rid: int
     src: int
     arrival_s: float
@@ -125,14 +127,14 @@ class KVTransfer(msgspec.Struct, frozen=True, tag="twin.v1.kv_transfer"):
 class KVLanded(msgspec.Struct, frozen=True, tag="twin.v1.kv_landed"):
     """Disaggregated: an instance to itself, when a KV transfer it accepted has fully arrived."""
 
-    PRIORITY: ClassVar[int] = 30
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.TRANSFER
     rid: int
 
 
 class KVRelease(msgspec.Struct, frozen=True, tag="twin.v1.kv_release"):
     """Disaggregated: the receiver holds the KV now; the sender may free its copy."""
 
-    PRIORITY: ClassVar[int] = 10
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.FREE
     rid: int
     src: int
 
@@ -145,7 +147,7 @@ class Handover(msgspec.Struct, frozen=True, tag="twin.v1.handover"):
     when a just-prefilled request's KV has streamed over layer by layer. The sender keeps its
     copy until the :class:`HandoverAck`. Parallel lists, one entry per request."""
 
-    PRIORITY: ClassVar[int] = 30
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.TRANSFER
     src: int
     rids: list[int]
     arrival_s: list[float]
@@ -160,7 +162,7 @@ class HandoverAck(msgspec.Struct, frozen=True, tag="twin.v1.handover_ack"):
     """AcceLLM: which requests of a :class:`Handover` the receiver took (it decodes those; the
     sender keeps a redundant copy of them if it has room). The others stay with the sender."""
 
-    PRIORITY: ClassVar[int] = 12
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.HANDOVER_ACK
     src: int
     rids: list[int]
     taken: list[bool]
@@ -172,7 +174,7 @@ class ReplicaDropped(msgspec.Struct, frozen=True, tag="twin.v1.replica_dropped")
     """AcceLLM: the sender no longer holds a copy of these requests (evicted for room); the
     receiver's copy is the only one, so they are pinned to the receiver."""
 
-    PRIORITY: ClassVar[int] = 10
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.FREE
     src: int
     rids: list[int]
 
@@ -181,7 +183,7 @@ class RebuildRequest(msgspec.Struct, frozen=True, tag="twin.v1.rebuild_request")
     """AcceLLM: the sender has room again and reserved copies of these requests (which it had
     evicted); their owner streams their KV over and may hand them over again once it landed."""
 
-    PRIORITY: ClassVar[int] = 11
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.REBUILD
     src: int
     rids: list[int]
 
@@ -190,7 +192,7 @@ class SwitchBack(msgspec.Struct, frozen=True, tag="twin.v1.switch_back"):
     """AcceLLM: an instance to itself, when its prefill queue has stayed empty for the linger
     time (``epoch`` tells a stale timer from the current one)."""
 
-    PRIORITY: ClassVar[int] = 35
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.TIMER
     epoch: int
 
 
@@ -198,7 +200,7 @@ class PartnerDone(msgspec.Struct, frozen=True, tag="twin.v1.partner_done"):
     """AcceLLM: these requests left the sender (finished, or preempted for a recompute); the
     receiver drops its copies."""
 
-    PRIORITY: ClassVar[int] = 10
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.FREE
     src: int
     rids: list[int]
 
@@ -265,11 +267,3 @@ class InstanceExport(msgspec.Struct, frozen=True, tag="twin.v1.instance_export")
     chunk_rid: list[int]
     chunk_it: list[int]
     """Request ``chunk_rid[j]``'s prefill started in iteration ``chunk_it[j]`` (its first chunk)."""
-
-
-EXPORT_TYPES: dict[str, type[msgspec.Struct]] = {
-    "generator": GeneratorExport,
-    "balancer": BalancerExport,
-    "instance": InstanceExport,
-}
-"""Export type by component kind (the component id without ``-<i>``)."""
