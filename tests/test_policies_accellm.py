@@ -9,8 +9,9 @@ from test_cluster_colocated import check_conservation, make_requests, make_scena
 
 from llmtwin.cluster.cost import IterationCost
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.engine_events import Evicted, Recompute
 from llmtwin.cluster.run import cluster_context, run_scenario, step_model
-from llmtwin.cluster.seqs import DECODE, EVICTED, PREEMPTED, Held
+from llmtwin.cluster.seqs import Held, Role
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
 from llmtwin.scenario.spec import EngineConfig, Scenario
@@ -67,9 +68,9 @@ def test_memory_pressure_evicts_copies_and_loses_no_primary() -> None:
     reqs = [RequestSpec(i, i * 0.02, 2500, 700) for i in range(60)]
     res, insts = run_checked(s, reqs)
     check_conservation(res, reqs)
-    evicted = [e for c in insts for e in c.engine.events if e.kind == EVICTED]
+    evicted = [e for c in insts for e in c.engine.events if isinstance(e, Evicted)]
     assert evicted
-    preempted = {e.rid for c in insts for e in c.engine.events if e.kind == PREEMPTED}
+    preempted = {e.rid for c in insts for e in c.engine.events if isinstance(e, Recompute)}
     # Whatever was preempted was recomputed: every request completed above.
     assert all(res.requests[r].preemptions > 0 for r in preempted)
 
@@ -79,7 +80,7 @@ def test_engine_evicts_redundant_copies_before_preempting() -> None:
     s = accellm()
     step = step_model(s)
     cfg = EngineConfig(shape_bucket=0.0, watermark=0.0)
-    e = Engine(IterationCost(step, 0.0), cfg, capacity_blocks=200, role=DECODE, evict_threshold=0.0)
+    e = Engine(IterationCost(step, 0.0), cfg, capacity_blocks=200, role=Role.DECODE, evict_threshold=0.0)
     for rid in range(4):
         assert e.hold(Held(rid, 0.0, 400, 300, 1))  # 25 blocks each
         e.resume(rid)
@@ -90,7 +91,7 @@ def test_engine_evicts_redundant_copies_before_preempting() -> None:
     assert sorted(e.running) == [0, 1, 2, 3]
     assert not e.log.preempted_rids
     assert len(e.replicas) < 4
-    assert any(ev.kind == EVICTED for ev in e.events)
+    assert any(isinstance(ev, Evicted) for ev in e.events)
     e.check()
 
 

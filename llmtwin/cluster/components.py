@@ -11,6 +11,7 @@ from typing import Any
 
 from llmtwin.cluster.context import BALANCER, GENERATOR, ClusterContext, instance_id
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.engine_state import EngineSnapshot
 from llmtwin.cluster.messages import (
     Arrival,
     BalancerExport,
@@ -107,7 +108,7 @@ class Instance(Component):
         self.engine = engine
         self.agent = agent
         self.devices = devices
-        self._snap: tuple[Any, ...] | None = None
+        self._snap: EngineSnapshot | None = None
         self._next = 0.0
         self._emitted = 0
         self.steps = 0
@@ -128,7 +129,9 @@ class Instance(Component):
             ev = events[self._emitted]
             self._emitted += 1
             if ev.time < now:
-                raise AssertionError(f"{self.id}: event {ev.kind} at {ev.time} handled late, at {now}")
+                raise AssertionError(
+                    f"{self.id}: event {type(ev).__name__} at {ev.time} handled late, at {now}"
+                )
             self.agent.on_event(now, ev, self.outbox)
         for env in inbox:
             self.agent.on_message(now, env.body, self.outbox)

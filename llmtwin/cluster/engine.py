@@ -25,23 +25,13 @@ import heapq
 import math
 
 from llmtwin.cluster.cost import causal_pairs
+from llmtwin.cluster.engine_events import Drained, Finished, Prefilled, Recompute, Released
 from llmtwin.cluster.engine_state import EngineState
-from llmtwin.cluster.seqs import (
-    DECODE,
-    DONE,
-    DRAINED,
-    MIXED,
-    PREEMPTED,
-    PREFILL,
-    PREFILLED,
-    RELEASED,
-    Event,
-    Held,
-    Job,
-    Run,
-)
+from llmtwin.cluster.seqs import Held, Job, Role, Run
 
 INF = math.inf
+# The roles bound once: an enum member lookup costs more than the comparison in the hot loop.
+MIXED, PREFILL, DECODE = Role.MIXED, Role.PREFILL, Role.DECODE
 
 
 class Engine(EngineState):
@@ -76,7 +66,7 @@ class Engine(EngineState):
             for rid in rids:
                 self._stop_run(rid)
             if rids:
-                self.events.append(Event(self.t, RELEASED, rids=tuple(rids)))
+                self.events.append(Released(self.t, tuple(rids)))
         if self.to_pause:
             for rid in self.to_pause:
                 if rid in self.running:
@@ -100,7 +90,7 @@ class Engine(EngineState):
         if self.drain_pending and self.role == PREFILL and not self.waiting:
             self.drain_pending = False
             if self.report_drained:
-                self.events.append(Event(self.t, DRAINED))
+                self.events.append(Drained(self.t))
 
     def _iterate(self, until: float) -> bool:
         """Run the next iteration (or a segment of identical ones); False if there is nothing to run."""
@@ -204,13 +194,13 @@ class Engine(EngineState):
         if gen >= job.output:
             self.free += self.blocks(job.total)
             self.log.tokens(job.rid, j, j)
-            self.events.append(Event(end, DONE, job.rid, gen))
+            self.events.append(Finished(end, job.rid, gen))
         elif self.role == MIXED:
             self._join(job.rid, job.arrival_s, job.prompt, job.output, gen, j + 1, start_it=j)
         else:
             self.held[job.rid] = Held(job.rid, job.arrival_s, job.prompt, job.output, gen)
             self.log.tokens(job.rid, j, j)
-            self.events.append(Event(end, PREFILLED, job.rid, gen, start, batch_tokens))
+            self.events.append(Prefilled(end, job.rid, gen, start, batch_tokens))
 
     # -- decode segments --------------------------------------------------------------------------
     def _decode_segment(self, j: int, n: int, until: float) -> None:
@@ -285,7 +275,7 @@ class Engine(EngineState):
         mere cut of a segment (so the timeline does not depend on where the run was stopped)."""
         self.log.kv(self.t, self.capacity - self.free - self.redundant, self.redundant)
 
-    def _commit(self, j: int, k: int, n: int, pseqs: int, ptokens: int, role: str, end: float) -> None:
+    def _commit(self, j: int, k: int, n: int, pseqs: int, ptokens: int, role: Role, end: float) -> None:
         at_it, at_t, dt, _ = self.anchor
         self.log.segment(at_it, at_t, dt, j, k, n, pseqs, ptokens, role)
         self.it = j + k
@@ -300,7 +290,7 @@ class Engine(EngineState):
             if r is None or r.serial != serial:
                 continue
             self._stop_run(rid, keep=False)
-            self.events.append(Event(end, DONE, rid, r.output))
+            self.events.append(Finished(end, rid, r.output))
 
     # -- joining and leaving --------------------------------------------------------------------------
     def _join(
@@ -343,6 +333,4 @@ class Engine(EngineState):
         if self.role == MIXED:
             self.waiting.appendleft(Job(rid, r.arrival_s, r.prompt, r.output, gen))
         else:
-            self.events.append(
-                Event(self.t, PREEMPTED, rid, gen, arrival_s=r.arrival_s, prompt=r.prompt, output=r.output)
-            )
+            self.events.append(Recompute(self.t, rid, gen, r.arrival_s, r.prompt, r.output))

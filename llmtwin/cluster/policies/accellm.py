@@ -26,7 +26,7 @@ from llmtwin.cluster.messages import Arrival, Dispatch, Done, Preempted, Prefill
 from llmtwin.cluster.policies.accellm_agent import AcceLLMAgent, AgentConfig
 from llmtwin.cluster.policies.base import Agent, Param, Policy
 from llmtwin.cluster.policies.routing import ROUTINGS, Router
-from llmtwin.cluster.seqs import DECODE
+from llmtwin.cluster.seqs import Role
 from llmtwin.errors import ConfigurationError
 from llmtwin.sim.kernel import Outbox
 
@@ -133,8 +133,8 @@ class AcceLLM(Policy):
         self.used = [0] * ctx.instances
         self._reqs: dict[int, Arrival] = {}
 
-    def role(self, iid: int) -> str:
-        return DECODE
+    def role(self, iid: int) -> Role:
+        return Role.DECODE
 
     def evict_threshold(self) -> float:
         return float(self.params["redundancy_evict_threshold"])
@@ -200,7 +200,7 @@ class AcceLLM(Policy):
             self.pinned[i] = body.pinned
             # Back to decoding with every prompt sent to it done: it no longer prefills for the pair.
             ps = self.prefillers[i // 2]
-            if body.role == DECODE and i in ps and body.prefilled == self.dispatched[i]:
+            if body.role == Role.DECODE and i in ps and body.prefilled == self.dispatched[i]:
                 ps.remove(i)
         elif isinstance(body, Preempted):
             # Recompute inside the same pair (its prefill instance prefills prompt + tokens so far).

@@ -29,6 +29,15 @@ from typing import Any
 
 from llmtwin.cluster.context import BALANCER, ClusterContext, instance_id
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.engine_events import (
+    Drained,
+    EngineEvent,
+    Evicted,
+    Finished,
+    Prefilled,
+    Recompute,
+    Released,
+)
 from llmtwin.cluster.messages import (
     Dispatch,
     Handover,
@@ -43,19 +52,7 @@ from llmtwin.cluster.messages import (
     SwitchBack,
 )
 from llmtwin.cluster.policies.base import Agent
-from llmtwin.cluster.seqs import (
-    DECODE,
-    DONE,
-    DRAINED,
-    EVICTED,
-    PREEMPTED,
-    PREFILL,
-    PREFILLED,
-    RELEASED,
-    Event,
-    Held,
-    Job,
-)
+from llmtwin.cluster.seqs import Held, Job, Role
 from llmtwin.sim.kernel import Outbox
 
 
@@ -77,15 +74,14 @@ class AcceLLMAgent(Agent):
 
     def __init__(self, iid: int, ctx: ClusterContext, engine: Engine, cfg: AgentConfig) -> None:
         super().__init__(iid, ctx, engine)
-        engine.report_drained = True
+        engine.report_drains()
         if cfg.prefill_batch_tokens:
-            # Decode-only iterations never use the token budget, so this caps prefill batches only.
-            engine.max_tokens = cfg.prefill_batch_tokens
+            engine.cap_prefill_tokens(cfg.prefill_batch_tokens)
         self.epoch = 0
         """Bumped by every prompt, so a switch-back timer set before it is ignored."""
         self.cfg = cfg
         self.partner = instance_id(cfg.partner)
-        self.role = DECODE
+        self.role = Role.DECODE
         self.received = 0
         """Prompts dispatched to this instance so far."""
         self.notice = False
@@ -134,50 +130,54 @@ class AcceLLMAgent(Agent):
         return self.ctx.kv_bytes(max(0, generated - last))
 
     # -- engine events ------------------------------------------------------------------------------
-    def on_event(self, now: float, ev: Event, out: Outbox) -> None:
-        kind = ev.kind
-        self.prompts.discard(ev.rid)
-        if kind == DONE:
-            self.done(now, ev, out)
-            if ev.rid in self.peer:
-                del self.peer[ev.rid]
-                if self.cfg.eager:
-                    self.moved(ev.rid, self._sync_bytes(ev.rid, ev.generated))
-                out.send(self.partner, now, PartnerDone(self.iid, [ev.rid]))
-            self.synced.pop(ev.rid, None)
-        elif kind == PREFILLED:
-            h = self.engine.held[ev.rid]
-            lands = self.ctx.link.layerwise_landing(
-                self.iid,
-                self.cfg.partner,
-                self.ctx.kv_bytes(ev.batch_tokens),
-                ev.start_s,
-                now,
-                self.ctx.layers,
-            )
-            self.moved(h.rid, self.ctx.kv_bytes(h.kv_tokens))
-            self.awaiting.add(h.rid)
-            self._fresh[lands].append(h)
-            if self.cfg.max_prefill > 1:
-                out.send(BALANCER, now, PrefillDone(h.rid, self.iid, h.prompt, h.generated, self.engine.used))
-        elif kind == RELEASED:
-            self._hand_over(now, list(ev.rids), out)
-        elif kind == EVICTED:
-            # Taking a hand-over can evict the copy of a request later in the same hand-over,
-            # which is then this instance's own (no longer a partner request to rebuild).
-            self.lost.update(r for r in ev.rids if r in self.final)
-            out.send(self.partner, now, ReplicaDropped(self.iid, list(ev.rids)))
-        elif kind == PREEMPTED:
-            body = Preempted(ev.rid, self.iid, ev.arrival_s, ev.prompt, ev.output, ev.generated)
-            out.send(BALANCER, now, body)
-            if self.peer.pop(ev.rid, None) is not None:
-                out.send(self.partner, now, PartnerDone(self.iid, [ev.rid]))
-            self.synced.pop(ev.rid, None)
-        elif kind == DRAINED:
-            if self.cfg.linger_s > 0:
-                out.send(instance_id(self.iid), now + self.cfg.linger_s, SwitchBack(self.epoch))
-            else:
-                self._become(DECODE)
+    def on_event(self, now: float, ev: EngineEvent, out: Outbox) -> None:
+        match ev:
+            case Finished():
+                self.prompts.discard(ev.rid)
+                self._finished(now, ev, out)
+            case Prefilled():
+                self.prompts.discard(ev.rid)
+                self._prefilled(now, ev, out)
+            case Released():
+                self._hand_over(now, list(ev.rids), out)
+            case Evicted():
+                # Taking a hand-over can evict the copy of a request later in the same hand-over,
+                # which is then this instance's own (no longer a partner request to rebuild).
+                self.lost.update(r for r in ev.rids if r in self.final)
+                out.send(self.partner, now, ReplicaDropped(self.iid, list(ev.rids)))
+            case Recompute():
+                self.prompts.discard(ev.rid)
+                body = Preempted(ev.rid, self.iid, ev.arrival_s, ev.prompt, ev.output, ev.generated)
+                out.send(BALANCER, now, body)
+                if self.peer.pop(ev.rid, None) is not None:
+                    out.send(self.partner, now, PartnerDone(self.iid, [ev.rid]))
+                self.synced.pop(ev.rid, None)
+            case Drained():
+                if self.cfg.linger_s > 0:
+                    out.send(instance_id(self.iid), now + self.cfg.linger_s, SwitchBack(self.epoch))
+                else:
+                    self._become(Role.DECODE)
+
+    def _finished(self, now: float, ev: Finished, out: Outbox) -> None:
+        self.done(now, ev, out)
+        if ev.rid in self.peer:
+            del self.peer[ev.rid]
+            if self.cfg.eager:
+                self.moved(ev.rid, self._sync_bytes(ev.rid, ev.generated))
+            out.send(self.partner, now, PartnerDone(self.iid, [ev.rid]))
+        self.synced.pop(ev.rid, None)
+
+    def _prefilled(self, now: float, ev: Prefilled, out: Outbox) -> None:
+        """Stream the new KV to the partner layer by layer; it decodes the request once landed."""
+        h = self.engine.held[ev.rid]
+        lands = self.ctx.link.layerwise_landing(
+            self.iid, self.cfg.partner, self.ctx.kv_bytes(ev.batch_tokens), ev.start_s, now, self.ctx.layers
+        )
+        self.moved(h.rid, self.ctx.kv_bytes(h.kv_tokens))
+        self.awaiting.add(h.rid)
+        self._fresh[lands].append(h)
+        if self.cfg.max_prefill > 1:
+            out.send(BALANCER, now, PrefillDone(h.rid, self.iid, h.prompt, h.generated, self.engine.used))
 
     def _hand_over(self, now: float, rids: list[int], out: Outbox) -> None:
         """Send released requests to the partner (its copy is current once the delta crossed)."""
@@ -203,18 +203,18 @@ class AcceLLMAgent(Agent):
             self.engine.submit(
                 Job(body.rid, body.arrival_s, body.prompt_tokens, body.output_tokens, body.generated_tokens)
             )
-            if self.role != PREFILL:
+            if self.role != Role.PREFILL:
                 self._start_prefill(now)
         elif isinstance(body, Handover):
             self._take(now, body, out)
         elif isinstance(body, HandoverAck):
             self._acked(now, body, out)
         elif isinstance(body, SwitchBack):
-            if body.epoch == self.epoch and self.role == PREFILL and not self.engine.waiting:
-                self._become(DECODE)
+            if body.epoch == self.epoch and self.role == Role.PREFILL and not self.engine.waiting:
+                self._become(Role.DECODE)
         elif isinstance(body, KVLanded):
             self.landing.discard(body.rid)
-            if self.role == DECODE:
+            if self.role == Role.DECODE:
                 self.engine.resume(body.rid)
         elif isinstance(body, ReplicaDropped):
             for rid in body.rids:
@@ -227,8 +227,8 @@ class AcceLLMAgent(Agent):
         elif isinstance(body, RebuildRequest):
             self._rebuild_for_partner(now, body.rids, out)
         elif isinstance(body, RoleChanged):
-            self.partner_decodes = body.role == DECODE
-            if body.role == DECODE and self.role == DECODE:
+            self.partner_decodes = body.role == Role.DECODE
+            if body.role == Role.DECODE and self.role == Role.DECODE:
                 self._rebalance(now, body.decode_seqs, body.decode_kv_tokens)
 
     def _take(self, now: float, m: Handover, out: Outbox) -> None:
@@ -256,7 +256,7 @@ class AcceLLMAgent(Agent):
             if lands > now:
                 self.landing.add(rid)
                 out.send(instance_id(self.iid), lands, KVLanded(rid))
-            elif self.role == DECODE:
+            elif self.role == Role.DECODE:
                 eng.resume(rid)
         out.send(self.partner, now, HandoverAck(self.iid, list(m.rids), taken, kept))
         if self.taken_t != now:
@@ -284,7 +284,7 @@ class AcceLLMAgent(Agent):
                     self.peer[rid] = now
                 else:
                     self.peer.pop(rid, None)
-                if self.role == DECODE:
+                if self.role == Role.DECODE:
                     eng.resume(rid)
         if dropped:
             out.send(self.partner, now, ReplicaDropped(self.iid, dropped))
@@ -335,7 +335,7 @@ class AcceLLMAgent(Agent):
         """Take the prefill role: decodes with a copy at the partner go there, the others pause."""
         movable = [r for r in self.engine.running if self._has_copy(r, now)]
         self.engine.release(movable)
-        self._become(PREFILL)
+        self._become(Role.PREFILL)
 
     def _head_fits(self) -> bool:
         """Whether the next queued prompt (chunk) would fit this KV, evicting every copy if need be."""
@@ -347,20 +347,20 @@ class AcceLLMAgent(Agent):
         floor = eng.watermark if job.done == 0 else 0
         return eng.free + eng.redundant - need >= floor
 
-    def _become(self, role: str) -> None:
+    def _become(self, role: Role) -> None:
         self.engine.set_role(role)
         self.role = role
-        if role == DECODE:
+        if role == Role.DECODE:
             for rid in self._paused():
                 self.engine.resume(rid)
-        self.notice = role == DECODE
-        self.prefill_notice = role == PREFILL and self.cfg.max_prefill > 1
+        self.notice = role == Role.DECODE
+        self.prefill_notice = role == Role.PREFILL and self.cfg.max_prefill > 1
 
     def end_step(self, now: float, out: Outbox) -> None:
         if self.cfg.max_prefill > 1 and self.engine.waiting:
-            if self.role == PREFILL and not self.partner_decodes and not self._head_fits():
-                self._become(DECODE)  # both prefill and this KV is full: decode to free it
-            elif self.role == DECODE and self._head_fits():
+            if self.role == Role.PREFILL and not self.partner_decodes and not self._head_fits():
+                self._become(Role.DECODE)  # both prefill and this KV is full: decode to free it
+            elif self.role == Role.DECODE and self._head_fits():
                 self._start_prefill(now)
         for lands in sorted(self._fresh):
             out.send(self.partner, lands, _handover(self.iid, self._fresh[lands], fresh=True))
@@ -369,21 +369,20 @@ class AcceLLMAgent(Agent):
             self.notice = False
             seqs, tokens = self.engine.decode_load()
             pinned = sum(1 for r in [*self.engine.running, *self._paused()] if r not in self.peer)
-            msg = RoleChanged(self.iid, DECODE, self.received, seqs, tokens, pinned)
+            msg = RoleChanged(self.iid, Role.DECODE, self.received, seqs, tokens, pinned)
             out.send(BALANCER, now, msg)
             out.send(self.partner, now, msg)
         if self.prefill_notice:
             self.prefill_notice = False
-            out.send(self.partner, now, RoleChanged(self.iid, PREFILL, self.received, 0, 0, 0))
-        if self.cfg.max_prefill > 1 and self.role == PREFILL and self.partner_decodes:
+            out.send(self.partner, now, RoleChanged(self.iid, Role.PREFILL, self.received, 0, 0, 0))
+        if self.cfg.max_prefill > 1 and self.role == Role.PREFILL and self.partner_decodes:
             # Both prefilled, or a copy landed here while prefilling: the decoding partner takes them.
             # Not what the partner sent at this very time: its role notice may still be on the way.
             recent = self.taken if self.taken_t == now else set()
             movable = [r for r in self._paused() if self._has_copy(r, now) and r not in recent]
             if movable:
                 # A resume asked for before (and not applied in the prefill role) no longer holds.
-                gone = set(movable)
-                self.engine.to_resume = [r for r in self.engine.to_resume if r not in gone]
+                self.engine.cancel_resume(set(movable))
                 self._hand_over(now, movable, out)
         self._maybe_rebuild(now, out)
 

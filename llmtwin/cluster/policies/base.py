@@ -18,8 +18,9 @@ from typing import Any, ClassVar
 
 from llmtwin.cluster.context import BALANCER, ClusterContext
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.engine_events import EngineEvent, Finished
 from llmtwin.cluster.messages import Arrival, Done
-from llmtwin.cluster.seqs import DONE, MIXED, Event
+from llmtwin.cluster.seqs import Role
 from llmtwin.errors import ConfigurationError
 from llmtwin.sim.kernel import Outbox
 
@@ -84,12 +85,12 @@ class Agent(ABC):
             self.moved_rids.append(rid)
             self.moved_bytes.append(nbytes)
 
-    def done(self, now: float, ev: Event, out: Outbox) -> None:
+    def done(self, now: float, ev: Finished, out: Outbox) -> None:
         """Tell the balancer a request finished here."""
         out.send(BALANCER, now, Done(ev.rid, self.iid, self.engine.used))
 
     @abstractmethod
-    def on_event(self, now: float, ev: Event, out: Outbox) -> None:
+    def on_event(self, now: float, ev: EngineEvent, out: Outbox) -> None:
         """The engine did something at ``ev.time == now`` that others must hear about."""
 
     @abstractmethod
@@ -103,8 +104,8 @@ class Agent(ABC):
 class SimpleAgent(Agent):
     """Reports completions; everything else is the subclass's."""
 
-    def on_event(self, now: float, ev: Event, out: Outbox) -> None:
-        if ev.kind == DONE:
+    def on_event(self, now: float, ev: EngineEvent, out: Outbox) -> None:
+        if isinstance(ev, Finished):
             self.done(now, ev, out)
 
 
@@ -130,9 +131,9 @@ class Policy(ABC):
     def agent(self, iid: int, engine: Engine) -> Agent:
         """The agent driving instance ``iid``'s engine."""
 
-    def role(self, iid: int) -> str:
+    def role(self, iid: int) -> Role:
         """The role instance ``iid`` starts in."""
-        return MIXED
+        return Role.MIXED
 
     def evict_threshold(self) -> float:
         """Free-KV fraction below which an engine evicts redundant copies (AcceLLM)."""

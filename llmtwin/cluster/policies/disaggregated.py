@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from llmtwin.cluster.context import BALANCER, ClusterContext, instance_id
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.engine_events import EngineEvent, Finished, Prefilled, Recompute
 from llmtwin.cluster.messages import (
     Arrival,
     Dispatch,
@@ -28,7 +29,7 @@ from llmtwin.cluster.messages import (
 )
 from llmtwin.cluster.policies.base import Agent, Param, Policy
 from llmtwin.cluster.policies.routing import ROUTINGS, Router
-from llmtwin.cluster.seqs import DECODE, DONE, PREEMPTED, PREFILL, PREFILLED, Event, Held, Job
+from llmtwin.cluster.seqs import Held, Job, Role
 from llmtwin.errors import ConfigurationError
 from llmtwin.sim.kernel import Outbox
 
@@ -72,8 +73,8 @@ class Disaggregated(Policy):
         self.decode = Router(self.params["routing"], range(p, n))
         self._reqs: dict[int, Arrival] = {}
 
-    def role(self, iid: int) -> str:
-        return PREFILL if iid < self.prefill_count else DECODE
+    def role(self, iid: int) -> Role:
+        return Role.PREFILL if iid < self.prefill_count else Role.DECODE
 
     def on_arrival(self, now: float, a: Arrival, out: Outbox) -> None:
         self._reqs[a.rid] = a
@@ -117,25 +118,28 @@ class PrefillAgent(Agent):
         self.layerwise = kv_transfer == "layerwise"
         self.target: dict[int, int] = {}
 
-    def on_event(self, now: float, ev: Event, out: Outbox) -> None:
-        if ev.kind == DONE:  # a one-token request: nothing to decode
-            self.target.pop(ev.rid, None)
-            self.done(now, ev, out)
-        elif ev.kind == PREFILLED:
-            h = self.engine.held[ev.rid]
-            d = self.target.pop(ev.rid)
-            out.send(BALANCER, now, PrefillDone(ev.rid, self.iid, h.prompt, h.generated, self.engine.used))
-            # Every request of the iteration streams over the same link: they land together.
-            batch_bytes = self.ctx.kv_bytes(ev.batch_tokens)
-            link = self.ctx.link
-            if self.layerwise:
-                lands = link.layerwise_landing(self.iid, d, batch_bytes, ev.start_s, now, self.ctx.layers)
-            else:
-                lands = now + link.time(self.iid, d, batch_bytes)
-            body = KVTransfer(
-                h.rid, self.iid, h.arrival_s, h.prompt, h.output, h.generated, h.kv_tokens, lands
-            )
-            out.send(instance_id(d), now, body)
+    def on_event(self, now: float, ev: EngineEvent, out: Outbox) -> None:
+        match ev:
+            case Finished():  # a one-token request: nothing to decode
+                self.target.pop(ev.rid, None)
+                self.done(now, ev, out)
+            case Prefilled():
+                self._offer(now, ev, out)
+
+    def _offer(self, now: float, ev: Prefilled, out: Outbox) -> None:
+        """Tell the balancer, and offer the KV to the decode instance chosen at dispatch."""
+        h = self.engine.held[ev.rid]
+        d = self.target.pop(ev.rid)
+        out.send(BALANCER, now, PrefillDone(ev.rid, self.iid, h.prompt, h.generated, self.engine.used))
+        # Every request of the iteration streams over the same link: they land together.
+        batch_bytes = self.ctx.kv_bytes(ev.batch_tokens)
+        link = self.ctx.link
+        if self.layerwise:
+            lands = link.layerwise_landing(self.iid, d, batch_bytes, ev.start_s, now, self.ctx.layers)
+        else:
+            lands = now + link.time(self.iid, d, batch_bytes)
+        body = KVTransfer(h.rid, self.iid, h.arrival_s, h.prompt, h.output, h.generated, h.kv_tokens, lands)
+        out.send(instance_id(d), now, body)
 
     def on_message(self, now: float, body: Any, out: Outbox) -> None:
         if isinstance(body, Dispatch):
@@ -155,12 +159,13 @@ class DecodeAgent(Agent):
         self.pending: deque[KVTransfer] = deque()
         """Offers not taken yet for lack of room, in arrival order."""
 
-    def on_event(self, now: float, ev: Event, out: Outbox) -> None:
-        if ev.kind == DONE:
-            self.done(now, ev, out)
-        elif ev.kind == PREEMPTED:  # the engine freed the KV; prefill it again elsewhere
-            body = Preempted(ev.rid, self.iid, ev.arrival_s, ev.prompt, ev.output, ev.generated)
-            out.send(BALANCER, now, body)
+    def on_event(self, now: float, ev: EngineEvent, out: Outbox) -> None:
+        match ev:
+            case Finished():
+                self.done(now, ev, out)
+            case Recompute():  # the engine freed the KV; prefill it again elsewhere
+                body = Preempted(ev.rid, self.iid, ev.arrival_s, ev.prompt, ev.output, ev.generated)
+                out.send(BALANCER, now, body)
         self._take_pending(now, out)
 
     def on_message(self, now: float, body: Any, out: Outbox) -> None:
