@@ -232,12 +232,19 @@ class AcceLLMAgent(Agent):
                 self._rebalance(now, body.decode_seqs, body.decode_kv_tokens)
 
     def _take(self, now: float, m: Handover, out: Outbox) -> None:
+        """Take over requests the partner hands over, unless this instance prefills: then they
+        would wait here for its queue to drain, so the sender keeps them (and decodes them if it
+        decodes); a fresh prompt's KV that landed here stays as the redundant copy."""
         eng = self.engine
         taken, kept = [], []
         for i, rid in enumerate(m.rids):
             h = Held(rid, m.arrival_s[i], m.prompt_tokens[i], m.output_tokens[i], m.generated_tokens[i])
             lands = now
-            if rid in eng.replicas:
+            if self.role == Role.PREFILL:
+                ok = False
+                if m.fresh and eng.add_replica(rid, self._final_tokens(h) if self.cfg.eager else h.kv_tokens):
+                    self.final[rid] = self._final_tokens(h)
+            elif rid in eng.replicas:
                 ok = eng.replica_to_held(h)
             else:
                 ok = eng.hold(h)
@@ -279,9 +286,10 @@ class AcceLLMAgent(Agent):
                     self.final[rid] = self._final_tokens(h)
                     self.lost.add(rid)
             else:
-                # Still ours (pinned unless the partner kept its old copy).
+                # Still ours (pinned unless the partner kept its copy, current as of the hand-over).
                 if kept:
                     self.peer[rid] = now
+                    self.synced[rid] = h.generated
                 else:
                     self.peer.pop(rid, None)
                 if self.role == Role.DECODE:
@@ -375,16 +383,23 @@ class AcceLLMAgent(Agent):
         if self.prefill_notice:
             self.prefill_notice = False
             out.send(self.partner, now, RoleChanged(self.iid, Role.PREFILL, self.received, 0, 0, 0))
-        if self.cfg.max_prefill > 1 and self.role == Role.PREFILL and self.partner_decodes:
-            # Both prefilled, or a copy landed here while prefilling: the decoding partner takes them.
-            # Not what the partner sent at this very time: its role notice may still be on the way.
-            recent = self.taken if self.taken_t == now else set()
-            movable = [r for r in self._paused() if self._has_copy(r, now) and r not in recent]
-            if movable:
-                # A resume asked for before (and not applied in the prefill role) no longer holds.
-                self.engine.cancel_resume(set(movable))
-                self._hand_over(now, movable, out)
+        movable = self.stuck_behind_prefill(now)
+        if movable:
+            # A resume asked for before (and not applied in the prefill role) no longer holds.
+            self.engine.cancel_resume(set(movable))
+            self._hand_over(now, movable, out)
         self._maybe_rebuild(now, out)
+
+    def stuck_behind_prefill(self, now: float) -> list[int]:
+        """Requests held here that would wait for this prefill queue to drain although the
+        decoding partner holds a copy: taken over just before this prefill began (their resume
+        not yet applied), landed while prefilling, or paused while both prefilled. They go to the
+        partner at the end of every step. With two prefill instances per pair, not those the
+        partner handed over at this very time: its role notice may still be on the way."""
+        if self.role != Role.PREFILL or not self.partner_decodes:
+            return []
+        recent = self.taken if self.taken_t == now and self.cfg.max_prefill > 1 else set()
+        return [r for r in self._paused() if self._has_copy(r, now) and r not in recent]
 
     def _maybe_rebuild(self, now: float, out: Outbox) -> None:
         """Room again: reserve copies of partner requests this instance evicted and ask for them."""
