@@ -136,3 +136,14 @@ def test_prefill_batch_tokens_caps_prefill_iterations() -> None:
     assert len({r.first_token_s for r in together.requests}) == 1
     capped = run_scenario(accellm({"prefill_batch_tokens": 1500}), requests=reqs)
     assert len({r.first_token_s for r in capped.requests}) == 3
+
+
+@pytest.mark.parametrize(("routing", "pair"), [("prefill_aware", 0), ("least_outstanding_tokens", 1)])
+def test_prefill_aware_routing_avoids_a_pair_whose_prefill_instance_is_busy(routing: str, pair: int) -> None:
+    """Pair 0 decodes a long request, pair 1 prefills a long prompt with few output tokens: a new
+    prompt goes to pair 0 (its prefill side idle) under prefill_aware, to pair 1 (fewer
+    outstanding tokens) under least_outstanding_tokens."""
+    reqs = [RequestSpec(0, 0.0, 100, 3000), RequestSpec(1, 0.1, 2000, 5), RequestSpec(2, 0.101, 100, 100)]
+    res = run_scenario(accellm({"pair_routing": routing}, pairs=2), requests=reqs)
+    assert res.requests[1].instances[0] // 2 == 1
+    assert res.requests[2].instances[0] // 2 == pair

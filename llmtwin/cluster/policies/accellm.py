@@ -1,7 +1,8 @@
 """AcceLLM (arXiv 2411.05555): instances in pairs, dynamic roles, redundant KV copies.
 
 Balancer side (the paper's Scheduling Manager). Instances ``2k`` and ``2k+1`` form pair ``k``
-for the whole run. A new request goes to a pair (``pair_routing``) and, inside it, to the
+for the whole run. A new request goes to a pair (``pair_routing``, by default the pair whose
+prefill side is idle, else the one with the fewest queued prompt tokens) and, inside it, to the
 instance that currently prefills for the pair; when none does, the balancer makes one of the two
 the prefill instance (``prefill_choice``). That instance hands its decoding requests to its
 partner (no data moves: the partner holds copies), prefills the pair's prompts in prefill-only
@@ -30,6 +31,9 @@ from llmtwin.cluster.seqs import Role
 from llmtwin.errors import ConfigurationError
 from llmtwin.sim.kernel import Outbox
 
+PREFILL_AWARE = "prefill_aware"
+"""Pair routing that sees each pair's queued prompt tokens (AcceLLM only)."""
+
 
 class AcceLLM(Policy):
     """Pairs with dynamic prefill/decode roles and redundant KV (the balancer's half)."""
@@ -37,10 +41,12 @@ class AcceLLM(Policy):
     name: ClassVar[str] = "accellm"
     PARAMS: ClassVar[dict[str, Param]] = {
         "pair_routing": Param(
-            "least_outstanding_tokens",
-            "Which pair gets a new request: round_robin, least_outstanding_tokens (prompt + requested "
-            "output tokens not yet completed, summed over the pair) or least_kv (KV blocks in use).",
-            ROUTINGS,
+            "prefill_aware",
+            "Which pair gets a new request: prefill_aware (among pairs with no prompt queued or being "
+            "prefilled, least outstanding tokens; if none, the fewest queued prompt tokens), "
+            "round_robin, least_outstanding_tokens (prompt + requested output tokens not yet "
+            "completed, summed over the pair) or least_kv (KV blocks in use).",
+            (PREFILL_AWARE, *ROUTINGS),
         ),
         "prefill_choice": Param(
             "least_loaded",
@@ -115,7 +121,10 @@ class AcceLLM(Policy):
         if self.params["rebuild_threshold"] < self.params["redundancy_evict_threshold"]:
             raise ConfigurationError("accellm: rebuild_threshold must be >= redundancy_evict_threshold")
         pairs = ctx.instances // 2
-        self.router = Router(self.params["pair_routing"], range(pairs))
+        self.prefill_aware = self.params["pair_routing"] == PREFILL_AWARE
+        rule = "least_outstanding_tokens" if self.prefill_aware else self.params["pair_routing"]
+        self.router = Router(rule, range(pairs))
+        """Outstanding tokens per pair (and the pick of every rule but prefill_aware)."""
         self.prefillers: list[list[int]] = [[] for _ in range(pairs)]
         """The instances prefilling for each pair, the first one first (at most max_prefill_per_pair)."""
         self.max_prefill = int(self.params["max_prefill_per_pair"])
@@ -125,7 +134,7 @@ class AcceLLM(Policy):
             or ctx.engine.max_batch_tokens
         )
         self.queued = [0] * ctx.instances
-        """Prompt tokens dispatched to each instance and not yet prefilled (max_prefill_per_pair = 2)."""
+        """Prompt tokens dispatched to each instance and not yet prefilled (``PrefillDone``)."""
         self._queued_rid: dict[int, tuple[int, int]] = {}
         self.last_prefiller = [1] * pairs
         self.dispatched = [0] * ctx.instances
@@ -141,19 +150,28 @@ class AcceLLM(Policy):
 
     def on_arrival(self, now: float, a: Arrival, out: Outbox) -> None:
         self._reqs[a.rid] = a
-        k = self.router.pick()
+        k = self._pick_pair()
         self.router.assign(k, a.rid, a.prompt_tokens + a.output_tokens, self.ctx.blocks(a.prompt_tokens))
         self._dispatch(now, k, a, 0, out)
 
     def _dispatch(self, now: float, k: int, a: Arrival, generated: int, out: Outbox) -> None:
         p = self._target(k)
         self.dispatched[p] += 1
-        if self.max_prefill > 1:
-            tokens = a.prompt_tokens + generated
-            self.queued[p] += tokens
-            self._queued_rid[a.rid] = (p, tokens)
+        tokens = a.prompt_tokens + generated
+        self.queued[p] += tokens
+        self._queued_rid[a.rid] = (p, tokens)
         body = Dispatch(a.rid, a.arrival_s, a.prompt_tokens, a.output_tokens, generated)
         out.send(instance_id(p), now + self.ctx.routing_latency_s, body)
+
+    def _pick_pair(self) -> int:
+        if not self.prefill_aware:
+            return self.router.pick()
+        load = self.router.outstanding
+        queued = [self.queued[2 * k] + self.queued[2 * k + 1] for k in range(len(self.prefillers))]
+        idle = [k for k, q in enumerate(queued) if q == 0]
+        if idle:
+            return min(idle, key=lambda k: (load[k], k))
+        return min(range(len(queued)), key=lambda k: (queued[k], load[k], k))
 
     def _target(self, k: int) -> int:
         """The instance of pair ``k`` that prefills the next prompt (made a prefill instance if needed)."""

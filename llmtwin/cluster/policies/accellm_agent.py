@@ -10,14 +10,17 @@ resumed only after ``hold``/``replica_to_held`` succeeded, and after the KV land
 keeps its primary until the receiver acknowledged a hand-over; eviction only ever touches
 redundant copies (the engine's ``replicas``).
 
-When both instances of a pair may prefill (``max_prefill``), a prefill instance also tells the
-balancer of every finished prompt (``PrefillDone``: the balancer's view of its queue) and its
-partner of its role change (``RoleChanged``), and it keeps no paused request of which its
-partner holds a copy while that partner decodes: it hands them over, so they decode there
-instead of waiting for this queue to drain (and do not fill this memory while prompts wait).
-While both prefill, an instance whose next prompt does not fit its KV (even after evicting every
-copy) goes back to decoding, its prompts kept queued, and takes the prefill role again once the
-prompt fits: otherwise two prefill instances full of paused requests would wait for each other.
+A prefill instance tells the balancer of every finished prompt (``PrefillDone``: the balancer's
+view of its queue, for prefill-aware routing). No request waits for a prefill queue to drain
+while the decoding partner holds a usable copy of it: a prefilling instance refuses hand-overs,
+and hands its partner at the end of every step whatever it holds paused that the partner has a
+copy of (``stuck_behind_prefill``).
+
+When both instances of a pair may prefill (``max_prefill``), a prefill instance also tells its
+partner of its role change (``RoleChanged``). While both prefill, an instance whose next prompt
+does not fit its KV (even after evicting every copy) goes back to decoding, its prompts kept
+queued, and takes the prefill role again once the prompt fits: otherwise two prefill instances
+full of paused requests would wait for each other.
 """
 
 from __future__ import annotations
@@ -176,8 +179,7 @@ class AcceLLMAgent(Agent):
         self.moved(h.rid, self.ctx.kv_bytes(h.kv_tokens))
         self.awaiting.add(h.rid)
         self._fresh[lands].append(h)
-        if self.cfg.max_prefill > 1:
-            out.send(BALANCER, now, PrefillDone(h.rid, self.iid, h.prompt, h.generated, self.engine.used))
+        out.send(BALANCER, now, PrefillDone(h.rid, self.iid, h.prompt, h.generated, self.engine.used))
 
     def _hand_over(self, now: float, rids: list[int], out: Outbox) -> None:
         """Send released requests to the partner (its copy is current once the delta crossed)."""
