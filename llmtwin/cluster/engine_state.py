@@ -128,6 +128,12 @@ class EngineState:
         so in the prefill and decode roles this caps prefill batches only."""
         self.max_tokens = tokens
 
+    def chunk_prefills(self, budget_tokens: int) -> None:
+        """Chunked prefill with this token budget per iteration (decodes first, prompt chunks
+        fill the rest), whatever the scenario's ``engine`` table says."""
+        self.chunked = True
+        self.max_tokens = budget_tokens
+
     # -- inputs (take effect at the next iteration boundary) ---------------------------------------
     def settle(self, now: float) -> None:
         """Called after :meth:`advance` (``now``): an idle engine's clock moves to ``now``."""

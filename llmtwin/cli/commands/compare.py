@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("compare", help="run one scenario under several policies side by side")
     add_run_args(p)
     p.add_argument(
-        "--policies", default="colocated,disaggregated,accellm",
+        "--policies", default="colocated,colocated-chunked,disaggregated,accellm",
         help="comma-separated policies; the first is the baseline of the %% columns",
     )  # fmt: skip
     add_jobs_arg(p)
