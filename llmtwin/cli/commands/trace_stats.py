@@ -9,8 +9,8 @@ from typing import Any
 
 from llmtwin.cli.common import print_json
 from llmtwin.models import ModelCatalog
-from llmtwin.scenario.saturation import SaturationEstimate, estimate_saturation
 from llmtwin.scenario.loader import load_scenario, scenario_path
+from llmtwin.scenario.saturation import SaturationEstimate, estimate_saturation
 from llmtwin.workload.generate import generate_requests
 from llmtwin.workload.stats import StreamStats, Summary, request_stats, trace_stats
 from llmtwin.workload.traces import load_trace, trace_names
