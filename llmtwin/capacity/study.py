@@ -11,8 +11,10 @@ rate question, its instance count, so equal count means equal cost):
 
 A baseline with a configuration knob (the disaggregated prefill:decode split, the chunked-prefill
 token budget) appears twice: at the scenario's own (*fixed*, "paper-style") setting, and
-*tuned*: at the setting the same search finds best, by hill climbing from the fixed one on the
-mean capacity over the seeds (rate question) or on the attainment at each size (size question).
+*tuned*: at the setting the same search finds best, on the mean capacity over the seeds (rate
+question) or on the attainment at each size (size question): by hill climbing from the fixed
+split (capacity has one peak over the split), by trying every chunked-prefill budget (capacity
+jumps where a chunk's iteration crosses the TBT SLO, so it may have several peaks).
 """
 
 from __future__ import annotations
@@ -37,13 +39,28 @@ class Knob:
     """Candidate settings, ordered (for a split: the prefill instances, 1 .. instances - 1)."""
     fixed: int
     """The scenario's own setting."""
+    climb: bool = True
+    """Hill-climb from the fixed setting (a score with one peak); False: score every value."""
 
     def at(self, instances: int, base_instances: int) -> Knob:
         """The knob on a cluster of ``instances`` (a split scales with the cluster)."""
         if self.param != "prefill_instances":
             return self
         fixed = min(instances - 1, max(1, round(self.fixed * instances / base_instances)))
-        return Knob(self.param, tuple(range(1, instances)), fixed)
+        return Knob(self.param, tuple(range(1, instances)), fixed, self.climb)
+
+    def best(self, score: Callable[[int], Search[float]]) -> Search[tuple[int, dict[int, float]]]:
+        """The index of the best value: by hill climbing, or by scoring every value."""
+        if self.climb:
+            return hill_climb(score, self.values, self.values.index(self.fixed))
+        return scan(score, len(self.values))
+
+
+def scan(score: Callable[[int], Search[float]], n: int) -> Search[tuple[int, dict[int, float]]]:
+    """Score every index at once; the best (ties: the lowest index) and every score."""
+    got = yield from lockstep([score(i) for i in range(n)])
+    scores = dict(enumerate(got))
+    return max(scores, key=lambda i: (scores[i], -i)), scores
 
 
 def knob_of(s: Scenario) -> Knob | None:
@@ -53,8 +70,10 @@ def knob_of(s: Scenario) -> Knob | None:
         fixed = int(params.get("prefill_instances", 0)) or max(1, n // 3)
         return Knob("prefill_instances", tuple(range(1, n)), fixed)
     if s.policy.name == "colocated-chunked":
+        # Every budget is tried: the score has thresholds (a chunk's iteration crossing the TBT
+        # SLO), so it need not fall away on both sides of its best value.
         fixed = int(params.get("chunk_tokens", 2048))
-        return Knob("chunk_tokens", tuple(sorted({*CHUNK_BUDGETS, fixed})), fixed)
+        return Knob("chunk_tokens", tuple(sorted({*CHUNK_BUDGETS, fixed})), fixed, climb=False)
     return None
 
 
@@ -157,7 +176,7 @@ def _rate_row(study: Study, row: Row) -> Search[RowResult]:
         found[i] = bounds
         return _mean([b.holds or 0.0 for b in bounds])
 
-    best, scores = yield from hill_climb(score, knob.values, knob.values.index(knob.fixed))
+    best, scores = yield from knob.best(score)
     result.bounds = found[best]
     result.settings = [knob.values[best]] * len(study.seeds)
     result.scores = {knob.values[i]: v for i, v in sorted(scores.items())}
@@ -188,7 +207,7 @@ def _size_row(study: Study, row: Row, rate: float) -> Search[RowResult]:
                 (got,) = yield [study.probe(row.policy, seed, rate=rate, instances=n, setting=setting)]
                 return got
 
-            best, scores = yield from hill_climb(score, knob.values, knob.values.index(knob.fixed))
+            best, scores = yield from knob.best(score)
             chosen[n] = knob.values[best]
             return scores[best] >= study.target
 
@@ -206,7 +225,7 @@ def _size_row(study: Study, row: Row, rate: float) -> Search[RowResult]:
 def expected_runs(study: Study, row: Row) -> int:
     """A rough count of the runs a row's search needs (for the progress estimate)."""
     per_search = 6 if study.rate is None else 5
-    configs = 4 if row.tuned else 1
+    configs = 1 if not row.tuned or row.knob is None else 4 if row.knob.climb else len(row.knob.values)
     return len(study.seeds) * per_search * configs
 
 

@@ -57,6 +57,11 @@ class WorkloadSpec:
     as well, generation stops at whichever limit is reached first."""
     max_prompt_tokens: int | None = None
     """Prompts longer than this are clipped (defaults to the model's context minus outputs)."""
+    phases: tuple[WorkloadSpec, ...] = ()
+    """A workload that changes over time: each phase is a workload of its own (arrivals, lengths,
+    trace) lasting its ``duration_s``, starting where the previous one ended. When given, the
+    top-level arrival and length fields are not used; ``requests`` and ``duration_s`` still cap
+    the whole run."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
     slo, target = slo_overrides(args.slo)
     overrides = [*args.overrides, *slo]
     base = load_scenario(args.scenario, overrides)
-    if base.workload.arrival == "trace":
+    if base.workload.arrival == "trace" or base.workload.phases:
         raise ConfigurationError(
-            f"{base.name}: capacity varies workload.rate_rps, which a trace replay ignores "
-            "(use poisson or gamma arrivals)"
+            f"{base.name}: capacity varies workload.rate_rps, which a trace replay or a phased "
+            "workload ignores (use poisson or gamma arrivals)"
         )
     policies = name_list(args.policies, "policies")
     knobs = []
