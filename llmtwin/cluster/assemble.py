@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from llmtwin.cluster.messages import BalancerExport, GeneratorExport, InstanceExport
-from llmtwin.cluster.records import InstanceRecord, RequestRecord, RunResult
+from llmtwin.cluster.records import FaultRecord, InstanceRecord, RequestRecord, RunResult
 from llmtwin.errors import ConfigurationError
 
 UNFINISHED = "unfinished: still in the cluster when the run ended"
@@ -163,5 +163,10 @@ def make_result(
 ) -> RunResult:
     gen, bal, insts = split_parts(parts)
     requests, instances = assemble(gen, bal, insts, end_s)
+    faults = FaultRecord(
+        affected=list(bal.fault_rids),
+        recomputed_kv_tokens=dict(zip(bal.recomputed_rids, bal.recomputed_kv_tokens, strict=True)),
+        redirected=list(bal.redirected_rids),
+    )
     return RunResult(policy=policy, scenario=scenario, seed=seed, requests=requests, instances=instances,
-                     end_s=end_s, stats=dict(stats))  # fmt: skip
+                     end_s=end_s, stats=dict(stats), faults=faults)  # fmt: skip

@@ -8,6 +8,7 @@ shallow copy of them plus the lengths of the append-only logs.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import NamedTuple
 
@@ -78,6 +79,8 @@ class EngineState:
         self.next_role: Role | None = None
         self.drain_pending = False
         """A prefill-role iteration ran since the queue was last seen empty (``drained`` is due)."""
+        self.deadline = math.inf
+        """While failing: no iteration may end after this (see ``Engine.advance_to_failure``)."""
         self.log.role(0.0, role)
 
     # -- sizes --------------------------------------------------------------------------------------
@@ -145,6 +148,16 @@ class EngineState:
         """Queue a prompt (or a recompute) for prefill."""
         self.waiting.append(job)
         self.version += 1
+
+    def drop_waiting(self) -> list[Job]:
+        """Take every queued prompt (or recompute) out of the queue, freeing the KV of chunks
+        already prefilled; those of the iteration in flight stay (they were admitted)."""
+        jobs = list(self.waiting)
+        self.waiting.clear()
+        for job in jobs:
+            self.free += self.blocks(job.done)
+        self.version += 1
+        return jobs
 
     def hold(self, h: Held) -> bool:
         """Take in a request's KV (received from elsewhere); False if the blocks are not free."""

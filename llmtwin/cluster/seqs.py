@@ -19,6 +19,8 @@ class Role(StrEnum):
     """Prefill-only iterations; a prefilled request's KV is held for the policy to move."""
     DECODE = "decode"
     """Decode-only iterations."""
+    DOWN = "down"
+    """Failed (a simulated fault): no iterations, no memory, until it recovers."""
 
 
 @dataclass(slots=True)
@@ -66,6 +68,19 @@ class Run:
     def finish_it(self) -> int:
         """The iteration that produces its last token."""
         return self.output - 1 - self.g0
+
+
+@dataclass(frozen=True, slots=True)
+class LostSeq:
+    """A request whose KV a failure destroyed: what it had produced, and the KV lost."""
+
+    rid: int
+    arrival_s: float
+    prompt: int
+    output: int
+    generated: int
+    kv_tokens: int
+    """KV tokens the failed instance had computed for it (what a recompute does again)."""
 
 
 @dataclass(slots=True)

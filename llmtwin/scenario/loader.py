@@ -16,6 +16,7 @@ Every problem is a :class:`ScenarioError` of one line naming the file and the fi
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -121,6 +122,7 @@ def load_scenario(ref: str, overrides: Sequence[str] = (), policy: str | None = 
     model = _check_cluster(scenario, reader)
     _check_workload(scenario.workload, model, reader)
     _check_engine(scenario, model, reader)
+    _check_faults(scenario, reader)
     return _select_policy(scenario, policy)
 
 
@@ -240,6 +242,27 @@ def _check_engine(s: Scenario, model: ModelSpec, reader: TableReader) -> None:
             f"({s.engine.max_batch_tokens}) must hold the longest prompt ({longest} tokens) "
             "unless engine.chunked_prefill = true",
         )
+
+
+def _check_faults(s: Scenario, reader: TableReader) -> None:
+    """Each fault names an instance of the cluster, at a time >= 0, recovering after it; the
+    down intervals of one instance do not overlap."""
+    spans: dict[int, list[tuple[float, float]]] = {}
+    for i, f in enumerate(s.faults):
+        at = f"faults[{i}]"
+        if not 0 <= f.instance < s.cluster.instances:
+            raise reader.error(
+                f"{at}.instance", f"= {f.instance} is not an instance (0 .. {s.cluster.instances - 1})"
+            )
+        if f.at_s < 0:
+            raise reader.error(f"{at}.at_s", f"must be >= 0, got {f.at_s}")
+        end = math.inf if f.recover_s is None else f.recover_s
+        if end <= f.at_s:
+            raise reader.error(f"{at}.recover_s", f"({f.recover_s}) must be after at_s ({f.at_s})")
+        for a, b in spans.get(f.instance, []):
+            if f.at_s < b and a < end:
+                raise reader.error(at, f"overlaps another fault of instance {f.instance}")
+        spans.setdefault(f.instance, []).append((f.at_s, end))
 
 
 def _select_policy(s: Scenario, policy: str | None) -> Scenario:

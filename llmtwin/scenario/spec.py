@@ -113,6 +113,17 @@ class SweepSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class FaultSpec:
+    """A simulated accelerator failure: instance ``instance`` goes down at ``at_s`` (virtual
+    seconds) losing everything in its memory, and comes back empty at ``recover_s`` (never if
+    unset). See docs/policies.md, "Faults", for what each policy does about it."""
+
+    instance: int
+    at_s: float
+    recover_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     """One runnable experiment."""
 
@@ -131,3 +142,5 @@ class Scenario:
     """Per-policy parameter tables from the file (``[policies.accellm]`` ...), so that
     ``--policy P`` picks P's parameters."""
     sweep: SweepSpec = field(default_factory=SweepSpec)
+    faults: tuple[FaultSpec, ...] = ()
+    """Simulated accelerator failures (``--fault engine=3@30s,recover=90s``)."""

@@ -12,6 +12,7 @@ from llmtwin.report.execute import run_all, run_output
 from llmtwin.report.outputs import describe_written, summary_document, write_run
 from llmtwin.report.tables import summary_table
 from llmtwin.scenario.loader import load_scenario
+from llmtwin.scenario.overrides import fault_override
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -21,10 +22,31 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a scenario field, e.g. workload.requests=500 (repeatable)",
     )  # fmt: skip
+    p.add_argument(
+        "--fault", dest="overrides", action=FaultAction, metavar="engine=I@Ts[,recover=Ts]",
+        help="simulate a failure: instance I goes down at T s of virtual time (back at the recover "
+        "time, empty); repeatable",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, help="write result files into this folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+
+
+class FaultAction(argparse.Action):
+    """``--fault`` specs, all of them as one ``faults=[...]`` override among the ``--set`` ones."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        ns: argparse.Namespace,
+        value: object,
+        option: str | None = None,
+    ) -> None:
+        specs = [*getattr(ns, "fault_specs", []), str(value)]
+        ns.fault_specs = specs
+        overrides = [o for o in getattr(ns, "overrides", None) or [] if not o.startswith("faults=")]
+        ns.overrides = [*overrides, fault_override(specs)]
 
 
 def add_jobs_arg(p: argparse.ArgumentParser) -> None:

@@ -45,8 +45,10 @@ from llmtwin.cluster.messages import (
     Dispatch,
     Handover,
     HandoverAck,
+    InstanceUp,
     KVLanded,
     PartnerDone,
+    PartnerDown,
     Preempted,
     PrefillDone,
     RebuildRequest,
@@ -54,8 +56,10 @@ from llmtwin.cluster.messages import (
     RoleChanged,
     SwitchBack,
 )
+from llmtwin.cluster.policies import accellm_faults
 from llmtwin.cluster.policies.base import Agent
-from llmtwin.cluster.seqs import Held, Job, Role
+from llmtwin.cluster.seqs import Held, Job, LostSeq, Role
+from llmtwin.scenario.spec import FaultSpec
 from llmtwin.sim.kernel import Outbox
 
 
@@ -80,10 +84,14 @@ class AcceLLMAgent(Agent):
         engine.report_drains()
         if cfg.prefill_batch_tokens:
             engine.cap_prefill_tokens(cfg.prefill_batch_tokens)
-        self.epoch = 0
-        """Bumped by every prompt, so a switch-back timer set before it is ignored."""
         self.cfg = cfg
         self.partner = instance_id(cfg.partner)
+        self.reset()
+
+    def reset(self) -> None:
+        """The state of an instance that holds nothing (at the start, and back from a failure)."""
+        self.epoch = 0
+        """Bumped by every prompt, so a switch-back timer set before it is ignored."""
         self.role = Role.DECODE
         self.received = 0
         """Prompts dispatched to this instance so far."""
@@ -93,6 +101,8 @@ class AcceLLMAgent(Agent):
         """A notice to the partner that this instance prefills is due (max_prefill > 1)."""
         self.partner_decodes = True
         """As last heard (max_prefill > 1): whether the partner is in the decode role."""
+        self.partner_down = False
+        """The partner failed and is not back (see ``accellm_faults.py``)."""
         self.peer: dict[int, float] = {}
         """Owned requests whose partner copy is usable from the given time."""
         self.synced: dict[int, int] = {}
@@ -111,6 +121,10 @@ class AcceLLMAgent(Agent):
         self.taken_t = -1.0
         self.taken: set[int] = set()
         """Requests taken over from the partner at ``taken_t`` (not handed straight back)."""
+        self.refused_t = -1.0
+        self.refused: set[int] = set()
+        """Requests the partner refused at ``refused_t`` (not handed to it again at that instant:
+        a hand-over and its refusal must not repeat forever at one virtual time)."""
 
     # -- helpers ------------------------------------------------------------------------------------
     def _final_tokens(self, h: Held) -> int:
@@ -147,7 +161,8 @@ class AcceLLMAgent(Agent):
                 # Taking a hand-over can evict the copy of a request later in the same hand-over,
                 # which is then this instance's own (no longer a partner request to rebuild).
                 self.lost.update(r for r in ev.rids if r in self.final)
-                out.send(self.partner, now, ReplicaDropped(self.iid, list(ev.rids)))
+                if not self.partner_down:
+                    out.send(self.partner, now, ReplicaDropped(self.iid, list(ev.rids)))
             case Recompute():
                 self.prompts.discard(ev.rid)
                 body = Preempted(ev.rid, self.iid, ev.arrival_s, ev.prompt, ev.output, ev.generated)
@@ -159,7 +174,7 @@ class AcceLLMAgent(Agent):
                 if self.cfg.linger_s > 0:
                     out.send(instance_id(self.iid), now + self.cfg.linger_s, SwitchBack(self.epoch))
                 else:
-                    self._become(Role.DECODE)
+                    self.become(Role.DECODE)
 
     def _finished(self, now: float, ev: Finished, out: Outbox) -> None:
         self.done(now, ev, out)
@@ -173,6 +188,11 @@ class AcceLLMAgent(Agent):
     def _prefilled(self, now: float, ev: Prefilled, out: Outbox) -> None:
         """Stream the new KV to the partner layer by layer; it decodes the request once landed."""
         h = self.engine.held[ev.rid]
+        if self.partner_down:  # no partner to stream to: it decodes here, without a copy
+            if self.role == Role.DECODE:
+                self.engine.resume(h.rid)
+            out.send(BALANCER, now, PrefillDone(h.rid, self.iid, h.prompt, h.generated, self.engine.used))
+            return
         lands = self.ctx.link.layerwise_landing(
             self.iid, self.cfg.partner, self.ctx.kv_bytes(ev.batch_tokens), ev.start_s, now, self.ctx.layers
         )
@@ -208,12 +228,13 @@ class AcceLLMAgent(Agent):
             if self.role != Role.PREFILL:
                 self._start_prefill(now)
         elif isinstance(body, Handover):
-            self._take(now, body, out)
+            if not self.partner_down:  # sent before the partner failed: its KV never all came
+                self._take(now, body, out)
         elif isinstance(body, HandoverAck):
             self._acked(now, body, out)
         elif isinstance(body, SwitchBack):
             if body.epoch == self.epoch and self.role == Role.PREFILL and not self.engine.waiting:
-                self._become(Role.DECODE)
+                self.become(Role.DECODE)
         elif isinstance(body, KVLanded):
             self.landing.discard(body.rid)
             if self.role == Role.DECODE:
@@ -228,6 +249,10 @@ class AcceLLMAgent(Agent):
                 self.lost.discard(rid)
         elif isinstance(body, RebuildRequest):
             self._rebuild_for_partner(now, body.rids, out)
+        elif isinstance(body, PartnerDown):
+            accellm_faults.partner_failed(self, now, body, out)
+        elif isinstance(body, InstanceUp):
+            accellm_faults.partner_back(self, now, out)
         elif isinstance(body, RoleChanged):
             self.partner_decodes = body.role == Role.DECODE
             if body.role == Role.DECODE and self.role == Role.DECODE:
@@ -288,6 +313,9 @@ class AcceLLMAgent(Agent):
                     self.final[rid] = self._final_tokens(h)
                     self.lost.add(rid)
             else:
+                if self.refused_t != now:
+                    self.refused_t, self.refused = now, set()
+                self.refused.add(rid)
                 # Still ours (pinned unless the partner kept its copy, current as of the hand-over).
                 if kept:
                     self.peer[rid] = now
@@ -345,7 +373,7 @@ class AcceLLMAgent(Agent):
         """Take the prefill role: decodes with a copy at the partner go there, the others pause."""
         movable = [r for r in self.engine.running if self._has_copy(r, now)]
         self.engine.release(movable)
-        self._become(Role.PREFILL)
+        self.become(Role.PREFILL)
 
     def _head_fits(self) -> bool:
         """Whether the next queued prompt (chunk) would fit this KV, evicting every copy if need be."""
@@ -357,7 +385,7 @@ class AcceLLMAgent(Agent):
         floor = eng.watermark if job.done == 0 else 0
         return eng.free + eng.redundant - need >= floor
 
-    def _become(self, role: Role) -> None:
+    def become(self, role: Role) -> None:
         self.engine.set_role(role)
         self.role = role
         if role == Role.DECODE:
@@ -369,7 +397,7 @@ class AcceLLMAgent(Agent):
     def end_step(self, now: float, out: Outbox) -> None:
         if self.cfg.max_prefill > 1 and self.engine.waiting:
             if self.role == Role.PREFILL and not self.partner_decodes and not self._head_fits():
-                self._become(Role.DECODE)  # both prefill and this KV is full: decode to free it
+                self.become(Role.DECODE)  # both prefill and this KV is full: decode to free it
             elif self.role == Role.DECODE and self._head_fits():
                 self._start_prefill(now)
         for lands in sorted(self._fresh):
@@ -381,10 +409,12 @@ class AcceLLMAgent(Agent):
             pinned = sum(1 for r in [*self.engine.running, *self._paused()] if r not in self.peer)
             msg = RoleChanged(self.iid, Role.DECODE, self.received, seqs, tokens, pinned)
             out.send(BALANCER, now, msg)
-            out.send(self.partner, now, msg)
+            if not self.partner_down:
+                out.send(self.partner, now, msg)
         if self.prefill_notice:
             self.prefill_notice = False
-            out.send(self.partner, now, RoleChanged(self.iid, Role.PREFILL, self.received, 0, 0, 0))
+            if not self.partner_down:
+                out.send(self.partner, now, RoleChanged(self.iid, Role.PREFILL, self.received, 0, 0, 0))
         movable = self.stuck_behind_prefill(now)
         if movable:
             # A resume asked for before (and not applied in the prefill role) no longer holds.
@@ -401,7 +431,23 @@ class AcceLLMAgent(Agent):
         if self.role != Role.PREFILL or not self.partner_decodes:
             return []
         recent = self.taken if self.taken_t == now and self.cfg.max_prefill > 1 else set()
-        return [r for r in self._paused() if self._has_copy(r, now) and r not in recent]
+        refused = self.refused if self.refused_t == now else set()
+        return [r for r in self._paused() if self._has_copy(r, now) and r not in recent and r not in refused]
+
+    # -- faults (accellm_faults.py) --------------------------------------------------------------------
+    def on_down(
+        self, now: float, fault: FaultSpec, lost: list[LostSeq], copies: list[int], out: Outbox
+    ) -> None:
+        accellm_faults.went_down(self, now, fault, lost, out)
+
+    def on_up(self, now: float, out: Outbox) -> None:
+        accellm_faults.came_up(self, now, out)
+
+    def bounce(self, now: float, body: Any, out: Outbox) -> None:
+        if isinstance(body, Handover):
+            accellm_faults.refuse(self, now, body, out)
+        else:
+            super().bounce(now, body, out)
 
     def _maybe_rebuild(self, now: float, out: Outbox) -> None:
         """Room again: reserve copies of partner requests this instance evicted and ask for them."""
