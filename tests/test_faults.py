@@ -110,3 +110,15 @@ def test_fault_specs_parse_and_are_checked(tmp_path: Path) -> None:
 def test_no_failure_no_fault_figures() -> None:
     res: RunResult = run_scenario(loaded("colocated"), requests=make_requests(20))
     assert fault_figures(res, res.end_s) == {}
+
+
+def test_a_prefill_instance_full_of_pinned_requests_does_not_wait_forever() -> None:
+    """Memory pressure after failures (70B at TP2: little KV; pair 0 lost, all load on pair 1):
+    the prefill instance whose next prompt no longer fits, full of paused requests without copies,
+    hands them to its decoding partner (whole KV over the link) or goes back to decoding; every
+    request completes. (Found by a randomized search: it used to stop with 41 requests stuck.)"""
+    s = make_scenario("accellm", instances=4, engine=EngineConfig(), model="llama-3-70b", tp=2)
+    s = with_faults(s, FaultSpec(1, 0.98, None), FaultSpec(0, 0.58, 3.36))
+    reqs = make_requests(80, rate_rps=5.0, seed=0)
+    res, _ = run_checked(s, reqs)
+    check_conservation(res, reqs)

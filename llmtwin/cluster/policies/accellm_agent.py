@@ -225,7 +225,7 @@ class AcceLLMAgent(Agent):
             self.engine.submit(
                 Job(body.rid, body.arrival_s, body.prompt_tokens, body.output_tokens, body.generated_tokens)
             )
-            if self.role != Role.PREFILL:
+            if self.role != Role.PREFILL and self._head_fits():
                 self._start_prefill(now)
         elif isinstance(body, Handover):
             if not self.partner_down:  # sent before the partner failed: its KV never all came
@@ -395,9 +395,10 @@ class AcceLLMAgent(Agent):
         self.prefill_notice = role == Role.PREFILL and self.cfg.max_prefill > 1
 
     def end_step(self, now: float, out: Outbox) -> None:
-        if self.cfg.max_prefill > 1 and self.engine.waiting:
-            if self.role == Role.PREFILL and not self.partner_decodes and not self._head_fits():
-                self.become(Role.DECODE)  # both prefill and this KV is full: decode to free it
+        if self.engine.waiting:
+            if self.role == Role.PREFILL and not self._head_fits() and not self.stuck_behind_prefill(now):
+                # This KV is full and the partner takes nothing more now: decode to free it.
+                self.become(Role.DECODE)
             elif self.role == Role.DECODE and self._head_fits():
                 self._start_prefill(now)
         for lands in sorted(self._fresh):
@@ -407,7 +408,8 @@ class AcceLLMAgent(Agent):
             self.notice = False
             seqs, tokens = self.engine.decode_load()
             pinned = sum(1 for r in [*self.engine.running, *self._paused()] if r not in self.peer)
-            msg = RoleChanged(self.iid, Role.DECODE, self.received, seqs, tokens, pinned)
+            # Prompts still queued here (the KV was full) keep it the pair's prefill instance.
+            msg = RoleChanged(self.iid, Role.DECODE, self.received - len(self.prompts), seqs, tokens, pinned)
             out.send(BALANCER, now, msg)
             if not self.partner_down:
                 out.send(self.partner, now, msg)
@@ -424,15 +426,22 @@ class AcceLLMAgent(Agent):
 
     def stuck_behind_prefill(self, now: float) -> list[int]:
         """Requests held here that would wait for this prefill queue to drain although the
-        decoding partner holds a copy: taken over just before this prefill began (their resume
-        not yet applied), landed while prefilling, or paused while both prefilled. They go to the
-        partner at the end of every step. With two prefill instances per pair, not those the
-        partner handed over at this very time: its role notice may still be on the way."""
+        decoding partner could decode them: those it holds a usable copy of (taken over just
+        before this prefill began, their resume not yet applied; landed while prefilling; paused
+        while both prefilled), and, when the next prompt does not fit this KV even after evicting
+        every copy, the pinned ones too (their whole KV crosses the link): otherwise a prefill
+        instance full of paused requests would wait for memory only their decoding frees. They go
+        to the partner at the end of every step. Not those the partner refused at this very time,
+        nor (with two prefill instances per pair) those it handed over at this very time: its
+        role notice may still be on the way."""
         if self.role != Role.PREFILL or not self.partner_decodes:
             return []
         recent = self.taken if self.taken_t == now and self.cfg.max_prefill > 1 else set()
         refused = self.refused if self.refused_t == now else set()
-        return [r for r in self._paused() if self._has_copy(r, now) and r not in recent and r not in refused]
+        paused = [r for r in self._paused() if r not in recent and r not in refused]
+        if self.engine.waiting and not self._head_fits():
+            return paused
+        return [r for r in paused if self._has_copy(r, now)]
 
     # -- faults (accellm_faults.py) --------------------------------------------------------------------
     def on_down(
