@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
 
 from llmtwin.capacity.search import Probe, Search
+from llmtwin.capacity.study import Row, RowResult, Study, expected_runs, row_search
 from llmtwin.cluster.run import run_scenario
 from llmtwin.errors import ConfigurationError
 from llmtwin.report.summary import summarize
@@ -172,3 +173,22 @@ def run_searches(
 
 def _order(p: Probe) -> tuple[str, ...]:
     return (p.policy, *p.overrides)
+
+
+def run_study(
+    study: Study, rows: Sequence[Row], *, jobs: int, progress: Progress | None = None
+) -> tuple[list[RowResult], int]:
+    """Every row's search, driven together; the rows' results in order and the runs made."""
+    searches = {r.label: row_search(study, r) for r in rows}
+    results, runs = run_searches(
+        searches,
+        {r.label: expected_runs(study, r) for r in rows},
+        jobs=jobs,
+        progress=progress,
+        describe=lambda label, res: f"{label} done: {', '.join(_short(v) for v in res.values())}",
+    )
+    return [results[r.label] for r in rows], runs
+
+
+def _short(v: float) -> str:
+    return "none" if v != v else f"{v:.3g}"

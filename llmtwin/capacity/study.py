@@ -24,6 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from llmtwin.capacity.search import Bound, Probe, Search, hill_climb, lockstep, rate_search, size_search
+from llmtwin.cluster.run import build_components
+from llmtwin.errors import ConfigurationError
+from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.spec import Scenario
 
 CHUNK_BUDGETS = (256, 512, 1024, 2048, 4096, 8192)
@@ -231,3 +234,43 @@ def expected_runs(study: Study, row: Row) -> int:
 
 def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
+
+
+def make_study(
+    ref: str,
+    overrides: Sequence[str],
+    policies: Sequence[str],
+    *,
+    target: float,
+    seeds: int = 3,
+    tolerance: float = 0.05,
+    start_rate: float | None = None,
+    rate: float | None = None,
+    max_instances: int = 0,
+    tune: bool = True,
+) -> tuple[Study, list[Row], Scenario]:
+    """The study of scenario ``ref`` (with ``overrides``) for ``policies``, its rows, and the
+    scenario as loaded; every policy's parameters are checked before anything runs."""
+    base = load_scenario(ref, overrides)
+    if base.workload.arrival == "trace" or base.workload.phases:
+        raise ConfigurationError(
+            f"{base.name}: capacity varies workload.rate_rps, which a trace replay or a phased "
+            "workload ignores (use poisson or gamma arrivals)"
+        )
+    knobs = []
+    for name in policies:
+        s = load_scenario(ref, overrides, name)
+        build_components(s, [])  # the policy checks its parameters (and the cluster) now
+        knobs.append((name, knob_of(s)))
+    study = Study(
+        scenario=ref,
+        overrides=tuple(overrides),
+        target=target,
+        seeds=tuple(base.seed + i for i in range(seeds)),
+        instances=base.cluster.instances,
+        tolerance=tolerance,
+        start_rate=start_rate or base.workload.rate_rps,
+        rate=rate,
+        max_instances=max_instances,
+    )
+    return study, rows_for(knobs, tune=tune), base

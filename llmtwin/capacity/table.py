@@ -8,7 +8,9 @@ from typing import Any
 
 from llmtwin.capacity.search import Bound
 from llmtwin.capacity.study import RowResult, Study
+from llmtwin.cluster.run import step_model
 from llmtwin.report.tables import format_table
+from llmtwin.scenario.spec import Scenario
 
 
 def _bound(b: Bound, rate: bool) -> str:
@@ -115,3 +117,32 @@ def study_document(study: Study, results: Sequence[RowResult], runs: int, wall_s
 def _finite_mean(values: Sequence[float]) -> float | None:
     ok = [v for v in values if not math.isnan(v)]
     return sum(ok) / len(ok) if ok else None
+
+
+def study_table(base: Scenario, study: Study, results: list[RowResult], markdown: bool) -> str:
+    """The table for the study's question."""
+    if study.rate is None:
+        return capacity_table(study, results, markdown=markdown)
+    hw = step_model(base).hw
+    return size_table(study, results, base.cluster.tp, hw.usd_per_hour, markdown=markdown)
+
+
+def study_heading(base: Scenario, study: Study, runs: int, wall_s: float) -> str:
+    """What was asked, of which cluster, with which SLOs, seeds and effort."""
+    hw = step_model(base).hw
+    c, slo = base.cluster, base.slo
+    devices = c.instances * c.tp
+    price = f", {devices * hw.usd_per_hour:.1f} USD/h" if hw.usd_per_hour is not None else ""
+    what = (
+        f"highest rate with >= {study.target * 100:g}% of requests in SLO on {c.instances} x {hw.name} "
+        f"TP{c.tp} ({devices} devices{price}), to within {study.tolerance * 100:g}%"
+        if study.rate is None
+        else f"fewest {hw.name} TP{c.tp} instances with >= {study.target * 100:g}% of requests in SLO at "
+        f"{study.rate:g} req/s"
+    )
+    seeds = ", ".join(str(s) for s in study.seeds)
+    return (
+        f"capacity of {base.name}: {what}\n"
+        f"SLO: TTFT <= {slo.ttft_s:g} s, per-request {slo.tbt_stat} TBT <= {slo.tbt_s:g} s; "
+        f"{base.workload.requests or 'all'} requests per run; seeds {seeds}; {runs} runs in {wall_s:.0f} s"
+    )

@@ -12,15 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from llmtwin.capacity.driver import Progress, run_searches
-from llmtwin.capacity.study import RowResult, Study, expected_runs, knob_of, row_search, rows_for
-from llmtwin.capacity.table import capacity_table, size_table, study_document
+from llmtwin.capacity.driver import Progress, run_study
+from llmtwin.capacity.study import make_study
+from llmtwin.capacity.table import study_document, study_heading, study_table
 from llmtwin.cli.commands.compare import name_list
-from llmtwin.cluster.run import build_components, step_model
 from llmtwin.errors import ConfigurationError
 from llmtwin.report.outputs import DEFAULT_SLO_TARGET
-from llmtwin.scenario.loader import load_scenario
-from llmtwin.scenario.spec import Scenario
 
 SLO_KEYS = ("ttft_s", "tbt_s", "tbt_stat", "attainment")
 
@@ -96,83 +93,31 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.tolerance < 1.0:
         raise ConfigurationError(f"--tolerance must be in (0, 1), got {args.tolerance}")
     slo, target = slo_overrides(args.slo)
-    overrides = [*args.overrides, *slo]
-    base = load_scenario(args.scenario, overrides)
-    if base.workload.arrival == "trace" or base.workload.phases:
-        raise ConfigurationError(
-            f"{base.name}: capacity varies workload.rate_rps, which a trace replay or a phased "
-            "workload ignores (use poisson or gamma arrivals)"
-        )
-    policies = name_list(args.policies, "policies")
-    knobs = []
-    for name in policies:
-        s = load_scenario(args.scenario, overrides, name)
-        build_components(s, [])  # the policy checks its parameters (and the cluster) now
-        knobs.append((name, knob_of(s)))
-    study = Study(
-        scenario=args.scenario,
-        overrides=tuple(overrides),
+    study, rows, base = make_study(
+        args.scenario,
+        [*args.overrides, *slo],
+        name_list(args.policies, "policies"),
         target=target,
-        seeds=tuple(base.seed + i for i in range(args.seeds)),
-        instances=base.cluster.instances,
+        seeds=args.seeds,
         tolerance=args.tolerance,
-        start_rate=args.start_rate or base.workload.rate_rps,
+        start_rate=args.start_rate,
         rate=args.rate,
         max_instances=args.max_instances,
+        tune=not args.no_tune,
     )
-    rows = rows_for(knobs, tune=not args.no_tune)
-    searches = {r.label: row_search(study, r) for r in rows}
     progress = None if args.quiet else Progress(sys.stderr, f"capacity {base.name}")
     wall0 = time.perf_counter()
-    results, runs = run_searches(
-        searches,
-        {r.label: expected_runs(study, r) for r in rows},
-        jobs=args.jobs,
-        progress=progress,
-        describe=lambda label, res: f"{label} done: {', '.join(_short(b) for b in res.values())}",
-    )
+    ordered, runs = run_study(study, rows, jobs=args.jobs, progress=progress)
     wall = time.perf_counter() - wall0
-    ordered = [results[r.label] for r in rows]
-    print(_heading(base, study, runs, wall))
+    print(study_heading(base, study, runs, wall))
     print()
-    table = _table(base, study, ordered, args.markdown)
+    table = study_table(base, study, ordered, args.markdown)
     print(table)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         doc = study_document(study, ordered, runs, wall)
         (args.out / "capacity.json").write_text(json.dumps(doc, indent=2) + "\n")
-        md = _heading(base, study, runs, wall) + "\n\n" + _table(base, study, ordered, True) + "\n"
+        md = study_heading(base, study, runs, wall) + "\n\n" + study_table(base, study, ordered, True) + "\n"
         (args.out / "capacity.md").write_text(md)
         print(f"wrote {args.out}/: capacity.json, capacity.md", file=sys.stderr)
     return 0
-
-
-def _short(v: float) -> str:
-    return "none" if v != v else f"{v:.3g}"
-
-
-def _table(base: Scenario, study: Study, results: list[RowResult], markdown: bool) -> str:
-    if study.rate is None:
-        return capacity_table(study, results, markdown=markdown)
-    hw = step_model(base).hw
-    return size_table(study, results, base.cluster.tp, hw.usd_per_hour, markdown=markdown)
-
-
-def _heading(base: Scenario, study: Study, runs: int, wall_s: float) -> str:
-    hw = step_model(base).hw
-    c, slo = base.cluster, base.slo
-    devices = c.instances * c.tp
-    price = f", {devices * hw.usd_per_hour:.1f} USD/h" if hw.usd_per_hour is not None else ""
-    what = (
-        f"highest rate with >= {study.target * 100:g}% of requests in SLO on {c.instances} x {hw.name} "
-        f"TP{c.tp} ({devices} devices{price}), to within {study.tolerance * 100:g}%"
-        if study.rate is None
-        else f"fewest {hw.name} TP{c.tp} instances with >= {study.target * 100:g}% of requests in SLO at "
-        f"{study.rate:g} req/s"
-    )
-    seeds = ", ".join(str(s) for s in study.seeds)
-    return (
-        f"capacity of {base.name}: {what}\n"
-        f"SLO: TTFT <= {slo.ttft_s:g} s, per-request {slo.tbt_stat} TBT <= {slo.tbt_s:g} s; "
-        f"{base.workload.requests or 'all'} requests per run; seeds {seeds}; {runs} runs in {wall_s:.0f} s"
-    )
