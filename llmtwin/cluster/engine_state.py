@@ -203,6 +203,8 @@ class EngineState:
     def add_replica(self, rid: int, tokens: int) -> bool:
         """Reserve a redundant copy of ``tokens`` KV tokens; False (nothing reserved) if no room
         above the eviction floor."""
+        if rid in self.replicas:
+            raise AssertionError(f"request {rid} already has a redundant copy here")
         need = self.blocks(tokens)
         if need > self.free - max(self.evict_floor, self.watermark):
             return False

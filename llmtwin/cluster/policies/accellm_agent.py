@@ -221,6 +221,8 @@ class AcceLLMAgent(Agent):
         if isinstance(body, Dispatch):
             self.received += 1
             self.prompts.add(body.rid)
+            # A recompute of a partner request whose copy this instance had evicted: no rebuild.
+            self.lost.discard(body.rid)
             self.epoch += 1
             self.engine.submit(
                 Job(body.rid, body.arrival_s, body.prompt_tokens, body.output_tokens, body.generated_tokens)
@@ -269,6 +271,7 @@ class AcceLLMAgent(Agent):
             lands = now
             if self.role == Role.PREFILL:
                 ok = False
+                self.lost.discard(rid)
                 if m.fresh and eng.add_replica(rid, self._final_tokens(h) if self.cfg.eager else h.kv_tokens):
                     self.final[rid] = self._final_tokens(h)
             elif rid in eng.replicas:
