@@ -254,12 +254,8 @@ class PartnerDown(msgspec.Struct, frozen=True, tag="twin.v1.partner_down"):
 
     PRIORITY: ClassVar[MessagePriority] = MessagePriority.TIMER
     src: int
-    rids: list[int]
-    arrival_s: list[float]
-    prompt_tokens: list[int]
-    output_tokens: list[int]
-    generated_tokens: list[int]
-    kv_tokens: list[int]
+    owned: LostRequests
+    """The requests, as the balancer would be told of them."""
     current: list[bool]
     """Whether the receiver's copy (if it has one) holds every token's KV (eager sync)."""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmtwin.cluster.context import BALANCER, instance_id
-from llmtwin.cluster.faults import lost_requests, recover_time
+from llmtwin.cluster.faults import entries, lost_requests, recover_time
 from llmtwin.cluster.messages import Handover, HandoverAck, InstanceDown, InstanceUp, PartnerDown, RoleChanged
 from llmtwin.cluster.seqs import Held, LostSeq, Role
 from llmtwin.scenario.spec import FaultSpec
@@ -41,17 +41,7 @@ def went_down(agent: AcceLLMAgent, now: float, fault: FaultSpec, lost: list[Lost
             and (agent.cfg.eager or agent.synced.get(s.rid) == s.generated)
             for s in lost
         ]
-        body = PartnerDown(
-            agent.iid,
-            [s.rid for s in lost],
-            [s.arrival_s for s in lost],
-            [s.prompt for s in lost],
-            [s.output for s in lost],
-            [s.generated for s in lost],
-            [s.kv_tokens for s in lost],
-            current,
-        )
-        out.send(agent.partner, now, body)
+        out.send(agent.partner, now, PartnerDown(agent.iid, lost_requests(agent.iid, lost), current))
     agent.reset()
 
 
@@ -84,15 +74,16 @@ def partner_failed(agent: AcceLLMAgent, now: float, m: PartnerDown, out: Outbox)
         h = eng.drop_held(rid)
         gone.append(LostSeq(rid, h.arrival_s, h.prompt, h.output, h.generated, h.kv_tokens))
     agent.landing.clear()
-    for i, rid in enumerate(m.rids):
-        if rid in eng.running or rid in eng.held:
+    for e, current in zip(entries(m.owned), m.current, strict=True):
+        a = e.arrival
+        if a.rid in eng.running or a.rid in eng.held:
             continue  # handed over and taken before the failure: already decoded here
-        h = Held(rid, m.arrival_s[i], m.prompt_tokens[i], m.output_tokens[i], m.generated_tokens[i])
-        if m.current[i] and rid in eng.replicas and eng.replica_to_held(h):
+        h = Held(a.rid, a.arrival_s, a.prompt_tokens, a.output_tokens, e.generated)
+        if current and a.rid in eng.replicas and eng.replica_to_held(h):
             if agent.role == Role.DECODE:
-                eng.resume(rid)
+                eng.resume(a.rid)
         else:
-            gone.append(LostSeq(rid, h.arrival_s, h.prompt, h.output, h.generated, m.kv_tokens[i]))
+            gone.append(LostSeq(a.rid, h.arrival_s, h.prompt, h.output, h.generated, e.kv_tokens))
     for rid in list(eng.replicas):  # copies of requests the partner no longer has
         eng.drop_replica(rid)
     agent.final.clear()
