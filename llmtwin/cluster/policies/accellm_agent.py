@@ -1,4 +1,5 @@
-"""AcceLLM, instance side: roles, the pair's copies, hand-overs, eviction and rebuilds.
+"""AcceLLM, instance side: roles, the pair's copies, eviction and rebuilds (hand-overs are in
+``accellm_handover.py``, failures in ``accellm_faults.py``).
 
 Words used below. A request of the pair is *owned* by the instance that decodes it (or would,
 if paused); the owner's copy is the *primary*. The partner may hold a *redundant* copy (an
@@ -56,7 +57,7 @@ from llmtwin.cluster.messages import (
     RoleChanged,
     SwitchBack,
 )
-from llmtwin.cluster.policies import accellm_faults
+from llmtwin.cluster.policies import accellm_faults, accellm_handover
 from llmtwin.cluster.policies.base import Agent
 from llmtwin.cluster.seqs import Held, Job, LostSeq, Role
 from llmtwin.scenario.spec import FaultSpec
@@ -127,7 +128,7 @@ class AcceLLMAgent(Agent):
         a hand-over and its refusal must not repeat forever at one virtual time)."""
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _final_tokens(self, h: Held) -> int:
+    def final_tokens(self, h: Held) -> int:
         return h.prompt + h.output - 1
 
     def _paused(self) -> list[int]:
@@ -141,7 +142,7 @@ class AcceLLMAgent(Agent):
     def _has_copy(self, rid: int, now: float) -> bool:
         return self.peer.get(rid, math.inf) <= now
 
-    def _sync_bytes(self, rid: int, generated: int) -> float:
+    def sync_bytes(self, rid: int, generated: int) -> float:
         """KV of the tokens made since the partner's copy was last brought up to date."""
         last = self.synced.pop(rid, generated)
         return self.ctx.kv_bytes(max(0, generated - last))
@@ -156,7 +157,7 @@ class AcceLLMAgent(Agent):
                 self.prompts.discard(ev.rid)
                 self._prefilled(now, ev, out)
             case Released():
-                self._hand_over(now, list(ev.rids), out)
+                accellm_handover.hand_over(self, now, list(ev.rids), out)
             case Evicted():
                 # Taking a hand-over can evict the copy of a request later in the same hand-over,
                 # which is then this instance's own (no longer a partner request to rebuild).
@@ -181,7 +182,7 @@ class AcceLLMAgent(Agent):
         if ev.rid in self.peer:
             del self.peer[ev.rid]
             if self.cfg.eager:
-                self.moved(ev.rid, self._sync_bytes(ev.rid, ev.generated))
+                self.moved(ev.rid, self.sync_bytes(ev.rid, ev.generated))
             out.send(self.partner, now, PartnerDone(self.iid, [ev.rid]))
         self.synced.pop(ev.rid, None)
 
@@ -201,21 +202,6 @@ class AcceLLMAgent(Agent):
         self._fresh[lands].append(h)
         out.send(BALANCER, now, PrefillDone(h.rid, self.iid, h.prompt, h.generated, self.engine.used))
 
-    def _hand_over(self, now: float, rids: list[int], out: Outbox) -> None:
-        """Send released requests to the partner (its copy is current once the delta crossed)."""
-        held = [self.engine.held[r] for r in rids]
-        delta = 0.0
-        for h in held:
-            nbytes = self._sync_bytes(h.rid, h.generated) if h.rid in self.peer else 0.0
-            self.moved(h.rid, nbytes)
-            delta += nbytes
-            self.peer.pop(h.rid, None)
-            self.synced.pop(h.rid, None)
-            self.awaiting.add(h.rid)
-        # Eager sync streamed those bytes as the tokens were made; on hand-over they go now.
-        wait = 0.0 if self.cfg.eager else self.ctx.link.time(self.iid, self.cfg.partner, delta)
-        out.send(self.partner, now + self.cfg.handover_delay_s + wait, _handover(self.iid, held, fresh=False))
-
     # -- messages -------------------------------------------------------------------------------------
     def on_message(self, now: float, body: Any, out: Outbox) -> None:
         if isinstance(body, Dispatch):
@@ -231,9 +217,9 @@ class AcceLLMAgent(Agent):
                 self._start_prefill(now)
         elif isinstance(body, Handover):
             if not self.partner_down:  # sent before the partner failed: its KV never all came
-                self._take(now, body, out)
+                accellm_handover.take(self, now, body, out)
         elif isinstance(body, HandoverAck):
-            self._acked(now, body, out)
+            accellm_handover.acked(self, now, body, out)
         elif isinstance(body, SwitchBack):
             if body.epoch == self.epoch and self.role == Role.PREFILL and not self.engine.waiting:
                 self.become(Role.DECODE)
@@ -259,76 +245,6 @@ class AcceLLMAgent(Agent):
             self.partner_decodes = body.role == Role.DECODE
             if body.role == Role.DECODE and self.role == Role.DECODE:
                 self._rebalance(now, body.decode_seqs, body.decode_kv_tokens)
-
-    def _take(self, now: float, m: Handover, out: Outbox) -> None:
-        """Take over requests the partner hands over, unless this instance prefills: then they
-        would wait here for its queue to drain, so the sender keeps them (and decodes them if it
-        decodes); a fresh prompt's KV that landed here stays as the redundant copy."""
-        eng = self.engine
-        taken, kept = [], []
-        for i, rid in enumerate(m.rids):
-            h = Held(rid, m.arrival_s[i], m.prompt_tokens[i], m.output_tokens[i], m.generated_tokens[i])
-            lands = now
-            if self.role == Role.PREFILL:
-                ok = False
-                self.lost.discard(rid)
-                if m.fresh and eng.add_replica(rid, self._final_tokens(h) if self.cfg.eager else h.kv_tokens):
-                    self.final[rid] = self._final_tokens(h)
-            elif rid in eng.replicas:
-                ok = eng.replica_to_held(h)
-            else:
-                ok = eng.hold(h)
-                if ok and not m.fresh:  # no copy here: the whole KV must come over first
-                    nbytes = self.ctx.kv_bytes(h.kv_tokens)
-                    self.moved(rid, nbytes)
-                    lands = now + self.ctx.link.time(m.src, self.iid, nbytes)
-            taken.append(ok)
-            kept.append(not ok and rid in eng.replicas)
-            if not ok:
-                continue
-            self.final.pop(rid, None)
-            self.lost.discard(rid)
-            self.peer[rid] = now  # the sender keeps a copy unless it says otherwise
-            self.synced[rid] = h.generated
-            if lands > now:
-                self.landing.add(rid)
-                out.send(instance_id(self.iid), lands, KVLanded(rid))
-            elif self.role == Role.DECODE:
-                eng.resume(rid)
-        out.send(self.partner, now, HandoverAck(self.iid, list(m.rids), taken, kept))
-        if self.taken_t != now:
-            self.taken_t, self.taken = now, set()
-        self.taken.update(m.rids)
-
-    def _acked(self, now: float, m: HandoverAck, out: Outbox) -> None:
-        eng = self.engine
-        dropped = []
-        for rid, ok, kept in zip(m.rids, m.taken, m.kept, strict=True):
-            self.awaiting.discard(rid)
-            h = eng.held[rid]
-            if ok:
-                # The partner decodes it now: this copy becomes the redundant one, if there is room.
-                size = self._final_tokens(h) if self.cfg.eager else h.kv_tokens
-                if eng.held_to_replica(rid, size):
-                    self.final[rid] = self._final_tokens(h)
-                else:
-                    dropped.append(rid)
-                    self.final[rid] = self._final_tokens(h)
-                    self.lost.add(rid)
-            else:
-                if self.refused_t != now:
-                    self.refused_t, self.refused = now, set()
-                self.refused.add(rid)
-                # Still ours (pinned unless the partner kept its copy, current as of the hand-over).
-                if kept:
-                    self.peer[rid] = now
-                    self.synced[rid] = h.generated
-                else:
-                    self.peer.pop(rid, None)
-                if self.role == Role.DECODE:
-                    eng.resume(rid)
-        if dropped:
-            out.send(self.partner, now, ReplicaDropped(self.iid, dropped))
 
     def _rebuild_for_partner(self, now: float, rids: list[int], out: Outbox) -> None:
         """The partner reserved room for copies again: stream the KV of those still ours."""
@@ -405,7 +321,11 @@ class AcceLLMAgent(Agent):
             elif self.role == Role.DECODE and self._head_fits():
                 self._start_prefill(now)
         for lands in sorted(self._fresh):
-            out.send(self.partner, lands, _handover(self.iid, self._fresh[lands], fresh=True))
+            out.send(
+                self.partner,
+                lands,
+                accellm_handover.handover_message(self.iid, self._fresh[lands], fresh=True),
+            )
         self._fresh.clear()
         if self.notice:
             self.notice = False
@@ -424,7 +344,7 @@ class AcceLLMAgent(Agent):
         if movable:
             # A resume asked for before (and not applied in the prefill role) no longer holds.
             self.engine.cancel_resume(set(movable))
-            self._hand_over(now, movable, out)
+            accellm_handover.hand_over(self, now, movable, out)
         self._maybe_rebuild(now, out)
 
     def stuck_behind_prefill(self, now: float) -> list[int]:
@@ -476,15 +396,3 @@ class AcceLLMAgent(Agent):
             self.lost.discard(rid)
         if asked:
             out.send(self.partner, now, RebuildRequest(self.iid, asked))
-
-
-def _handover(src: int, held: list[Held], fresh: bool) -> Handover:
-    return Handover(
-        src,
-        [h.rid for h in held],
-        [h.arrival_s for h in held],
-        [h.prompt for h in held],
-        [h.output for h in held],
-        [h.generated for h in held],
-        fresh,
-    )
