@@ -34,6 +34,9 @@ def run_info(scenario: Scenario, result: RunResult) -> RunInfo:
         slo_ttft_s=scenario.slo.ttft_s,
         slo_tbt_s=scenario.slo.tbt_s,
         slo_tbt_stat=scenario.slo.tbt_stat,
+        pairs=tuple((f"instance-{k}", f"instance-{k + 1}") for k in range(0, len(result.instances), 2))
+        if result.policy == "accellm"
+        else (),
     )
 
 
