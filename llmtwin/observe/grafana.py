@@ -16,6 +16,7 @@ from typing import Any
 from llmtwin.observe.catalog import lookup
 from llmtwin.observe.dashboards import DASHBOARDS
 from llmtwin.observe.families import CATALOG
+from llmtwin.observe.metrics_doc import with_metrics_section
 from llmtwin.observe.panels import Dashboard, Panel
 from llmtwin.observe.promql import metric_names, substitute
 from llmtwin.observe.recording_rules import rules, rules_yaml
@@ -29,6 +30,8 @@ SCHEMA_VERSION = 39
 PANEL_HEIGHT = 8
 DASHBOARDS_DIR = Path("grafana/dashboards")
 RULES_FILE = Path("prometheus/rules.yml")
+DOC_FILE = Path("docs/observability.md")
+"""Its metric tables are generated (llmtwin/observe/metrics_doc.py); the rest is written by hand."""
 ENGINE_SELECTOR = "twin_instance_role"
 """A family every instance exports under both metric modes: the variables' source."""
 
@@ -147,9 +150,13 @@ def generated_files() -> dict[Path, str]:
 
 
 def write_generated(root: Path) -> list[Path]:
-    """Write the generated files under ``root``; the paths written."""
+    """Write the generated files (and the metric tables of the docs) under ``root``; the paths written."""
     written = []
-    for rel, text in generated_files().items():
+    files = generated_files()
+    doc = root / DOC_FILE
+    if doc.exists():
+        files[DOC_FILE] = with_metrics_section(doc.read_text())
+    for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -202,6 +209,11 @@ def check_generated(root: Path) -> list[str]:
             out.append(f"{rel}: missing (run `llmtwin dashboards --write`)")
         elif path.read_text() != text:
             out.append(f"{rel}: differs from the generator's output (run `llmtwin dashboards --write`)")
+    doc = root / DOC_FILE
+    if doc.exists() and with_metrics_section(doc.read_text()) != doc.read_text():
+        out.append(
+            f"{DOC_FILE}: its metric tables differ from the catalogue (run `llmtwin dashboards --write`)"
+        )
     folder = root / DASHBOARDS_DIR
     if folder.is_dir():
         for extra in sorted(set(folder.glob("*.json")) - {root / rel for rel in files}):
