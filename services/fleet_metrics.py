@@ -92,11 +92,11 @@ class FleetMetrics:
     def __init__(
         self, registry: CollectorRegistry, owner: Owner, mode: str = "vllm+twin", max_model_len: int = 8192
     ) -> None:
+        if owner not in (Owner.DEVICE, Owner.BALANCER, Owner.CONDUCTOR):
+            raise ValueError(f"the {owner.value} families are services/metrics.py's, not fleet families")
         defs = owned_by(owner, mode)
         if owner is Owner.CONDUCTOR:
             defs = tuple(d for d in defs if d.name in CONDUCTOR_FAMILIES)
-        if not defs:
-            raise ValueError(f"no fleet families are owned by {owner.value}")
         self.owner, self.mode = owner, mode
         self.families: dict[str, Family] = {}
         for d in defs:

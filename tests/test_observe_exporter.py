@@ -169,3 +169,34 @@ def test_observing_before_a_run_is_an_error() -> None:
     balancer = FleetMetrics(CollectorRegistry(), Owner.BALANCER)
     with pytest.raises(RuntimeError, match="start_run"):
         balancer.observe_cluster(ClusterWindow(at_s=1.0, arrived=1))
+
+
+async def test_the_endpoint_serves_classic_text_to_an_openmetrics_scraper() -> None:
+    """Asked for OpenMetrics (as Prometheus 2.x asks), it answers classic text: colons survive."""
+    from aiohttp import ClientSession, web
+
+    from services.exposition import CLASSIC_CONTENT_TYPE, metrics_handler
+
+    registry = CollectorRegistry()
+    scenario, result, _ = _run("colocated")
+    device = FleetMetrics(registry, Owner.DEVICE)
+    device.start_run(run_info(scenario, result))
+    device.observe_instance(InstanceWindow("instance-0", 1.0, "idle", 0, 0, 0.0, 0.0, 8e9, 20e9, 80e9, 50e6))
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(registry))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        async with (
+            ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept}) as resp,
+        ):
+            assert resp.headers["Content-Type"] == CLASSIC_CONTENT_TYPE
+            text = await resp.text()
+    finally:
+        await runner.cleanup()
+    assert 'vllm:num_requests_running{engine="instance-0",model_name="llama-2-7b"} 0.0' in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from llmtwin.errors import ConfigurationError
 from llmtwin.observe.families import family
 
 GRAFANA_DEFAULTS: Mapping[str, str] = {
@@ -45,7 +46,12 @@ def metric_names(expr: str) -> set[str]:
     """Every metric name ``expr`` reads (plain names and ``__name__`` regex alternatives).
 
     Raises ValueError when ``expr`` does not parse (after :func:`substitute`)."""
-    import promql_parser  # a development dependency: only the generator's checks need it
+    try:
+        import promql_parser  # a development dependency: only the generator's checks need it
+    except ImportError:
+        raise ConfigurationError(
+            "checking PromQL needs the promql-parser package (a development dependency: `uv sync`)"
+        ) from None
 
     names: set[str] = set()
 
