@@ -8,3 +8,4 @@ if ! command -v uv >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check uv
 fi
 uv sync --frozen --quiet
+bash scripts/prometheus-install.sh
