@@ -28,7 +28,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from llmtwin.cluster.run import run_scenario
 from llmtwin.report.writers import requests_csv
@@ -91,7 +91,6 @@ class Bench:
         self.scenario: Scenario = load_scenario(args.scenario, args.overrides, args.policy)
         self.spec = RunSpec("cluster", args.scenario, tuple(args.overrides), args.policy)
         self.cpus = parse_cpus(args.cpus)
-        self.routing: Literal["relay", "direct"] = args.routing
 
     async def run(self) -> list[Pair]:
         factory = ClusterFactory()
@@ -134,7 +133,7 @@ class Bench:
         before = varz(monitor)
         cpu0 = {k: cpu_s(v) for k, v in procs.items()}
         t0 = time.perf_counter()
-        outcome = await client.run(RunRequest(f"bench-{i}", self.spec, routing=self.routing))
+        outcome = await client.run(RunRequest(f"bench-{i}", self.spec))
         nats_wall = time.perf_counter() - t0
         after = varz(monitor)
         x = {
@@ -160,7 +159,7 @@ class Bench:
         print(f"in-process : {p.local_wall:8.2f} s wall  {n / p.local_wall:8.0f} requests/s")
         print(f"over NATS  : {p.nats_wall:8.2f} s wall  {n / p.nats_wall:8.0f} requests/s  "
               f"(set-up {stats['setup_wall_s']:.2f} s, windows {loop_s:.2f} s, collect {stats['collect_wall_s']:.2f} s; "
-              f"{self.args.device_processes} device process(es), {self.args.routing} routing, CPUs {self.args.cpus})")  # fmt: skip
+              f"{self.args.device_processes} device process(es), CPUs {self.args.cpus})")  # fmt: skip
         print(f"ratio      : {p.nats_wall / p.local_wall:8.2f} x slower over NATS")
         print(f"bus        : {x['bus_msgs']:.0f} messages published, {x['bus_deliveries']:.0f} delivered, "
               f"{x['bus_msgs'] / loop_s:,.0f} msgs/s published, {x['bus_bytes'] / 1e6:.1f} MB")  # fmt: skip
@@ -178,7 +177,6 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--policy")
     ap.add_argument("--device-processes", type=int, default=1)
-    ap.add_argument("--routing", choices=("relay", "direct"), default="relay", help="how envelopes travel")
     ap.add_argument("--cpus", default="all", help="CPUs of nats-server and the services (e.g. 0), or all")
     ap.add_argument("--repeat", type=int, default=1, help="alternating pairs of runs (medians printed)")
     args = ap.parse_args()

@@ -8,7 +8,7 @@ transport self-test messages of ``proto/toy.py``). Anything that does not decode
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from types import ModuleType
 from typing import Any, TypeVar, Union
 
@@ -93,7 +93,3 @@ class Codec:
 
     def from_wire(self, w: control.WireEnvelope) -> Envelope:
         return Envelope(w.time_s, w.priority, w.src, w.seq, w.dst, self.decode_body(w.body))
-
-    def wire_batch(self, run: str, window: int, envs: Sequence[Envelope]) -> bytes:
-        """An ``EnvelopeBatch`` of ``envs``, encoded."""
-        return self.encode(control.EnvelopeBatch(run, window, [self.to_wire(e) for e in envs]))

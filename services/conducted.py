@@ -92,7 +92,7 @@ class ConductedRun:
     chunks: Reassembler = field(default_factory=Reassembler)
     completed: dict[str, int] = field(default_factory=dict)
     relay: dict[str, list[WireEnvelope]] = field(default_factory=dict)
-    """Relay routing: envelopes waiting for the next grant to each service."""
+    """Envelopes waiting for the next grant to each service."""
     messages: int = 0
     failure: RunFailed | None = None
     stop: bool = False
@@ -132,8 +132,8 @@ class ConductedRun:
         self.grant_subjects = {svc: subjects.grant(self.run, svc) for svc in self.ready_services}
 
     def open_window(self, grants: list[Grant]) -> dict[str, GrantBatch]:
-        """Start a window: one GrantBatch per service that steps any of ``grants`` (relay: with
-        the envelopes produced for it since its last grant)."""
+        """Start a window: one GrantBatch per service that steps any of ``grants``, with the
+        envelopes produced for it since its last grant."""
         first = grants[0]
         batches: dict[str, tuple[list[str], list[int]]] = {}
         for g in grants:
@@ -180,7 +180,7 @@ class ConductedRun:
                 raise RunFailed(lead, f"{lead} reported {g.component}'s messages inconsistently") from None
             sent += len(item.sent_dst)
         self.messages += sent
-        for batch in self.dones.values():  # relay routing: to every host of each destination
+        for batch in self.dones.values():  # to every host of each destination
             for env in batch.envelopes:
                 for svc in self.hosts[env.dst]:
                     self.relay.setdefault(svc, []).append(env)

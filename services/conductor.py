@@ -149,7 +149,7 @@ class Conductor(Service):
         state = self.active
         if state is not None and state.phase == "setup":
             # A service that (re)connected while a run is being set up may have missed it.
-            await self.publish(subjects.config(), RunConfig(state.run, state.req.spec, state.req.routing))
+            await self.publish(subjects.config(), RunConfig(state.run, state.req.spec))
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         beat = self.codec.decode(msg.data, Heartbeat)
@@ -255,7 +255,7 @@ class Conductor(Service):
                 await self.subscribe(subjects.done(run), self._on_done),
                 await self.subscribe(subjects.export(run), self._on_export),
             ]
-            await self.publish(subjects.config(), RunConfig(run, state.req.spec, state.req.routing))
+            await self.publish(subjects.config(), RunConfig(run, state.req.spec))
             await self._await_ready(state)
             state.phase = "running"
             state.marks["ready"] = time.perf_counter()

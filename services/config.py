@@ -68,7 +68,6 @@ class HostConfig(ServiceConfig):
     instances: str = _f("", "device: instance numbers to lead, e.g. 0-3,6 (default: all)")
     shard: str = _f("", "device: lead the instances of shard k/n (instance i is in shard i %% n + 1)")
     follow: str = _f("", "device: instance numbers to replicate without publishing (TP across processes)")
-    wait_timeout_s: float = _f(60.0, "wall seconds a granted component waits for its messages")
     plan_timeout_s: float = _f(60.0, "wall seconds a device waits for the planner")
 
     def __post_init__(self) -> None:
@@ -80,7 +79,7 @@ class HostConfig(ServiceConfig):
             shard=self.shard,
             follow=self.follow,
         )
-        _positive(self, "wait_timeout_s", "plan_timeout_s")
+        _positive(self, "plan_timeout_s")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import itertools
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -57,10 +57,9 @@ class Ensemble:
         until_s: float = math.inf,
         on_progress: ProgressCallback | None = None,
         run_id: str = "",
-        routing: Literal["relay", "direct"] = "relay",
     ) -> RunOutcome:
         run = run_id or f"run-{next(self._ids)}"
-        return await self.client.run(RunRequest(run, spec, speed, until_s, routing), on_progress)
+        return await self.client.run(RunRequest(run, spec, speed, until_s), on_progress)
 
     async def stop(self) -> None:
         await self.client.close()

@@ -3,15 +3,13 @@
 Per run it builds every component (deterministically, like every other process), keeps the
 ones its :class:`~services.selection.Selector` picks, and then only reacts:
 
-* envelopes for its components come with the grants (relay routing) or on their subjects at
-  any time (direct routing), and are buffered with the window they were produced in;
-* a ``GrantBatch`` (window w, time T) lists its components to step and, for each, how many
-  envelopes stamped <= T from windows before w it must hold. It waits for exactly that many
-  (NATS gives no order across publishers, so arrival order is never used), hands them to
-  ``step`` sorted by the envelope key, and answers one ``DoneBatch`` for the whole grant, with
-  what the steps sent (relay) or after publishing it, one ``EnvelopeBatch`` per destination
-  (direct). Anything that goes wrong after the grant is understood becomes an error
-  ``DoneBatch``, so the conductor never waits for an answer that will not come;
+* a ``GrantBatch`` (window w, time T) brings the envelopes for its components produced since
+  its last grant, lists its components to step and, for each, how many envelopes stamped <= T
+  it must hold. It hands exactly those to ``step``, sorted by the envelope key (arrival order
+  is never used), and answers one ``DoneBatch`` for the whole grant with what the steps sent
+  (the conductor relays it to the receivers' hosts). Anything that goes wrong after the grant
+  is understood becomes an error ``DoneBatch``, so the conductor never waits for an answer
+  that will not come;
 * ``Collect`` finishes its components and sends their exports to the conductor.
 """
 
@@ -32,7 +30,6 @@ from proto.control import (
     Collect,
     DoneBatch,
     DoneItem,
-    EnvelopeBatch,
     ExportBatch,
     GrantBatch,
     Ready,
@@ -60,11 +57,8 @@ class HostedRun:
     followers: set[str]
     offload: set[str]
     """Components stepped in a worker thread (their steps may block on the planner service)."""
-    relay: bool = True
-    """Envelopes come with the grants and go out with the DoneBatch (else: direct, on subjects)."""
     mail: dict[str, Mailbox] = field(default_factory=dict)
     """Per component: envelopes not yet handed to a step."""
-    arrived: dict[str, asyncio.Event] = field(default_factory=dict)
     subs: list[Subscription] = field(default_factory=list)
     done_subject: str = ""
     counters: list[Any] = field(default_factory=list)
@@ -82,7 +76,6 @@ class HostService(Service):
         role: str,
         selector: Selector,
         factories: Mapping[str, Factory],
-        wait_timeout_s: float = 60.0,
         plan_timeout_s: float = 60.0,
         **kwargs: Any,
     ) -> None:
@@ -90,7 +83,6 @@ class HostService(Service):
         self.role = role  # type: ignore[misc]  # one class serves several roles
         self.selector = selector
         self.factories = factories
-        self.wait_timeout_s = wait_timeout_s
         self.plan_timeout_s = plan_timeout_s
         self.host_metrics = HostMetrics(self.registry)
         self.runs: dict[str, HostedRun] = {}
@@ -140,23 +132,20 @@ class HostService(Service):
             await self.publish(subjects.ready(run), Ready(run, self.name, [], error=f"{self.name}: {exc}"))
             return
         followers = {cid for cid in hosted if self.selector.role(cid) == "follower"}
-        state = HostedRun(run, hosted, followers, offload, relay=cfg.routing == "relay")
+        state = HostedRun(run, hosted, followers, offload)
         state.done_subject = subjects.done(run)
         state.counters = [c for c in hosted.values() if isinstance(getattr(c, "completed", None), int)]
         if hosted:
             self.runs[run] = state
             for cid in hosted:
                 state.mail[cid] = Mailbox()
-                state.arrived[cid] = asyncio.Event()
-                if not state.relay:
-                    state.subs.append(await self.subscribe(subjects.component(run, cid), self._on_envelopes))
             state.subs.append(await self.subscribe(subjects.grant(run, self.name), self._on_grants))
             state.subs.append(await self.subscribe(subjects.collect(run), self._on_collect))
         self.host_metrics.components.set(len(hosted))
         leaders = sorted(c for c in hosted if c not in followers)
         log.info("%s: run %s: leading %s, following %s", self.name, run, leaders, sorted(followers))
         # Subscriptions go to the server before Ready on this one connection, so every
-        # envelope sent after the conductor has our Ready finds them in place.
+        # grant sent after the conductor has our Ready finds them in place.
         await self.publish(subjects.ready(run), Ready(run, self.name, leaders, sorted(followers)))
 
     async def _drop(self, run: str) -> None:
@@ -175,23 +164,12 @@ class HostService(Service):
 
     # -- messages and steps --------------------------------------------------------------------
 
-    def _on_envelopes(self, msg: Msg) -> None:
-        batch = self.codec.decode(msg.data, EnvelopeBatch)
-        state = self._state(batch.run)
-        for item in batch.items:
-            box = state.mail.get(item.dst)
-            if box is None:
-                raise Rejected("malformed", f"envelope for {item.dst!r} on {msg.subject}")
-            box.add(batch.window, self.codec.from_wire(item))
-            state.arrived[item.dst].set()
-        self.host_metrics.envelopes_in.inc(len(batch.items))
-
     def _on_grants(self, msg: Msg) -> Awaitable[None] | None:
-        """Relay routing without offloaded steps: everything is here, so the grant is handled
-        inline (no task); otherwise a task waits for envelopes or worker threads."""
+        """Without offloaded steps the grant is handled inline (no task); otherwise a task waits
+        for the worker threads."""
         grant = self.codec.decode(msg.data, GrantBatch)
         state = self._state(grant.run)
-        if state.relay and state.offload.isdisjoint(grant.components):
+        if state.offload.isdisjoint(grant.components):
             self._grant_now(state, grant)
             return None
         return self._grant_later(state, grant)
@@ -202,12 +180,7 @@ class HostService(Service):
         try:
             self._file(state, grant)
             for cid, expect in zip(grant.components, grant.expect, strict=True):
-                box = self._box(state, cid)
-                inbox = box.take(grant.window, grant.time_s)
-                if len(inbox) != expect:  # relay: every input came with this grant or an earlier one
-                    raise ProtocolError(
-                        f"{cid} holds {len(inbox)} messages for window {grant.window}, the conductor counted {expect}"
-                    )
+                inbox = self._inputs(state, grant, cid, expect)
                 items.append(self._step(state, grant, cid, inbox, out))
         except Exception as exc:
             self._refuse(grant, exc)
@@ -220,7 +193,7 @@ class HostService(Service):
         try:
             self._file(state, grant)
             for cid, expect in zip(grant.components, grant.expect, strict=True):
-                inbox = await self._inputs(state, cid, grant.window, grant.time_s, expect)
+                inbox = self._inputs(state, grant, cid, expect)
                 if cid in state.offload:
                     t0 = time.perf_counter()
                     await asyncio.to_thread(state.comps[cid].step, grant.time_s, inbox)
@@ -241,7 +214,7 @@ class HostService(Service):
             box = state.mail.get(item.dst)
             if box is None:
                 raise ProtocolError(f"relayed envelope for {item.dst!r}, which {self.name} does not host")
-            box.add(grant.window - 1, self.codec.from_wire(item))
+            box.add(self.codec.from_wire(item))
         if grant.envelopes:
             self.host_metrics.envelopes_in.inc(len(grant.envelopes))
 
@@ -261,39 +234,18 @@ class HostService(Service):
             subjects.done(grant.run), DoneBatch(grant.run, grant.window, self.name, [], error=why)
         )
 
-    def _box(self, state: HostedRun, cid: str) -> Mailbox:
+    def _inputs(self, state: HostedRun, grant: GrantBatch, cid: str, expect: int) -> list[Envelope]:
+        """The ``expect`` envelopes stamped <= the grant's time, in handling order (every one
+        came with this grant or an earlier one)."""
         box = state.mail.get(cid)
         if box is None:
             raise Rejected("malformed", f"grant for {cid!r}, which {self.name} does not host")
-        return box
-
-    async def _inputs(
-        self, state: HostedRun, cid: str, window: int, now: float, expect: int
-    ) -> list[Envelope]:
-        """The ``expect`` envelopes stamped <= now from earlier windows, in handling order."""
-        box = self._box(state, cid)
-        arrived = state.arrived[cid]
-        taken = box.take(window, now)
-        if len(taken) < expect:
-            t0 = time.perf_counter()
-            deadline = t0 + self.wait_timeout_s
-            while len(taken) < expect:
-                arrived.clear()
-                try:
-                    await asyncio.wait_for(arrived.wait(), max(deadline - time.perf_counter(), 0.0))
-                except TimeoutError:
-                    raise ProtocolError(
-                        f"{cid} waited {self.wait_timeout_s:g} s for its messages of window {window} "
-                        f"(t={now!r} s): has {len(taken)} of {expect}"
-                    ) from None
-                taken += box.take(window, now)
-            taken.sort(key=lambda e: e.key)  # merged from several takes
-            self.host_metrics.input_wait.observe(time.perf_counter() - t0)
-        if len(taken) > expect:
+        inbox = box.take(grant.time_s)
+        if len(inbox) != expect:
             raise ProtocolError(
-                f"{cid} holds {len(taken)} messages for window {window}, the conductor counted {expect}"
+                f"{cid} holds {len(inbox)} messages for window {grant.window}, the conductor counted {expect}"
             )
-        return taken
+        return inbox
 
     def _step(
         self, state: HostedRun, grant: GrantBatch, cid: str, inbox: list[Envelope], out: list[WireEnvelope]
@@ -308,26 +260,14 @@ class HostService(Service):
         self.host_metrics.steps.inc()
 
     def _sent(self, state: HostedRun, grant: GrantBatch, cid: str, out: list[WireEnvelope]) -> DoneItem:
-        """What a step sent: appended to ``out`` (relay) or published (direct); its DoneItem."""
+        """What a step sent, appended to ``out`` (leaders only); its DoneItem."""
         comp = state.comps[cid]
         sent = comp.outbox.drain()
         leader = cid not in state.followers
-        digest = 0
-        if state.relay:
-            wires = [self.codec.to_wire(e) for e in sent]
-            if wires:
-                digest = zlib.crc32(self.codec.encode(wires))
-            if leader:
-                out.extend(wires)
-        else:
-            by_dst: dict[str, list[Envelope]] = {}
-            for env in sent:
-                by_dst.setdefault(env.dst, []).append(env)
-            for dst, envs in by_dst.items():
-                data = self.codec.wire_batch(state.run, grant.window, envs)
-                digest = zlib.crc32(data, digest)
-                if leader:
-                    self.publish_nowait(subjects.component(state.run, dst), data)
+        wires = [self.codec.to_wire(e) for e in sent]
+        digest = zlib.crc32(self.codec.encode(wires)) if wires else 0
+        if leader:
+            out.extend(wires)
         if leader and sent:
             self.host_metrics.envelopes_out.inc(len(sent))
         return DoneItem(cid, comp.next_time(), [e.dst for e in sent], [e.time for e in sent], digest)

@@ -73,7 +73,6 @@ def build_service(
         role=cfg.role,
         selector=selector,
         factories=known,
-        wait_timeout_s=cfg.wait_timeout_s,
         plan_timeout_s=cfg.plan_timeout_s,
         **common,
     )

@@ -7,7 +7,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Literal
 
 import pytest
 
@@ -109,22 +108,20 @@ async def test_services_as_processes_run_the_toys_and_stop_cleanly(nats_url: str
 
 
 CLUSTER_CASES = [
-    ("demo", ("workload.requests=60",), "colocated", "direct"),
-    ("demo", ("workload.requests=60",), "colocated", "relay"),
-    ("demo", ("workload.requests=60",), "disaggregated", "relay"),
-    ("demo", ("workload.requests=60",), "accellm", "relay"),
+    ("demo", ("workload.requests=60",), "colocated"),
+    ("demo", ("workload.requests=60",), "disaggregated"),
+    ("demo", ("workload.requests=60",), "accellm"),
     (
         "demo",
         ("workload.requests=20", "cluster.tp=2", "cluster.instances=2", "engine.preserve=true"),
         "colocated",
-        "relay",
     ),
 ]
 
 
-@pytest.mark.parametrize(("scenario", "overrides", "policy", "routing"), CLUSTER_CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize(("scenario", "overrides", "policy"), CLUSTER_CASES, ids=lambda v: str(v))
 async def test_cluster_over_nats_gives_the_same_records_as_run_scenario(
-    nats_url: str, scenario: str, overrides: tuple[str, ...], policy: str, routing: Literal["relay", "direct"]
+    nats_url: str, scenario: str, overrides: tuple[str, ...], policy: str
 ) -> None:
     """The twin over NATS (devices sharded over two hosts, plans from the planner service):
     byte-identical requests.csv and instances.csv to the in-process run."""
@@ -141,7 +138,7 @@ async def test_cluster_over_nats_gives_the_same_records_as_run_scenario(
     spec = RunSpec("cluster", scenario, overrides, policy)
     ens = await asyncio.wait_for(start_ensemble(conn, hosts, planner=True), 20)
     try:
-        outcome = await asyncio.wait_for(ens.run(spec, routing=routing), 60)
+        outcome = await asyncio.wait_for(ens.run(spec), 60)
         planner_requests = ens.registries["planner"].get_sample_value(
             "twin_planner_requests_total", {"result": "miss"}
         )

@@ -115,13 +115,12 @@ def test_codec_refuses_duplicate_tags() -> None:
 
 def test_subjects_are_versioned_and_validate_tokens() -> None:
     """Every subject starts with twin.v1; ids with dots, spaces or wildcards are refused."""
-    assert subjects.component("r1", "instance-0") == "twin.v1.run.r1.comp.instance-0"
     assert subjects.grant("r1", "device-0") == "twin.v1.run.r1.grant.device-0"
     for fn in (subjects.hello, subjects.heartbeat, subjects.run_start, subjects.config, subjects.plan):
         assert fn().startswith(f"{subjects.PREFIX}.")
     for bad in ("a.b", "a b", "*", ">", ""):
         with pytest.raises(ProtocolError):
-            subjects.component("r1", bad)
+            subjects.grant("r1", bad)
 
 
 def test_chunks_split_and_reassemble_in_any_order() -> None:

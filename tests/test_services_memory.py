@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Mapping
-from typing import Literal
 
 import aiohttp
 import pytest
@@ -59,19 +58,17 @@ def rejected(registry: CollectorRegistry, reason: str) -> float:
     return registry.get_sample_value("twin_bus_rejected_total", {"reason": reason}) or 0.0
 
 
-@pytest.mark.parametrize("routing", ["relay", "direct"])
 @pytest.mark.parametrize("seed", [None, 1, 2])
 @pytest.mark.parametrize(
     "spec", [RunSpec("toy", "pingpong", ("balls=30",)), RunSpec("toy", "fan", ("jobs=30",))]
 )
 async def test_toy_runs_match_local_runner_even_when_the_bus_reorders(
-    spec: RunSpec, seed: int | None, routing: Literal["relay", "direct"]
+    spec: RunSpec, seed: int | None
 ) -> None:
-    """Exports, end time, windows and messages equal LocalRunner's, with and without reordering,
-    whether envelopes travel with the grants (relay) or from host to host (direct)."""
+    """Exports, end time, windows and messages equal LocalRunner's, with and without reordering."""
     ens = await start_ensemble(memory(MemoryBroker(reorder_seed=seed)), SPLIT)
     try:
-        out = await asyncio.wait_for(ens.run(spec, routing=routing), 20)
+        out = await asyncio.wait_for(ens.run(spec), 20)
     finally:
         await ens.stop()
     ref = run_local(ToyFactory(), spec, Codec())
@@ -142,15 +139,12 @@ async def _with_follower(follower_factories: Mapping[str, Factory]) -> tuple[Ens
     return ens, follower
 
 
-@pytest.mark.parametrize("routing", ["relay", "direct"])
-async def test_a_follower_replica_steps_in_lockstep_without_publishing(
-    routing: Literal["relay", "direct"],
-) -> None:
+async def test_a_follower_replica_steps_in_lockstep_without_publishing() -> None:
     """A follower of worker-1 gets every grant, publishes nothing, and the results are unchanged."""
     spec = RunSpec("toy", "fan", ("jobs=20",))
     ens, follower = await _with_follower(factories())
     try:
-        out = await asyncio.wait_for(ens.run(spec, routing=routing), 20)
+        out = await asyncio.wait_for(ens.run(spec), 20)
     finally:
         await follower.stop()
         await ens.stop()
@@ -159,13 +153,12 @@ async def test_a_follower_replica_steps_in_lockstep_without_publishing(
     assert (follower.registry.get_sample_value("twin_host_steps_total") or 0) > 0
 
 
-@pytest.mark.parametrize("routing", ["relay", "direct"])
-async def test_a_diverging_follower_fails_the_run(routing: Literal["relay", "direct"]) -> None:
+async def test_a_diverging_follower_fails_the_run() -> None:
     """A replica that would send something else than its leader is caught by the digest check."""
     ens, follower = await _with_follower({"toy": SkewedFactory()})
     try:
         with pytest.raises(ServiceFailure, match=r"\(h2\).*replica of worker-1 on h2 diverged"):
-            await asyncio.wait_for(ens.run(RunSpec("toy", "fan", ("jobs=20",)), routing=routing), 20)
+            await asyncio.wait_for(ens.run(RunSpec("toy", "fan", ("jobs=20",))), 20)
     finally:
         await follower.stop()
         await ens.stop()

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 from llmtwin.errors import ServiceFailure
 from llmtwin.runtime.live import ProgressLine
@@ -88,7 +88,6 @@ class Launcher:
         log_dir: Path | None = None,
         start_timeout_s: float = 120.0,
         grace_s: float = 10.0,
-        routing: Literal["relay", "direct"] = "relay",
         cpus: frozenset[int] | None = None,
     ) -> None:
         self.layout = list(layout)
@@ -99,7 +98,6 @@ class Launcher:
         self.log_dir = log_dir
         self.start_timeout_s = start_timeout_s
         self.grace_s = grace_s
-        self.routing: Literal["relay", "direct"] = routing
         self.supervisor: Supervisor | None = None
         self.nats: EmbeddedNats | None = None
 
@@ -152,11 +150,7 @@ class Launcher:
         for i, r in enumerate(runs):
             line = None if self.quiet else ProgressLine(self.stream, label=r.label, total=r.total_requests)
             try:
-                outcomes.append(
-                    await client.run(
-                        RunRequest(run_id(r.label, i), r.spec, self.speed, routing=self.routing), line
-                    )
-                )
+                outcomes.append(await client.run(RunRequest(run_id(r.label, i), r.spec, self.speed), line))
             finally:
                 if line is not None:
                     line.close()

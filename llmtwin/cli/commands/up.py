@@ -64,10 +64,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--device-processes", type=int, default=1, help="device service processes (instances sharded)"
     )
     p.add_argument(
-        "--routing", choices=("relay", "direct"), default="relay",
-        help="envelopes travel with the grants through the conductor (relay) or host to host (direct)",
-    )  # fmt: skip
-    p.add_argument(
         "--cpus", default="all", metavar="LIST",
         help="run nats-server and every service on these CPUs, e.g. 0 or 0-1 (default: all, the OS decides); "
         "one CPU is often faster, see docs/architecture.md",
@@ -143,7 +139,6 @@ def _launcher(
         stream=sys.stderr,
         quiet=args.quiet,
         log_dir=log_dir,
-        routing=args.routing,
         cpus=cpus,
     )
 
