@@ -37,9 +37,8 @@ from llmtwin.runtime.processes import Supervisor, parse_cpus
 from llmtwin.runtime.up import cluster_layout
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.spec import Scenario
-from proto.codec import Codec
 from proto.control import RunOutcome, RunRequest, RunSpec
-from services.bus import connect
+from services.bus import NatsOptions, connect
 from services.client import RunClient
 from services.cluster import ClusterFactory
 
@@ -98,8 +97,8 @@ class Bench:
         pairs = []
         with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(cpus=self.cpus) as nats:
             sup = Supervisor(Path(tmp), cpus=self.cpus)
-            bus = await connect(nats.url, "bench")
-            client = RunClient(bus, Codec())
+            bus = await connect(NatsOptions(nats.url, "bench"))
+            client = RunClient(bus)
             await client.start()
             try:
                 for p in layout:
@@ -114,7 +113,7 @@ class Bench:
                     self.report(pairs[-1])
             finally:
                 await client.close()
-                await bus.drain()
+                await bus.close()
                 sup.stop_all()
         return pairs
 
@@ -146,7 +145,7 @@ class Bench:
             - step_sum0,
             **{f"cpu_s:{k}": cpu_s(v) - cpu0[k] for k, v in procs.items()},
         }
-        remote = ClusterFactory().result(self.spec, outcome, Codec())
+        remote = ClusterFactory().result(self.spec, outcome)
         same = requests_csv(remote, self.scenario.slo) == requests_csv(local, self.scenario.slo)
         return Pair(load, local_wall, nats_wall, outcome, same, x)
 

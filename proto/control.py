@@ -83,6 +83,11 @@ class RunConfig(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_config"):
 
     run: str
     spec: RunSpec
+    scenario_digest: str
+    """sha256 of what the conductor resolved the spec to (scenario with overrides, catalog
+    entries, generated requests): every host must resolve it to the same."""
+    code_digest: str
+    """sha256 of the conductor's installation of the twin (code, data files, library versions)."""
 
 
 class RunEnd(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_end"):
@@ -103,6 +108,10 @@ class Ready(msgspec.Struct, frozen=True, tag="twin.v1.ctl.ready"):
     """Replicas it steps without publishing (a TP group spanning processes); checked by digest."""
     error: str = ""
     """Why it could not build the run (the run then fails with this message)."""
+    scenario_digest: str = ""
+    """What this service resolved the run's spec to (must equal ``RunConfig.scenario_digest``)."""
+    code_digest: str = ""
+    """This service's installation of the twin (must equal ``RunConfig.code_digest``)."""
 
 
 class WireEnvelope(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelope"):

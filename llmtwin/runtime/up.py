@@ -28,9 +28,8 @@ from llmtwin.errors import ServiceFailure
 from llmtwin.runtime.live import ProgressLine
 from llmtwin.runtime.natsd import EmbeddedNats
 from llmtwin.runtime.processes import Supervisor
-from proto.codec import Codec
 from proto.control import RunOutcome, RunRequest, RunSpec
-from services.bus import connect
+from services.bus import NatsOptions, connect
 from services.client import RunClient
 
 T = TypeVar("T")
@@ -54,11 +53,6 @@ def cluster_layout(device_processes: int, planner: bool) -> list[ServiceProc]:
     if planner:
         procs.append(ServiceProc("planner", "planner"))
     return procs
-
-
-def toy_layout() -> list[ServiceProc]:
-    """The transport self-test: a conductor and one host for every toy component."""
-    return [ServiceProc("conductor", "conductor"), ServiceProc("toy-host", "host", ("--components", "*"))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +115,8 @@ class Launcher:
                 self._say(f"killed after {self.grace_s:g} s: {', '.join(killed)}")
 
     async def _main(self, url: str, sup: Supervisor, runs: Sequence[UpRun]) -> list[RunOutcome]:
-        bus = await connect(url, "up", reconnect_attempts=2)
-        client = RunClient(bus, Codec())
+        bus = await connect(NatsOptions(url, "up", reconnect_attempts=2))
+        client = RunClient(bus)
         await client.start()
         quit_ = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -137,7 +131,7 @@ class Launcher:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await client.close()
-            await bus.drain()
+            await bus.close()
 
     async def _work(self, client: RunClient, runs: Sequence[UpRun]) -> list[RunOutcome]:
         await client.wait_for([p.name for p in self.layout], self.start_timeout_s)
