@@ -1,6 +1,7 @@
 """The one lifecycle every service shares: start, ready, graceful stop.
 
-A service is an async context manager built from its config object and a :class:`Bus`.
+A service is an async context manager built from its config object, a :class:`Bus` and the
+component factories it knows.
 ``start()`` subscribes (``on_start``), serves /metrics and /healthz, announces itself
 (``Hello``) and starts its heartbeat; ``stop()`` drains its subscriptions (what they received
 is still handled), lets the subclass wind down (``on_stop``) and stops the endpoint. The bus
@@ -15,12 +16,13 @@ kill a subscription: a message that does not decode, or whose handler fails, is 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType, UnionType
-from typing import Any, Self, TypeVar, overload
+from typing import Any, Generic, Self, TypeVar, overload
 
 import msgspec
 from prometheus_client import CollectorRegistry
@@ -32,12 +34,14 @@ from proto.codec import Codec
 from proto.control import Heartbeat, Hello, Reply
 from services.bus import Bus, Msg, Subscription
 from services.config import ServiceConfig
+from services.factory import Factory
 from services.http import HttpEndpoint
 from services.metrics import BusMetrics
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+C = TypeVar("C", bound=ServiceConfig)
 
 
 class Rejected(ProtocolError):
@@ -48,21 +52,25 @@ class Rejected(ProtocolError):
         self.reason = reason
 
 
-class Service:
-    """Base of every service: lifecycle, typed subscriptions with error accounting, heartbeat."""
+class Service(Generic[C]):
+    """Base of every service: lifecycle, typed subscriptions with error accounting, heartbeat.
+
+    Subclasses create their own state in :meth:`setup`; every service is built the same way,
+    ``Kind(cfg, bus, factories)``."""
 
     def __init__(
         self,
-        cfg: ServiceConfig,
+        cfg: C,
         bus: Bus,
-        *,
-        codec: Codec | None = None,
+        factories: Mapping[str, Factory],
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.cfg = cfg
         self.name, self.role = cfg.service_name, cfg.role
         self.bus = bus
-        self.codec = codec or Codec()
+        self.factories = factories
+        """The component factories it knows, by the name a ``RunSpec`` gives."""
+        self.codec = Codec(itertools.chain.from_iterable(f.body_types() for f in factories.values()))
         self.registry = registry or CollectorRegistry()
         self.metrics = BusMetrics(self.registry)
         self.http = (
@@ -76,6 +84,10 @@ class Service:
         self._subs: list[Subscription] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._beats = 0
+        self.setup()
+
+    def setup(self) -> None:
+        """Subclasses create their own state here (the end of construction)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 

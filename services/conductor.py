@@ -22,9 +22,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
-
-from prometheus_client import CollectorRegistry
 
 from llmtwin.errors import TwinError
 from llmtwin.sim.windows import Grant, WindowPlanner
@@ -45,9 +42,8 @@ from proto.control import (
     RunRequest,
 )
 from services.base import Rejected, Service
-from services.bus import Bus
 from services.config import ConductorConfig
-from services.factory import Factory, code_digest
+from services.factory import code_digest
 from services.metrics import ConductorMetrics
 from services.pacing import Pacer
 from services.run_state import RunFailed, RunState
@@ -55,20 +51,10 @@ from services.run_state import RunFailed, RunState
 log = logging.getLogger(__name__)
 
 
-class Conductor(Service):
+class Conductor(Service[ConductorConfig]):
     """The clock service: windows, pacing, pause/resume/stop, collection."""
 
-    def __init__(
-        self,
-        cfg: ConductorConfig,
-        bus: Bus,
-        factories: Mapping[str, Factory],
-        *,
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        super().__init__(cfg, bus, registry=registry)
-        self.cfg: ConductorConfig = cfg
-        self.factories = factories
+    def setup(self) -> None:
         self.cmetrics = ConductorMetrics(self.registry)
         self.active: RunState | None = None
         self.task: asyncio.Task[None] | None = None

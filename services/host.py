@@ -17,20 +17,15 @@ what it built, and then only reacts:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from prometheus_client import CollectorRegistry
 
 from llmtwin.errors import ProtocolError, TwinError
 from llmtwin.sim.kernel import Component, Envelope
 from proto import chunks, subjects
-from proto.codec import Codec
 from proto.control import (
     Collect,
     DoneBatch,
@@ -43,9 +38,9 @@ from proto.control import (
     WireEnvelope,
 )
 from services.base import Rejected, Service
-from services.bus import Bus, Subscription
+from services.bus import Subscription
 from services.config import HostConfig
-from services.factory import Factory, code_digest
+from services.factory import code_digest
 from services.mailbox import Mailbox
 from services.metrics import HostMetrics
 from services.planner import RemotePlanProvider
@@ -70,22 +65,11 @@ class HostedRun:
     """Hosted components that count completed requests (``completed``: the balancer)."""
 
 
-class HostService(Service):
+class HostService(Service[HostConfig]):
     """Hosts the components its selector picks, for whatever run the conductor configures."""
 
-    def __init__(
-        self,
-        cfg: HostConfig,
-        bus: Bus,
-        factories: Mapping[str, Factory],
-        *,
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        bodies = itertools.chain.from_iterable(f.body_types() for f in factories.values())
-        super().__init__(cfg, bus, codec=Codec(bodies), registry=registry)
-        self.cfg: HostConfig = cfg
-        self.selector = cfg.selector()
-        self.factories = factories
+    def setup(self) -> None:
+        self.selector = self.cfg.selector()
         self.host_metrics = HostMetrics(self.registry)
         self.runs: dict[str, HostedRun] = {}
         self._configuring: set[str] = set()

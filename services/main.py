@@ -35,7 +35,7 @@ from services.planner import PlannerService
 log = logging.getLogger("services")
 
 
-def build_service(cfg: cfgmod.ServiceConfig, bus: Bus, factories: Mapping[str, Factory]) -> Service:
+def build_service(cfg: cfgmod.ServiceConfig, bus: Bus, factories: Mapping[str, Factory]) -> Service[Any]:
     """The service ``cfg`` describes, on ``bus``."""
     if isinstance(cfg, cfgmod.ConductorConfig):
         return Conductor(cfg, bus, factories)

@@ -18,9 +18,7 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
-
-from prometheus_client import CollectorRegistry
+from collections.abc import Hashable
 
 from llmtwin.errors import BusError, ProtocolError, TwinError
 from proto import subjects
@@ -29,24 +27,14 @@ from proto.control import PlanReply, PlanRequest, RunSpec
 from services.base import Service
 from services.bus import Bus
 from services.config import PlannerConfig
-from services.factory import Factory, PlanFunction
+from services.factory import PlanFunction
 from services.metrics import PlannerMetrics
 
 
-class PlannerService(Service):
+class PlannerService(Service[PlannerConfig]):
     """Answers ``PlanRequest`` with plans cached by (run spec, shape)."""
 
-    def __init__(
-        self,
-        cfg: PlannerConfig,
-        bus: Bus,
-        factories: Mapping[str, Factory],
-        *,
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        super().__init__(cfg, bus, registry=registry)
-        self.factories = factories
-        self.cache_size = cfg.cache_size
+    def setup(self) -> None:
         self.pmetrics = PlannerMetrics(self.registry)
         self._functions: dict[RunSpec, PlanFunction] = {}
         self._cache: OrderedDict[tuple[RunSpec, bytes], dict[int, float]] = OrderedDict()
@@ -72,7 +60,7 @@ class PlannerService(Service):
             return PlanReply(error=str(exc))
         self.pmetrics.requests.labels("miss").inc()
         self._cache[key] = plan
-        if len(self._cache) > self.cache_size:
+        if len(self._cache) > self.cfg.cache_size:
             self._cache.popitem(last=False)
         return PlanReply(plan)
 

@@ -73,8 +73,8 @@ class Services:
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     @property
-    def services(self) -> list[Service]:
-        extra: list[Service] = [self.planner] if self.planner is not None else []
+    def services(self) -> list[Service[Any]]:
+        extra: list[Service[Any]] = [self.planner] if self.planner is not None else []
         return [self.conductor, *self.hosts.values(), *extra]
 
     def registry(self, name: str) -> CollectorRegistry:
