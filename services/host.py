@@ -25,6 +25,7 @@ from typing import Any
 
 from llmtwin.errors import ProtocolError, TwinError
 from llmtwin.sim.kernel import Component, Envelope
+from llmtwin.sim.mailbox import Mailbox
 from proto import chunks, subjects
 from proto.control import (
     Collect,
@@ -41,7 +42,6 @@ from services.base import Rejected, Service
 from services.bus import Subscription
 from services.config import HostConfig
 from services.factory import code_digest
-from services.mailbox import Mailbox
 from services.metrics import HostMetrics
 from services.planner import RemotePlanProvider
 

@@ -1,9 +1,10 @@
-"""The envelopes waiting for one hosted component.
+"""The envelopes delivered to one component and not yet handed to a step.
 
-Envelopes come with the grants, so every one held was produced in an earlier window (as
-LocalRunner delivers a window's output only after the window). They wait in a heap ordered by
-the envelope key; a step at ``now`` takes everything stamped <= now, already in handling order,
-without scanning what is due later (the generator sends hundreds of future arrivals at once).
+They wait in a heap ordered by the envelope key (the event-ordering rule of
+:mod:`llmtwin.sim.kernel`); a step at ``now`` takes everything stamped <= now, already in
+handling order, without scanning what is due later (the generator sends hundreds of future
+arrivals at once). LocalRunner and the host services keep one per component and fill it only
+after the window that produced the envelopes, so both hand a step the same inbox.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from llmtwin.sim.kernel import Envelope
 
 
 class Mailbox:
-    """Buffered envelopes of one component."""
+    """Delivered envelopes of one component."""
 
     def __init__(self) -> None:
         self._due: list[tuple[tuple[float, int, str, int], Envelope]] = []
@@ -30,6 +31,3 @@ class Mailbox:
         while due and due[0][0][0] <= now:
             out.append(heapq.heappop(due)[1])
         return out
-
-    def __len__(self) -> int:
-        return len(self._due)
