@@ -32,7 +32,7 @@ from typing import Any
 
 from llmtwin.cluster.run import run_scenario
 from llmtwin.report.writers import requests_csv
-from llmtwin.runtime.natsd import EmbeddedNats
+from llmtwin.runtime.embedded_nats import EmbeddedNats
 from llmtwin.runtime.processes import Supervisor, parse_cpus
 from llmtwin.runtime.up import cluster_layout
 from llmtwin.scenario.loader import load_scenario

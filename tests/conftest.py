@@ -10,7 +10,7 @@ from service_builders import Connect
 
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
-from llmtwin.runtime.natsd import EmbeddedNats
+from llmtwin.runtime.embedded_nats import EmbeddedNats
 from services.bus import Bus, NatsOptions, connect
 
 

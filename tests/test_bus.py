@@ -20,7 +20,7 @@ from memory_bus import matches
 from service_builders import Connect
 
 from llmtwin.errors import BusError
-from llmtwin.runtime.natsd import EmbeddedNats, nats_server_binary
+from llmtwin.runtime.embedded_nats import EmbeddedNats, nats_server_binary
 from services.bus import Bus, Msg, NatsBus, NatsOptions, ServerNotAnswering, connect
 
 pytestmark = pytest.mark.timeout(60)

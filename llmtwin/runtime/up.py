@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from llmtwin.errors import ServiceFailure
-from llmtwin.runtime.live import ProgressLine
-from llmtwin.runtime.natsd import EmbeddedNats
+from llmtwin.runtime.progress_line import ProgressLine
+from llmtwin.runtime.embedded_nats import EmbeddedNats
 from llmtwin.runtime.processes import Supervisor
 from proto.control import RunOutcome, RunRequest, RunSpec
 from services.bus import NatsOptions, connect
