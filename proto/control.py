@@ -20,7 +20,7 @@ class RunSpec(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_spec"):
     """What every process needs to build the same components for a run."""
 
     factory: str = "cluster"
-    """Component factory: ``cluster`` (the real twin) or a transport self-test (``toy-...``)."""
+    """Component factory: ``cluster`` (the twin; tests add others, e.g. their ``toy`` components)."""
     scenario: str = ""
     """Scenario name or path, as ``llmtwin simulate`` takes it."""
     overrides: tuple[str, ...] = ()

@@ -19,9 +19,21 @@ from llmtwin.sim.kernel import Component, Envelope
 from llmtwin.sim.windows import WindowPlanner
 from proto import subjects
 from proto.codec import Codec
-from proto.control import GrantBatch, PlanReply, PlanRequest, Progress, Reply, RunRequest, RunSpec
+from proto.control import (
+    GrantBatch,
+    PlanReply,
+    PlanRequest,
+    Progress,
+    Ready,
+    Reply,
+    RunConfig,
+    RunRequest,
+    RunSpec,
+)
 from services.bus import Bus
 from services.factory import PlanProvider
+from services.pacing import Pacer
+from services.run_state import RunState
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,6 +175,22 @@ async def test_a_host_that_resolved_the_run_differently_fails_it_by_name(transpo
             await asyncio.wait_for(svc.run(PINGPONG), 20)
     finally:
         await svc.stop()
+
+
+def test_a_host_running_other_code_fails_the_run_by_name() -> None:
+    """A Ready whose code digest is not the RunConfig's fails the run, naming the host; its
+    components are not taken as led."""
+    spec = RunSpec("toy", "pingpong")
+    config = RunConfig("r", spec, "s" * 64, "c" * 64)
+    state = RunState(
+        RunRequest("r", spec), config, ["ping", "pong"], WindowPlanner(["ping", "pong"]), Pacer(1.0)
+    )
+    state.join(Ready("r", "h1", ["ping"], [], "", "s" * 64, "c" * 64))
+    state.join(Ready("r", "h2", ["pong"], [], "", "s" * 64, "d" * 64))
+    assert state.failure is not None
+    assert state.failure.service == "h2"
+    assert "h2 runs another installation of the twin" in state.failure.message
+    assert state.leaders == {"ping": "h1"}
 
 
 class ExplodingFactory(ToyFactory):
