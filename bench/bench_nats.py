@@ -9,8 +9,9 @@ Starts an embedded nats-server and the conductor, generator, balancer and device
 separate processes (the layout of ``llmtwin up``), then, ``--repeat`` times, runs the scenario
 in-process (``run_scenario``) and over the services, checks that both give the same
 requests.csv, and prints: simulated requests per wall second for both, their ratio, bus
-messages per second (from the server's /varz), the per-window overhead of the bus, the CPU
-seconds of every process, and the load average before the pair. Wall times exclude process
+messages per window and per second (from the server's /varz), the per-window overhead of the
+bus, the CPU seconds of every process, and the load average before the pair. The figures and
+where the time goes are in docs/architecture.md ("Cost and measured speed"). Wall times exclude process
 start-up (the services are up before the clock starts) but include the run's set-up (every
 service builds its components) and the collection of results.
 """
@@ -160,8 +161,9 @@ class Bench:
               f"(set-up {stats['setup_wall_s']:.2f} s, windows {loop_s:.2f} s, collect {stats['collect_wall_s']:.2f} s; "
               f"{self.args.device_processes} device process(es), CPUs {self.args.cpus})")  # fmt: skip
         print(f"ratio      : {p.nats_wall / p.local_wall:8.2f} x slower over NATS")
-        print(f"bus        : {x['bus_msgs']:.0f} messages published, {x['bus_deliveries']:.0f} delivered, "
-              f"{x['bus_msgs'] / loop_s:,.0f} msgs/s published, {x['bus_bytes'] / 1e6:.1f} MB")  # fmt: skip
+        print(f"bus        : {x['bus_msgs']:.0f} messages published ({x['bus_msgs'] / windows:.2f} per window), "
+              f"{x['bus_deliveries']:.0f} delivered, {x['bus_msgs'] / loop_s:,.0f} msgs/s published, "
+              f"{x['bus_bytes'] / 1e6:.1f} MB")  # fmt: skip
         print(f"per window : {1e6 * loop_s / windows:6.0f} us wall over NATS vs {1e6 * p.local_wall / windows:.0f} us "
               f"in-process (overhead {1e6 * (loop_s - p.local_wall) / windows:.0f} us); grant->done latency "
               f"{1e6 * x['window_latency_sum_s'] / windows:.0f} us, of which component steps "

@@ -136,7 +136,6 @@ class NatsOptions:
             "ping_interval": self.ping_interval_s,
             "inbox_prefix": self.inbox_prefix,
             "drain_timeout": self.drain_timeout_s,
-            "flush_timeout": NEVER_S,  # nats-py's own flushes (a full send buffer) never time out
         }
 
 

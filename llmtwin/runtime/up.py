@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from llmtwin.errors import ServiceFailure
-from llmtwin.runtime.progress_line import ProgressLine
 from llmtwin.runtime.embedded_nats import EmbeddedNats
 from llmtwin.runtime.processes import Supervisor
+from llmtwin.runtime.progress_line import ProgressLine
 from proto.control import RunOutcome, RunRequest, RunSpec
 from services.bus import NatsOptions, connect
 from services.client import RunClient
