@@ -245,7 +245,8 @@ async def test_the_nats_py_flush_defect_is_real_and_our_bus_survives_it(tmp_path
         await raw.flush()
         with frozen(server.proc.pid), pytest.raises(nats.errors.TimeoutError):
             await raw.flush(timeout=0.3)
-        await asyncio.sleep(0.3)  # the late PONG arrives
+        # The late PONG arrives and ends the read loop (nats-py logs it, nothing else happens).
+        await asyncio.wait_for(_until(lambda: raw._reading_task.done()), 30)
         await raw.publish("after", b"lost")
         with pytest.raises(TimeoutError):
             await got.wait(1, timeout_s=1.0)
@@ -261,7 +262,7 @@ async def test_the_nats_py_flush_defect_is_real_and_our_bus_survives_it(tmp_path
             with pytest.raises(ServerNotAnswering, match="not answering"):
                 await bus.flush(timeout_s=0.3)
             cancelled = asyncio.ensure_future(bus.flush(timeout_s=30.0))
-            await asyncio.sleep(0.1)
+            await asyncio.wait_for(_until(lambda: len(bus._flushes) == 2), 30)  # its PING is out
             cancelled.cancel()
         await bus.flush(timeout_s=10.0)
         await bus.publish("after", b"kept")
