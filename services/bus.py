@@ -147,7 +147,8 @@ class NatsSubscription:
         self.sub: NatsSub | None = None
         self.handled = 0
         self.cutoff: int | None = None
-        """While draining: messages beyond this count arrived after the server had the UNSUB."""
+        """While draining: how many messages to handle; later ones arrived after the drain
+        began and are dropped (as after an UNSUB)."""
         self._caught_up = asyncio.Event()
         self._in_handler: asyncio.Task[Any] | None = None
 
@@ -167,12 +168,14 @@ class NatsSubscription:
                 self._caught_up.set()
 
     async def drain(self) -> None:
-        """Unsubscribe after handling what the server sent before it got the UNSUB; never raises."""
+        """Handle what the server sent before it answered this drain's PING, drop the rest,
+        unsubscribe; never raises. (nats-py's own drain sends the UNSUB first, but its
+        unsubscribe also stops the handler's task, and its flush has the defect.)"""
         sub, self.sub = self.sub, None
         if sub is None:
             return
         with contextlib.suppress(BusError):
-            await self.bus.flush()  # every message sent before now is in nats-py's queue
+            await self.bus.flush()  # every message the server sent before its PONG is now queued
         self.cutoff = sub.delivered
         own = asyncio.current_task() is self._in_handler  # drained from its own handler
         if self.handled + (1 if own else 0) < self.cutoff:
