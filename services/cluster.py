@@ -10,6 +10,7 @@ on the scenario's step model.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,9 +35,11 @@ from services.factory import PlanFunction, PlanProvider, content_digest
 class ClusterFactory:
     """Builds generator, balancer and instance-<i> from a scenario reference."""
 
-    def __init__(self) -> None:
-        # Loading a scenario reads catalogs and traces: once per spec and process.
-        self._loaded: dict[RunSpec, tuple[Scenario, list[RequestSpec]]] = {}
+    def __init__(self, cache_size: int = 8) -> None:
+        # Loading a scenario reads catalogs and traces, and the requests are megabytes: the
+        # last few specs are kept (a service builds, digests and collects each run's).
+        self._loaded: OrderedDict[RunSpec, tuple[Scenario, list[RequestSpec]]] = OrderedDict()
+        self._cache_size = cache_size
         self.codec = Codec(self.body_types())
 
     def _load(self, spec: RunSpec) -> tuple[Scenario, list[RequestSpec]]:
@@ -44,6 +47,9 @@ class ClusterFactory:
         if found is None:
             scenario = load_scenario(spec.scenario, spec.overrides, spec.policy)
             found = self._loaded[spec] = (scenario, scenario_requests(scenario))
+            if len(self._loaded) > self._cache_size:
+                self._loaded.popitem(last=False)
+        self._loaded.move_to_end(spec)
         return found
 
     def scenario(self, spec: RunSpec) -> Scenario:
