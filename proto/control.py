@@ -20,7 +20,7 @@ class RunSpec(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_spec"):
     """What every process needs to build the same components for a run."""
 
     factory: str = "cluster"
-    """Component factory: ``cluster`` (the real twin) or a transport self-test (``toy-...``)."""
+    """Component factory: ``cluster`` (the twin; tests add others, e.g. their ``toy`` components)."""
     scenario: str = ""
     """Scenario name or path, as ``llmtwin simulate`` takes it."""
     overrides: tuple[str, ...] = ()
@@ -39,9 +39,6 @@ class RunRequest(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_request"):
     """Virtual seconds per wall second: 1.0 = real time, inf = as fast as possible."""
     until_s: float = math.inf
     """Stop opening windows after this virtual time."""
-    routing: Literal["relay", "direct"] = "relay"
-    """How envelopes travel: with the grants through the conductor (``relay``, fewer messages)
-    or from host to host on the component subjects (``direct``)."""
 
 
 class Reply(msgspec.Struct, frozen=True, tag="twin.v1.ctl.reply"):
@@ -86,7 +83,11 @@ class RunConfig(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_config"):
 
     run: str
     spec: RunSpec
-    routing: Literal["relay", "direct"] = "relay"
+    scenario_digest: str
+    """sha256 of what the conductor resolved the spec to (scenario with overrides, catalog
+    entries, generated requests): every host must resolve it to the same."""
+    code_digest: str
+    """sha256 of the conductor's installation of the twin (code, data files, library versions)."""
 
 
 class RunEnd(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_end"):
@@ -107,6 +108,10 @@ class Ready(msgspec.Struct, frozen=True, tag="twin.v1.ctl.ready"):
     """Replicas it steps without publishing (a TP group spanning processes); checked by digest."""
     error: str = ""
     """Why it could not build the run (the run then fails with this message)."""
+    scenario_digest: str = ""
+    """What this service resolved the run's spec to (must equal ``RunConfig.scenario_digest``)."""
+    code_digest: str = ""
+    """This service's installation of the twin (must equal ``RunConfig.code_digest``)."""
 
 
 class WireEnvelope(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelope"):
@@ -132,8 +137,8 @@ class GrantBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.grant"):
     expect: list[int]
     """Per component: envelopes stamped <= time_s from earlier windows it must hold first."""
     envelopes: list[WireEnvelope] = msgspec.field(default_factory=list)
-    """Relay routing: envelopes for this service's components produced in earlier windows and
-    not yet handed to it."""
+    """Envelopes for this service's components produced in earlier windows and not yet handed
+    to it (the conductor relays them from the senders' ``DoneBatch``)."""
 
 
 class DoneItem(msgspec.Struct, frozen=True):
@@ -161,16 +166,7 @@ class DoneBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.done"):
     """Requests its components have completed so far (progress display), -1 = not counted."""
     error: str = ""
     envelopes: list[WireEnvelope] = msgspec.field(default_factory=list)
-    """Relay routing: what its components sent in this window (the conductor forwards them)."""
-
-
-class EnvelopeBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelopes"):
-    """The envelopes one component sent to one destination in one window."""
-
-    run: str
-    window: int
-    """Window in which they were produced (the receiver uses them from the next window on)."""
-    items: list[WireEnvelope]
+    """What its components sent in this window (the conductor relays them with the next grants)."""
 
 
 class Collect(msgspec.Struct, frozen=True, tag="twin.v1.ctl.collect"):
@@ -262,7 +258,6 @@ CONTROL_TYPES: tuple[type[msgspec.Struct], ...] = (
     GrantBatch,
     DoneBatch,
     WireEnvelope,
-    EnvelopeBatch,
     Collect,
     ExportBatch,
     Chunk,

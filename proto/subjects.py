@@ -88,11 +88,6 @@ def done(run: str) -> str:
     return f"{run_prefix(run)}.done"
 
 
-def component(run: str, cid: str) -> str:
-    """Pub/sub, any host -> the host(s) of component ``cid``: ``EnvelopeBatch``."""
-    return f"{run_prefix(run)}.comp.{token(cid, 'component id')}"
-
-
 def collect(run: str) -> str:
     """Pub/sub, conductor -> every hosting service: ``Collect`` (finish and export)."""
     return f"{run_prefix(run)}.collect"

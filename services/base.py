@@ -1,9 +1,14 @@
-"""The one lifecycle every service shares: start, ready, graceful stop with drain.
+"""The one lifecycle every service shares: start, ready, graceful stop.
 
-A service is an async context manager. ``start()`` subscribes (``on_start``), serves /metrics
-and /healthz, announces itself (``Hello``) and starts its heartbeat; ``stop()`` unsubscribes,
-lets the subclass wind down (``on_stop``), drains the bus connection and stops the endpoint.
-Both are idempotent; :attr:`stopped` is set when the service is fully down. Handlers never
+A service is an async context manager built from its config object, a :class:`Bus` and the
+component factories it knows.
+``start()`` subscribes (``on_start``), serves /metrics and /healthz, announces itself
+(``Hello``) and starts its heartbeat; ``stop()`` drains its subscriptions (what they received
+is still handled), lets the subclass wind down (``on_stop``) and stops the endpoint. The bus
+connection belongs to whoever opened it and outlives the service. Both are idempotent;
+:attr:`stopped` is set when the service is fully down.
+
+Handlers receive decoded messages (:meth:`Service.subscribe`, :meth:`Service.respond`) and never
 kill a subscription: a message that does not decode, or whose handler fails, is counted in
 ``twin_bus_rejected_total{reason}``, logged, and answered with an error when it was a request.
 """
@@ -11,12 +16,13 @@ kill a subscription: a message that does not decode, or whose handler fails, is 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType, UnionType
+from typing import Any, Generic, Self, TypeVar, overload
 
 import msgspec
 from prometheus_client import CollectorRegistry
@@ -27,10 +33,15 @@ from proto import subjects
 from proto.codec import Codec
 from proto.control import Heartbeat, Hello, Reply
 from services.bus import Bus, Msg, Subscription
+from services.config import ServiceConfig
+from services.factory import Factory
 from services.http import HttpEndpoint
 from services.metrics import BusMetrics
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+C = TypeVar("C", bound=ServiceConfig)
 
 
 class Rejected(ProtocolError):
@@ -41,33 +52,42 @@ class Rejected(ProtocolError):
         self.reason = reason
 
 
-class Service:
-    """Base of every service: lifecycle, subscriptions with error accounting, heartbeat."""
+class Service(Generic[C]):
+    """Base of every service: lifecycle, typed subscriptions with error accounting, heartbeat.
 
-    role: ClassVar[str] = "service"
+    Subclasses create their own state in :meth:`setup`; every service is built the same way,
+    ``Kind(cfg, bus, factories)``."""
 
     def __init__(
         self,
-        name: str,
+        cfg: C,
         bus: Bus,
-        *,
-        registry: CollectorRegistry,
-        codec: Codec,
-        heartbeat_s: float = 1.0,
-        http_host: str = "127.0.0.1",
-        http_port: int | None = 0,
+        factories: Mapping[str, Factory],
+        registry: CollectorRegistry | None = None,
     ) -> None:
-        self.name = subjects.token(name, "service name")
-        self.bus, self.codec, self.registry = bus, codec, registry
-        self.metrics = BusMetrics(registry)
-        self.heartbeat_s = heartbeat_s
-        self.http = None if http_port is None else HttpEndpoint(registry, self.health, http_host, http_port)
+        self.cfg = cfg
+        self.name, self.role = cfg.service_name, cfg.role
+        self.bus = bus
+        self.factories = factories
+        """The component factories it knows, by the name a ``RunSpec`` gives."""
+        self.codec = Codec(itertools.chain.from_iterable(f.body_types() for f in factories.values()))
+        self.registry = registry or CollectorRegistry()
+        self.metrics = BusMetrics(self.registry)
+        self.http = (
+            None
+            if cfg.http_port < 0
+            else HttpEndpoint(self.registry, self.health, cfg.http_host, cfg.http_port)
+        )
         self.state = "new"
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
         self._subs: list[Subscription] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._beats = 0
+        self.setup()
+
+    def setup(self) -> None:
+        """Subclasses create their own state here (the end of construction)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -87,21 +107,17 @@ class Service:
         self.ready.set()
 
     async def stop(self) -> None:
-        """Unsubscribe, wind down, drain; idempotent (a second call waits for the first)."""
+        """Drain the subscriptions, wind down; idempotent (a second call waits for the first)."""
         if self.state in ("stopping", "stopped"):
             await self.stopped.wait()
             return
         self.state = "stopping"
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:  # a connection already closed has nothing to unsubscribe
-                log.debug("%s: unsubscribe: %s", self.name, exc)
-        self._subs.clear()
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            await sub.drain()
         await self.on_stop()
-        await self.bus.drain()
         if self.http is not None:
             await self.http.stop()
         self.metrics.up.set(0)
@@ -121,7 +137,7 @@ class Service:
         """Subclasses subscribe here."""
 
     async def on_stop(self) -> None:
-        """Subclasses cancel their own work here (the bus is still connected)."""
+        """Subclasses cancel their own work here (the bus is still open)."""
 
     # -- messaging ---------------------------------------------------------------------------
 
@@ -130,64 +146,80 @@ class Service:
         await self.bus.publish(subject, data)
         self.metrics.messages_out.inc()
 
-    def publish_nowait(self, subject: str, msg: msgspec.Struct | bytes) -> None:
-        """Publish without waiting (from plain-function handlers on the per-window path)."""
-        data = msg if isinstance(msg, bytes) else self.codec.encode(msg)
-        self.bus.publish_nowait(subject, data)
-        self.metrics.messages_out.inc()
+    @overload
+    async def subscribe(
+        self, subject: str, kind: type[T], handler: Callable[[T], Awaitable[None]], queue: str = ""
+    ) -> Subscription: ...
+
+    @overload
+    async def subscribe(
+        self, subject: str, kind: UnionType, handler: Callable[[Any], Awaitable[None]], queue: str = ""
+    ) -> Subscription: ...
 
     async def subscribe(
-        self, subject: str, handler: Callable[[Msg], Awaitable[None] | None], queue: str = ""
+        self, subject: str, kind: Any, handler: Callable[[Any], Awaitable[None]], queue: str = ""
     ) -> Subscription:
-        """Subscribe with accounting: counted, and failures rejected instead of raised.
+        """Subscribe ``handler`` to the messages of type ``kind`` (a tagged Struct or a union of
+        them) on ``subject``, decoded before it is called; failures are counted, not raised."""
 
-        ``handler`` may be a plain function (runs inline when the message arrives) or a
-        coroutine function (finished in a task); see :mod:`services.delivery`.
-        """
-
-        def guarded(msg: Msg) -> Awaitable[None] | None:
+        async def on_msg(msg: Msg) -> None:
             self.metrics.messages_in.inc()
             try:
-                pending = handler(msg)
+                await handler(self.codec.decode(msg.data, kind))
             except Exception as exc:
-                self._failed(msg, exc)
-                return None
-            return None if pending is None else self._finish(pending, msg)
+                await self._failed(msg, exc)
 
-        sub = await self.bus.subscribe(subject, guarded, queue)
+        sub = await self.bus.subscribe(subject, on_msg, queue)
         self._subs.append(sub)
         return sub
 
-    async def _finish(self, pending: Awaitable[None], msg: Msg) -> None:
-        try:
-            await pending
-        except Exception as exc:
-            self._failed(msg, exc)
+    async def respond(
+        self,
+        subject: str,
+        kind: type[T],
+        handler: Callable[[T], Awaitable[msgspec.Struct]],
+        queue: str = "",
+    ) -> Subscription:
+        """Answer requests of type ``kind`` on ``subject`` with what ``handler`` returns."""
 
-    def _failed(self, msg: Msg, exc: Exception) -> None:
+        async def on_msg(msg: Msg) -> None:
+            self.metrics.messages_in.inc()
+            try:
+                answer = await handler(self.codec.decode(msg.data, kind))
+            except Exception as exc:
+                await self._failed(msg, exc)
+                return
+            if msg.reply:
+                await self.publish(msg.reply, answer)
+
+        sub = await self.bus.subscribe(subject, on_msg, queue)
+        self._subs.append(sub)
+        return sub
+
+    async def _failed(self, msg: Msg, exc: Exception) -> None:
         if isinstance(exc, Rejected):
-            self.reject(exc.reason, msg, str(exc))
+            await self.reject(exc.reason, msg, str(exc))
         elif isinstance(exc, ProtocolError):
-            self.reject("malformed", msg, str(exc))
+            await self.reject("malformed", msg, str(exc))
         else:
             log.error("%s: handler for %s failed", self.name, msg.subject, exc_info=exc)
-            self.reject("handler", msg, f"{type(exc).__name__}: {exc}")
+            await self.reject("handler", msg, f"{type(exc).__name__}: {exc}")
 
-    def reject(self, reason: str, msg: Msg, why: str) -> None:
+    async def reject(self, reason: str, msg: Msg, why: str) -> None:
         self.metrics.reject(reason)
         log.warning("%s: rejected a message on %s (%s): %s", self.name, msg.subject, reason, why)
         # A rejected request still gets an answer, so the caller never waits for a timeout.
         if msg.reply:
             try:
-                self.bus.publish_nowait(msg.reply, self.codec.encode(Reply(False, why)))
+                await self.bus.publish(msg.reply, self.codec.encode(Reply(False, why)))
             except TwinError as exc:  # disconnected: the caller's request times out instead
                 log.debug("%s: reply failed: %s", self.name, exc)
 
     async def forget(self, sub: Subscription) -> None:
-        """Unsubscribe one subscription made with :meth:`subscribe`."""
+        """Drain one subscription made with :meth:`subscribe`."""
         if sub in self._subs:
             self._subs.remove(sub)
-            await sub.unsubscribe()
+            await sub.drain()
 
     # -- presence ----------------------------------------------------------------------------
 
@@ -208,7 +240,7 @@ class Service:
                 )
             except Exception as exc:  # disconnected: the client reconnects, the next beat will tell
                 log.debug("%s: heartbeat: %s", self.name, exc)
-            await asyncio.sleep(self.heartbeat_s)
+            await asyncio.sleep(self.cfg.heartbeat_s)
 
     def health(self) -> dict[str, Any]:
         return {"service": self.name, "role": self.role, "status": self.state, "run": self.current_run()}

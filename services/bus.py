@@ -1,21 +1,47 @@
-"""The message bus as the services see it: publish, subscribe, request; NATS or in memory.
+"""The message bus as the services see it, and its implementation on nats-py.
 
-Services only use this small interface, so the same service code runs on a real nats-server
-(:class:`~services.natsbus.NatsBus`, our own asyncio client) and on
-:class:`services.memory.MemoryBus` in fast unit tests. Handlers of one subscription run one at a
-time, in arrival order; different subscriptions do not wait for each other. A handler that is a
-plain function runs inline, as soon as its message is parsed; a coroutine function is finished
-in a task (:mod:`services.delivery`).
+Services only use :class:`Bus`: publish, subscribe (a coroutine handler; one subscription's
+messages are handled one at a time, in arrival order; different subscriptions do not wait for
+each other), request, flush, close. :class:`NatsBus` is that interface over a nats-py
+connection; the tests run the same services on an in-memory bus with the same semantics
+(``tests/memory_bus.py``).
+
+Ownership: whoever opens a connection closes it (``serve`` in :mod:`services.main`, ``llmtwin
+up``, the test harness). A service drains its own subscriptions when it stops and leaves the
+connection alone.
+
+nats-py 2.16 has one defect designed around here (``../shared/reference/observability-security.md``
+section 6): a ``flush`` that times out or is cancelled leaves a cancelled future in the PONG
+queue, and the late PONG then kills the connection's read loop without a trace (no reconnect,
+no callback, ``is_connected`` still true). So no nats-py flush is ever cancelled or timed out:
+:meth:`NatsBus.flush` starts nats-py's flush with a timeout that never expires, as a task of
+its own, and waits on it through ``asyncio.shield`` with its own deadline; a caller that gives
+up (deadline, Ctrl-C) leaves the PONG to arrive into a live future. The same holds for draining
+a subscription (nats-py's ``Subscription.drain`` flushes with a timeout), so
+:class:`NatsSubscription` drains on top of :meth:`NatsBus.flush`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from services.delivery import Handler
-from services.natsbus import NatsBus, connect
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg as NatsMsg
+from nats.aio.subscription import Subscription as NatsSub
 
-__all__ = ["Bus", "Handler", "Msg", "NatsBus", "Subscription", "connect"]
+from llmtwin.errors import BusError
+
+log = logging.getLogger(__name__)
+
+NEVER_S = 10**9
+"""A nats-py timeout that never expires (seconds): see the module docstring."""
 
 
 class Msg(Protocol):
@@ -29,8 +55,14 @@ class Msg(Protocol):
     def reply(self) -> str: ...
 
 
+Handler = Callable[[Msg], Awaitable[None]]
+"""``await handler(msg)``; an exception is logged and never ends the subscription."""
+
+
 class Subscription(Protocol):
-    async def unsubscribe(self, limit: int = 0) -> None: ...
+    async def drain(self) -> None:
+        """Stop receiving; return once every message received before is handled."""
+        ...
 
 
 class Bus(Protocol):
@@ -41,24 +73,245 @@ class Bus(Protocol):
         """Largest message the server accepts, bytes."""
         ...
 
-    def publish_nowait(self, subject: str, data: bytes, reply: str = "") -> None:
-        """Send now, without waiting (what the per-window handlers use)."""
+    @property
+    def closed(self) -> asyncio.Event:
+        """Set once the connection is closed for good (closed by its owner, or reconnection gave up)."""
         ...
 
-    async def publish(self, subject: str, data: bytes, reply: str = "") -> None:
-        """Send, then wait while the connection's send buffer is full."""
-        ...
+    async def publish(self, subject: str, data: bytes, reply: str = "") -> None: ...
 
     async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> Subscription: ...
 
-    async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
-        """Reply payload; BusError on timeout or when nobody listens."""
+    async def request(self, subject: str, data: bytes, timeout_s: float) -> bytes:
+        """The reply's payload; BusError when nobody listens or nobody answers in time."""
         ...
 
-    async def flush(self, timeout: float = 5.0) -> None:
-        """Return once the server has every message published so far."""
+    async def flush(self, timeout_s: float = 5.0) -> None:
+        """Return once the server has every message published so far; ServerNotAnswering if it
+        does not say so within ``timeout_s``."""
         ...
+
+    async def close(self) -> None:
+        """Drain (subscriptions handle what they received, publishes reach the server), then
+        close; never raises. Only for whoever opened the connection."""
+        ...
+
+
+class ServerNotAnswering(BusError):
+    """The NATS server did not answer a PING in time: the server is stuck, not (only) a peer."""
+
+
+@dataclass(frozen=True, slots=True)
+class NatsOptions:
+    """How to connect: what nats-py's ``connect`` takes, with our defaults.
+
+    Credentials and encryption (nkey seeds, TLS contexts) go here as further fields, passed on
+    by :meth:`connect_kwargs`.
+    """
+
+    url: str
+    """``nats://host:port`` or ``tls://host:port``."""
+    name: str
+    """Connection name, shown by the server's monitoring (the service name)."""
+    reconnect_attempts: int = 60
+    """Once connected: how often to try to reconnect after losing the server. The first
+    connection is tried twice, ``reconnect_wait_s`` apart, then fails (a supervisor, ``up`` or
+    compose, restarts the service)."""
+    reconnect_wait_s: float = 0.5
+    connect_timeout_s: float = 5.0
+    ping_interval_s: float = 30.0
+    """Keep-alive PING every this many seconds; two unanswered: the connection is stale, reconnect."""
+    inbox_prefix: str = "_INBOX"
+    """Prefix of the reply subjects of this connection's requests (per user under permissions)."""
+    drain_timeout_s: float = 10.0
+    """How long :meth:`NatsBus.close` lets subscriptions finish before it closes anyway."""
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "servers": [self.url],
+            "name": self.name,
+            "max_reconnect_attempts": self.reconnect_attempts,
+            "reconnect_time_wait": self.reconnect_wait_s,
+            "connect_timeout": self.connect_timeout_s,
+            "ping_interval": self.ping_interval_s,
+            "inbox_prefix": self.inbox_prefix,
+            "drain_timeout": self.drain_timeout_s,
+        }
+
+
+class NatsSubscription:
+    """One subscription; its handler runs in nats-py's task for it, errors logged."""
+
+    def __init__(self, bus: NatsBus, subject: str, handler: Handler) -> None:
+        self.bus, self.subject, self.handler = bus, subject, handler
+        self.sub: NatsSub | None = None
+        self.handled = 0
+        self.cutoff: int | None = None
+        """While draining: how many messages to handle; later ones arrived after the drain
+        began and are dropped (as after an UNSUB)."""
+        self._caught_up = asyncio.Event()
+        self._in_handler: asyncio.Task[Any] | None = None
+
+    async def on_msg(self, msg: NatsMsg) -> None:
+        """nats-py's callback: one message at a time, in order."""
+        if self.cutoff is not None and self.handled >= self.cutoff:
+            return
+        self._in_handler = asyncio.current_task()
+        try:
+            await self.handler(msg)
+        except Exception:  # never ends the subscription (nats-py would pass it to error_cb)
+            log.exception("handler of %s failed", self.subject)
+        finally:
+            self._in_handler = None
+            self.handled += 1
+            if self.cutoff is not None and self.handled >= self.cutoff:
+                self._caught_up.set()
 
     async def drain(self) -> None:
-        """Let subscriptions finish what they have, then close; never raises."""
-        ...
+        """Handle what the server sent before it answered this drain's PING, drop the rest,
+        unsubscribe; never raises. (nats-py's own drain sends the UNSUB first, but its
+        unsubscribe also stops the handler's task, and its flush has the defect.)"""
+        sub, self.sub = self.sub, None
+        if sub is None:
+            return
+        with contextlib.suppress(BusError):
+            await self.bus.flush()  # every message the server sent before its PONG is now queued
+        self.cutoff = sub.delivered
+        own = asyncio.current_task() is self._in_handler  # drained from its own handler
+        if self.handled + (1 if own else 0) < self.cutoff:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._caught_up.wait(), self.bus.options.drain_timeout_s)
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+
+
+class NatsBus:
+    """:class:`Bus` over one nats-py connection; see the module docstring."""
+
+    def __init__(self, options: NatsOptions) -> None:
+        self.options = options
+        self.nc = Client()
+        self._closed = asyncio.Event()
+        self._flushes: set[asyncio.Task[None]] = set()
+        """nats-py flushes still waiting for their PONG (never cancelled while connected)."""
+
+    async def open(self) -> None:
+        """Connect; BusError (one line) when no server answers."""
+        try:
+            await self.nc.connect(
+                **{**self.options.connect_kwargs(), "max_reconnect_attempts": 1},
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                closed_cb=self._on_closed,
+            )
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            self._closed.set()
+            why = str(exc) or type(exc).__name__
+            raise BusError(f"cannot connect to NATS at {self.options.url}: {why}") from None
+        # nats-py would retry the first connection as often as a lost one (a minute by default):
+        # the configured count applies from now on (nats-py reads it when the connection is lost).
+        self.nc.options["max_reconnect_attempts"] = self.options.reconnect_attempts
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("nats (%s): %s", self.options.name, exc or type(exc).__name__)
+
+    async def _on_disconnected(self) -> None:
+        if not self.nc.is_closed:
+            log.info("nats (%s): disconnected from %s", self.options.name, self.options.url)
+
+    async def _on_reconnected(self) -> None:
+        log.warning("nats (%s): reconnected to %s", self.options.name, self.options.url)
+
+    async def _on_closed(self) -> None:
+        self._closed.set()
+
+    @property
+    def max_payload(self) -> int:
+        return int(self.nc.max_payload)
+
+    @property
+    def closed(self) -> asyncio.Event:
+        return self._closed
+
+    @property
+    def connected(self) -> bool:
+        """Connected now (False while reconnecting and once closed)."""
+        return bool(self.nc.is_connected)
+
+    async def publish(self, subject: str, data: bytes, reply: str = "") -> None:
+        try:
+            await self.nc.publish(subject, data, reply)
+        except nats.errors.MaxPayloadError:
+            raise BusError(
+                f"message of {len(data)} bytes on {subject} exceeds max_payload ({self.max_payload})"
+            ) from None
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot publish on {subject}: {exc or type(exc).__name__}") from None
+
+    async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> NatsSubscription:
+        sub = NatsSubscription(self, subject, handler)
+        try:
+            sub.sub = await self.nc.subscribe(subject, queue, cb=sub.on_msg)
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot subscribe to {subject}: {exc or type(exc).__name__}") from None
+        return sub
+
+    async def request(self, subject: str, data: bytes, timeout_s: float) -> bytes:
+        try:
+            msg = await self.nc.request(subject, data, timeout=timeout_s)
+        except nats.errors.NoRespondersError:
+            raise BusError(f"nobody answers on {subject}") from None
+        except nats.errors.TimeoutError:
+            raise BusError(f"no answer on {subject} within {timeout_s:g} s") from None
+        except nats.errors.Error as exc:
+            raise BusError(f"request on {subject} failed: {exc or type(exc).__name__}") from None
+        return bytes(msg.data)
+
+    async def flush(self, timeout_s: float = 5.0) -> None:
+        if not self.nc.is_connected:
+            state = "closed" if self.nc.is_closed else "not connected"
+            raise BusError(f"connection {self.options.name!r} to {self.options.url} is {state}")
+        task = asyncio.ensure_future(self.nc.flush(timeout=NEVER_S))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushed)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        except TimeoutError:
+            raise ServerNotAnswering(
+                f"nats-server at {self.options.url} not answering (no PONG within {timeout_s:g} s)"
+            ) from None
+        except nats.errors.Error as exc:
+            raise BusError(f"flush on {self.options.url} failed: {exc or type(exc).__name__}") from None
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure was reported to the flush's caller, if any
+
+    async def close(self) -> None:
+        if self.nc.is_closed:
+            return
+        draining = asyncio.ensure_future(self._drain())
+        # A drain stuck on a frozen server must not hold the caller: close it after the grace.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(draining), self.options.drain_timeout_s + 1.0)
+        if not self.nc.is_closed:
+            with contextlib.suppress(nats.errors.Error):
+                await self.nc.close()
+        for task in list(self._flushes):  # the read loop is gone: nothing can resolve them now
+            task.cancel()
+        self._closed.set()
+
+    async def _drain(self) -> None:
+        try:
+            await self.nc.drain()
+        except (nats.errors.Error, OSError) as exc:  # reconnecting or already closed: just close
+            log.debug("nats (%s): drain: %s", self.options.name, exc)
+
+
+async def connect(options: NatsOptions) -> NatsBus:
+    """A connected :class:`NatsBus`; BusError (one line) when no server answers."""
+    bus = NatsBus(options)
+    await bus.open()
+    return bus

@@ -1,7 +1,8 @@
 """The controller side: start a run on the conductor, follow its progress, receive its outcome.
 
 ``llmtwin up``, the benchmark and the tests drive runs through this client; it is what a
-future ``llmtwin run --nats URL`` against a compose deployment would use as well.
+future ``llmtwin run --nats URL`` against a compose deployment would use as well. It uses the
+bus it is given and leaves closing it to whoever opened it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ ProgressCallback = Callable[[Progress], None]
 class RunClient:
     """Talks to the conductor; tracks which services are present (hello and heartbeats)."""
 
-    def __init__(self, bus: Bus, codec: Codec, request_timeout_s: float = 120.0) -> None:
-        self.bus, self.codec = bus, codec
+    def __init__(self, bus: Bus, request_timeout_s: float = 120.0) -> None:
+        self.bus, self.codec = bus, Codec()
         self.request_timeout_s = request_timeout_s
         self.present: dict[str, float] = {}
         """Service name -> monotonic time it was last heard from."""
@@ -38,9 +39,9 @@ class RunClient:
         self._subs.append(await self.bus.subscribe(subjects.heartbeat(), self._on_heartbeat))
 
     async def close(self) -> None:
-        for sub in self._subs:
-            await sub.unsubscribe()
-        self._subs.clear()
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            await sub.drain()
 
     async def _on_hello(self, msg: Msg) -> None:
         hello = self.codec.decode(msg.data, Hello)
@@ -94,7 +95,7 @@ class RunClient:
             result = await outcome
         finally:
             for sub in subs:
-                await sub.unsubscribe()
+                await sub.drain()
         if result.error:
             who = f" ({result.failed_service})" if result.failed_service else ""
             raise ServiceFailure(f"run {req.run} failed{who}: {result.error}")

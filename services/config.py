@@ -1,6 +1,6 @@
 """Service configuration: one validated dataclass per service, from CLI flags and TWIN_* variables.
 
-Precedence: a command-line flag, else the environment variable ``TWIN_<FIELD>`` (e.g.
+Each service takes its config object, so every default is stated once, here. Precedence: a command-line flag, else the environment variable ``TWIN_<FIELD>`` (e.g.
 ``TWIN_NATS_URL``, ``TWIN_HTTP_PORT``), else the default. Every field has help text, shown by
 ``llmtwin service ROLE --help``; a bad value raises ConfigurationError naming the field.
 """
@@ -17,7 +17,8 @@ from typing import Any
 
 from llmtwin.errors import ConfigurationError, ProtocolError
 from proto.subjects import token
-from services.selection import for_role
+from services.bus import NatsOptions
+from services.selection import Selector, for_role
 
 ROLES = ("conductor", "generator", "balancer", "device", "planner", "host")
 """Service roles; ``host`` hosts any components chosen with --components (transport tests)."""
@@ -33,7 +34,7 @@ class ServiceConfig:
 
     role: str = _f("host", "service role", flag="-")
     name: str = _f("", "unique service name on the bus (default: the role)")
-    nats_url: str = _f("nats://127.0.0.1:4222", "NATS server URL", flag="--nats")
+    nats_url: str = _f("nats://127.0.0.1:4222", "NATS server URL (nats:// or tls://)", flag="--nats")
     http_host: str = _f("127.0.0.1", "address of the /metrics and /healthz endpoint")
     http_port: int = _f(0, "port of the /metrics and /healthz endpoint (0 = any free port, -1 = none)")
     heartbeat_s: float = _f(1.0, "wall seconds between heartbeats")
@@ -46,8 +47,10 @@ class ServiceConfig:
             token(self.service_name, "name")
         except ProtocolError as exc:
             raise ConfigurationError(f"name: {exc.args[0]}") from None
-        if not self.nats_url.startswith("nats://"):  # our client speaks plain TCP (services/natsbus.py)
-            raise ConfigurationError(f"nats_url: expected nats://host:port, got {self.nats_url!r}")
+        if not self.nats_url.startswith(("nats://", "tls://")):
+            raise ConfigurationError(
+                f"nats_url: expected nats://host:port or tls://host:port, got {self.nats_url!r}"
+            )
         if not -1 <= self.http_port <= 65535:
             raise ConfigurationError(f"http_port: {self.http_port} is not a port")
         if not self.heartbeat_s > 0:
@@ -59,6 +62,10 @@ class ServiceConfig:
     def service_name(self) -> str:
         return self.name or self.role
 
+    def nats_options(self) -> NatsOptions:
+        """How this service connects to NATS."""
+        return NatsOptions(self.nats_url, self.service_name)
+
 
 @dataclass(frozen=True, slots=True)
 class HostConfig(ServiceConfig):
@@ -67,20 +74,26 @@ class HostConfig(ServiceConfig):
     components: str = _f("", "comma-separated fnmatch patterns of the component ids to lead")
     instances: str = _f("", "device: instance numbers to lead, e.g. 0-3,6 (default: all)")
     shard: str = _f("", "device: lead the instances of shard k/n (instance i is in shard i %% n + 1)")
-    follow: str = _f("", "device: instance numbers to replicate without publishing (TP across processes)")
-    wait_timeout_s: float = _f(60.0, "wall seconds a granted component waits for its messages")
+    follow: str = _f(
+        "",
+        "instance numbers (0-3,6) or component-id patterns to replicate without publishing (TP across processes)",
+    )
     plan_timeout_s: float = _f(60.0, "wall seconds a device waits for the planner")
 
     def __post_init__(self) -> None:
         ServiceConfig.__post_init__(self)
-        for_role(
+        self.selector()
+        _positive(self, "plan_timeout_s")
+
+    def selector(self) -> Selector:
+        """Which components it leads and follows; ConfigurationError naming the bad flag."""
+        return for_role(
             self.role,
             components=self.components,
             instances=self.instances,
             shard=self.shard,
             follow=self.follow,
         )
-        _positive(self, "wait_timeout_s", "plan_timeout_s")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,16 @@
 """A service that hosts components: the generator, balancer and device services.
 
 Per run it builds every component (deterministically, like every other process), keeps the
-ones its :class:`~services.selection.Selector` picks, and then only reacts:
+ones its :class:`~services.selection.Selector` picks, answers ``Ready`` with the digests of
+what it built, and then only reacts:
 
-* envelopes for its components come with the grants (relay routing) or on their subjects at
-  any time (direct routing), and are buffered with the window they were produced in;
-* a ``GrantBatch`` (window w, time T) lists its components to step and, for each, how many
-  envelopes stamped <= T from windows before w it must hold. It waits for exactly that many
-  (NATS gives no order across publishers, so arrival order is never used), hands them to
-  ``step`` sorted by the envelope key, and answers one ``DoneBatch`` for the whole grant, with
-  what the steps sent (relay) or after publishing it, one ``EnvelopeBatch`` per destination
-  (direct). Anything that goes wrong after the grant is understood becomes an error
-  ``DoneBatch``, so the conductor never waits for an answer that will not come;
+* a ``GrantBatch`` (window w, time T) brings the envelopes for its components produced since
+  its last grant, lists its components to step and, for each, how many envelopes stamped <= T
+  it must hold. It hands exactly those to ``step``, sorted by the envelope key (arrival order
+  is never used), and answers one ``DoneBatch`` for the whole grant with what the steps sent
+  (the conductor relays it to the receivers' hosts). Anything that goes wrong after the grant
+  is understood becomes an error ``DoneBatch``, so the conductor never waits for an answer
+  that will not come;
 * ``Collect`` finishes its components and sends their exports to the conductor.
 """
 
@@ -21,18 +20,17 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmtwin.errors import ProtocolError, TwinError
 from llmtwin.sim.kernel import Component, Envelope
+from llmtwin.sim.mailbox import Mailbox
 from proto import chunks, subjects
 from proto.control import (
     Collect,
     DoneBatch,
     DoneItem,
-    EnvelopeBatch,
     ExportBatch,
     GrantBatch,
     Ready,
@@ -41,12 +39,11 @@ from proto.control import (
     WireEnvelope,
 )
 from services.base import Rejected, Service
-from services.bus import Msg, Subscription
-from services.factory import Factory, export_of
-from services.mailbox import Mailbox
+from services.bus import Subscription
+from services.config import HostConfig
+from services.factory import code_digest
 from services.metrics import HostMetrics
-from services.plans import RemotePlanProvider
-from services.selection import Selector
+from services.planner import RemotePlanProvider
 
 log = logging.getLogger(__name__)
 
@@ -60,44 +57,25 @@ class HostedRun:
     followers: set[str]
     offload: set[str]
     """Components stepped in a worker thread (their steps may block on the planner service)."""
-    relay: bool = True
-    """Envelopes come with the grants and go out with the DoneBatch (else: direct, on subjects)."""
     mail: dict[str, Mailbox] = field(default_factory=dict)
     """Per component: envelopes not yet handed to a step."""
-    arrived: dict[str, asyncio.Event] = field(default_factory=dict)
     subs: list[Subscription] = field(default_factory=list)
     done_subject: str = ""
     counters: list[Any] = field(default_factory=list)
     """Hosted components that count completed requests (``completed``: the balancer)."""
 
 
-class HostService(Service):
+class HostService(Service[HostConfig]):
     """Hosts the components its selector picks, for whatever run the conductor configures."""
 
-    def __init__(
-        self,
-        name: str,
-        bus: Any,
-        *,
-        role: str,
-        selector: Selector,
-        factories: Mapping[str, Factory],
-        wait_timeout_s: float = 60.0,
-        plan_timeout_s: float = 60.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(name, bus, **kwargs)
-        self.role = role  # type: ignore[misc]  # one class serves several roles
-        self.selector = selector
-        self.factories = factories
-        self.wait_timeout_s = wait_timeout_s
-        self.plan_timeout_s = plan_timeout_s
+    def setup(self) -> None:
+        self.selector = self.cfg.selector()
         self.host_metrics = HostMetrics(self.registry)
         self.runs: dict[str, HostedRun] = {}
         self._configuring: set[str] = set()
 
     async def on_start(self) -> None:
-        await self.subscribe(subjects.config(), self._on_config)
+        await self.subscribe(subjects.config(), RunConfig | RunEnd, self._on_config)
 
     async def on_stop(self) -> None:
         for run in list(self.runs):
@@ -108,8 +86,7 @@ class HostService(Service):
 
     # -- run set-up and tear-down ------------------------------------------------------------
 
-    async def _on_config(self, msg: Msg) -> None:
-        cmd = self.codec.decode_union(msg.data, RunConfig | RunEnd)
+    async def _on_config(self, cmd: RunConfig | RunEnd) -> None:
         if isinstance(cmd, RunEnd):
             await self._drop(cmd.run)
             return
@@ -122,42 +99,45 @@ class HostService(Service):
             self._configuring.discard(cmd.run)
 
     async def _configure(self, cfg: RunConfig) -> None:
-        run = cfg.run
+        run, spec = cfg.run, cfg.spec
         try:
-            factory = self.factories.get(cfg.spec.factory)
+            factory = self.factories.get(spec.factory)
             if factory is None:
-                raise ProtocolError(f"unknown component factory {cfg.spec.factory!r}")
+                raise ProtocolError(f"unknown component factory {spec.factory!r}")
             provider = (
-                RemotePlanProvider(self.bus, self.codec, asyncio.get_running_loop(), cfg, self.plan_timeout_s)
-                if factory.needs_planner(cfg.spec)
+                RemotePlanProvider(
+                    self.bus, self.codec, asyncio.get_running_loop(), spec, self.cfg.plan_timeout_s
+                )
+                if factory.needs_planner(spec)
                 else None
             )
-            built = factory.build(cfg.spec, provider)
+            built = factory.build(spec, provider)
+            digest = factory.digest(spec)
             hosted = {c.id: c for c in built if self.selector.role(c.id) is not None}
-            offload = {cid for cid in hosted if factory.may_block(cfg.spec, cid)}
+            offload = {cid for cid in hosted if factory.may_block(spec, cid)}
         except TwinError as exc:
             log.error("%s: cannot build run %s: %s", self.name, run, exc)
             await self.publish(subjects.ready(run), Ready(run, self.name, [], error=f"{self.name}: {exc}"))
             return
         followers = {cid for cid in hosted if self.selector.role(cid) == "follower"}
-        state = HostedRun(run, hosted, followers, offload, relay=cfg.routing == "relay")
-        state.done_subject = subjects.done(run)
+        state = HostedRun(run, hosted, followers, offload, done_subject=subjects.done(run))
         state.counters = [c for c in hosted.values() if isinstance(getattr(c, "completed", None), int)]
         if hosted:
             self.runs[run] = state
-            for cid in hosted:
-                state.mail[cid] = Mailbox()
-                state.arrived[cid] = asyncio.Event()
-                if not state.relay:
-                    state.subs.append(await self.subscribe(subjects.component(run, cid), self._on_envelopes))
-            state.subs.append(await self.subscribe(subjects.grant(run, self.name), self._on_grants))
-            state.subs.append(await self.subscribe(subjects.collect(run), self._on_collect))
+            state.mail = {cid: Mailbox() for cid in hosted}
+            state.subs = [
+                await self.subscribe(
+                    subjects.grant(run, self.name), GrantBatch, lambda g: self._on_grant(state, g)
+                ),
+                await self.subscribe(subjects.collect(run), Collect, lambda c: self._on_collect(state, c)),
+            ]
         self.host_metrics.components.set(len(hosted))
         leaders = sorted(c for c in hosted if c not in followers)
         log.info("%s: run %s: leading %s, following %s", self.name, run, leaders, sorted(followers))
         # Subscriptions go to the server before Ready on this one connection, so every
-        # envelope sent after the conductor has our Ready finds them in place.
-        await self.publish(subjects.ready(run), Ready(run, self.name, leaders, sorted(followers)))
+        # grant sent after the conductor has our Ready finds them in place.
+        ready = Ready(run, self.name, leaders, sorted(followers), "", digest, code_digest())
+        await self.publish(subjects.ready(run), ready)
 
     async def _drop(self, run: str) -> None:
         state = self.runs.pop(run, None)
@@ -167,71 +147,35 @@ class HostService(Service):
             await self.forget(sub)
         self.host_metrics.components.set(0)
 
-    def _state(self, run: str) -> HostedRun:
-        state = self.runs.get(run)
-        if state is None:
-            raise Rejected("unknown_run", f"{self.name} hosts nothing in run {run!r}")
-        return state
+    # -- grants and steps ----------------------------------------------------------------------
 
-    # -- messages and steps --------------------------------------------------------------------
-
-    def _on_envelopes(self, msg: Msg) -> None:
-        batch = self.codec.decode(msg.data, EnvelopeBatch)
-        state = self._state(batch.run)
-        for item in batch.items:
-            box = state.mail.get(item.dst)
-            if box is None:
-                raise Rejected("malformed", f"envelope for {item.dst!r} on {msg.subject}")
-            box.add(batch.window, self.codec.from_wire(item))
-            state.arrived[item.dst].set()
-        self.host_metrics.envelopes_in.inc(len(batch.items))
-
-    def _on_grants(self, msg: Msg) -> Awaitable[None] | None:
-        """Relay routing without offloaded steps: everything is here, so the grant is handled
-        inline (no task); otherwise a task waits for envelopes or worker threads."""
-        grant = self.codec.decode(msg.data, GrantBatch)
-        state = self._state(grant.run)
-        if state.relay and state.offload.isdisjoint(grant.components):
-            self._grant_now(state, grant)
-            return None
-        return self._grant_later(state, grant)
-
-    def _grant_now(self, state: HostedRun, grant: GrantBatch) -> None:
+    async def _on_grant(self, state: HostedRun, grant: GrantBatch) -> None:
+        if grant.run != state.run:
+            raise Rejected("unknown_run", f"grant of run {grant.run!r} on the subject of run {state.run}")
         items: list[DoneItem] = []
         out: list[WireEnvelope] = []
         try:
             self._file(state, grant)
             for cid, expect in zip(grant.components, grant.expect, strict=True):
-                box = self._box(state, cid)
-                inbox = box.take(grant.window, grant.time_s)
-                if len(inbox) != expect:  # relay: every input came with this grant or an earlier one
-                    raise ProtocolError(
-                        f"{cid} holds {len(inbox)} messages for window {grant.window}, the conductor counted {expect}"
-                    )
-                items.append(self._step(state, grant, cid, inbox, out))
-        except Exception as exc:
-            self._refuse(grant, exc)
-            return
-        self._done(state, grant, items, out)
-
-    async def _grant_later(self, state: HostedRun, grant: GrantBatch) -> None:
-        items: list[DoneItem] = []
-        out: list[WireEnvelope] = []
-        try:
-            self._file(state, grant)
-            for cid, expect in zip(grant.components, grant.expect, strict=True):
-                inbox = await self._inputs(state, cid, grant.window, grant.time_s, expect)
-                if cid in state.offload:
-                    t0 = time.perf_counter()
-                    await asyncio.to_thread(state.comps[cid].step, grant.time_s, inbox)
-                    self._stepped(time.perf_counter() - t0)
-                    items.append(self._sent(state, grant, cid, out))
+                inbox = self._inputs(state, grant, cid, expect)
+                comp = state.comps[cid]
+                t0 = time.perf_counter()
+                if cid in state.offload:  # may block on the planner: keep the loop free
+                    await asyncio.to_thread(comp.step, grant.time_s, inbox)
                 else:
-                    items.append(self._step(state, grant, cid, inbox, out))
-        except Exception as exc:
-            self._refuse(grant, exc)
+                    comp.step(grant.time_s, inbox)
+                self.host_metrics.step_duration.observe(time.perf_counter() - t0)
+                self.host_metrics.steps.inc()
+                items.append(self._sent(state, cid, out))
+        except Exception as exc:  # anything after the grant is understood: an error DoneBatch
+            if not isinstance(exc, TwinError):
+                log.error("%s: step failed in window %d", self.name, grant.window, exc_info=exc)
+            error = DoneBatch(grant.run, grant.window, self.name, [], error=f"{self.name}: {exc}")
+            await self.publish(state.done_subject, error)
             return
-        self._done(state, grant, items, out)
+        completed = sum(c.completed for c in state.counters) if state.counters else -1
+        done = DoneBatch(grant.run, grant.window, self.name, items, completed=completed, envelopes=out)
+        await self.publish(state.done_subject, done)
 
     def _file(self, state: HostedRun, grant: GrantBatch) -> None:
         """Check the grant; put relayed envelopes (produced in earlier windows) in their mailboxes."""
@@ -241,100 +185,37 @@ class HostService(Service):
             box = state.mail.get(item.dst)
             if box is None:
                 raise ProtocolError(f"relayed envelope for {item.dst!r}, which {self.name} does not host")
-            box.add(grant.window - 1, self.codec.from_wire(item))
+            box.add(self.codec.from_wire(item))
         if grant.envelopes:
             self.host_metrics.envelopes_in.inc(len(grant.envelopes))
 
-    def _done(
-        self, state: HostedRun, grant: GrantBatch, items: list[DoneItem], out: list[WireEnvelope]
-    ) -> None:
-        completed = sum(c.completed for c in state.counters) if state.counters else -1
-        done = DoneBatch(grant.run, grant.window, self.name, items, completed=completed, envelopes=out)
-        self.publish_nowait(state.done_subject, done)
-
-    def _refuse(self, grant: GrantBatch, exc: Exception) -> None:
-        """Anything that goes wrong after the grant is understood: an error DoneBatch."""
-        if not isinstance(exc, TwinError):
-            log.error("%s: step failed in window %d", self.name, grant.window, exc_info=exc)
-        why = f"{self.name}: {exc}"
-        self.publish_nowait(
-            subjects.done(grant.run), DoneBatch(grant.run, grant.window, self.name, [], error=why)
-        )
-
-    def _box(self, state: HostedRun, cid: str) -> Mailbox:
+    def _inputs(self, state: HostedRun, grant: GrantBatch, cid: str, expect: int) -> list[Envelope]:
+        """The ``expect`` envelopes stamped <= the grant's time, in handling order (every one
+        came with this grant or an earlier one)."""
         box = state.mail.get(cid)
         if box is None:
-            raise Rejected("malformed", f"grant for {cid!r}, which {self.name} does not host")
-        return box
-
-    async def _inputs(
-        self, state: HostedRun, cid: str, window: int, now: float, expect: int
-    ) -> list[Envelope]:
-        """The ``expect`` envelopes stamped <= now from earlier windows, in handling order."""
-        box = self._box(state, cid)
-        arrived = state.arrived[cid]
-        taken = box.take(window, now)
-        if len(taken) < expect:
-            t0 = time.perf_counter()
-            deadline = t0 + self.wait_timeout_s
-            while len(taken) < expect:
-                arrived.clear()
-                try:
-                    await asyncio.wait_for(arrived.wait(), max(deadline - time.perf_counter(), 0.0))
-                except TimeoutError:
-                    raise ProtocolError(
-                        f"{cid} waited {self.wait_timeout_s:g} s for its messages of window {window} "
-                        f"(t={now!r} s): has {len(taken)} of {expect}"
-                    ) from None
-                taken += box.take(window, now)
-            taken.sort(key=lambda e: e.key)  # merged from several takes
-            self.host_metrics.input_wait.observe(time.perf_counter() - t0)
-        if len(taken) > expect:
+            raise ProtocolError(f"grant for {cid!r}, which {self.name} does not host")
+        inbox = box.take(grant.time_s)
+        if len(inbox) != expect:
             raise ProtocolError(
-                f"{cid} holds {len(taken)} messages for window {window}, the conductor counted {expect}"
+                f"{cid} holds {len(inbox)} messages for window {grant.window}, the conductor counted {expect}"
             )
-        return taken
+        return inbox
 
-    def _step(
-        self, state: HostedRun, grant: GrantBatch, cid: str, inbox: list[Envelope], out: list[WireEnvelope]
-    ) -> DoneItem:
-        t0 = time.perf_counter()
-        state.comps[cid].step(grant.time_s, inbox)
-        self._stepped(time.perf_counter() - t0)
-        return self._sent(state, grant, cid, out)
-
-    def _stepped(self, wall_s: float) -> None:
-        self.host_metrics.step_duration.observe(wall_s)
-        self.host_metrics.steps.inc()
-
-    def _sent(self, state: HostedRun, grant: GrantBatch, cid: str, out: list[WireEnvelope]) -> DoneItem:
-        """What a step sent: appended to ``out`` (relay) or published (direct); its DoneItem."""
+    def _sent(self, state: HostedRun, cid: str, out: list[WireEnvelope]) -> DoneItem:
+        """What a step sent, appended to ``out`` (leaders only); its DoneItem with a digest that
+        a follower's copy must match."""
         comp = state.comps[cid]
         sent = comp.outbox.drain()
-        leader = cid not in state.followers
-        digest = 0
-        if state.relay:
-            wires = [self.codec.to_wire(e) for e in sent]
-            if wires:
-                digest = zlib.crc32(self.codec.encode(wires))
-            if leader:
-                out.extend(wires)
-        else:
-            by_dst: dict[str, list[Envelope]] = {}
-            for env in sent:
-                by_dst.setdefault(env.dst, []).append(env)
-            for dst, envs in by_dst.items():
-                data = self.codec.wire_batch(state.run, grant.window, envs)
-                digest = zlib.crc32(data, digest)
-                if leader:
-                    self.publish_nowait(subjects.component(state.run, dst), data)
-        if leader and sent:
-            self.host_metrics.envelopes_out.inc(len(sent))
+        wires = [self.codec.to_wire(e) for e in sent]
+        digest = zlib.crc32(self.codec.encode(wires)) if wires else 0
+        if cid not in state.followers:
+            out.extend(wires)
+            if sent:
+                self.host_metrics.envelopes_out.inc(len(sent))
         return DoneItem(cid, comp.next_time(), [e.dst for e in sent], [e.time for e in sent], digest)
 
-    async def _on_collect(self, msg: Msg) -> None:
-        cmd = self.codec.decode(msg.data, Collect)
-        state = self._state(cmd.run)
+    async def _on_collect(self, state: HostedRun, cmd: Collect) -> None:
         parts: dict[str, Any] = {}
         error = ""
         try:
@@ -342,10 +223,10 @@ class HostService(Service):
                 comp = state.comps[cid]
                 comp.finish(cmd.end_s)
                 if cid not in state.followers:
-                    parts[cid] = self.codec.raw(export_of(comp))
+                    parts[cid] = self.codec.raw(comp.export())
         except Exception as exc:
             log.exception("%s: export failed", self.name)
             parts, error = {}, f"{self.name}: export failed: {exc}"
         data = self.codec.encode(ExportBatch(cmd.run, self.name, parts, error))
-        for chunk in chunks.split(f"{self.name}", data, self.bus.max_payload):
+        for chunk in chunks.split(self.name, data, self.bus.max_payload):
             await self.publish(subjects.export(cmd.run), chunk)

@@ -52,7 +52,8 @@ def test_bad_values_raise_a_configuration_error_naming_the_field(
 
 
 def test_selectors_pick_components_by_role_shard_and_list() -> None:
-    """Shard k/n takes instance i with i % n == k-1; --instances takes a list; roles take their component."""
+    """Shard k/n takes instance i with i % n == k-1; --instances takes a list; roles take their
+    component; --follow takes instance numbers or component-id patterns."""
     shard = for_role("device", shard="2/3")
     assert [i for i in range(7) if shard.role(f"instance-{i}") == "leader"] == [1, 4]
     assert shard.role("balancer") is None
@@ -60,6 +61,8 @@ def test_selectors_pick_components_by_role_shard_and_list() -> None:
     assert [i for i in range(8) if listed.role(f"instance-{i}")] == [0, 1, 2, 5, 7]
     assert listed.role("instance-7") == "follower"
     assert for_role("generator").role("generator") == "leader"
+    patterns = for_role("host", components="ping", follow="worker-[12]")
+    assert [patterns.role(c) for c in ("ping", "worker-1", "worker-3")] == ["leader", "follower", None]
     assert parse_ranges("3, 1-2") == {1, 2, 3}
     assert parse_shard("1/1") == (1, 1)
     with pytest.raises(ConfigurationError):

@@ -22,15 +22,14 @@ import tempfile
 from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 from llmtwin.errors import ServiceFailure
-from llmtwin.runtime.live import ProgressLine
-from llmtwin.runtime.natsd import EmbeddedNats
+from llmtwin.runtime.embedded_nats import EmbeddedNats
 from llmtwin.runtime.processes import Supervisor
-from proto.codec import Codec
+from llmtwin.runtime.progress_line import ProgressLine
 from proto.control import RunOutcome, RunRequest, RunSpec
-from services.bus import connect
+from services.bus import NatsOptions, connect
 from services.client import RunClient
 
 T = TypeVar("T")
@@ -54,11 +53,6 @@ def cluster_layout(device_processes: int, planner: bool) -> list[ServiceProc]:
     if planner:
         procs.append(ServiceProc("planner", "planner"))
     return procs
-
-
-def toy_layout() -> list[ServiceProc]:
-    """The transport self-test: a conductor and one host for every toy component."""
-    return [ServiceProc("conductor", "conductor"), ServiceProc("toy-host", "host", ("--components", "*"))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +82,6 @@ class Launcher:
         log_dir: Path | None = None,
         start_timeout_s: float = 120.0,
         grace_s: float = 10.0,
-        routing: Literal["relay", "direct"] = "relay",
         cpus: frozenset[int] | None = None,
     ) -> None:
         self.layout = list(layout)
@@ -99,7 +92,6 @@ class Launcher:
         self.log_dir = log_dir
         self.start_timeout_s = start_timeout_s
         self.grace_s = grace_s
-        self.routing: Literal["relay", "direct"] = routing
         self.supervisor: Supervisor | None = None
         self.nats: EmbeddedNats | None = None
 
@@ -123,8 +115,8 @@ class Launcher:
                 self._say(f"killed after {self.grace_s:g} s: {', '.join(killed)}")
 
     async def _main(self, url: str, sup: Supervisor, runs: Sequence[UpRun]) -> list[RunOutcome]:
-        bus = await connect(url, "up", reconnect_attempts=2)
-        client = RunClient(bus, Codec())
+        bus = await connect(NatsOptions(url, "up", reconnect_attempts=2))
+        client = RunClient(bus)
         await client.start()
         quit_ = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -139,7 +131,7 @@ class Launcher:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await client.close()
-            await bus.drain()
+            await bus.close()
 
     async def _work(self, client: RunClient, runs: Sequence[UpRun]) -> list[RunOutcome]:
         await client.wait_for([p.name for p in self.layout], self.start_timeout_s)
@@ -152,11 +144,7 @@ class Launcher:
         for i, r in enumerate(runs):
             line = None if self.quiet else ProgressLine(self.stream, label=r.label, total=r.total_requests)
             try:
-                outcomes.append(
-                    await client.run(
-                        RunRequest(run_id(r.label, i), r.spec, self.speed, routing=self.routing), line
-                    )
-                )
+                outcomes.append(await client.run(RunRequest(run_id(r.label, i), r.spec, self.speed), line))
             finally:
                 if line is not None:
                     line.close()

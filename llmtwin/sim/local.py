@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Iterable
 
 from llmtwin.sim.kernel import INF, Component, Envelope
+from llmtwin.sim.mailbox import Mailbox
 from llmtwin.sim.windows import WindowPlanner
 
 
@@ -15,9 +15,7 @@ class LocalRunner:
     def __init__(self, components: Iterable[Component]) -> None:
         self.components = {c.id: c for c in components}
         self.planner = WindowPlanner(self.components)
-        self._mail: dict[str, list[tuple[tuple[float, int, str, int], Envelope]]] = {
-            c: [] for c in self.components
-        }
+        self._mail = {c: Mailbox() for c in self.components}
         self.now = 0.0
         self.windows = 0
         self.messages = 0
@@ -34,15 +32,18 @@ class LocalRunner:
             produced: list[Envelope] = []
             for g in grants:
                 comp = comps[g.component]
-                box = mail[g.component]
-                inbox = [heapq.heappop(box)[1] for _ in range(g.expect)]
+                inbox = mail[g.component].take(g.time)
+                if len(inbox) != g.expect:  # the planner mirrors the mailboxes: a bug if not
+                    raise RuntimeError(
+                        f"{g.component} holds {len(inbox)} messages, the planner counted {g.expect}"
+                    )
                 comp.step(g.time, inbox)
                 sent = comp.outbox.drain()
                 produced.extend(sent)
                 planner.report(g.component, comp.next_time(), [(e.dst, e.time) for e in sent])
             # Delivered only after the whole window: the same as parallel steps over a bus.
             for env in produced:
-                heapq.heappush(mail[env.dst], (env.key, env))
+                mail[env.dst].add(env)
             self.messages += len(produced)
             if on_window is not None:
                 on_window(self.now)

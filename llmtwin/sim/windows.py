@@ -86,6 +86,3 @@ class WindowPlanner:
             w = self._wake(c)
             if w < INF:
                 heapq.heappush(self._heap, (w, c))
-
-    def idle(self) -> bool:
-        return all(self._wake(c) == INF for c in self._next)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from llmtwin.cli.commands.compare import name_list
@@ -21,11 +20,10 @@ from llmtwin.report.outputs import RunOutput, describe_written, write_compare, w
 from llmtwin.report.summary import summarize
 from llmtwin.report.tables import compare_table, summary_table
 from llmtwin.runtime.processes import parse_cpus
-from llmtwin.runtime.up import Launcher, ServiceProc, UpRun, cluster_layout, toy_layout
+from llmtwin.runtime.up import Launcher, UpRun, cluster_layout
 from llmtwin.scenario.dump import dump_scenario, scenario_toml
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.spec import Scenario
-from proto.codec import Codec
 from proto.control import RunSpec
 from services.cluster import ClusterFactory
 
@@ -64,19 +62,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--device-processes", type=int, default=1, help="device service processes (instances sharded)"
     )
     p.add_argument(
-        "--routing", choices=("relay", "direct"), default="relay",
-        help="envelopes travel with the grants through the conductor (relay) or host to host (direct)",
-    )  # fmt: skip
-    p.add_argument(
         "--cpus", default="all", metavar="LIST",
         help="run nats-server and every service on these CPUs, e.g. 0 or 0-1 (default: all, the OS decides); "
         "one CPU is often faster, see docs/architecture.md",
     )  # fmt: skip
     p.add_argument("--logs", type=Path, help="keep the services' logs in this folder (default: OUT/logs)")
-    p.add_argument(
-        "--factory", choices=("cluster", "toy"), default="cluster",
-        help="`toy` runs the transport self-test components (SCENARIO: pingpong or fan) instead of the twin",
-    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -88,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
     if args.policy and args.policies:
         raise ConfigurationError("give --policy or --policies, not both")
     log_dir = args.logs or (args.out / "logs" if args.out is not None else None)
-    if args.factory == "toy":
-        return _toy(args, speed, log_dir, cpus)
     policies: list[str | None] = (
         list(name_list(args.policies, "policies")) if args.policies else [args.policy]
     )
@@ -104,11 +92,11 @@ def run(args: argparse.Namespace) -> int:
     ]
     if not args.quiet:
         print(_headline(scenarios[0], [s.policy.name for s in scenarios]), file=sys.stderr)
-    outcomes = _launcher(args, layout, speed, log_dir, cpus).run(runs)
-    codec = Codec()
+    launcher = Launcher(layout, speed=speed, stream=sys.stderr, quiet=args.quiet, log_dir=log_dir, cpus=cpus)
+    outcomes = launcher.run(runs)
     outs = []
     for scenario, spec, outcome in zip(scenarios, specs, outcomes, strict=True):
-        result = factory.result(spec, outcome, codec)
+        result = factory.result(spec, outcome)
         outs.append(
             RunOutput(
                 result, summarize(result, scenario.slo), dump_scenario(scenario), scenario_toml(scenario)
@@ -129,25 +117,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launcher(
-    args: argparse.Namespace,
-    layout: Sequence[ServiceProc],
-    speed: float,
-    log_dir: Path | None,
-    cpus: frozenset[int] | None,
-) -> Launcher:
-    """The launcher for these command-line options (cluster runs and the toy self-test alike)."""
-    return Launcher(
-        layout,
-        speed=speed,
-        stream=sys.stderr,
-        quiet=args.quiet,
-        log_dir=log_dir,
-        routing=args.routing,
-        cpus=cpus,
-    )
-
-
 def _headline(s: Scenario, policies: list[str]) -> str:
     """One line saying what is about to run, for a user who did not read the scenario file."""
     c, w = s.cluster, s.workload
@@ -157,16 +126,3 @@ def _headline(s: Scenario, policies: list[str]) -> str:
         f"({w.arrival} {w.rate_rps:g} req/s, {w.lengths} lengths); policies: {', '.join(policies)}; "
         "each service its own process on an embedded nats-server"
     )
-
-
-def _toy(args: argparse.Namespace, speed: float, log_dir: Path | None, cpus: frozenset[int] | None) -> int:
-    """The transport self-test: run a toy over the services and print what came back."""
-    spec = RunSpec("toy", args.scenario, tuple(args.overrides))
-    (outcome,) = _launcher(args, toy_layout(), speed, log_dir, cpus).run(
-        [UpRun(f"toy/{args.scenario}", spec)]
-    )
-    stats = ", ".join(f"{k} {v:g}" for k, v in outcome.stats.items())
-    print(f"toy {args.scenario}: ended at t={outcome.end_s!r} s; {stats}")
-    for cid, part in outcome.parts.items():
-        print(f"  {cid}: {len(part)} bytes of export")
-    return 0

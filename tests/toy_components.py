@@ -1,5 +1,8 @@
 """Toy components that exercise a transport: a ping-pong pair and a fan-out/fan-in set.
 
+Test scaffolding, not part of the twin: the services run them through ``ToyFactory`` (factory
+name ``toy``) exactly as they run the twin's own components.
+
 They are pure, deterministic :class:`~llmtwin.sim.kernel.Component` s like the twin's own, with
 what makes a transport hard: zero-delay replies (several windows at one virtual time), many
 messages for one instant from several senders (the ordering rule decides), internal events
@@ -11,10 +14,65 @@ inputs gives a different export.
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
-from llmtwin.sim.kernel import INF, Component, Envelope
-from proto.toy import Ping, Pong, Result, ToyExport, Work
+import msgspec
+
+from llmtwin.errors import ConfigurationError
+from llmtwin.sim.kernel import INF, Component, Envelope, MessagePriority
+from llmtwin.sim.local import LocalRunner
+from proto.codec import Codec
+from proto.control import RunSpec
+from services.factory import PlanFunction, PlanProvider, content_digest
+
+
+class Ping(msgspec.Struct, frozen=True, tag="twin.v1.toy.ping"):
+    """Ping -> pong: the n-th ball."""
+
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.COMPLETION
+    n: int
+
+
+class Pong(msgspec.Struct, frozen=True, tag="twin.v1.toy.pong"):
+    """Pong -> ping: the n-th ball back."""
+
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.COMPLETION
+    n: int
+
+
+class Work(msgspec.Struct, frozen=True, tag="twin.v1.toy.work"):
+    """Source -> worker: a job taking ``size_s`` virtual seconds."""
+
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.TRANSFER
+    job: int
+    size_s: float
+
+
+class Result(msgspec.Struct, frozen=True, tag="twin.v1.toy.result"):
+    """Worker -> sink (or worker -> worker, a hand-over): a finished job."""
+
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.FREE
+    job: int
+    worker: str
+    value: float
+
+
+class ToyExport(msgspec.Struct, frozen=True, tag="twin.v1.toy.export"):
+    """A toy component's results: every message it handled, in handling order."""
+
+    component: str
+    log: list[str]
+    """``"<time>|<src>|<seq>|<what>"`` per handled message."""
+    last_s: float
+    """Virtual time passed to ``finish``."""
+
+
+TOY_TYPES: tuple[type[msgspec.Struct], ...] = (Ping, Pong, Work, Result, ToyExport)
+"""What the toys send and export (their factory gives them to the services' codec)."""
 
 
 class LoggingComponent(Component):
@@ -153,3 +211,65 @@ def fan(workers: int = 4, jobs: int = 40, period_s: float = 0.02, seed: int = 0)
     for i, name in enumerate(names):
         comps.append(Worker(name, "sink", names[(i + 1) % workers]))
     return comps
+
+
+def _settings(overrides: tuple[str, ...]) -> dict[str, float]:
+    """``("balls=20",)`` -> ``{"balls": 20.0}``."""
+    return {key: float(value) for key, _, value in (item.partition("=") for item in overrides)}
+
+
+class ToyFactory:
+    """``pingpong`` (``balls=N``) or ``fan`` (``workers=N jobs=N period_s=X seed=N``)."""
+
+    def build(self, spec: RunSpec, plan_provider: PlanProvider | None = None) -> list[Component]:
+        s = _settings(spec.overrides)
+        if spec.scenario == "pingpong":
+            return pingpong(int(s.get("balls", 20)))
+        if spec.scenario == "fan":
+            return fan(
+                int(s.get("workers", 4)),
+                int(s.get("jobs", 40)),
+                s.get("period_s", 0.02),
+                int(s.get("seed", 0)),
+            )
+        raise ConfigurationError(f"unknown toy scenario {spec.scenario!r} (pingpong, fan)")
+
+    def digest(self, spec: RunSpec) -> str:
+        return content_digest([spec.scenario, _settings(spec.overrides)])
+
+    def body_types(self) -> Sequence[type[msgspec.Struct]]:
+        return TOY_TYPES
+
+    def needs_planner(self, spec: RunSpec) -> bool:
+        return False
+
+    def may_block(self, spec: RunSpec, component: str) -> bool:
+        return False
+
+    def plan_function(self, spec: RunSpec) -> PlanFunction:
+        raise ConfigurationError("toy runs have no PRESERVE plans")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalOutcome:
+    """The in-process reference run: its final time, encoded exports and statistics."""
+
+    end_s: float
+    parts: dict[str, bytes]
+    stats: dict[str, float]
+
+
+def run_local(spec: RunSpec, factory: ToyFactory | None = None) -> LocalOutcome:
+    """Run ``spec`` with LocalRunner; exports encoded exactly as the services encode them."""
+    factory = factory or ToyFactory()
+    codec = Codec(factory.body_types())
+    t0 = time.perf_counter()
+    runner = LocalRunner(factory.build(spec))
+    end = runner.run()
+    parts = {cid: codec.encode(c.export()) for cid, c in sorted(runner.components.items())}
+    stats = {
+        "wall_s": time.perf_counter() - t0,
+        "windows": float(runner.windows),
+        "messages": float(runner.messages),
+    }
+    return LocalOutcome(end, parts, stats)

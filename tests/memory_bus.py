@@ -1,23 +1,27 @@
-"""An in-memory bus with NATS semantics, for fast unit tests of the services.
+"""An in-memory bus with NATS semantics, for fast tests of the services (``services.bus.Bus``).
 
 :class:`MemoryBroker` plays the server: subjects with ``*`` and ``>`` wildcards, queue groups
 (one member per message), request/reply with timeouts and "no responders", a ``max_payload``
-limit. Each service gets its own :class:`MemoryBus` (its "connection") from ``connect``, so
-draining one service does not touch the others. With ``reorder_seed`` every delivery is delayed
-by a seeded random time: messages then arrive in a different order than sent, even on one
-subject from one publisher, which real NATS never does. The services must give the same results
-anyway (that is the point of counting and key-ordering; see docs/architecture.md).
+limit. Each service gets its own :class:`MemoryBus` (its "connection") from ``connect``. As
+with nats-py, each subscription handles its messages one at a time, in arrival order, in a task
+of its own. With ``reorder_seed`` every delivery is delayed by a seeded random time: messages
+then arrive in a different order than sent, even on one subject from one publisher, which real
+NATS never does. The services must give the same results anyway (they never use arrival
+order; see docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 from dataclasses import dataclass
 
 from llmtwin.errors import BusError
-from services.delivery import Delivery, Handler
+from services.bus import Handler
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,27 +43,35 @@ def matches(pattern: str, subject: str) -> bool:
 
 
 class MemorySubscription:
-    """One subscription; its handler runs as with NATS (:class:`services.delivery.Delivery`)."""
+    """One subscription: a queue and the task that hands its messages to the handler in order."""
 
-    def __init__(
-        self, broker: MemoryBroker, owner: MemoryBus, subject: str, handler: Handler, queue: str
-    ) -> None:
-        self.broker, self.owner = broker, owner
-        self.subject, self.queue_group = subject, queue
-        self.delivery: Delivery[MemoryMsg] = Delivery(handler, subject)
+    def __init__(self, broker: MemoryBroker, subject: str, handler: Handler, queue: str) -> None:
+        self.broker, self.subject, self.handler, self.queue_group = broker, subject, handler, queue
+        self.open = True
+        self._queue: asyncio.Queue[MemoryMsg | None] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._run())
 
-    @property
-    def active(self) -> bool:
-        return self.delivery.open
+    def deliver(self, msg: MemoryMsg) -> None:
+        if self.open:
+            self._queue.put_nowait(msg)
 
-    async def unsubscribe(self, limit: int = 0) -> None:
-        """Stop receiving; what was delivered already is still handled (like a NATS drain)."""
-        if self.delivery.open:
-            self.delivery.open = False
-            self.broker.subs.remove(self)
+    async def _run(self) -> None:
+        while (msg := await self._queue.get()) is not None:
+            try:
+                await self.handler(msg)
+            except Exception:
+                log.exception("handler of %s failed", self.subject)
 
-    async def finished(self) -> None:
-        await self.delivery.idle()
+    async def drain(self) -> None:
+        """Stop receiving; return once what was received is handled (not when called from the handler)."""
+        if not self.open:
+            return
+        await asyncio.sleep(0)  # deliveries already under way arrive (a NATS drain's flush)
+        self.open = False
+        self.broker.subs.remove(self)
+        self._queue.put_nowait(None)
+        if asyncio.current_task() is not self._task:
+            await self._task
 
 
 class MemoryBroker:
@@ -74,7 +86,6 @@ class MemoryBroker:
         self._max_delay_s = max_delay_s
         self._rr = itertools.count()
         self._inbox_ids = itertools.count()
-        self.published = 0
 
     def connect(self, name: str = "") -> MemoryBus:
         return MemoryBus(self, name)
@@ -93,57 +104,52 @@ class MemoryBroker:
                 else:
                     plain.append(s)
         targets = plain + [members[next(self._rr) % len(members)] for members in groups.values()]
-        self.published += 1
         loop = asyncio.get_running_loop()
-        # Delivered from the event loop, never inside publish (as over a socket), so a handler
-        # that publishes does not run the receiver's handler within its own.
+        # Delivered from the event loop, never inside publish (as over a socket).
         for s in targets:
             if self._rng is None:
-                loop.call_soon(s.delivery.deliver, msg)
+                loop.call_soon(s.deliver, msg)
             else:
-                loop.call_later(self._rng.uniform(0.0, self._max_delay_s), s.delivery.deliver, msg)
+                loop.call_later(self._rng.uniform(0.0, self._max_delay_s), s.deliver, msg)
         return len(targets)
 
 
 class MemoryBus:
-    """One client connection to a :class:`MemoryBroker` (implements :class:`services.bus.Bus`)."""
+    """One client connection to a :class:`MemoryBroker` (a :class:`services.bus.Bus`)."""
 
     def __init__(self, broker: MemoryBroker, name: str = "") -> None:
         self.broker, self.name = broker, name
         self.subs: list[MemorySubscription] = []
-        self.closed = False
+        self.closed = asyncio.Event()
 
     @property
     def max_payload(self) -> int:
         return self.broker.max_payload
 
     def _check(self, subject: str, data: bytes) -> None:
-        if self.closed:
+        if self.closed.is_set():
             raise BusError(f"connection {self.name!r} is closed")
         if len(data) > self.broker.max_payload:
             raise BusError(f"message of {len(data)} bytes on {subject} exceeds max_payload")
 
-    def publish_nowait(self, subject: str, data: bytes, reply: str = "") -> None:
+    async def publish(self, subject: str, data: bytes, reply: str = "") -> None:
         self._check(subject, data)
         self.broker.route(MemoryMsg(subject, bytes(data), reply))
 
-    async def publish(self, subject: str, data: bytes, reply: str = "") -> None:
-        self.publish_nowait(subject, data, reply)
-
     async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> MemorySubscription:
-        if self.closed:
+        if self.closed.is_set():
             raise BusError(f"connection {self.name!r} is closed")
-        sub = MemorySubscription(self.broker, self, subject, handler, queue)
+        sub = MemorySubscription(self.broker, subject, handler, queue)
         self.broker.subs.append(sub)
         self.subs.append(sub)
         return sub
 
-    async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
+    async def request(self, subject: str, data: bytes, timeout_s: float) -> bytes:
         self._check(subject, data)
         inbox = self.broker.new_inbox()
         answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
-        def on_reply(msg: MemoryMsg) -> None:
+        async def on_reply(msg: MemoryMsg) -> None:
             if not answer.done():
                 answer.set_result(msg.data)
 
@@ -152,20 +158,18 @@ class MemoryBus:
             if self.broker.route(MemoryMsg(subject, bytes(data), inbox)) == 0:
                 raise BusError(f"nobody answers on {subject}")
             try:
-                return await asyncio.wait_for(answer, timeout)
+                return await asyncio.wait_for(answer, timeout_s)
             except TimeoutError:
-                raise BusError(f"no answer on {subject} within {timeout:g} s") from None
+                raise BusError(f"no answer on {subject} within {timeout_s:g} s") from None
         finally:
-            await sub.unsubscribe()
+            await sub.drain()
 
-    async def flush(self, timeout: float = 5.0) -> None:
+    async def flush(self, timeout_s: float = 5.0) -> None:
         await asyncio.sleep(0)
 
-    async def drain(self) -> None:
-        """Unsubscribe everything, let queued messages be handled, then close."""
-        await asyncio.sleep(0)  # deliveries already under way arrive (a NATS drain's flush)
+    async def close(self) -> None:
+        """Drain every subscription, then close."""
         subs, self.subs = self.subs, []
         for s in subs:
-            await s.unsubscribe()
-        await asyncio.gather(*(s.finished() for s in subs))
-        self.closed = True
+            await s.drain()
+        self.closed.set()

@@ -1,17 +1,26 @@
-"""The conductor's state for one run, what a window does to it, and the pacing clock."""
+"""The conductor's state of one run, and what opening and closing a window does to it."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass, field
 
 from llmtwin.sim.windows import Grant, WindowPlanner
 from proto import subjects
 from proto.chunks import Reassembler
-from proto.control import DoneBatch, ExportBatch, GrantBatch, Progress, RunRequest, WireEnvelope
+from proto.control import (
+    DoneBatch,
+    ExportBatch,
+    GrantBatch,
+    Progress,
+    Ready,
+    RunConfig,
+    RunRequest,
+    WireEnvelope,
+)
 from services.bus import Subscription
+from services.pacing import Pacer
 
 
 class RunFailed(Exception):
@@ -22,42 +31,13 @@ class RunFailed(Exception):
         self.service, self.message = service, message
 
 
-class Pacer:
-    """Maps virtual time to a wall-clock deadline: ``start + T / speed``, pauses excluded.
-
-    ``speed`` is virtual seconds per wall second (1.0 = real time); ``inf`` never waits.
-    """
-
-    def __init__(self, speed: float) -> None:
-        self.speed = speed
-        self.start = time.perf_counter()
-        self.paused_s = 0.0
-        self.lag_s = 0.0
-
-    def delay_s(self, virtual_s: float) -> float:
-        """Wall seconds to wait before opening a window at ``virtual_s`` (<= 0: open now)."""
-        if math.isinf(self.speed):
-            return 0.0
-        deadline = self.start + self.paused_s + virtual_s / self.speed
-        return deadline - time.perf_counter()
-
-    def restart(self) -> None:
-        """Count the pace from now (the first window), not from the run request."""
-        self.start = time.perf_counter()
-
-    def opened(self, virtual_s: float) -> None:
-        """Record the lag behind the pace at the moment a window opens."""
-        self.lag_s = max(0.0, -self.delay_s(virtual_s))
-
-    def elapsed_s(self) -> float:
-        return time.perf_counter() - self.start
-
-
 @dataclass(slots=True)
-class ConductedRun:
+class RunState:
     """Everything the conductor tracks while it runs one run."""
 
     req: RunRequest
+    config: RunConfig
+    """What every host must build (with the digests it must match)."""
     components: list[str]
     planner: WindowPlanner
     pacer: Pacer
@@ -92,7 +72,7 @@ class ConductedRun:
     chunks: Reassembler = field(default_factory=Reassembler)
     completed: dict[str, int] = field(default_factory=dict)
     relay: dict[str, list[WireEnvelope]] = field(default_factory=dict)
-    """Relay routing: envelopes waiting for the next grant to each service."""
+    """Envelopes waiting for the next grant to each service."""
     messages: int = 0
     failure: RunFailed | None = None
     stop: bool = False
@@ -123,6 +103,39 @@ class ConductedRun:
         if self.failure is not None:
             raise self.failure
 
+    def join(self, ready: Ready) -> None:
+        """A host's ``Ready``: record what it leads and follows; fail the run if it built
+        something else than the conductor (digests), or claims a component it must not."""
+        who = ready.service
+        if ready.error:
+            self.fail(who, ready.error)
+            return
+        if ready.code_digest != self.config.code_digest:
+            self.fail(
+                who,
+                f"{who} runs another installation of the twin (code digest {ready.code_digest[:12]}, "
+                f"the conductor's {self.config.code_digest[:12]}): install the same version everywhere",
+            )
+            return
+        if ready.scenario_digest != self.config.scenario_digest:
+            self.fail(
+                who,
+                f"{who} resolved run {self.run} to other contents (scenario digest "
+                f"{ready.scenario_digest[:12]}, the conductor's {self.config.scenario_digest[:12]}): "
+                "a stale scenario, catalog or trace file on that host?",
+            )
+            return
+        for cid in ready.leaders:
+            if cid not in self.planner.components:
+                self.fail(who, f"{who} hosts {cid!r}, which run {self.run} does not have")
+            elif self.leaders.setdefault(cid, who) != who:
+                self.fail(who, f"{cid} is led by both {self.leaders[cid]} and {who}")
+        for cid in ready.followers:
+            self.followers.setdefault(cid, []).append(who)
+        self.ready_services.add(who)
+        if len(self.leaders) == len(self.components):
+            self.ready.set()
+
     def hosting_services(self) -> set[str]:
         return set(self.leaders.values())
 
@@ -132,8 +145,8 @@ class ConductedRun:
         self.grant_subjects = {svc: subjects.grant(self.run, svc) for svc in self.ready_services}
 
     def open_window(self, grants: list[Grant]) -> dict[str, GrantBatch]:
-        """Start a window: one GrantBatch per service that steps any of ``grants`` (relay: with
-        the envelopes produced for it since its last grant)."""
+        """Start a window: one GrantBatch per service that steps any of ``grants``, with the
+        envelopes produced for it since its last grant."""
         first = grants[0]
         batches: dict[str, tuple[list[str], list[int]]] = {}
         for g in grants:
@@ -180,7 +193,7 @@ class ConductedRun:
                 raise RunFailed(lead, f"{lead} reported {g.component}'s messages inconsistently") from None
             sent += len(item.sent_dst)
         self.messages += sent
-        for batch in self.dones.values():  # relay routing: to every host of each destination
+        for batch in self.dones.values():  # to every host of each destination
             for env in batch.envelopes:
                 for svc in self.hosts[env.dst]:
                     self.relay.setdefault(svc, []).append(env)
