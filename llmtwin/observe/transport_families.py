@@ -145,15 +145,6 @@ TRANSPORT_FAMILIES: tuple[MetricDef, ...] = (
         buckets=WALL_BUCKETS_S,
     ),
     _m(
-        "twin_host_input_wait_seconds",
-        H,
-        "Wall time a granted component waited for its messages to arrive",
-        Owner.HOST,
-        "seconds",
-        W,
-        buckets=WALL_BUCKETS_S,
-    ),
-    _m(
         "twin_host_envelopes_total",
         C,
         "Envelopes received and sent, by direction",
