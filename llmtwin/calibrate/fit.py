@@ -74,10 +74,45 @@ def with_efficiency(hw: HardwareSpec, **fields: float) -> HardwareSpec:
     return dataclasses.replace(hw, efficiency=hw.efficiency.replace_numbers(fields))
 
 
+BANDWIDTH_CLASS_FIELDS = frozenset(
+    {"stream_realised", "norm_bw", "activation_bw", "rope_bw", "add_bw", "embedding_bw"}
+)
+"""Fractions of ``hbm`` x peak bandwidth. The roofline caps ``hbm * fraction`` at 1 (no kernel
+streams faster than peak HBM), so any value above ``1 / hbm`` predicts the same times: the fit's
+upper bound is that cap, never beyond it (see :func:`bounded`)."""
+
+FLAT_TOLERANCE = 1e-9
+"""A fitted parameter whose Jacobian column is this small relative to the largest one does not
+change any prediction: it is reported as unidentified rather than written (see :func:`_solve`)."""
+
+
+def bounded(params: Sequence[Param], hw: HardwareSpec) -> list[Param]:
+    """``params`` with every bandwidth-class upper bound cut to ``1 / hbm`` of ``hw``.
+
+    Above that cap a class fraction has no effect on any prediction, so the least-squares problem
+    is flat in that direction and the optimiser would stop wherever rounding on the machine at
+    hand leaves it (on one machine ``add_bw`` ended at 1.187, on another at 1.177, with identical
+    predictions). With the bound at the cap the answer is the cap itself, on every machine.
+    """
+    cap = 1.0 / hw.efficiency.hbm
+    return [
+        dataclasses.replace(p, high=min(p.high, cap), start=min(p.start, cap))
+        if p.name in BANDWIDTH_CLASS_FIELDS
+        else p
+        for p in params
+    ]
+
+
 def _solve(
     hw: HardwareSpec, params: Sequence[Param], residuals: Callable[[HardwareSpec], Array]
 ) -> HardwareSpec:
-    """Least squares over ``params``, starting from fixed values (reproducible)."""
+    """Least squares over ``params``, starting from fixed values (reproducible).
+
+    Raises :class:`CalibrationError` when a parameter does not influence the residuals at the
+    solution: its value would be an accident of the optimiser's path (and of the machine's
+    floating-point rounding), not a property of the data.
+    """
+    params = bounded(params, hw)
 
     def build(x: Array) -> HardwareSpec:
         return with_efficiency(hw, **{p.name: float(v) * p.scale for p, v in zip(params, x, strict=True)})
@@ -89,7 +124,22 @@ def _solve(
     )
     if not result.success:
         raise CalibrationError(f"fit did not converge: {result.message}")
+    flat = unidentified(params, result.jac, result.x, bounds)
+    if flat:
+        raise CalibrationError(f"the data do not determine {', '.join(flat)} (no prediction depends on it)")
     return build(result.x)
+
+
+def unidentified(params: Sequence[Param], jac: Array, x: Array, bounds: tuple[Array, Array]) -> list[str]:
+    """Names of free parameters (not held at a bound) on which no residual depends."""
+    norms = np.linalg.norm(jac, axis=0) * np.maximum(np.abs(x), 1e-12)
+    top = float(norms.max()) if norms.size else 0.0
+    at_bound = np.isclose(x, bounds[0], rtol=1e-6, atol=1e-12) | np.isclose(
+        x, bounds[1], rtol=1e-6, atol=1e-12
+    )
+    return [
+        p.name for p, n, b in zip(params, norms, at_bound, strict=True) if not b and n <= FLAT_TOLERANCE * top
+    ]
 
 
 def fit_ops(hw: HardwareSpec, groups: Sequence[OpGroup], prec: Precision, max_tokens: int) -> HardwareSpec:
@@ -97,9 +147,10 @@ def fit_ops(hw: HardwareSpec, groups: Sequence[OpGroup], prec: Precision, max_to
     used = [(g, g.tokens <= max_tokens) for g in groups]
     if not any(mask.any() for _, mask in used):
         raise CalibrationError(f"no operator samples with at most {max_tokens} tokens")
-    present = {g.memory_class for g in groups} | (
-        {"gemm"} if any(g.kind == "gemm" for g in groups) else set()
-    )
+    present: set[str] = {g.memory_class for g in groups if g.kind != "gemm"}
+    present |= {"gemm"} if any(g.kind == "gemm" for g in groups) else set()
+    present |= {"memory"} if any(g.kind != "gemm" for g in groups) else set()
+    present |= {"row_parallel"} if any(g.row_parallel for g in groups) else set()
     params = [p for p in OP_PARAMS if _relevant(p.name, present)]
 
     def residuals(h: HardwareSpec) -> Array:
@@ -108,11 +159,18 @@ def fit_ops(hw: HardwareSpec, groups: Sequence[OpGroup], prec: Precision, max_to
     return _solve(hw, params, residuals)
 
 
+_NEEDS: dict[str, str] = {
+    "norm_bw": "norm", "activation_bw": "activation", "rope_bw": "rope", "add_bw": "add",
+    "embedding_bw": "embedding", "gemm_realised": "gemm", "stream_realised": "gemm",
+    "roofline_sharpness": "gemm", "gemm_overhead_s": "gemm", "kernel_overhead_s": "memory",
+    "row_parallel_rows": "row_parallel",
+}  # fmt: skip
+"""What must have been measured for a field to be fitted (else it keeps its value): an op of its
+memory class, a GEMM, any memory-bound kernel, or a row-per-block kernel."""
+
+
 def _relevant(name: str, present: set[str]) -> bool:
-    """Skip a memory-class field when no op of that class was measured (it stays at its default)."""
-    cls = {"norm_bw": "norm", "activation_bw": "activation", "rope_bw": "rope", "add_bw": "add"}
-    cls |= {"embedding_bw": "embedding", "gemm_realised": "gemm", "stream_realised": "gemm"}
-    return name not in cls or cls[name] in present
+    return name not in _NEEDS or _NEEDS[name] in present
 
 
 def collective_prediction(hw: HardwareSpec, samples: Sequence[CollectiveSample]) -> Array:

@@ -71,7 +71,7 @@ class Efficiency:
     """Fraction of ``hbm`` x peak bandwidth the MLP activation (SiLU x up, GELU) reaches."""
     rope_bw: float = 0.5305
     """Fraction of ``hbm`` x peak bandwidth the rotary-embedding kernel reaches."""
-    add_bw: float = 1.177
+    add_bw: float = 1.176
     """Fraction of ``hbm`` x peak bandwidth a residual add (pure streaming) reaches."""
     embedding_bw: float = 0.1799
     """Fraction of ``hbm`` x peak bandwidth the token-embedding gather reaches."""
