@@ -65,6 +65,15 @@ P2P_PARAMS: tuple[Param, ...] = (
 )
 """Fields fitted on intra-node send/recv timings."""
 
+SCALE_OUT_PARAMS: tuple[Param, ...] = (
+    Param("scale_out_efficiency", 0.5, 0.01, 1.5),
+    Param("scale_out_alpha_s", 10.0, 0.0, 500.0, 1e-6),
+    Param("scale_out_ring_efficiency", 0.8, 0.05, 1.5),
+    Param("scale_out_rails", 4.0, 1.0, 64.0),
+)
+"""Fields fitted on the multi-node allreduce and send/recv timings together (the NIC's realised
+bandwidth and latency are shared by both)."""
+
 LOSS_SCALE = 0.1
 """Soft-L1 knee on log-time residuals: errors beyond ~10% count linearly, not quadratically."""
 
@@ -176,30 +185,39 @@ def _relevant(name: str, present: set[str]) -> bool:
 def collective_prediction(hw: HardwareSpec, samples: Sequence[CollectiveSample]) -> Array:
     """Predicted seconds for each sample (allreduce/allgather by ring, send_recv point to point)."""
     out = np.empty(len(samples))
-    by_kind: dict[tuple[str, int, bool], list[int]] = {}
+    by_kind: dict[tuple[str, int, int], list[int]] = {}
     for i, s in enumerate(samples):
-        by_kind.setdefault((s.collective, s.world, s.intra_node), []).append(i)
-    for (name, world, intra), idx in by_kind.items():
+        by_kind.setdefault((s.collective, s.world, s.devices_per_node), []).append(i)
+    for (name, world, per_node), idx in by_kind.items():
         sizes = np.array([float(samples[i].size_bytes) for i in idx])
+        intra = world <= per_node
         if name == "send_recv":
             out[idx] = p2p_time_array(hw, sizes, same_node=intra)
         else:
             op: Collective = "all_gather" if name == "all_gather" else "all_reduce"
-            node_hw = hw if intra else _cross_node(hw, world)
+            node_hw = hw if intra else spread_over_nodes(hw, per_node)
             out[idx] = ring_collective_time(node_hw, op, world, sizes)
     return out
 
 
-def _cross_node(hw: HardwareSpec, world: int) -> HardwareSpec:
-    """Collectives spanning nodes use the scale-out link: make ``world`` exceed the node size."""
-    link = dataclasses.replace(hw.link, devices_per_node=min(hw.link.devices_per_node, world - 1))
+def spread_over_nodes(hw: HardwareSpec, per_node: int) -> HardwareSpec:
+    """``hw`` as seen by a group with ``per_node`` of its devices in each node: the node size is
+    the group's share, so a larger group runs over the scale-out link (the convention of
+    :mod:`llmtwin.physics.collectives` and ``llmtwin collective --devices-per-node``)."""
+    link = dataclasses.replace(hw.link, devices_per_node=min(hw.link.devices_per_node, per_node))
     return dataclasses.replace(hw, link=link)
 
 
 def fit_collectives(hw: HardwareSpec, samples: Sequence[CollectiveSample]) -> HardwareSpec:
-    """Fit allreduce and send/recv shape fields on the intra-node samples (the scale-up fabric)."""
-    for kind, params in (("all_reduce", ALLREDUCE_PARAMS), ("send_recv", P2P_PARAMS)):
-        chosen = [s for s in samples if s.collective == kind and s.intra_node and s.world > 1]
+    """Fit allreduce and send/recv fields on the intra-node samples (the scale-up fabric), then the
+    scale-out fields on the multi-node samples with the scale-up ones frozen."""
+    steps: list[tuple[list[CollectiveSample], Sequence[Param]]] = [
+        ([s for s in samples if s.collective == kind and s.intra_node and s.world > 1], params)
+        for kind, params in (("all_reduce", ALLREDUCE_PARAMS), ("send_recv", P2P_PARAMS))
+    ]
+    across = multi_node(samples)
+    steps.append((across, scale_out_params(across)))
+    for chosen, params in steps:
         if not chosen:
             continue
         measured = np.array([s.time_s for s in chosen])
@@ -209,6 +227,21 @@ def fit_collectives(hw: HardwareSpec, samples: Sequence[CollectiveSample]) -> Ha
 
         hw = _solve(hw, params, residuals)
     return hw
+
+
+def multi_node(samples: Sequence[CollectiveSample]) -> list[CollectiveSample]:
+    """The allreduce and send/recv samples whose group spans nodes."""
+    return [s for s in samples if not s.intra_node and s.collective in ("all_reduce", "send_recv")]
+
+
+def scale_out_params(across: Sequence[CollectiveSample]) -> list[Param]:
+    """The scale-out fields multi-node samples determine: the ring fields need an allreduce, the
+    number of rails needs groups with different numbers of devices per node."""
+    rings = [s for s in across if s.collective == "all_reduce"]
+    wanted = {"scale_out_efficiency", "scale_out_alpha_s"} if across else set()
+    wanted |= {"scale_out_ring_efficiency"} if rings else set()
+    wanted |= {"scale_out_rails"} if len({s.devices_per_node for s in rings}) > 1 else set()
+    return [p for p in SCALE_OUT_PARAMS if p.name in wanted]
 
 
 def fitted_fields(params: Sequence[Param], eff: Efficiency) -> dict[str, float]:

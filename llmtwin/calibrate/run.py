@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from llmtwin.calibrate.engine_fit import ENGINE_FIELDS, Config, build_configs, engine_with, fit_engine
-from llmtwin.calibrate.fit import ALLREDUCE_PARAMS, OP_PARAMS, P2P_PARAMS, fit_collectives, fit_ops
+from llmtwin.calibrate.fit import (
+    ALLREDUCE_PARAMS,
+    OP_PARAMS,
+    P2P_PARAMS,
+    fit_collectives,
+    fit_ops,
+    multi_node,
+    scale_out_params,
+)
 from llmtwin.calibrate.measured import (
     CollectiveSample,
     IterationSample,
@@ -82,6 +90,7 @@ def calibrate(inputs: Inputs, model_lookup: Callable[[str], ModelSpec]) -> Resul
         kinds = {s.collective for s in collectives}
         fitted_names += [p.name for p in ALLREDUCE_PARAMS] if "all_reduce" in kinds else []
         fitted_names += [p.name for p in P2P_PARAMS] if "send_recv" in kinds else []
+        fitted_names += [p.name for p in scale_out_params(multi_node(collectives))]
     fitted = {n: round_sig(getattr(hw.efficiency, n)) for n in fitted_names}
     hw = dataclasses.replace(hw, efficiency=hw.efficiency.replace_numbers(fitted))
 

@@ -52,6 +52,21 @@ class Efficiency:
     """Latency term of one point-to-point transfer (send/recv, KV copy), seconds."""
     p2p_efficiency: float = 0.80
     """Achieved point-to-point bandwidth as a fraction of the per-direction link bandwidth."""
+    scale_out_efficiency: float = 0.80
+    """Achieved point-to-point bandwidth across nodes as a fraction of the scale-out NIC's
+    per-direction bandwidth (``link.scale_out_gb_s_per_direction``): what the cluster's network
+    really delivers to one GPU (switches, congestion, proxy threads), not a kernel property."""
+    scale_out_alpha_s: float = 10.0e-6
+    """Latency of one traversal of the scale-out network (NIC, switch, NCCL proxy), seconds. A
+    point-to-point transfer crosses once; a ring allreduce across nodes twice (reduce-scatter and
+    all-gather), on top of ``allreduce_alpha_s``."""
+    scale_out_ring_efficiency: float = 0.75
+    """Bandwidth a ring allreduce reaches across nodes, as a fraction of the point-to-point rate
+    (``scale_out_efficiency``) of each NIC it uses."""
+    scale_out_rails: float = 8.0
+    """NICs per node a collective spanning nodes drives in parallel (one ring per NIC): a group
+    with ``r`` devices in each node uses ``min(r, scale_out_rails)`` of them. DGX/HGX nodes have
+    one NIC per GPU; a fit to a cluster's measurements may find fewer."""
 
     # -- kernel-shape parameters (fitted; defaults = A100 fit) ----------------------------------
     gemm_realised: float = 0.8593
