@@ -60,6 +60,10 @@ def test_calibrate_reproduces_the_shipped_files(tmp_path: Path, capsys: pytest.C
         "per_kernel_launch_us",
         "per_sequence_overhead_us",
         "prefill_overhead_us",
+        "per_sequence_vocab_ns",
+        "prefill_pair_bytes",
+        "max_batched_tokens",
+        "host_speed",
     ):
         assert fresh_engine[key] == pytest.approx(shipped_engine[key], rel=2e-3)
 

@@ -48,7 +48,7 @@ OP_PARAMS: tuple[Param, ...] = (
     Param("rope_bw", 0.5, 0.02, 1.2),
     Param("add_bw", 0.9, 0.02, 1.2),
     Param("embedding_bw", 0.2, 0.02, 1.2),
-    Param("row_parallel_rows", 100.0, 1.0, 2000.0),
+    Param("row_parallel_rows_per_unit", 1.0, 0.01, 20.0),
 )
 """Fields fitted on operator timings."""
 
@@ -172,7 +172,7 @@ _NEEDS: dict[str, str] = {
     "norm_bw": "norm", "activation_bw": "activation", "rope_bw": "rope", "add_bw": "add",
     "embedding_bw": "embedding", "gemm_realised": "gemm", "stream_realised": "gemm",
     "roofline_sharpness": "gemm", "gemm_overhead_s": "gemm", "kernel_overhead_s": "memory",
-    "row_parallel_rows": "row_parallel",
+    "row_parallel_rows_per_unit": "row_parallel",
 }  # fmt: skip
 """What must have been measured for a field to be fitted (else it keeps its value): an op of its
 memory class, a GEMM, any memory-bound kernel, or a row-per-block kernel."""

@@ -56,7 +56,7 @@ def render(result: Result, prec: Precision, max_tokens: int) -> str:
         rows = collective_errors(result.hardware, result.collectives)
         body = [[*r.label, str(r.count), pct(r.median_pct), pct(r.p90_pct)] for r in rows]
         out += [
-            "Collectives (fitted on intra-node rows): median and p90 |predicted/measured - 1| in %", "",
+            "Collectives (scale-up fields fitted on intra-node rows, scale-out fields on the rest): median and p90 |predicted/measured - 1| in %", "",
             markdown_table(["collective", "world", "scope", "points", "median %", "p90 %"], body), "",
         ]  # fmt: skip
     if result.engine is not None:
@@ -64,7 +64,9 @@ def render(result: Result, prec: Precision, max_tokens: int) -> str:
         out += [
             f"Engine profile `{e.name}`: iteration {e.iteration_overhead_s * 1e3:.3g} ms, "
             f"per-kernel dispatch {e.per_kernel_launch_s * 1e6:.3g} us, per sequence "
-            f"{e.per_sequence_overhead_s * 1e3:.3g} ms, prefill {e.prefill_overhead_s * 1e3:.3g} ms",
+            f"{e.per_sequence_overhead_s * 1e3:.3g} ms + {e.per_sequence_vocab_s * 1e9:.3g} ns per vocabulary "
+            f"entry, prefill {e.prefill_overhead_s * 1e3:.3g} ms, {e.prefill_pair_bytes:.3g} bytes per layer "
+            f"per pair of prompt tokens (host speed {e.host_speed:g})",
             "",
             "Iterations (every measured row): median and p90 |predicted/measured - 1| in %",
             "",

@@ -54,6 +54,10 @@ class Inputs:
     engine_name: str = "calibrated"
     max_tokens: int = 4096
     """Operator points with more tokens are reported (extrapolation) but not fitted."""
+    max_batched_tokens: int | None = None
+    """Prompt tokens the measured framework computed per forward pass at most; ``None``: the
+    longest single prompt of the iteration table (it ran in one pass, and batches beyond it scale
+    linearly, as passes do: docs/device-model.md, section 6)."""
     precision: Precision = field(default_factory=Precision)
 
 
@@ -106,9 +110,17 @@ def calibrate(inputs: Inputs, model_lookup: Callable[[str], ModelSpec]) -> Resul
                 cache[(name, tp)] = StepModel(hw, model_lookup(name), tp, prec, check_fit=False)
             return cache[(name, tp)]
 
-        configs = build_configs(iterations, step_model)
-        raw = fit_engine(configs, EngineSpec(name=inputs.engine_name))
-        engine = engine_with(raw, {n: round_sig(getattr(raw, n)) for n, _, _ in ENGINE_FIELDS})
+        cap = inputs.max_batched_tokens
+        if cap is None:
+            cap = (
+                max(s.prompt for s in iterations if s.batch == 1)
+                if any(s.batch == 1 for s in iterations)
+                else 0
+            )
+        configs = build_configs(iterations, step_model, cap)
+        base = EngineSpec(name=inputs.engine_name, host_speed=hw.host_cpu_speed, max_batched_tokens=cap)
+        raw = fit_engine(configs, base)
+        engine = engine_with(raw, {f[0]: round_sig(getattr(raw, f[0])) for f in ENGINE_FIELDS})
     return Result(hw, fitted, groups, collectives, iterations, configs, engine)
 
 
@@ -147,5 +159,9 @@ def engine_document(engine: EngineSpec, description: str, command: str) -> dict[
         "per_sequence_overhead_us": round_sig(engine.per_sequence_overhead_s * 1e6),
         "prefill_overhead_us": round_sig(engine.prefill_overhead_s * 1e6),
         "per_layer_overhead_us": round_sig(engine.per_layer_overhead_s * 1e6),
+        "per_sequence_vocab_ns": round_sig(engine.per_sequence_vocab_s * 1e9),
+        "prefill_pair_bytes": round_sig(engine.prefill_pair_bytes),
+        "host_speed": engine.host_speed,
+        "max_batched_tokens": engine.max_batched_tokens,
         "source": f"fitted by `{command}` (see docs/device-model.md)",
     }

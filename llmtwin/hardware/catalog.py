@@ -6,6 +6,7 @@ File format (units in key names; every figure's source under ``[sources]``)::
     description = "NVIDIA A100 SXM 80GB"
     notes = "..."                      # optional free text
     [compute]                          # dense peaks; omit a dtype the device lacks
+    units = 108                        # SMs / CUs / AI cores / TensorCores
     bf16_tflops = 312.0
     fp16_tflops = 312.0
     int8_tops = 624.0
@@ -26,6 +27,9 @@ File format (units in key names; every figure's source under ``[sources]``)::
     allreduce_bus_efficiency_by_world = [[2, 0.82], [5, 0.93]]   # [world, efficiency] pairs
     [price]                            # optional
     usd_per_hour = 1.5
+    [host]                             # optional: the CPU driving the devices
+    cpu = "2 x AMD EPYC 7742 (DGX A100)"
+    single_thread_relative = 1.0       # single-thread speed relative to that CPU
     [sources]                          # keys name a field present in the file
     "memory.hbm_tb_s" = "[V] https://..."
 
@@ -49,7 +53,7 @@ _EFFICIENCY_FIELDS = {f.name for f in dataclasses.fields(Efficiency)}
 _BY_WORLD = "allreduce_bus_efficiency_by_world"
 """The one efficiency field that is a table ([world, efficiency] pairs), not a number."""
 _SECTION_FIELDS: dict[str, frozenset[str]] = {
-    "compute": frozenset(_COMPUTE_KEYS),
+    "compute": frozenset({*_COMPUTE_KEYS, "units"}),
     "memory": frozenset({"hbm_gb", "hbm_tb_s", "l2_mib", "l2_tb_s"}),
     "link": frozenset(
         {
@@ -63,6 +67,7 @@ _SECTION_FIELDS: dict[str, frozenset[str]] = {
     ),
     "efficiency": frozenset(_EFFICIENCY_FIELDS),
     "price": frozenset({"usd_per_hour", "usd_purchase", "tdp_w"}),
+    "host": frozenset({"cpu", "single_thread_relative"}),
 }
 _TOP_LEVEL = frozenset({"name", "description", "notes", "sources", *_SECTION_FIELDS})
 
@@ -88,6 +93,7 @@ def load_hardware_file(path: Path) -> HardwareSpec:
     link = root.sub("link")
     efficiency = _efficiency(root.sub("efficiency", required=False))
     price = root.sub("price", required=False)
+    host = root.sub("host", required=False)
     return HardwareSpec(
         name=name,
         description=root.text("description", default=name),
@@ -105,6 +111,9 @@ def load_hardware_file(path: Path) -> HardwareSpec:
             scale_out_bandwidth_per_direction=link.number("scale_out_gb_s_per_direction", default=50.0) * 1e9,
         ),
         efficiency=efficiency,
+        compute_units=compute.integer("units", default=100),
+        host_cpu_speed=host.number("single_thread_relative", default=1.0),
+        host_cpu=host.text("cpu", default=""),
         usd_per_hour=price.optional_number("usd_per_hour"),
         usd_purchase=price.optional_number("usd_purchase"),
         tdp_w=price.optional_number("tdp_w"),

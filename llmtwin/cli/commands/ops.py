@@ -13,7 +13,7 @@ import sys
 
 from llmtwin.cli.common import add_device_args, int_list, print_json, step_model
 from llmtwin.physics.graph import VIDUR_OPS, BatchShape
-from llmtwin.physics.roofline import op_time
+from llmtwin.physics.op_time import op_time
 from llmtwin.physics.step import StepModel
 
 EXAMPLE_TOKENS = ",".join(str(1 << i) for i in range(13))
