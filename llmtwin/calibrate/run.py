@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmtwin.calibrate.bands import device_bands, iteration_bands
 from llmtwin.calibrate.engine_fit import ENGINE_FIELDS, Config, build_configs, engine_with, fit_engine
 from llmtwin.calibrate.fit import (
     ALLREDUCE_PARAMS,
@@ -36,6 +37,7 @@ from llmtwin.calibrate.opset import OpGroup, group_samples
 from llmtwin.calibrate.toml_out import round_sig
 from llmtwin.hardware.spec import HardwareSpec
 from llmtwin.models.spec import ModelSpec
+from llmtwin.physics.bands import BandTable
 from llmtwin.physics.overhead import EngineSpec
 from llmtwin.physics.precision import Precision
 from llmtwin.physics.step import StepModel
@@ -121,6 +123,13 @@ def calibrate(inputs: Inputs, model_lookup: Callable[[str], ModelSpec]) -> Resul
         base = EngineSpec(name=inputs.engine_name, host_speed=hw.host_cpu_speed, max_batched_tokens=cap)
         raw = fit_engine(configs, base)
         engine = engine_with(raw, {f[0]: round_sig(getattr(raw, f[0])) for f in ENGINE_FIELDS})
+        engine = dataclasses.replace(
+            engine, fitted_on=hw.name, bands=iteration_bands(configs, engine, iterations)
+        )
+    if groups or collectives:
+        hw = dataclasses.replace(
+            hw, bands=device_bands(hw, groups, prec, collectives), transfer_uncertainty=0.0
+        )
     return Result(hw, fitted, groups, collectives, iterations, configs, engine)
 
 
@@ -145,6 +154,8 @@ def hardware_document(base: dict[str, Any], result: Result, command: str) -> dic
         if line and not line.startswith(CALIBRATED_PREFIX)
     ]
     doc["notes"] = "\n".join([*kept, CALIBRATED_PREFIX + command])
+    if result.hardware.bands:
+        doc["bands"] = rounded_bands(result.hardware.bands)
     doc["sources"] = sources
     return doc
 
@@ -163,5 +174,15 @@ def engine_document(engine: EngineSpec, description: str, command: str) -> dict[
         "prefill_pair_bytes": round_sig(engine.prefill_pair_bytes),
         "host_speed": engine.host_speed,
         "max_batched_tokens": engine.max_batched_tokens,
+        "fitted_on": engine.fitted_on,
         "source": f"fitted by `{command}` (see docs/device-model.md)",
+        **({"bands": rounded_bands(engine.bands)} if engine.bands else {}),
+    }
+
+
+def rounded_bands(table: BandTable) -> dict[str, list[list[float]]]:
+    """A band table for a file, multipliers rounded to 4 significant digits."""
+    return {
+        key: [[*row[:3], round_sig(row[3]), round_sig(row[4]), row[5]] for row in rows]
+        for key, rows in table.to_document().items()
     }

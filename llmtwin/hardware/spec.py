@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from llmtwin.physics.bands import BandTable
+
 Topology = Literal["nvswitch", "full_mesh", "torus2d", "torus3d", "ring"]
 
 
@@ -191,6 +193,12 @@ class HardwareSpec:
     scheduler and kernel dispatch run there), relative to the DGX A100's 2 x AMD EPYC 7742."""
     host_cpu: str = ""
     """The host CPU, in words."""
+    bands: BandTable = field(default_factory=BandTable)
+    """Uncertainty bands of the device physics per op class and region (llmtwin.physics.bands):
+    its own calibration's, else the reference device's."""
+    transfer_uncertainty: float = 0.0
+    """Relative uncertainty added to the bands when they come from another device's calibration
+    (0 for a device calibrated on its own measurements)."""
     compute_units: int = 100
     """Independent units a kernel's thread blocks spread over: SMs (NVIDIA), CUs (AMD), AI cores
     (Ascend), TensorCores (TPU). Decides when a small kernel cannot fill the device."""

@@ -42,19 +42,20 @@ File format (llmtwin/data/engines/<name>.toml)::
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from llmtwin.catalog_files import FieldReader, find_files, read_toml
 from llmtwin.errors import CatalogFileError, UnknownEngine
 from llmtwin.hardware.spec import HardwareSpec
+from llmtwin.physics.bands import BandEdge, BandTable, read_band_table
 from llmtwin.physics.graph import BatchShape
 
 _KNOWN_FIELDS = frozenset(
     {
         "name", "description", "source", "notes", "iteration_overhead_us", "per_layer_overhead_us",
         "per_sequence_overhead_us", "per_kernel_launch_us", "prefill_overhead_us", "per_sequence_vocab_ns",
-        "prefill_pair_bytes", "host_speed", "max_batched_tokens",
+        "prefill_pair_bytes", "host_speed", "max_batched_tokens", "bands", "fitted_on",
     }
 )  # fmt: skip
 
@@ -92,6 +93,15 @@ class EngineSpec:
     max_batched_tokens: int = 0
     """Most prompt tokens the framework computes in one forward pass (0: no limit). A batch of
     prompts beyond it runs as several passes (:meth:`passes`), each paying the per-iteration costs."""
+    bands: BandTable = field(default_factory=BandTable)
+    """Uncertainty bands of whole iterations (device physics and this engine together) from the
+    calibration it was fitted in, by phase, TP and size (llmtwin.physics.bands)."""
+    fitted_on: str = ""
+    """Hardware the profile (and its bands) was fitted on; on any other the bands widen by that
+    hardware's ``transfer_uncertainty``."""
+    band_edge: BandEdge | None = None
+    """Price every iteration at this edge of its band instead of the nominal time (the engine
+    name ``NAME@low`` / ``NAME@high``): what ``llmtwin simulate --band`` runs."""
 
     def passes(self, shape: BatchShape) -> list[BatchShape]:
         """The forward passes the framework runs for ``shape``: whole prompts split as evenly as
@@ -213,6 +223,8 @@ def load_engine_file(path: Path) -> EngineSpec:
         prefill_pair_bytes=r.number("prefill_pair_bytes", default=0.0, positive=False),
         host_speed=r.number("host_speed", default=1.0),
         max_batched_tokens=int(r.number("max_batched_tokens", default=0.0, positive=False)),
+        bands=read_band_table(path, r.sub("bands").table) if r.has("bands") else BandTable(),
+        fitted_on=r.text("fitted_on", default=""),
         description=r.text("description", default=""),
         source=r.text("source", default=""),
     )
@@ -228,6 +240,13 @@ class EngineCatalog:
         return sorted({"none", *self._files})
 
     def get(self, name: str) -> EngineSpec:
+        """The profile called ``name`` (or a .toml path); ``NAME@low`` / ``NAME@high`` is that
+        profile priced at the low / high edge of its uncertainty bands."""
+        base, _, edge = name.rpartition("@") if "@" in name else (name, "", "")
+        if edge:
+            if edge not in ("low", "high"):
+                raise UnknownEngine(f"engine band edge must be 'low' or 'high', got {name!r}")
+            return replace(self.get(base), band_edge="low" if edge == "low" else "high")
         if name.endswith(".toml"):
             return load_engine_file(Path(name))
         if name == "none":

@@ -12,10 +12,12 @@ from dataclasses import dataclass, replace
 from llmtwin.errors import ConfigurationError
 from llmtwin.hardware.spec import HardwareSpec
 from llmtwin.models.spec import ModelSpec
+from llmtwin.physics.bands import Band
 from llmtwin.physics.graph import BatchShape, Op, ShardPlan, build_graph, shard
 from llmtwin.physics.op_time import op_time
 from llmtwin.physics.overhead import NO_ENGINE, EngineSpec, launch_pipeline
 from llmtwin.physics.precision import Precision
+from llmtwin.physics.uncertainty import device_band, iteration_band
 
 ACTIVATION_RESERVE_FRACTION = 0.05
 """Share of HBM kept for activations, workspace and fragmentation (vLLM's gpu_memory_utilization
@@ -119,8 +121,23 @@ class StepModel:
         if l2_bytes:
             times = [t.time_s for t in self.timeline(shape, l2_bytes)]
             work = launch_pipeline(times, [], 0, [], engine.per_kernel_launch_s)
-            return work + engine.serial_s(self.hw, self.model.layers, self.model.vocab, shape)
-        return sum(self._pass_time(p) for p in engine.passes(shape))
+            nominal = work + engine.serial_s(self.hw, self.model.layers, self.model.vocab, shape)
+        else:
+            nominal = sum(self._pass_time(p) for p in engine.passes(shape))
+        return nominal * self.band(shape).edge(engine.band_edge) if engine.band_edge else nominal
+
+    def band(self, shape: BatchShape) -> Band:
+        """Multipliers of :meth:`time` between which the measured time is expected (80% of the
+        calibration points of this region): the engine's iteration band where it has one, else
+        the time-weighted band of the device ops (llmtwin.physics.uncertainty)."""
+        whole = iteration_band(self.hw, self.engine, self.tp, shape)
+        if whole is not None:
+            return whole
+        weighted: list[tuple[Op, float]] = []
+        for op in self.ops_one_layer(shape):
+            t = op_time(self.hw, op, self.prec, self.tp)
+            weighted.append((op, t * (self.model.layers if op.layer == 0 else 1)))
+        return device_band(self.hw, self.tp, shape.tokens, weighted)
 
     def _pass_time(self, shape: BatchShape) -> float:
         """One forward pass of the framework: the dispatch queue over its op times, plus the rest."""
