@@ -27,6 +27,7 @@ from llmtwin.physics.precision import Precision
 MEASURED = Path(__file__).resolve().parents[2] / "shared" / "data" / "measured-a100"
 needs_data = pytest.mark.skipif(not MEASURED.is_dir(), reason=f"measured data not found at {MEASURED}")
 SHAPE_FIELDS = [p.name for p in OP_PARAMS] + ["allreduce_realised", "allreduce_sharpness"]
+HARDWARE_FILE = Path(__file__).resolve().parents[1] / "llmtwin" / "data" / "hardware" / "a100-80g.toml"
 
 
 def calibrate_argv(out: Path) -> list[str]:
@@ -55,6 +56,14 @@ def test_calibrate_reproduces_the_shipped_files(tmp_path: Path, capsys: pytest.C
     )
     shipped_engine = tomllib.loads(engine_file.read_text())
     fresh_engine = tomllib.loads((tmp_path / "engines" / "splitwise-dgx-a100.toml").read_text())
+    fresh_bands = tomllib.loads((tmp_path / "hardware" / "a100-80g.toml").read_text())["bands"]
+    for fresh_table, shipped_table in (
+        (fresh_engine["bands"], shipped_engine["bands"]),
+        (fresh_bands, tomllib.loads(HARDWARE_FILE.read_text())["bands"]),
+    ):
+        assert fresh_table.keys() == shipped_table.keys()
+        for key, rows in fresh_table.items():
+            assert np.array(rows) == pytest.approx(np.array(shipped_table[key]), rel=2e-3), key
     for key in (
         "iteration_overhead_us",
         "per_kernel_launch_us",
@@ -167,7 +176,8 @@ def test_bandwidth_fraction_beyond_the_peak_cap_is_fitted_to_the_cap() -> None:
 def test_unidentified_names_free_parameters_without_influence() -> None:
     """A parameter no residual depends on is reported, unless the fit holds it at a bound."""
     params = [p for p in OP_PARAMS if p.name in ("norm_bw", "add_bw")]
+    names = [p.name for p in params]
     jac = np.array([[1.0, 0.0], [2.0, 0.0]])
     lows, highs = np.array([p.low for p in params]), np.array([p.high for p in params])
-    assert unidentified(params, jac, np.array([0.5, 0.5]), (lows, highs)) == ["add_bw"]
-    assert unidentified(params, jac, np.array([0.5, highs[1]]), (lows, highs)) == []
+    assert unidentified(names, jac, np.array([0.5, 0.5]), (lows, highs)) == ["add_bw"]
+    assert unidentified(names, jac, np.array([0.5, highs[1]]), (lows, highs)) == []

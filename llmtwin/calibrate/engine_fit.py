@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.optimize import least_squares
 
-from llmtwin.calibrate.fit import LOSS_SCALE
+from llmtwin.calibrate.fit import LOSS_SCALE, unidentified
 from llmtwin.calibrate.measured import IterationSample
 from llmtwin.calibrate.opset import Array
 from llmtwin.errors import CalibrationError
@@ -158,4 +158,7 @@ def fit_engine(configs: Sequence[Config], base: EngineSpec) -> EngineSpec:
     result = least_squares(residuals, x0, bounds=bounds, loss="soft_l1", f_scale=LOSS_SCALE, x_scale="jac")
     if not result.success:
         raise CalibrationError(f"engine fit did not converge: {result.message}")
+    flat = unidentified([f[0] for f in ENGINE_FIELDS], result.jac, result.x, bounds)
+    if flat:
+        raise CalibrationError(f"the iteration table does not determine {', '.join(flat)}")
     return build(result.x)

@@ -133,13 +133,13 @@ def _solve(
     )
     if not result.success:
         raise CalibrationError(f"fit did not converge: {result.message}")
-    flat = unidentified(params, result.jac, result.x, bounds)
+    flat = unidentified([p.name for p in params], result.jac, result.x, bounds)
     if flat:
         raise CalibrationError(f"the data do not determine {', '.join(flat)} (no prediction depends on it)")
     return build(result.x)
 
 
-def unidentified(params: Sequence[Param], jac: Array, x: Array, bounds: tuple[Array, Array]) -> list[str]:
+def unidentified(names: Sequence[str], jac: Array, x: Array, bounds: tuple[Array, Array]) -> list[str]:
     """Names of free parameters (not held at a bound) on which no residual depends."""
     norms = np.linalg.norm(jac, axis=0) * np.maximum(np.abs(x), 1e-12)
     top = float(norms.max()) if norms.size else 0.0
@@ -147,7 +147,7 @@ def unidentified(params: Sequence[Param], jac: Array, x: Array, bounds: tuple[Ar
         x, bounds[1], rtol=1e-6, atol=1e-12
     )
     return [
-        p.name for p, n, b in zip(params, norms, at_bound, strict=True) if not b and n <= FLAT_TOLERANCE * top
+        name for name, n, b in zip(names, norms, at_bound, strict=True) if not b and n <= FLAT_TOLERANCE * top
     ]
 
 
