@@ -54,6 +54,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--engine-out", type=Path, help="engine .toml to write (default: beside --out, see docs)")
     p.add_argument("--report", type=Path, help="also write the fit-error tables to this markdown file")
     p.add_argument("--max-tokens", type=int, default=4096, help="fit operator points up to this many tokens")
+    p.add_argument(
+        "--max-batched-tokens", type=int, default=None,
+        help="prompt tokens the measured framework ran per forward pass (default: its longest single prompt)",
+    )  # fmt: skip
     p.add_argument("--precision", default="bf16", help="precision the measurements were taken at")
     p.add_argument("--catalog", action="append", type=Path, default=[], help="extra catalog directory")
     p.set_defaults(func=run)
@@ -110,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         iteration_hardware=args.iterations_hardware,
         engine_name=args.engine_name,
         max_tokens=args.max_tokens,
+        max_batched_tokens=args.max_batched_tokens,
         precision=prec,
     )
     result = calibrate(inputs, models.get)

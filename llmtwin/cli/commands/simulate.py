@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from llmtwin.cli.band import band_runs, band_table
 from llmtwin.cli.common import print_json
 from llmtwin.errors import ConfigurationError
 from llmtwin.report.execute import run_all, run_output
@@ -45,6 +46,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_run_args(p)
     p.add_argument("--policy", help="serving policy (colocated, disaggregated, accellm, ...)")
     p.add_argument("--json", action="store_true", help="print summary.json on stdout instead of the table")
+    p.add_argument(
+        "--band", action="store_true",
+        help="also run the cluster with every iteration at the low and at the high edge of its "
+        "calibration band (engine NAME@low / NAME@high) and report the range of each headline metric",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -52,10 +58,20 @@ def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, args.overrides, args.policy)
     label = f"{scenario.name}/{scenario.policy.name}"
     (out,) = run_all(run_output, [(label, scenario)], jobs=1, stream=sys.stderr, show_progress=not args.quiet)
+    edges = (
+        band_runs(args.scenario, args.overrides, args.policy, scenario.cluster.engine, args.quiet)
+        if args.band
+        else {}
+    )
     if args.json:
-        print_json(summary_document(out))
+        doc = summary_document(out)
+        if edges:
+            doc["band"] = {edge: run.summary.to_dict() for edge, run in edges.items()}
+        print_json(doc)
     else:
         print(summary_table(out.summary, markdown=args.markdown))
+        if edges:
+            print(band_table(out.summary.to_dict(), {e: r.summary.to_dict() for e, r in edges.items()}))
     if args.out is not None:
         files = write_run(args.out, out, plots=not args.no_plots)
         print(describe_written(args.out, files), file=sys.stderr)
