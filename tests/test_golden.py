@@ -20,9 +20,9 @@ from proto.control import RunSpec
 from services.cluster import ClusterFactory
 
 GOLDEN_REQUESTS_CSV = {
-    "colocated": "8b82e3ef493be918909c5bcccbac21dbaf4484e271005e5a13abe4883043811f",
-    "disaggregated": "6e9b709cff5251482a58ade824795319ecd93db0f88d1b0c90aa4d6ec4604a46",
-    "accellm": "e43c6eaa6cca7334af98bed154da2d89a36689ee39a2a1aa03813b75ad856edd",
+    "colocated": "05abc804dbff7ae94c0f61530edcda31f94df8a47b0d42c8e6c2c6e006cdcef1",
+    "disaggregated": "808a811e7708fcba951e55f2b520c3cd13148b53f58cf5d12db8b6437fba1958",
+    "accellm": "5495ba051e3d1c147ec243ab40f6369d8f6a9c9fa0567376b5af99d882a40a99",
 }
 """sha256 of ``llmtwin simulate demo --policy P``'s requests.csv, per policy."""
 
