@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llmtwin.cluster.records import RunResult
-from llmtwin.report.plots import latency_samples, plot_latency_cdfs, plot_run
 from llmtwin.report.summary import Summary
-from llmtwin.report.sweep_plots import plot_sweep_latency, plot_sweep_throughput
 from llmtwin.report.tables import METRICS, slo_capacity
 from llmtwin.report.writers import instances_csv, json_text, requests_csv, write_text
 
@@ -55,6 +53,8 @@ def write_run(out_dir: Path, run: RunOutput, *, plots: bool = True) -> list[Path
     if run.scenario_toml is not None:
         files.append(write_text(out_dir / "scenario.toml", run.scenario_toml))
     if plots:
+        from llmtwin.report.plots import plot_run  # matplotlib: only when plotting
+
         files += plot_run(run.result, out_dir)
     return files
 
@@ -81,6 +81,8 @@ def write_compare(out_dir: Path, runs: Sequence[RunOutput], *, plots: bool = Tru
     }
     files.append(write_text(out_dir / "compare.json", json_text(doc)))
     if plots:
+        from llmtwin.report.plots import latency_samples, plot_latency_cdfs
+
         series = [(r.summary.policy, latency_samples(r.result)) for r in runs]
         files.append(plot_latency_cdfs(series, out_dir / "latency_cdf.png", summaries[0].scenario))
     return files
@@ -111,6 +113,8 @@ def write_sweep(
     """sweep.json and the versus-load plots."""
     files = [write_text(out_dir / "sweep.json", json_text(sweep_document(scenario, points, slo_target)))]
     if plots:
+        from llmtwin.report.sweep_plots import plot_sweep_latency, plot_sweep_throughput
+
         files.append(plot_sweep_latency(points, out_dir / "sweep_latency.png", scenario))
         files.append(plot_sweep_throughput(points, out_dir / "sweep_throughput.png", scenario))
     return files

@@ -6,12 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from llmtwin.cli.common import print_json
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.errors import ConfigurationError
-from llmtwin.report.execute import run_all, run_output
-from llmtwin.report.outputs import describe_written, summary_document, write_run
-from llmtwin.report.tables import summary_table
-from llmtwin.scenario.loader import load_scenario
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -41,7 +37,7 @@ def check_jobs(jobs: int) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("simulate", help="run one scenario and summarise it")
+    p = sub.add_parser("simulate", help=COMMANDS["simulate"].help)
     add_run_args(p)
     p.add_argument("--policy", help="serving policy (colocated, disaggregated, accellm, ...)")
     p.add_argument("--json", action="store_true", help="print summary.json on stdout instead of the table")
@@ -49,6 +45,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `llmtwin --help` and the other commands need none of it.
+    from llmtwin.cli.common import print_json
+    from llmtwin.report.execute import run_all, run_output
+    from llmtwin.report.outputs import describe_written, summary_document, write_run
+    from llmtwin.report.tables import summary_table
+    from llmtwin.scenario.loader import load_scenario
+
     scenario = load_scenario(args.scenario, args.overrides, args.policy)
     label = f"{scenario.name}/{scenario.policy.name}"
     (out,) = run_all(run_output, [(label, scenario)], jobs=1, stream=sys.stderr, show_progress=not args.quiet)
