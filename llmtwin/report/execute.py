@@ -22,16 +22,17 @@ T = TypeVar("T")
 
 
 def run_output(scenario: Scenario, progress: Progress | None = None) -> RunOutput:
-    """Run one scenario and keep everything (records, summary, effective scenario)."""
-    result = run_scenario(scenario, progress=progress)
+    """Run one scenario and keep what its outputs need (the request table, instance records,
+    summary, effective scenario; not every token time)."""
+    result = run_scenario(scenario, progress=progress, detail=False)
     return RunOutput(
         result, summarize(result, scenario.slo), dump_scenario(scenario), scenario_toml(scenario)
     )
 
 
 def run_summary(scenario: Scenario, progress: Progress | None = None) -> Summary:
-    """Run one scenario and keep only its summary (sweeps: the records can be large)."""
-    return summarize(run_scenario(scenario, progress=progress), scenario.slo)
+    """Run one scenario and keep only its summary (sweeps)."""
+    return summarize(run_scenario(scenario, progress=progress, detail=False), scenario.slo)
 
 
 def run_all(

@@ -13,14 +13,15 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
+import numpy.typing as npt
 
-from llmtwin.cluster.records import InstanceRecord, RunResult
-from llmtwin.report.summary import meets_slo, request_tbt, run_span
+from llmtwin.cluster.records import RunResult
+from llmtwin.report.summary import meets_slo, run_span
 from llmtwin.scenario.spec import SLOSpec
 
 Cell = str | int | float | None
@@ -73,52 +74,57 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Cell]]) -> str:
     return buf.getvalue()
 
 
+def float_cells(values: npt.NDArray[np.float64]) -> list[str]:
+    """:func:`cell` of every value of a float column (``repr``; empty for NaN and infinities)."""
+    out = list(map(float.__repr__, values.tolist()))
+    for i in np.flatnonzero(~np.isfinite(values)).tolist():
+        out[i] = ""
+    return out
+
+
+def int_cells(values: npt.NDArray[np.int64]) -> list[str]:
+    return list(map(str, values.tolist()))
+
+
+def request_columns(result: RunResult, slo: SLOSpec) -> list[list[str]]:
+    """requests.csv's cells, column by column (:data:`REQUEST_COLUMNS`), rows by request id."""
+    t = result.table
+    instances = [";".join(map(str, row[row >= 0].tolist())) for row in t.instances]
+    reasons = ["" if code < 0 else t.reasons[code] for code in t.failure.tolist()]
+    return [
+        int_cells(np.arange(len(t))),
+        float_cells(t.arrival_s),
+        int_cells(t.prompt_tokens),
+        int_cells(t.output_tokens),
+        int_cells(t.generated_tokens),
+        float_cells(t.first_token_s),
+        float_cells(t.completion_s),
+        float_cells(t.ttft_s),
+        float_cells(t.e2e_s),
+        float_cells(t.tbt_mean_s),
+        float_cells(t.tbt_p90_s),
+        float_cells(t.tbt_p99_s),
+        float_cells(t.tbt_max_s),
+        instances,
+        int_cells(t.preemptions),
+        float_cells(t.kv_bytes_moved),
+        ["1" if ok else "0" for ok in meets_slo(t, slo).tolist()],
+        reasons,
+    ]
+
+
+def write_requests_csv(f: TextIO, result: RunResult, slo: SLOSpec) -> None:
+    """requests.csv into an open text file: one row per request, sorted by request id."""
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(REQUEST_COLUMNS)
+    w.writerows(zip(*request_columns(result, slo), strict=True))
+
+
 def requests_csv(result: RunResult, slo: SLOSpec) -> str:
-    """requests.csv: one row per request, sorted by request id."""
-    rows: list[list[Cell]] = []
-    for r in sorted(result.requests, key=lambda r: r.rid):
-        t = request_tbt(r)
-        rows.append(
-            [
-                r.rid,
-                float(r.arrival_s),
-                r.prompt_tokens,
-                r.output_tokens,
-                r.generated_tokens,
-                r.first_token_s,
-                r.completion_s,
-                r.ttft_s,
-                r.e2e_s,
-                t.mean,
-                t.p90,
-                t.p99,
-                t.max,
-                ";".join(str(i) for i in r.instances),
-                r.preemptions,
-                float(r.kv_bytes_moved),
-                meets_slo(r, t, slo),
-                r.failed_reason,
-            ]
-        )
-    return csv_text(REQUEST_COLUMNS, rows)
-
-
-def kv_stats(inst: InstanceRecord, start_s: float, end_s: float) -> tuple[float, float, float, float]:
-    """(peak primary, peak redundant, peak total, time-weighted mean total) KV bytes per device.
-
-    The timeline is piecewise constant (each point holds until the next); the mean is taken
-    over [start_s, end_s].
-    """
-    if not inst.kv_timeline:
-        return 0.0, 0.0, 0.0, 0.0
-    tl = np.asarray(inst.kv_timeline, dtype=np.float64)
-    total = tl[:, 1] + tl[:, 2]
-    peaks = (float(tl[:, 1].max()), float(tl[:, 2].max()), float(total.max()))
-    if end_s <= start_s:
-        return (*peaks, float(total[-1]))
-    bounds = np.clip(np.append(tl[:, 0], end_s), start_s, end_s)
-    mean = float(np.sum(total * np.diff(bounds)) / (end_s - start_s))
-    return (*peaks, mean)
+    """requests.csv as text."""
+    buf = io.StringIO()
+    write_requests_csv(buf, result, slo)
+    return buf.getvalue()
 
 
 def instances_csv(result: RunResult) -> str:
@@ -151,7 +157,6 @@ def instances_csv(result: RunResult) -> str:
     rows: list[list[Cell]] = []
     for inst in sorted(result.instances, key=lambda i: i.iid):
         busy = sum(inst.busy_s.values())
-        batches = inst.batch_sizes
         rows.append(
             [
                 inst.iid,
@@ -163,13 +168,16 @@ def instances_csv(result: RunResult) -> str:
                 busy / span if span > 0 else None,
                 inst.iterations,
                 inst.role_switches,
-                float(np.mean(batches)) if batches else None,
-                max(batches) if batches else None,
+                inst.mean_batch_size,
+                inst.max_batch_size,
                 inst.tokens_generated,
                 inst.prefill_tokens,
                 inst.preemptions,
                 float(inst.kv_capacity_bytes),
-                *kv_stats(inst, start, end),
+                inst.kv_peak_primary_bytes,
+                inst.kv_peak_redundant_bytes,
+                inst.kv_peak_total_bytes,
+                inst.kv_mean_total_bytes,
             ]
         )
     return csv_text(header, rows)
@@ -182,7 +190,12 @@ def json_text(obj: Any) -> str:
 
 def write_text(path: Path, text: str) -> Path:
     """Write ``text`` as UTF-8 with ``\\n`` line ends, creating parent folders."""
+    return write_with(path, lambda f: f.write(text))
+
+
+def write_with(path: Path, write: Callable[[TextIO], object]) -> Path:
+    """Call ``write`` on ``path`` opened for UTF-8 text with ``\\n`` line ends (parents created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
+        write(f)
     return path

@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from llmtwin.report.execute import run_all, run_output
     from llmtwin.report.outputs import describe_written, write_compare
+    from llmtwin.report.plot_worker import plot_worker
     from llmtwin.report.tables import compare_table
     from llmtwin.scenario.loader import load_scenario
 
@@ -43,9 +44,14 @@ def run(args: argparse.Namespace) -> int:
         load_scenario(args.scenario, args.overrides, p) for p in name_list(args.policies, "policies")
     ]
     labelled = [(f"{s.name}/{s.policy.name}", s) for s in scenarios]
-    outs = run_all(run_output, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)
-    print(compare_table([o.summary for o in outs], markdown=args.markdown))
-    if args.out is not None:
-        files = write_compare(args.out, outs, plots=not args.no_plots)
-        print(describe_written(args.out, files), file=sys.stderr)
+    plotter = plot_worker() if args.out is not None and not args.no_plots else None
+    try:
+        outs = run_all(run_output, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)
+        print(compare_table([o.summary for o in outs], markdown=args.markdown))
+        if args.out is not None:
+            files = write_compare(args.out, outs, plots=not args.no_plots, plotter=plotter)
+            print(describe_written(args.out, files), file=sys.stderr)
+    finally:
+        if plotter is not None:
+            plotter.shutdown(cancel_futures=True)
     return 0

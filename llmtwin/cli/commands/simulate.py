@@ -49,17 +49,26 @@ def run(args: argparse.Namespace) -> int:
     from llmtwin.cli.common import print_json
     from llmtwin.report.execute import run_all, run_output
     from llmtwin.report.outputs import describe_written, summary_document, write_run
+    from llmtwin.report.plot_worker import plot_worker
     from llmtwin.report.tables import summary_table
     from llmtwin.scenario.loader import load_scenario
 
     scenario = load_scenario(args.scenario, args.overrides, args.policy)
     label = f"{scenario.name}/{scenario.policy.name}"
-    (out,) = run_all(run_output, [(label, scenario)], jobs=1, stream=sys.stderr, show_progress=not args.quiet)
-    if args.json:
-        print_json(summary_document(out))
-    else:
-        print(summary_table(out.summary, markdown=args.markdown))
-    if args.out is not None:
-        files = write_run(args.out, out, plots=not args.no_plots)
-        print(describe_written(args.out, files), file=sys.stderr)
+    # Started first: it imports matplotlib while the scenario runs.
+    plotter = plot_worker() if args.out is not None and not args.no_plots else None
+    try:
+        (out,) = run_all(
+            run_output, [(label, scenario)], jobs=1, stream=sys.stderr, show_progress=not args.quiet
+        )
+        if args.json:
+            print_json(summary_document(out))
+        else:
+            print(summary_table(out.summary, markdown=args.markdown))
+        if args.out is not None:
+            files = write_run(args.out, out, plots=not args.no_plots, plotter=plotter)
+            print(describe_written(args.out, files), file=sys.stderr)
+    finally:
+        if plotter is not None:
+            plotter.shutdown(cancel_futures=True)
     return 0

@@ -1,0 +1,28 @@
+"""A worker process that renders plots while the main process simulates and writes files.
+
+Rendering the four per-run PNGs and importing matplotlib cost about as much as simulating w1.
+``simulate`` and ``compare`` start this worker before their runs: it imports matplotlib while the
+simulation runs, then renders each run's plots (from a small :class:`~llmtwin.report.plot_data.
+RunPlots`) while the main process writes the CSV and JSON files. The PNGs are byte-identical to
+rendering them in the main process. Where processes cannot be forked (not Linux), plots are
+rendered in the main process instead.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from concurrent.futures import Executor, ProcessPoolExecutor
+
+
+def _warm_up() -> None:
+    import llmtwin.report.plots  # noqa: F401 - imports matplotlib
+
+
+def plot_worker() -> Executor | None:
+    """One worker process, already importing matplotlib; None where fork is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return None
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    pool.submit(_warm_up)
+    return pool
