@@ -119,21 +119,13 @@ class RequestRows:
 class Assembler:
     """Builds a run's records from its generator's export and its instances' log chunks."""
 
-    def __init__(self, gen: GeneratorExport, *, detail: bool = False) -> None:
-        n = len(gen.rids)
-        if gen.rids != list(range(n)):
-            raise ConfigurationError("request ids must be 0..n-1")
-        self.rows = RequestRows(
-            RequestTable.empty(
-                np.asarray(gen.arrival_s, dtype=np.float64),
-                np.asarray(gen.prompt_tokens, dtype=np.int64),
-                np.asarray(gen.output_tokens, dtype=np.int64),
-            ),
-            detail,
-        )
-        self.table = self.rows.table
-        self.output = list(gen.output_tokens)
-        self.start_s = min(gen.arrival_s) if n else 0.0
+    def __init__(self, table: RequestTable, *, detail: bool = False) -> None:
+        """``table``: the run's requests (``RequestTable.empty``: arrival and lengths only)."""
+        n = len(table)
+        self.rows = RequestRows(table, detail)
+        self.table = table
+        self.output = table.output_tokens.tolist()
+        self.start_s = float(table.arrival_s.min()) if n else 0.0
         self.detail = detail
         self.in_flight: dict[int, _InFlight] = {}
         self.complete: list[tuple[float, int]] = []
@@ -285,7 +277,14 @@ def make_result(
 ) -> RunResult:
     """A run's result from one export per component (the NATS path)."""
     gen, bal, insts = split_parts(parts)
-    asm = Assembler(gen, detail=detail)
+    if gen.rids != list(range(len(gen.rids))):
+        raise ConfigurationError("request ids must be 0..n-1")
+    table = RequestTable.empty(
+        np.asarray(gen.arrival_s, dtype=np.float64),
+        np.asarray(gen.prompt_tokens, dtype=np.int64),
+        np.asarray(gen.output_tokens, dtype=np.int64),
+    )
+    asm = Assembler(table, detail=detail)
     for x in sorted(insts, key=lambda e: e.iid):
         asm.add(x)
     return finish_result(asm, policy, scenario, seed, bal, end_s, stats)

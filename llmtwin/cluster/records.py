@@ -12,6 +12,7 @@ meant for tests and small studies) also keeps every token time, batch size and K
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
@@ -106,6 +107,13 @@ class RequestTable:
 
     def __len__(self) -> int:
         return int(self.arrival_s.size)
+
+    def rows(self, lo: int, hi: int) -> RequestTable:
+        """Rows ``lo .. hi-1`` (views of these columns; the reasons list is shared)."""
+        columns = {
+            f.name: getattr(self, f.name)[lo:hi] for f in dataclasses.fields(self) if f.name != "reasons"
+        }
+        return RequestTable(**columns, reasons=self.reasons)
 
     @property
     def ttft_s(self) -> FloatArray:

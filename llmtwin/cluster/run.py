@@ -15,15 +15,17 @@ import time
 from collections.abc import Callable
 
 import msgspec
+import numpy as np
 
 from llmtwin.cluster.assemble import Assembler, finish_result, make_result
 from llmtwin.cluster.components import Balancer, Generator, Instance
 from llmtwin.cluster.context import ClusterContext, LinkModel
 from llmtwin.cluster.cost import IterationCost, PlanProvider
 from llmtwin.cluster.engine import Engine
-from llmtwin.cluster.messages import BalancerExport, InstanceExport
+from llmtwin.cluster.messages import InstanceExport
 from llmtwin.cluster.policies import create_policy
-from llmtwin.cluster.records import RunResult
+from llmtwin.cluster.records import RequestTable, RunResult
+from llmtwin.errors import ConfigurationError
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
 from llmtwin.physics.graph import BatchShape
@@ -129,6 +131,19 @@ def scenario_requests(scenario: Scenario) -> list[RequestSpec]:
     return generate_requests(scenario.workload, scenario.seed, model.max_context)
 
 
+def request_table(requests: list[RequestSpec]) -> RequestTable:
+    """The table of a run's requests (ids 0..n-1), filled in as they finish."""
+    n = len(requests)
+    rid = np.fromiter((r.rid for r in requests), dtype=np.int64, count=n)
+    order = np.argsort(rid, kind="stable")
+    if not np.array_equal(rid[order], np.arange(n)):
+        raise ConfigurationError("request ids must be 0..n-1")
+    arrival = np.fromiter((r.arrival_s for r in requests), dtype=np.float64, count=n)
+    prompt = np.fromiter((r.prompt_tokens for r in requests), dtype=np.int64, count=n)
+    output = np.fromiter((r.output_tokens for r in requests), dtype=np.int64, count=n)
+    return RequestTable.empty(arrival[order], prompt[order], output[order])
+
+
 def first_open_iteration(inst: Instance) -> int:
     """The first iteration whose time an instance's future log entries may still need: the start
     of every sequence running now, and of those stopped since its last snapshot (their token
@@ -172,10 +187,9 @@ def run_scenario(
         requests = scenario_requests(scenario)
     wall0 = time.perf_counter()
     comps = build_components(scenario, requests)
-    generator = next(c for c in comps if isinstance(c, Generator))
     balancer = next(c for c in comps if isinstance(c, Balancer))
     insts = [c for c in comps if isinstance(c, Instance)]
-    asm = Assembler(generator.export(), detail=detail)
+    asm = Assembler(request_table(requests), detail=detail)
     # Each instance's constants (sizes); the chunks replace every list.
     templates = {c.iid: c.export() for c in insts}
     runner = LocalRunner(comps)
@@ -193,9 +207,8 @@ def run_scenario(
     end = runner.run(on_window=on_window)
     if progress is not None:
         progress(end, balancer.completed)
-    parts = {c.id: c.export() for c in comps}
     for c in insts:  # the rest of every log
-        asm.add(parts[c.id])  # type: ignore[arg-type]
+        asm.add(c.export())
     stats = {
         "wall_s": time.perf_counter() - wall0,
         "windows": float(runner.windows),
@@ -206,8 +219,6 @@ def run_scenario(
         "cost_evaluations": float(insts[0].engine.cost.evaluations) if insts else 0.0,
     }
     stats["events"] = stats["messages"] + stats["segments"]
-    bal = parts["balancer"]
-    if not isinstance(bal, BalancerExport):
-        raise AssertionError("the balancer exports a BalancerExport")
+    bal = balancer.export()
     result = finish_result(asm, scenario.policy.name, scenario.name, scenario.seed, bal, end, stats)
     return _describe(scenario, result)

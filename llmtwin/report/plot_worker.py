@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 
 
 def _warm_up() -> None:
     import llmtwin.report.plots  # noqa: F401 - imports matplotlib
 
 
-def plot_worker() -> Executor | None:
-    """One worker process, already importing matplotlib; None where fork is unavailable."""
-    if not sys.platform.startswith("linux"):
-        return None
+@contextmanager
+def plot_worker(enabled: bool = True) -> Iterator[Executor | None]:
+    """One worker process, already importing matplotlib, for the ``with`` block; None when not
+    ``enabled`` or where fork is unavailable (plots are then rendered in this process)."""
+    if not enabled or not sys.platform.startswith("linux"):
+        yield None
+        return
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-    pool.submit(_warm_up)
-    return pool
+    try:
+        pool.submit(_warm_up)
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from llmtwin.cluster.records import RunResult
+from llmtwin.cluster.records import RequestTable, RunResult
 from llmtwin.report.summary import meets_slo, run_span
 from llmtwin.scenario.spec import SLOSpec
 
@@ -82,17 +82,36 @@ def float_cells(values: npt.NDArray[np.float64]) -> list[str]:
     return out
 
 
-def int_cells(values: npt.NDArray[np.int64]) -> list[str]:
+def int_cells(values: npt.NDArray[np.integer[Any]]) -> list[str]:
     return list(map(str, values.tolist()))
 
 
-def request_columns(result: RunResult, slo: SLOSpec) -> list[list[str]]:
-    """requests.csv's cells, column by column (:data:`REQUEST_COLUMNS`), rows by request id."""
-    t = result.table
-    instances = [";".join(map(str, row[row >= 0].tolist())) for row in t.instances]
-    reasons = ["" if code < 0 else t.reasons[code] for code in t.failure.tolist()]
+def quoted(text: str) -> str:
+    """A text field as ``csv.writer`` writes it (minimal quoting)."""
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def instance_cells(instances: npt.NDArray[np.int32]) -> list[str]:
+    """The ``instances`` column: each row's instance ids joined by ``;`` (-1 padding dropped)."""
+    out = int_cells(instances[:, 0])
+    for i in np.flatnonzero(instances[:, 0] < 0).tolist():
+        out[i] = ""
+    for k in range(1, instances.shape[1]):
+        col = instances[:, k]
+        for i in np.flatnonzero(col >= 0).tolist():
+            out[i] += f";{col[i]}"
+    return out
+
+
+def request_columns(table: RequestTable, slo: SLOSpec, first_rid: int = 0) -> list[list[str]]:
+    """requests.csv's cells, column by column (:data:`REQUEST_COLUMNS`), for a table whose rows
+    are requests ``first_rid``, ``first_rid + 1``, ..."""
+    t = table
+    reasons = np.array(["", *map(quoted, t.reasons)], dtype=object)
     return [
-        int_cells(np.arange(len(t))),
+        int_cells(np.arange(first_rid, first_rid + len(t))),
         float_cells(t.arrival_s),
         int_cells(t.prompt_tokens),
         int_cells(t.output_tokens),
@@ -105,19 +124,29 @@ def request_columns(result: RunResult, slo: SLOSpec) -> list[list[str]]:
         float_cells(t.tbt_p90_s),
         float_cells(t.tbt_p99_s),
         float_cells(t.tbt_max_s),
-        instances,
+        instance_cells(t.instances),
         int_cells(t.preemptions),
         float_cells(t.kv_bytes_moved),
-        ["1" if ok else "0" for ok in meets_slo(t, slo).tolist()],
-        reasons,
+        np.where(meets_slo(t, slo), "1", "0").tolist(),
+        reasons[t.failure + 1].tolist(),
     ]
 
 
+ROWS_PER_WRITE = 65536
+"""requests.csv is formatted and written this many rows at a time (bounded memory)."""
+
+
 def write_requests_csv(f: TextIO, result: RunResult, slo: SLOSpec) -> None:
-    """requests.csv into an open text file: one row per request, sorted by request id."""
-    w = csv.writer(f, lineterminator="\n")
-    w.writerow(REQUEST_COLUMNS)
-    w.writerows(zip(*request_columns(result, slo), strict=True))
+    """requests.csv into an open text file: one row per request, sorted by request id.
+
+    Formatted column by column and joined row by row, rather than through ``csv.writer`` (ten
+    times slower for a million rows); the text is the same: only the failure reason can need
+    quoting, and :func:`quoted` quotes it as ``csv.writer`` does."""
+    f.write(",".join(REQUEST_COLUMNS) + "\n")
+    t = result.table
+    for lo in range(0, len(t), ROWS_PER_WRITE):
+        columns = request_columns(t.rows(lo, lo + ROWS_PER_WRITE), slo, first_rid=lo)
+        f.write("\n".join(map(",".join, zip(*columns, strict=True))) + "\n")
 
 
 def requests_csv(result: RunResult, slo: SLOSpec) -> str:

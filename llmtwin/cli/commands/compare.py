@@ -44,14 +44,10 @@ def run(args: argparse.Namespace) -> int:
         load_scenario(args.scenario, args.overrides, p) for p in name_list(args.policies, "policies")
     ]
     labelled = [(f"{s.name}/{s.policy.name}", s) for s in scenarios]
-    plotter = plot_worker() if args.out is not None and not args.no_plots else None
-    try:
+    with plot_worker(args.out is not None and not args.no_plots) as plotter:
         outs = run_all(run_output, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)
         print(compare_table([o.summary for o in outs], markdown=args.markdown))
         if args.out is not None:
             files = write_compare(args.out, outs, plots=not args.no_plots, plotter=plotter)
             print(describe_written(args.out, files), file=sys.stderr)
-    finally:
-        if plotter is not None:
-            plotter.shutdown(cancel_futures=True)
     return 0

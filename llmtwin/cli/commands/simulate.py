@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, args.overrides, args.policy)
     label = f"{scenario.name}/{scenario.policy.name}"
     # Started first: it imports matplotlib while the scenario runs.
-    plotter = plot_worker() if args.out is not None and not args.no_plots else None
-    try:
+    with plot_worker(args.out is not None and not args.no_plots) as plotter:
         (out,) = run_all(
             run_output, [(label, scenario)], jobs=1, stream=sys.stderr, show_progress=not args.quiet
         )
@@ -68,7 +67,4 @@ def run(args: argparse.Namespace) -> int:
         if args.out is not None:
             files = write_run(args.out, out, plots=not args.no_plots, plotter=plotter)
             print(describe_written(args.out, files), file=sys.stderr)
-    finally:
-        if plotter is not None:
-            plotter.shutdown(cancel_futures=True)
     return 0
