@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from llmtwin.cluster.exact_sum import ExactSum
+from llmtwin.cluster.in_flight import InFlight
 from llmtwin.cluster.quantiles import SKETCH_BITS, StreamQuantiles
 from llmtwin.cluster.tbt_stats import gap_stats
 from llmtwin.cluster.timebins import MaxBins, OccupancyBins
@@ -115,3 +116,23 @@ def test_occupancy_stretches_merge_repeats_and_end_at_the_run_end() -> None:
     segs = bins.stretches(2.4)
     assert [(t, r) for t, _, r in segs] == [(0.0, "prefill"), (1.0, "decode"), (2.0, "prefill")]
     assert [d for _, d, _ in segs] == pytest.approx([1.0, 1.0, 0.4])
+
+
+def test_in_flight_orders_pieces_uses_and_moves_as_documented() -> None:
+    """Pieces by first token time then instance; instances by first use then id; moved bytes
+    summed left to right by instance, then in each instance's log order."""
+    f = InFlight(3)
+    f.add_pieces(np.array([1, 0]), 2, np.array([2, 1]), np.array([5.0, 6.0, 1.0]))
+    f.add_uses(np.array([1, 1]), 2, np.array([4.0, 3.5]))
+    f.add_moves(np.array([1, 1]), 2, np.array([0.1, 0.2]))
+    f.add_pieces(np.array([1]), 0, np.array([2]), np.array([3.0, 4.0]))
+    f.add_uses(np.array([1]), 0, np.array([2.0]))
+    f.add_moves(np.array([1]), 0, np.array([1e16]))
+    done = f.take(np.array([1]))
+    assert done.times.tolist() == [3.0, 4.0, 5.0, 6.0]
+    assert done.counts.tolist() == [4]
+    assert done.instances.tolist() == [[0, 2]]
+    assert done.moved.tolist() == [(1e16 + 0.1) + 0.2]
+    rest = f.take(np.array([0, 2]))
+    assert rest.counts.tolist() == [1, 0]
+    assert rest.times.tolist() == [1.0]

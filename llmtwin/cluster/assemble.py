@@ -6,27 +6,23 @@ per instance at the end. Either way every figure is the same: per-request values
 from the request's complete token times once its last token is in, and per-instance sums are
 exactly rounded (``exact_sum.py``), so neither depends on how the logs were cut.
 
-A request's token times exist only while it is in flight: when its last token arrives they are
-reduced (in batches, vectorised: ``tbt_stats.py``) to one row of the request table, and its gaps
-are added to the run's pooled TBT distribution (``quantiles.py``). Memory therefore grows with
-the requests in flight, not with those finished, except for ``detail=True``, which keeps every
-token time for :attr:`RunResult.requests`.
-
-Deterministic: a request's token times are its pieces (one per instance and stretch of decoding)
-in order of time (then instance); its instances are listed in order of first use (then id);
-its moved KV bytes are summed by instance id, then in the order each instance logged them.
+A request's token times exist only while it is in flight (``in_flight.py``): once it is final they
+are reduced, a batch of requests at a time and vectorised (``tbt_stats.py``), to one row of the
+request table, and its gaps are added to the run's pooled TBT distribution (``quantiles.py``).
+Memory therefore grows with the requests in flight, not with those finished, except for
+``detail=True``, which keeps every token time for :attr:`RunResult.requests`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from llmtwin.cluster.exact_sum import ExactSum
+from llmtwin.cluster.in_flight import Finished, InFlight, positions
 from llmtwin.cluster.instance_stats import InstanceStats
 from llmtwin.cluster.messages import BalancerExport, GeneratorExport, InstanceExport
 from llmtwin.cluster.quantiles import StreamQuantiles
@@ -38,43 +34,6 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 UNFINISHED = "unfinished: still in the cluster when the run ended"
-
-READY_BATCH = 4096
-"""Finished requests reduced together (one vectorised pass over their tokens)."""
-
-
-@dataclass(slots=True)
-class _InFlight:
-    """What is known of a request whose last token has not arrived yet."""
-
-    tokens: int = 0
-    pieces: list[tuple[float, int, FloatArray]] = field(default_factory=list)
-    """(time of the first token, instance, token times) per stretch of tokens."""
-    first_use: dict[int, float] = field(default_factory=dict)
-    """Instance -> start of the first iteration that computed for the request there."""
-    moved: list[tuple[int, float]] = field(default_factory=list)
-    """(instance, bytes) in the order logged."""
-
-    def use(self, iid: int, t: float) -> None:
-        if iid not in self.first_use or t < self.first_use[iid]:
-            self.first_use[iid] = t
-
-    def token_times(self) -> FloatArray:
-        pieces = sorted(self.pieces, key=lambda p: (p[0], p[1]))
-        return np.concatenate([p[2] for p in pieces]) if pieces else np.empty(0)
-
-    def instances(self) -> list[int]:
-        return [i for i, _ in sorted(self.first_use.items(), key=lambda kv: (kv[1], kv[0]))]
-
-    def moved_bytes(self) -> float:
-        total = 0.0
-        for _, nbytes in sorted(self.moved, key=lambda m: m[0]):  # stable: log order per instance
-            total += nbytes
-        return total
-
-
-Row = tuple[int, FloatArray, list[int], float]
-"""(request id, token times, instances in order of first use, KV bytes moved)."""
 
 
 class RequestRows:
@@ -88,49 +47,43 @@ class RequestRows:
         self.settled_s = -np.inf
         """Latest completion written so far."""
 
-    def write(self, rows: list[Row], completed: bool) -> None:
+    def write(self, f: Finished, completed: bool) -> None:
         """Rows of requests: completed ones (they produced every token) or not."""
-        t = self.table
-        rids = np.asarray([r[0] for r in rows], dtype=np.int64)
-        times = [r[1] for r in rows]
-        counts = np.asarray([a.size for a in times], dtype=np.int64)
-        flat = np.concatenate(times) if times else np.empty(0)
+        t, rids, counts, flat = self.table, f.rids, f.counts, f.times
         stats = gap_stats(flat, counts)
         has = counts > 0
         ends = np.cumsum(counts)
         t.generated_tokens[rids] = counts
         t.first_token_s[rids[has]] = flat[(ends - counts)[has]]
-        if completed and rows:
+        if completed and rids.size:
             t.completion_s[rids] = flat[ends - 1]
             self.settled_s = max(self.settled_s, float(flat[ends - 1].max()))
         t.tbt_mean_s[rids] = stats.mean
         t.tbt_p90_s[rids] = stats.p90
         t.tbt_p99_s[rids] = stats.p99
         t.tbt_max_s[rids] = stats.max
-        for rid, tt, instances, moved in rows:
-            t.set_instances(rid, instances)
-            t.kv_bytes_moved[rid] = moved
-            if self.token_times is not None:
-                self.token_times[rid] = tt.tolist()
+        t.set_instances(rids, f.instances)
+        t.kv_bytes_moved[rids] = f.moved
+        if self.token_times is not None:
+            for rid, lo, hi in zip(rids.tolist(), (ends - counts).tolist(), ends.tolist(), strict=True):
+                self.token_times[rid] = flat[lo:hi].tolist()
         self.gaps.add(stats.pooled)
         self.gap_sum.add(stats.total)
 
 
 class Assembler:
-    """Builds a run's records from its generator's export and its instances' log chunks."""
+    """Builds a run's records from its requests and its instances' log chunks."""
 
     def __init__(self, table: RequestTable, *, detail: bool = False) -> None:
         """``table``: the run's requests (``RequestTable.empty``: arrival and lengths only)."""
         n = len(table)
         self.rows = RequestRows(table, detail)
         self.table = table
-        self.output = table.output_tokens.tolist()
         self.start_s = float(table.arrival_s.min()) if n else 0.0
         self.detail = detail
-        self.in_flight: dict[int, _InFlight] = {}
-        self.complete: list[tuple[float, int]] = []
-        """(completion time, request) of the requests whose last token arrived, not yet final."""
-        self.ready: list[tuple[int, _InFlight]] = []
+        self.flight = InFlight(n)
+        self.complete: list[IntArray] = []
+        """Requests whose last token arrived, not yet final (see :meth:`settle`)."""
         self.done = np.zeros(n, dtype=bool)
         """Rows written (a request finishes once)."""
         self.instances: dict[int, InstanceStats] = {}
@@ -143,94 +96,63 @@ class Assembler:
         if stats is None:
             stats = self.instances[x.iid] = InstanceStats(x, self.start_s, self.detail)
         stats.add(x, float(self.rows.settled_s))
-        for rid in x.preempted_rids:
-            self._known(rid)
-            self.table.preemptions[rid] += 1
-        for rid, nbytes in zip(x.moved_rids, x.moved_bytes, strict=True):
-            self._flight(rid).moved.append((x.iid, nbytes))
-        self._add_tokens(stats, x)
+        if x.preempted_rids:
+            np.add.at(self.table.preemptions, self._known(x.preempted_rids), 1)
+        if x.moved_rids:
+            self.flight.add_moves(
+                self._known(x.moved_rids), x.iid, np.asarray(x.moved_bytes, dtype=np.float64)
+            )
+        if x.chunk_rid:
+            starts, _ = stats.times(np.asarray(x.chunk_it, dtype=np.int64))
+            self.flight.add_uses(self._known(x.chunk_rid), x.iid, starts)
+        if x.range_rid:
+            self._add_ranges(stats, x)
         if first_open_it is not None:
             stats.prune(first_open_it)
+
+    def _known(self, rids: list[int]) -> IntArray:
+        a = np.asarray(rids, dtype=np.int64)
+        if self.done[a].any():
+            raise AssertionError(f"request {int(a[self.done[a]][0])}: logged after it was final")
+        return a
+
+    def _add_ranges(self, stats: InstanceStats, x: InstanceExport) -> None:
+        rids = self._known(x.range_rid)
+        first = np.asarray(x.range_first, dtype=np.int64)
+        count = np.asarray(x.range_last, dtype=np.int64) - first + 1
+        starts, ends = stats.times(positions(first, count))
+        stats.tokens += int(count.sum())
+        self.flight.add_uses(rids, x.iid, starts[np.cumsum(count) - count])
+        self.flight.add_pieces(rids, x.iid, count, ends)
+        self.complete.append(rids[self.flight.tokens[rids] == self.table.output_tokens[rids]])
 
     def settle(self, now: float = np.inf) -> None:
         """Every instance's log is in, and every event before ``now`` was handled: the requests
         that completed before ``now`` are final (an instance logs the last KV it moves for a
         request when it handles the request's completion, which may come after the engine logged
-        the last token)."""
-        keep = []
-        for t_done, rid in self.complete:
-            if t_done < now:
-                self.ready.append((rid, self.in_flight.pop(rid)))
-                self.done[rid] = True
-            else:
-                keep.append((t_done, rid))
-        self.complete = keep
-        if len(self.ready) >= READY_BATCH:
-            self.flush()
-
-    def _known(self, rid: int) -> None:
-        if self.done[rid]:
-            raise AssertionError(f"request {rid}: logged after its last token (drained too early)")
-
-    def _flight(self, rid: int) -> _InFlight:
-        self._known(rid)
-        f = self.in_flight.get(rid)
-        if f is None:
-            f = self.in_flight[rid] = _InFlight()
-        return f
-
-    def _add_tokens(self, stats: InstanceStats, x: InstanceExport) -> None:
-        iid = x.iid
-        if x.chunk_rid:
-            starts, _ = stats.times(np.asarray(x.chunk_it, dtype=np.int64))
-            for rid, t in zip(x.chunk_rid, starts.tolist(), strict=True):
-                self._flight(rid).use(iid, t)
-        if not x.range_rid:
-            return
-        first = np.asarray(x.range_first, dtype=np.int64)
-        count = np.asarray(x.range_last, dtype=np.int64) - first + 1
-        offsets = np.cumsum(count) - count
-        its = np.repeat(first, count) + (np.arange(int(count.sum())) - np.repeat(offsets, count))
-        starts, ends = stats.times(its)
-        stats.tokens += int(count.sum())
-        first_start = starts[offsets].tolist()
-        for j, rid in enumerate(x.range_rid):
-            f = self._flight(rid)
-            lo = int(offsets[j])
-            piece = ends[lo : lo + int(count[j])]
-            f.pieces.append((float(piece[0]), iid, piece))
-            f.tokens += piece.size
-            f.use(iid, first_start[j])
-            if f.tokens == self.output[rid]:
-                self.complete.append((max(float(p[2][-1]) for p in f.pieces), rid))
-
-    # -- rows ---------------------------------------------------------------------------------------
-    def flush(self) -> None:
-        """Write the rows of the requests whose last token arrived."""
-        if self.ready:
-            self._write_rows(self.ready, completed=True)
-            self.ready = []
-
-    def _write_rows(self, rows: list[tuple[int, _InFlight]], completed: bool) -> None:
-        self.rows.write(
-            [(rid, f.token_times(), f.instances(), f.moved_bytes()) for rid, f in rows], completed
-        )
+        the last token). Their rows are written."""
+        complete = np.unique(np.concatenate(self.complete)) if self.complete else np.empty(0, np.int64)
+        is_final = self.flight.last_s[complete] < now
+        final = complete[is_final]
+        self.complete = [complete[~is_final]]
+        if final.size:
+            self.done[final] = True
+            self.rows.write(self.flight.take(final), completed=True)
 
     # -- the end ------------------------------------------------------------------------------------
     def finish(self, bal: BalancerExport, end_s: float) -> tuple[RequestTable, list[InstanceRecord]]:
         """Every remaining request (failed, or still unfinished when the run ended) and the
         instances' records."""
         self.settle()
-        self.flush()
-        failed = dict(zip(bal.failed_rids, bal.failed_reasons, strict=True))
         t = self.table
-        for rid in failed:
-            if self.done[rid]:
-                raise AssertionError(f"request {rid} both failed and finished")
-        rest = [(rid, self.in_flight.pop(rid, _InFlight())) for rid in np.flatnonzero(~self.done).tolist()]
-        if rest:
-            self._write_rows(rest, completed=False)
-            for rid, _ in rest:
+        failed = dict(zip(bal.failed_rids, bal.failed_reasons, strict=True))
+        if self.done[list(failed)].any():
+            raise AssertionError("a request both failed and finished")
+        rest = np.flatnonzero(~self.done)
+        if rest.size:
+            self.done[rest] = True
+            self.rows.write(self.flight.take(rest), completed=False)
+            for rid in rest.tolist():
                 t.failure[rid] = t.reason_code(failed.get(rid, UNFINISHED))
         done = t.completion_s[~np.isnan(t.completion_s)]
         span_end = float(done.max()) if done.size else max(end_s, self.start_s)
@@ -312,12 +234,19 @@ def result_from_records(
     )
     rows = RequestRows(table, detail=True)
     for done in (True, False):
+        group = [r for r in requests if (r.completion_s is not None and r.failed_reason is None) == done]
+        width = max((len(r.instances) for r in group), default=1) or 1
+        used = np.full((len(group), width), -1, dtype=np.int32)
+        for k, r in enumerate(group):
+            used[k, : len(r.instances)] = r.instances
         rows.write(
-            [
-                (r.rid, np.asarray(r.token_times_s, dtype=np.float64), list(r.instances), r.kv_bytes_moved)
-                for r in requests
-                if (r.completion_s is not None and r.failed_reason is None) == done
-            ],
+            Finished(
+                np.asarray([r.rid for r in group], dtype=np.int64),
+                np.asarray([len(r.token_times_s) for r in group], dtype=np.int64),
+                np.asarray([t for r in group for t in r.token_times_s], dtype=np.float64),
+                used,
+                np.asarray([r.kv_bytes_moved for r in group], dtype=np.float64),
+            ),
             completed=done,
         )
     for r in requests:

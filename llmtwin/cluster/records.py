@@ -136,12 +136,14 @@ class RequestTable:
         code = int(self.failure[i])
         return None if code < 0 else self.reasons[code]
 
-    def set_instances(self, i: int, iids: list[int]) -> None:
-        if len(iids) > self.instances.shape[1]:
-            wider = np.full((len(self), len(iids)), -1, dtype=np.int32)
+    def set_instances(self, rows: IntArray, iids: npt.NDArray[np.int32]) -> None:
+        """``iids[k]``: the instances of request ``rows[k]`` in order of first use, -1 padded."""
+        width = iids.shape[1]
+        if width > self.instances.shape[1]:
+            wider = np.full((len(self), width), -1, dtype=np.int32)
             wider[:, : self.instances.shape[1]] = self.instances
             self.instances = wider
-        self.instances[i, : len(iids)] = iids
+        self.instances[rows, :width] = iids
 
     def instances_of(self, i: int) -> list[int]:
         row = self.instances[i]

@@ -45,7 +45,7 @@ Progress = Callable[[float, int], None]
 PLAN_CACHE_SIZE = 4096
 """PRESERVE plans kept per run (one per decode shape bucket in use)."""
 
-DRAIN_REQUESTS = 8192
+DRAIN_REQUESTS = 16384
 """Completed requests between two hand-overs of the instances' logs to the assembler: few enough
 that the logs stay small, many enough that the per-chunk overhead stays negligible."""
 
