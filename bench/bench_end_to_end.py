@@ -8,6 +8,10 @@ a user would. The process's wall time is split into:
 * **reporting**: the last window to exit (the remaining assembly, summary, table, CSV and JSON
   files, plots: the plot worker renders them while the rest is written).
 
+``cpu s`` is the main process's CPU time (user + system): on a shared machine it is the steadier
+figure, and on an idle one the wall time of the main process comes close to it (the plot worker
+runs on the other core).
+
 Cases:
 
 * ``w1``: scenarios/w1.toml (Llama-2-7B, 4 x H100 TP1, colocated, Poisson 20 req/s, Azure
@@ -19,6 +23,8 @@ Cases:
   100k <= 15 s; 1M <= 120 s and <= 2 GB peak RSS.
 * ``up-w1``: ``llmtwin up w1`` (the services over an embedded NATS server, ``--speed max``), for
   comparison with ``w1``; its wall time is not split, and its peak RSS is the largest process's.
+* ``cli``: ``llmtwin --version``, ``--help`` and ``list``, each a fresh process (median of 5).
+  Target: each under 0.3 s.
 
 Usage::
 
@@ -49,6 +55,7 @@ BIG = [
 ]  # fmt: skip
 
 CASES: dict[str, tuple[str, list[str], int]] = {
+    "cli": ("", [], 0),
     "w1": ("simulate", ["w1"], 10_000),
     "w1-50k": ("simulate", ["w1", "--set", "workload.requests=50000"], 50_000),
     "big-100k": ("simulate", ["w1", *BIG, "--set", "workload.requests=100000"], 100_000),
@@ -57,7 +64,23 @@ CASES: dict[str, tuple[str, list[str], int]] = {
 }
 """name -> (command, arguments, requests)."""
 
-DEFAULT = ["w1", "w1-50k", "big-100k", "up-w1"]
+DEFAULT = ["cli", "w1", "w1-50k", "big-100k", "up-w1"]
+
+CLI = (["--version"], ["--help"], ["list"])
+
+
+def cli_times(repeat: int = 5) -> dict[str, float]:
+    """Median wall seconds of a few quick commands, each in a fresh process."""
+    exe = [sys.executable, "-m", "llmtwin.cli.main"]
+    out = {}
+    for args in CLI:
+        runs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            subprocess.run([*exe, *args], check=True, capture_output=True)
+            runs.append(time.perf_counter() - t0)
+        out[" ".join(args)] = statistics.median(runs)
+    return out
 
 
 def process_age_s() -> float:
@@ -93,7 +116,9 @@ def child(command: str, args: list[str], out: Path) -> dict[str, float]:
     marks["total_s"] = total
     if "after_simulation_s" in marks:
         marks["reporting_s"] = total - marks.pop("after_simulation_s")
-    marks["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    marks["cpu_s"] = me.ru_utime + me.ru_stime
+    marks["peak_rss_mb"] = me.ru_maxrss / 1024.0
     marks["child_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     return marks
 
@@ -125,17 +150,21 @@ def main(argv: list[str]) -> int:
     print(f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}")
     print(
         f"{'case':10} {'load':>5} {'start-up s':>10} {'sim s':>8} {'report s':>9} {'total s':>8} "
-        f"{'(median)':>8} {'req/s':>8} {'RSS MB':>7} {'child MB':>8}"
+        f"{'(median)':>8} {'cpu s':>7} {'req/s':>8} {'RSS MB':>7} {'child MB':>8}"
     )
     for name in a.cases:
         load = os.getloadavg()[0]
+        if name == "cli":
+            times = ", ".join(f"llmtwin {k}: {v:.3f} s" for k, v in cli_times().items())
+            print(f"{'cli':10} {load:>5.2f} {times}", flush=True)
+            continue
         runs = [measure(name) for _ in range(a.repeat)]
         best = min(runs, key=lambda r: r["total_s"])
         median = statistics.median(r["total_s"] for r in runs)
 
         print(
             f"{name:10} {load:>5.2f} {cell(best, 'startup_s', 10)} {cell(best, 'simulation_s', 8)} "
-            f"{cell(best, 'reporting_s', 9)} {best['total_s']:>8.2f} {median:>8.2f} "
+            f"{cell(best, 'reporting_s', 9)} {best['total_s']:>8.2f} {median:>8.2f} {best['cpu_s']:>7.2f} "
             f"{CASES[name][2] / best['total_s']:>8.0f} {best['peak_rss_mb']:>7.0f} "
             f"{best['child_peak_rss_mb']:>8.0f}",
             flush=True,

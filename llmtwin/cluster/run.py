@@ -193,15 +193,13 @@ def run_scenario(
     # Each instance's constants (sizes); the chunks replace every list.
     templates = {c.iid: c.export() for c in insts}
     runner = LocalRunner(comps)
-    windows = [0]
     next_drain = [drain_every]
 
     def on_window(now: float) -> None:
-        windows[0] += 1
         if balancer.completed >= next_drain[0]:
             drain(asm, insts, templates, now)
             next_drain[0] = balancer.completed + drain_every
-        if progress is not None and windows[0] % 256 == 0:
+        if progress is not None and not runner.windows & 255:
             progress(now, balancer.completed)
 
     end = runner.run(on_window=on_window)
