@@ -103,7 +103,7 @@ class Assembler:
                 self._known(x.moved_rids), x.iid, np.asarray(x.moved_bytes, dtype=np.float64)
             )
         if x.chunk_rid:
-            starts, _ = stats.times(np.asarray(x.chunk_it, dtype=np.int64))
+            starts = stats.starts(np.asarray(x.chunk_it, dtype=np.int64))
             self.flight.add_uses(self._known(x.chunk_rid), x.iid, starts)
         if x.range_rid:
             self._add_ranges(stats, x)
@@ -120,9 +120,9 @@ class Assembler:
         rids = self._known(x.range_rid)
         first = np.asarray(x.range_first, dtype=np.int64)
         count = np.asarray(x.range_last, dtype=np.int64) - first + 1
-        starts, ends = stats.times(positions(first, count))
+        ends = stats.ends(positions(first, count))
         stats.tokens += int(count.sum())
-        self.flight.add_uses(rids, x.iid, starts[np.cumsum(count) - count])
+        self.flight.add_uses(rids, x.iid, stats.starts(first))
         self.flight.add_pieces(rids, x.iid, count, ends)
         self.complete.append(rids[self.flight.tokens[rids] == self.table.output_tokens[rids]])
 

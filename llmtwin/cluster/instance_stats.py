@@ -119,14 +119,25 @@ class InstanceStats:
         self.role_timeline: list[tuple[float, str]] = []
 
     # -- iteration times ------------------------------------------------------------------------------
-    def times(self, its: IntArray) -> tuple[FloatArray, FloatArray]:
-        """(start, end) of the given iterations (each must lie in a kept segment)."""
-        s = np.searchsorted(self.seg_it, its, side="right") - 1
-        if its.size and (s.min() < 0 or np.any(its >= self.seg_it[s] + self.seg_k[s])):
+    def _segments_of(self, its: IntArray) -> tuple[IntArray, FloatArray]:
+        """The kept segment of each iteration, and the iteration's index within its anchor's run."""
+        if its.size and (self.seg_it.size == 0 or int(its.min()) < int(self.seg_it[0])):
             raise AssertionError(f"instance {self.iid}: iteration times asked for after they were dropped")
-        # The same expression as the engine's (anchor + m * dt), so the floats are identical.
-        m = (its - self.anchor_it[s]).astype(np.float64)
-        return self.anchor_t[s] + m * self.dt[s], self.anchor_t[s] + (m + 1.0) * self.dt[s]
+        s = np.searchsorted(self.seg_it, its, side="right") - 1
+        return s, (its - self.anchor_it[s]).astype(np.float64)
+
+    # Both with the engine's expression (anchor + m * dt), so the floats are identical.
+    def starts(self, its: IntArray) -> FloatArray:
+        """Start time of each of the given iterations (each must lie in a kept segment)."""
+        s, m = self._segments_of(its)
+        out: FloatArray = self.anchor_t[s] + m * self.dt[s]
+        return out
+
+    def ends(self, its: IntArray) -> FloatArray:
+        """End time of each of the given iterations (each must lie in a kept segment)."""
+        s, m = self._segments_of(its)
+        out: FloatArray = self.anchor_t[s] + (m + 1.0) * self.dt[s]
+        return out
 
     def prune(self, first_needed_it: int) -> None:
         """Forget the segments that end before iteration ``first_needed_it``."""
@@ -182,7 +193,9 @@ class InstanceStats:
         self.dt = np.concatenate([self.dt, _f64(x.seg_dt)])
         n = int(k.sum())
         its = np.repeat(_i64(x.seg_it), k) + (np.arange(n) - np.repeat(np.cumsum(k) - k, k))
-        start, end = self.times(its)
+        s, m = self._segments_of(its)
+        at, dt = self.anchor_t[s], self.dt[s]
+        start, end = at + m * dt, at + (m + 1.0) * dt
         took = end - start
         # Busy seconds by what each iteration computed (summed per iteration, so the figure does
         # not depend on how iterations were segmented).
