@@ -7,12 +7,14 @@ import pytest
 
 from llmtwin.cluster import assemble
 from llmtwin.cluster.engine_log import EngineLog
-from llmtwin.cluster.messages import InstanceExport
-from llmtwin.cluster.run import run_scenario
+from llmtwin.cluster.messages import BalancerExport, InstanceExport
+from llmtwin.cluster.run import request_table, run_scenario
 from llmtwin.errors import ConfigurationError
+from llmtwin.report.assemble_worker import AssemblerProcess
 from llmtwin.report.summary import summarize
 from llmtwin.report.writers import instances_csv, requests_csv
 from llmtwin.scenario.loader import load_scenario
+from llmtwin.workload.request import RequestSpec
 
 PRESSURE = ["model=llama-3-70b", "cluster.tp=2"]
 """KV memory under pressure: preemptions, evicted replicas, unfinished requests."""
@@ -79,3 +81,23 @@ def test_engine_log_drains_only_what_is_final_and_marks_survive_drains() -> None
     assert log.kv_t == []
     with pytest.raises(AssertionError, match="drained"):
         log.rewind((0, 0, 0, 0, 0, 0))
+
+
+def test_assembling_in_a_worker_process_gives_the_same_result() -> None:
+    """The command line assembles large runs in a forked worker: same files as in-process."""
+    s = load_scenario("demo", ["workload.requests=120"], "accellm")
+    here = run_scenario(s, drain_every=10, detail=False)
+    there = run_scenario(s, drain_every=10, detail=False, sink=AssemblerProcess)
+    assert requests_csv(there, s.slo) == requests_csv(here, s.slo)
+    assert instances_csv(there) == instances_csv(here)
+
+
+def test_a_failure_in_the_assembling_worker_is_raised_here() -> None:
+    """A chunk the assembler refuses (a token from an iteration it has no time for) fails the run
+    with that error, raised in the simulating process."""
+    sink = AssemblerProcess(request_table([RequestSpec(0, 0.0, 10, 2)]), False)
+    lists: dict[str, list[object]] = {f: [] for f in InstanceExport.__struct_fields__[4:]}
+    lists.update(range_rid=[0], range_first=[5], range_last=[5])
+    sink.add(InstanceExport(0, 1, 10, 1.0, **lists))  # type: ignore[arg-type]
+    with pytest.raises(AssertionError, match="dropped"):
+        sink.result("colocated", "x", 0, BalancerExport([], [], 0, 0), 1.0, {})

@@ -16,7 +16,7 @@ Memory therefore grows with the requests in flight, not with those finished, exc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -74,7 +74,7 @@ class RequestRows:
 class Assembler:
     """Builds a run's records from its requests and its instances' log chunks."""
 
-    def __init__(self, table: RequestTable, *, detail: bool = False) -> None:
+    def __init__(self, table: RequestTable, detail: bool = False) -> None:
         """``table``: the run's requests (``RequestTable.empty``: arrival and lengths only)."""
         n = len(table)
         self.rows = RequestRows(table, detail)
@@ -159,6 +159,41 @@ class Assembler:
         records = [s.finish(end_s, span_end) for _, s in sorted(self.instances.items())]
         return t, records
 
+    def result(
+        self,
+        policy: str,
+        scenario: str,
+        seed: int,
+        bal: BalancerExport,
+        end_s: float,
+        stats: dict[str, float],
+    ) -> RunResult:
+        """The run's result, once every chunk is in (see :meth:`finish`)."""
+        table, instances = self.finish(bal, end_s)
+        rows = self.rows
+        return RunResult(
+            policy=policy, scenario=scenario, seed=seed, table=table, instances=instances, end_s=end_s,
+            tbt_gaps=rows.gaps, tbt_sum_s=rows.gap_sum.value, stats=dict(stats), token_times=rows.token_times,
+        )  # fmt: skip
+
+
+class ResultSink(Protocol):
+    """What a run hands its logs to: an :class:`Assembler`, or a proxy of one in another process."""
+
+    def add(self, x: InstanceExport, first_open_it: int | None = None) -> None: ...
+
+    def settle(self, now: float = ...) -> None: ...
+
+    def result(
+        self,
+        policy: str,
+        scenario: str,
+        seed: int,
+        bal: BalancerExport,
+        end_s: float,
+        stats: dict[str, float],
+    ) -> RunResult: ...
+
 
 def split_parts(parts: Mapping[str, object]) -> tuple[GeneratorExport, BalancerExport, list[InstanceExport]]:
     """The typed exports out of ``{component id: export}``."""
@@ -168,23 +203,6 @@ def split_parts(parts: Mapping[str, object]) -> tuple[GeneratorExport, BalancerE
         raise ConfigurationError("a run's parts need the generator's and the balancer's exports")
     insts = [p for c, p in parts.items() if c.startswith("instance-") and isinstance(p, InstanceExport)]
     return gen, bal, insts
-
-
-def finish_result(
-    asm: Assembler,
-    policy: str,
-    scenario: str,
-    seed: int,
-    bal: BalancerExport,
-    end_s: float,
-    stats: dict[str, float],
-) -> RunResult:
-    table, instances = asm.finish(bal, end_s)
-    rows = asm.rows
-    return RunResult(
-        policy=policy, scenario=scenario, seed=seed, table=table, instances=instances, end_s=end_s,
-        tbt_gaps=rows.gaps, tbt_sum_s=rows.gap_sum.value, stats=dict(stats), token_times=rows.token_times,
-    )  # fmt: skip
 
 
 def make_result(
@@ -209,7 +227,7 @@ def make_result(
     asm = Assembler(table, detail=detail)
     for x in sorted(insts, key=lambda e: e.iid):
         asm.add(x)
-    return finish_result(asm, policy, scenario, seed, bal, end_s, stats)
+    return asm.result(policy, scenario, seed, bal, end_s, stats)
 
 
 def result_from_records(

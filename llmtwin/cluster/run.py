@@ -17,7 +17,7 @@ from collections.abc import Callable
 import msgspec
 import numpy as np
 
-from llmtwin.cluster.assemble import Assembler, finish_result, make_result
+from llmtwin.cluster.assemble import Assembler, ResultSink, make_result
 from llmtwin.cluster.components import Balancer, Generator, Instance
 from llmtwin.cluster.context import ClusterContext, LinkModel
 from llmtwin.cluster.cost import IterationCost, PlanProvider
@@ -153,7 +153,7 @@ def first_open_iteration(inst: Instance) -> int:
     return min([*starts, *eng.log.range_first, eng.it])
 
 
-def drain(asm: Assembler, insts: list[Instance], templates: dict[int, InstanceExport], now: float) -> None:
+def drain(asm: ResultSink, insts: list[Instance], templates: dict[int, InstanceExport], now: float) -> None:
     """Hand every instance's final log entries (and KV moves) to the assembler, after the
     window at ``now``."""
     for c in insts:
@@ -176,12 +176,15 @@ def run_scenario(
     progress: Progress | None = None,
     detail: bool = True,
     drain_every: int = DRAIN_REQUESTS,
+    sink: Callable[[RequestTable, bool], ResultSink] = Assembler,
 ) -> RunResult:
     """Generate the requests (unless given), run every component in this process, assemble.
 
     ``detail`` keeps every token time, batch size and KV or role change in the result (tests and
     small studies); without it, memory grows with the requests in flight, not with the run.
     ``drain_every``: completions between hand-overs of the logs (results never depend on it).
+    ``sink(table, detail)`` makes what assembles the result (an :class:`Assembler` here, or one in
+    a worker process: ``report/assemble_worker.py``).
     """
     if requests is None:
         requests = scenario_requests(scenario)
@@ -189,7 +192,7 @@ def run_scenario(
     comps = build_components(scenario, requests)
     balancer = next(c for c in comps if isinstance(c, Balancer))
     insts = [c for c in comps if isinstance(c, Instance)]
-    asm = Assembler(request_table(requests), detail=detail)
+    asm = sink(request_table(requests), detail)
     # Each instance's constants (sizes); the chunks replace every list.
     templates = {c.iid: c.export() for c in insts}
     runner = LocalRunner(comps)
@@ -218,5 +221,6 @@ def run_scenario(
     }
     stats["events"] = stats["messages"] + stats["segments"]
     bal = balancer.export()
-    result = finish_result(asm, scenario.policy.name, scenario.name, scenario.seed, bal, end, stats)
-    return _describe(scenario, result)
+    return _describe(
+        scenario, asm.result(scenario.policy.name, scenario.name, scenario.seed, bal, end, stats)
+    )

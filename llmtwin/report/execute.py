@@ -12,6 +12,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import TextIO, TypeVar
 
 from llmtwin.cluster.run import run_scenario
+from llmtwin.report.assemble_worker import assembler
 from llmtwin.report.outputs import RunOutput
 from llmtwin.report.progress import Progress, RunProgress
 from llmtwin.report.summary import Summary, summarize
@@ -24,7 +25,7 @@ T = TypeVar("T")
 def run_output(scenario: Scenario, progress: Progress | None = None) -> RunOutput:
     """Run one scenario and keep what its outputs need (the request table, instance records,
     summary, effective scenario; not every token time)."""
-    result = run_scenario(scenario, progress=progress, detail=False)
+    result = run_scenario(scenario, progress=progress, detail=False, sink=assembler)
     return RunOutput(
         result, summarize(result, scenario.slo), dump_scenario(scenario), scenario_toml(scenario)
     )
@@ -32,7 +33,8 @@ def run_output(scenario: Scenario, progress: Progress | None = None) -> RunOutpu
 
 def run_summary(scenario: Scenario, progress: Progress | None = None) -> Summary:
     """Run one scenario and keep only its summary (sweeps)."""
-    return summarize(run_scenario(scenario, progress=progress, detail=False), scenario.slo)
+    result = run_scenario(scenario, progress=progress, detail=False, sink=assembler)
+    return summarize(result, scenario.slo)
 
 
 def run_all(
