@@ -27,8 +27,8 @@ WORKER_FROM_REQUESTS = 50_000
 """Smaller runs assemble in the simulating process (a worker would cost more than it saves)."""
 
 
-def _serve(conn: Connection, table: RequestTable, detail: bool) -> None:
-    asm = Assembler(table, detail)
+def _serve(conn: Connection, holder: list[RequestTable], detail: bool) -> None:
+    asm = Assembler(holder.pop(), detail)
     try:
         while True:
             kind, *args = conn.recv()
@@ -51,8 +51,10 @@ class AssemblerProcess:
     def __init__(self, table: RequestTable, detail: bool) -> None:
         ctx = multiprocessing.get_context("fork")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, table, detail), daemon=True)
+        holder = [table]
+        self._proc = ctx.Process(target=_serve, args=(child, holder, detail), daemon=True)
         self._proc.start()
+        holder.clear()  # the table lives on in the worker only
         child.close()
 
     def _send(self, *message: Any) -> None:
