@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from llmtwin.cluster import assemble
+from llmtwin.cluster.assemble import RunEnd
 from llmtwin.cluster.engine_log import EngineLog
 from llmtwin.cluster.messages import BalancerExport, InstanceExport
 from llmtwin.cluster.run import request_table, run_scenario
@@ -100,4 +101,4 @@ def test_a_failure_in_the_assembling_worker_is_raised_here() -> None:
     lists.update(range_rid=[0], range_first=[5], range_last=[5])
     sink.add(InstanceExport(0, 1, 10, 1.0, **lists))  # type: ignore[arg-type]
     with pytest.raises(AssertionError, match="dropped"):
-        sink.result("colocated", "x", 0, BalancerExport([], [], 0, 0), 1.0, {})
+        sink.result(RunEnd("colocated", "x", 0, BalancerExport([], [], 0, 0), 1.0, {}))

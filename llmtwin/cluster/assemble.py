@@ -16,6 +16,7 @@ Memory therefore grows with the requests in flight, not with those finished, exc
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -159,22 +160,27 @@ class Assembler:
         records = [s.finish(end_s, span_end) for _, s in sorted(self.instances.items())]
         return t, records
 
-    def result(
-        self,
-        policy: str,
-        scenario: str,
-        seed: int,
-        bal: BalancerExport,
-        end_s: float,
-        stats: dict[str, float],
-    ) -> RunResult:
+    def result(self, end: RunEnd) -> RunResult:
         """The run's result, once every chunk is in (see :meth:`finish`)."""
-        table, instances = self.finish(bal, end_s)
+        table, instances = self.finish(end.balancer, end.end_s)
         rows = self.rows
         return RunResult(
-            policy=policy, scenario=scenario, seed=seed, table=table, instances=instances, end_s=end_s,
-            tbt_gaps=rows.gaps, tbt_sum_s=rows.gap_sum.value, stats=dict(stats), token_times=rows.token_times,
+            policy=end.policy, scenario=end.scenario, seed=end.seed, table=table, instances=instances,
+            end_s=end.end_s, tbt_gaps=rows.gaps, tbt_sum_s=rows.gap_sum.value, stats=dict(end.stats),
+            token_times=rows.token_times,
         )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How a run ended: what its result needs besides the instances' logs."""
+
+    policy: str
+    scenario: str
+    seed: int
+    balancer: BalancerExport
+    end_s: float
+    stats: dict[str, float]
 
 
 class ResultSink(Protocol):
@@ -184,15 +190,7 @@ class ResultSink(Protocol):
 
     def settle(self, now: float = ...) -> None: ...
 
-    def result(
-        self,
-        policy: str,
-        scenario: str,
-        seed: int,
-        bal: BalancerExport,
-        end_s: float,
-        stats: dict[str, float],
-    ) -> RunResult: ...
+    def result(self, end: RunEnd) -> RunResult: ...
 
 
 def split_parts(parts: Mapping[str, object]) -> tuple[GeneratorExport, BalancerExport, list[InstanceExport]]:
@@ -227,7 +225,7 @@ def make_result(
     asm = Assembler(table, detail=detail)
     for x in sorted(insts, key=lambda e: e.iid):
         asm.add(x)
-    return asm.result(policy, scenario, seed, bal, end_s, stats)
+    return asm.result(RunEnd(policy, scenario, seed, bal, end_s, stats))
 
 
 def result_from_records(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import msgspec
 import numpy as np
 
-from llmtwin.cluster.assemble import Assembler, ResultSink, make_result
+from llmtwin.cluster.assemble import Assembler, ResultSink, RunEnd, make_result
 from llmtwin.cluster.components import Balancer, Generator, Instance
 from llmtwin.cluster.context import ClusterContext, LinkModel
 from llmtwin.cluster.cost import IterationCost, PlanProvider
@@ -222,5 +222,5 @@ def run_scenario(
     stats["events"] = stats["messages"] + stats["segments"]
     bal = balancer.export()
     return _describe(
-        scenario, asm.result(scenario.policy.name, scenario.name, scenario.seed, bal, end, stats)
+        scenario, asm.result(RunEnd(scenario.policy.name, scenario.name, scenario.seed, bal, end, stats))
     )

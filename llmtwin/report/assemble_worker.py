@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from llmtwin.cluster.assemble import Assembler, ResultSink
-from llmtwin.cluster.messages import BalancerExport, InstanceExport
+from llmtwin.cluster.assemble import Assembler, ResultSink, RunEnd
+from llmtwin.cluster.messages import InstanceExport
 from llmtwin.cluster.records import RequestTable, RunResult
 
 WORKER_FROM_REQUESTS = 50_000
@@ -81,16 +81,8 @@ class AssemblerProcess:
     def settle(self, now: float = np.inf) -> None:
         self._send("settle", now)
 
-    def result(
-        self,
-        policy: str,
-        scenario: str,
-        seed: int,
-        bal: BalancerExport,
-        end_s: float,
-        stats: dict[str, float],
-    ) -> RunResult:
-        self._send("result", policy, scenario, seed, bal, end_s, stats)
+    def result(self, end: RunEnd) -> RunResult:
+        self._send("result", end)
         return self._receive()
 
 
