@@ -18,7 +18,7 @@ from llmtwin.observe.observations import (
     RunInfo,
     weighted,
 )
-from llmtwin.report.summary import meets_slo, request_tbt, run_span
+from llmtwin.report.summary import meets_slo, run_span
 from llmtwin.scenario.spec import Scenario
 
 
@@ -120,11 +120,8 @@ def cluster_windows(scenario: Scenario, result: RunResult, edges: list[float]) -
     arrived = Counter(bisect.bisect_left(edges, r.arrival_s) for r in result.requests)
     done = [r for r in result.requests if r.completion_s is not None and r.failed_reason is None]
     fin = Counter(bisect.bisect_left(edges, r.completion_s or 0.0) for r in done)
-    met = Counter(
-        bisect.bisect_left(edges, r.completion_s or 0.0)
-        for r in done
-        if meets_slo(r, request_tbt(r), scenario.slo)
-    )
+    ok = meets_slo(result.table, scenario.slo)
+    met = Counter(bisect.bisect_left(edges, r.completion_s or 0.0) for r in done if ok[r.rid])
     failed = Counter(
         (bisect.bisect_left(edges, r.arrival_s), r.failed_reason) for r in result.requests if r.failed_reason
     )

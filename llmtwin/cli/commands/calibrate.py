@@ -17,10 +17,9 @@ import argparse
 import shlex
 from pathlib import Path
 
-from llmtwin.calibrate.render import render
-from llmtwin.calibrate.run import Inputs, calibrate, engine_document, hardware_document
 from llmtwin.calibrate.toml_out import write
 from llmtwin.catalog_files import find_files, read_toml
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.errors import CalibrationError, UnknownHardware
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
@@ -30,7 +29,7 @@ from llmtwin.physics.precision import Precision
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "calibrate",
-        help="fit a device's efficiency shape (and an engine profile) to measured timings",
+        help=COMMANDS["calibrate"].help,
         description="Fit kernel-shape efficiency fields to Vidur-format operator and collective "
         "timings, and optionally an engine-overhead profile to splitwise-format iteration times; "
         "write a hardware file (and an engine file) and print the fit-error tables.",
@@ -99,6 +98,10 @@ def _provenance(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # scipy and matplotlib: imported only when calibrating.
+    from llmtwin.calibrate.render import render
+    from llmtwin.calibrate.run import Inputs, calibrate, engine_document, hardware_document
+
     if not (args.ops or args.collectives or args.iterations):
         raise CalibrationError("nothing to fit: give --ops, --collectives and/or --iterations")
     extra: list[Path] = args.catalog

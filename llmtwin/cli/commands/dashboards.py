@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import llmtwin
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.errors import ConfigurationError
 from llmtwin.observe.dashboards import DASHBOARDS
 from llmtwin.observe.grafana import check_generated, write_generated
@@ -47,7 +48,7 @@ def parse_duration(text: str) -> float:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "dashboards",
-        help="write or check the Grafana dashboards, or render them to PNG from a Prometheus",
+        help=COMMANDS["dashboards"].help,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

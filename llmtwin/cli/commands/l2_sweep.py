@@ -11,12 +11,12 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.commands.preserve import add_planner_args, planner_config
 from llmtwin.cli.common import add_device_args, int_list, print_json, step_model
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.step import StepModel
 from llmtwin.preserve.die_cost import COST_SOURCES, CostModel
-from llmtwin.preserve.plots import sweep_png
 from llmtwin.preserve.report import sweep_dict
 from llmtwin.preserve.sensitivity import (
     INPUTS,
@@ -34,7 +34,7 @@ DEFAULT_OUT = Path("out/preserve")
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "l2-sweep",
-        help="L2-size design sweep: decode perf per cost with and without PRESERVE",
+        help=COMMANDS["l2-sweep"].help,
         description="Sweep the L2 size of a hardware template over a decode workload mix, with and "
         "without PRESERVE prefetching, and find the perf-per-cost optimum. See docs/preserve.md.",
     )
@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     if points:
         print_sensitivity(points)
     title = f"{sm.model.name} TP{sm.tp} {sm.prec.label()} on an {sm.hw.name} template, L2 swept"
+    from llmtwin.preserve.plots import sweep_png  # matplotlib: only when plotting
+
     print(f"wrote {sweep_png(result, args.out / 'l2_sweep.png', title)}")
     return 0
 

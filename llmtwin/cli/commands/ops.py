@@ -13,6 +13,7 @@ import argparse
 import csv
 import sys
 
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.common import add_device_args, int_list, print_json, step_model
 from llmtwin.physics.graph import VIDUR_OPS, BatchShape
 from llmtwin.physics.op_time import op_time
@@ -23,12 +24,12 @@ EXAMPLE_TOKENS = ",".join(str(1 << i) for i in range(13))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("ops", help="predicted per-layer op times over token counts (Vidur CSV format)")
+    p = sub.add_parser("ops", help=COMMANDS["ops"].help)
     add_device_args(p)
     p.add_argument(
         "--tokens", required=True, help=f"comma-separated token counts (GEMM rows), e.g. {EXAMPLE_TOKENS}"
     )
-    p.add_argument("--format", choices=("vidur-csv", "json", "table"), default="table")
+    p.add_argument("--format", choices=("vidur-csv", "json", "table"), default="table", help="output format")
     p.set_defaults(func=run)
 
 

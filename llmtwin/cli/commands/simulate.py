@@ -6,13 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from llmtwin.cli.band import band_runs, band_table
-from llmtwin.cli.common import print_json
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.errors import ConfigurationError
-from llmtwin.report.execute import run_all, run_output
-from llmtwin.report.outputs import describe_written, summary_document, write_run
-from llmtwin.report.tables import summary_table
-from llmtwin.scenario.loader import load_scenario
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -42,7 +37,7 @@ def check_jobs(jobs: int) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("simulate", help="run one scenario and summarise it")
+    p = sub.add_parser("simulate", help=COMMANDS["simulate"].help)
     add_run_args(p)
     p.add_argument("--policy", help="serving policy (colocated, disaggregated, accellm, ...)")
     p.add_argument("--json", action="store_true", help="print summary.json on stdout instead of the table")
@@ -55,24 +50,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `llmtwin --help` and the other commands need none of it.
+    from llmtwin.cli.band import band_runs, band_table
+    from llmtwin.cli.common import print_json
+    from llmtwin.report.execute import run_all, run_output
+    from llmtwin.report.outputs import describe_written, summary_document, write_run
+    from llmtwin.report.plot_worker import plot_worker
+    from llmtwin.report.tables import summary_table
+    from llmtwin.scenario.loader import load_scenario
+
     scenario = load_scenario(args.scenario, args.overrides, args.policy)
     label = f"{scenario.name}/{scenario.policy.name}"
-    (out,) = run_all(run_output, [(label, scenario)], jobs=1, stream=sys.stderr, show_progress=not args.quiet)
-    edges = (
-        band_runs(args.scenario, args.overrides, args.policy, scenario.cluster.engine, args.quiet)
-        if args.band
-        else {}
-    )
-    if args.json:
-        doc = summary_document(out)
-        if edges:
-            doc["band"] = {edge: run.summary.to_dict() for edge, run in edges.items()}
-        print_json(doc)
-    else:
-        print(summary_table(out.summary, markdown=args.markdown))
-        if edges:
-            print(band_table(out.summary.to_dict(), {e: r.summary.to_dict() for e, r in edges.items()}))
-    if args.out is not None:
-        files = write_run(args.out, out, plots=not args.no_plots)
-        print(describe_written(args.out, files), file=sys.stderr)
+    # Started first: it imports matplotlib while the scenario runs.
+    with plot_worker(args.out is not None and not args.no_plots) as plotter:
+        (out,) = run_all(
+            run_output, [(label, scenario)], jobs=1, stream=sys.stderr, show_progress=not args.quiet
+        )
+        edges = (
+            band_runs(args.scenario, args.overrides, args.policy, scenario.cluster.engine, args.quiet)
+            if args.band
+            else {}
+        )
+        if args.json:
+            doc = summary_document(out)
+            if edges:
+                doc["band"] = {edge: run.summary.to_dict() for edge, run in edges.items()}
+            print_json(doc)
+        else:
+            print(summary_table(out.summary, markdown=args.markdown))
+            if edges:
+                print(band_table(out.summary.to_dict(), {e: r.summary.to_dict() for e, r in edges.items()}))
+        if args.out is not None:
+            files = write_run(args.out, out, plots=not args.no_plots, plotter=plotter)
+            print(describe_written(args.out, files), file=sys.stderr)
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.common import add_device_args, print_json, step_model
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
@@ -21,9 +22,9 @@ from llmtwin.preserve import plan_step_l2
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("step", help="cost of one prefill or decode iteration, op by op")
+    p = sub.add_parser("step", help=COMMANDS["step"].help)
     add_device_args(p)
-    p.add_argument("--phase", choices=("prefill", "decode"), required=True)
+    p.add_argument("--phase", choices=("prefill", "decode"), required=True, help="which iteration")
     p.add_argument("--batch", type=int, default=1, help="sequences in the batch")
     p.add_argument("--prompt", type=int, help="prefill: prompt tokens per sequence")
     p.add_argument("--context", type=int, help="decode: cached tokens per sequence")
