@@ -8,7 +8,10 @@ has a leader (``Ready``), then repeats: take the next window from its
 report each component to the planner in component-id order, exactly as LocalRunner does. When
 no window is left it collects the exports and publishes the ``RunOutcome``. A service that
 reports an error, or stops sending heartbeats while the conductor waits for it, fails the run
-with a message naming it.
+with a message naming it -- unless it can be recovered: lost messages are sent again, a
+restarted service catches up by replay and rejoins, a standby replica takes over
+(``services/recovery.py``). A nats-server that does not answer is reported as such, never
+blamed on a service.
 
 The window loop has two halves. The run's task opens a window, then waits; the handler of the
 last ``DoneBatch`` closes it and, when nothing has to be waited for (no pace deadline ahead,
@@ -22,10 +25,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 
-from llmtwin.errors import TwinError
+from llmtwin.errors import BusError, TwinError
 from llmtwin.sim.windows import Grant, WindowPlanner
 from proto import chunks, subjects
+from proto.chunks import Reassembler
 from proto.control import (
     Chunk,
     Collect,
@@ -41,12 +46,17 @@ from proto.control import (
     RunOutcome,
     RunRequest,
 )
+from proto.subjects import ANY
+from services import recovery
 from services.base import Rejected, Service
 from services.config import ConductorConfig
 from services.factory import code_digest
 from services.metrics import ConductorMetrics
 from services.pacing import Pacer
 from services.run_state import RunFailed, RunState
+
+KEPT_OUTCOMES = 4
+"""Outcomes of ended runs kept to publish again on request (a controller that lost one)."""
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +70,22 @@ class Conductor(Service[ConductorConfig]):
         self.task: asyncio.Task[None] | None = None
         self.seen: dict[str, float] = {}
         """Service -> monotonic time of its last hello or heartbeat."""
+        self.outcomes: OrderedDict[str, list[Chunk]] = OrderedDict()
+        """The last runs' outcomes, as published (chunks)."""
 
     async def on_start(self) -> None:
         await self.respond(subjects.run_start(), RunRequest, self._on_run_request)
         await self.respond(subjects.run_control(), RunControl, self._on_control)
-        await self.subscribe(subjects.hello(), Hello, self._on_hello)
-        await self.subscribe(subjects.heartbeat(), Heartbeat, self._on_heartbeat)
+        await self.subscribe(subjects.hello(ANY), Hello, self._on_hello, sender=_service)
+        await self.subscribe(subjects.heartbeat(ANY), Heartbeat, self._on_heartbeat, sender=_service)
+
+    async def on_reconnected(self) -> None:
+        """Back after a lost connection (a nats-server restart): whatever was in flight may be
+        lost, so send every owed message again."""
+        state = self.active
+        if state is not None:
+            for svc in sorted(state.ready_services):
+                await self._resend(state, svc)
 
     async def on_stop(self) -> None:
         if self.active is not None and self.task is not None:
@@ -90,6 +110,7 @@ class Conductor(Service[ConductorConfig]):
         except TwinError as exc:
             return Reply(False, str(exc))
         state = RunState(req, config, ids, WindowPlanner(ids), Pacer(req.speed))
+        state.chunks = Reassembler(max_bytes=self.cfg.max_result_bytes)
         state.resumed.set()
         self.active = state
         self.task = asyncio.get_running_loop().create_task(self._conduct(state))
@@ -97,6 +118,8 @@ class Conductor(Service[ConductorConfig]):
 
     async def _on_control(self, cmd: RunControl) -> Reply:
         state = self.active
+        if cmd.action == "outcome":
+            return await self._republish(cmd.run)
         if state is None or state.run != cmd.run:
             return Reply(False, f"no run {cmd.run!r} in progress")
         if cmd.action == "pause" and state.resumed.is_set():
@@ -108,9 +131,21 @@ class Conductor(Service[ConductorConfig]):
             self.cmetrics.paused.set(0)
         elif cmd.action == "stop":
             state.stop = True
+            state.stopped_by = cmd.by or "a controller"
             state.resumed.set()
             state.wake.set()
-        log.info("%s: run %s: %s", self.name, cmd.run, cmd.action)
+        log.info("%s: run %s: %s (by %s)", self.name, cmd.run, cmd.action, cmd.by or "a controller")
+        return Reply(True)
+
+    async def _republish(self, run: str) -> Reply:
+        """Publish an ended run's outcome again (its controller may have missed it)."""
+        if self.active is not None and self.active.run == run:
+            return Reply(True)  # the outcome comes when the run ends
+        pieces = self.outcomes.get(run)
+        if pieces is None:
+            return Reply(False, f"no run {run!r} here")
+        for chunk in pieces:
+            await self.publish(subjects.outcome(run), chunk)
         return Reply(True)
 
     # -- presence ------------------------------------------------------------------------------
@@ -118,27 +153,98 @@ class Conductor(Service[ConductorConfig]):
     async def _on_hello(self, hello: Hello) -> None:
         self.seen[hello.service] = time.monotonic()
         state = self.active
-        if state is not None and state.phase == "setup":
+        if state is None:
+            return
+        if state.phase == "setup":
             # A service that (re)connected while a run is being set up may have missed it.
             await self.publish(subjects.config(), state.config)
+        else:
+            await self._presence(state, hello.service, hello.boot, reconnected=True)
 
     async def _on_heartbeat(self, beat: Heartbeat) -> None:
         self.seen[beat.service] = time.monotonic()
+        state = self.active
+        if state is not None and state.phase in ("running", "collecting"):
+            await self._presence(state, beat.service, beat.boot, reconnected=False)
+
+    async def _presence(self, state: RunState, svc: str, boot: str, reconnected: bool) -> None:
+        """A run's service was heard from: a new process start means it lost its state (it must
+        catch up); a hello from the same one means its connection came back (what it was owed
+        may be lost); a heartbeat from a service declared lost means it is back."""
+        known = state.boots.get(svc)
+        if known is None:
+            return  # not in this run
+        if boot != known:
+            catch_up = recovery.restarted(state, svc, boot)
+            if catch_up is not None:
+                log.warning(
+                    "%s: %s restarted during run %s; it replays windows 1..%d and rejoins",
+                    self.name, svc, state.run, catch_up.catch_up,
+                )  # fmt: skip
+                await self.publish(subjects.config(), catch_up)
+            return
+        if svc in state.lost:
+            del state.lost[svc]
+            log.warning("%s: %s is back (same process)", self.name, svc)
+            await self._resend(state, svc)
+        elif reconnected:
+            await self._resend(state, svc)
+
+    async def _resend(self, state: RunState, svc: str) -> None:
+        """Send ``svc`` again what it owes an answer to: the open window's grant, or the collect."""
+        if state.phase == "running":
+            batch = recovery.reissue(state, svc)
+            if batch is not None:
+                self.cmetrics.recoveries.labels("reissue").inc()
+                await self.publish(state.grant_subjects[svc], batch)
+        elif (
+            state.phase == "collecting"
+            and svc in state.hosting_services() - set(state.exports)
+            and svc not in state.recovering
+        ):
+            await self.publish(subjects.collect(state.run), Collect(state.run, state.now_s, [svc]))
 
     # -- run-scoped messages -------------------------------------------------------------------
 
     async def _on_ready(self, state: RunState, ready: Ready) -> None:
         self.seen[ready.service] = time.monotonic()
-        if state.phase != "setup":
-            log.warning("%s: %s joined run %s late; it stands by", self.name, ready.service, ready.run)
+        if state.phase == "setup":
+            state.join(ready)
             return
-        state.join(ready)
+        rec = state.recovering.get(ready.service)
+        if rec is None or ready.boot != rec.boot or ready.caught_up != rec.window:
+            log.info("%s: %s is ready for run %s, which runs without it", self.name, ready.service, ready.run)
+            return
+        why = recovery.rejoined(state, ready)
+        if why:
+            state.fail(ready.service, why)
+            return
+        self.cmetrics.recoveries.labels("rejoin").inc()
+        log.warning(
+            "%s: %s caught up to window %d and rejoined run %s",
+            self.name,
+            ready.service,
+            rec.window,
+            ready.run,
+        )
+        await self._resend(state, ready.service)
 
     async def _on_done(self, state: RunState, done: DoneBatch) -> None:
         """The last DoneBatch of a window closes it and opens the next one."""
-        if done.run != state.run or done.window != state.window or done.service not in state.expected:
+        batch = state.batches.get(done.service)
+        if (
+            not state.open
+            or done.run != state.run
+            or done.window != state.window
+            or done.service not in state.owing()
+            or batch is None
+            or done.attempt != batch.attempt
+            or done.service in state.recovering
+        ):
             raise Rejected(
-                "stale", f"DoneBatch of {done.service} for window {done.window} (now {state.window})"
+                "stale",
+                f"DoneBatch of {done.service} for window {done.window} attempt {done.attempt} "
+                f"(now {state.window}, {'open' if state.open else 'closed'})",
             )
         if done.error:
             state.fail(done.service, done.error)
@@ -174,10 +280,17 @@ class Conductor(Service[ConductorConfig]):
         state.handback.set()
 
     async def _on_export(self, state: RunState, chunk: Chunk) -> None:
-        data = state.chunks.add(chunk)
+        if state.phase != "collecting" or chunk.stream not in state.ready_services - set(state.exports):
+            raise Rejected("stale", f"result chunk of {chunk.stream!r} while {state.phase}")
+        try:
+            data = state.chunks.add(chunk)
+        except TwinError as exc:
+            raise Rejected("flood", str(exc.args[0])) from None
         if data is None:
             return
         batch = self.codec.decode(data, ExportBatch)
+        if batch.service != chunk.stream or batch.run != state.run:
+            raise Rejected("forged", f"results of {batch.service!r} in the chunks of {chunk.stream!r}")
         if batch.error:
             state.fail(batch.service, batch.error)
             return
@@ -192,10 +305,25 @@ class Conductor(Service[ConductorConfig]):
         watchdog = asyncio.get_running_loop().create_task(self._watch(state))
         outcome: RunOutcome
         try:
+            bulk = self.bus.max_payload
             state.subs = [
-                await self.subscribe(subjects.ready(run), Ready, lambda m: self._on_ready(state, m)),
-                await self.subscribe(subjects.done(run), DoneBatch, lambda m: self._on_done(state, m)),
-                await self.subscribe(subjects.export(run), Chunk, lambda m: self._on_export(state, m)),
+                await self.subscribe(
+                    subjects.ready(run, ANY), Ready, lambda m: self._on_ready(state, m), sender=_service
+                ),
+                await self.subscribe(
+                    subjects.done(run, ANY),
+                    DoneBatch,
+                    lambda m: self._on_done(state, m),
+                    max_bytes=bulk,
+                    sender=_service,
+                ),
+                await self.subscribe(
+                    subjects.export(run, ANY),
+                    Chunk,
+                    lambda m: self._on_export(state, m),
+                    max_bytes=bulk,
+                    sender=lambda c: c.stream,
+                ),
             ]
             await self.publish(subjects.config(), state.config)
             await self._await_ready(state)
@@ -223,8 +351,11 @@ class Conductor(Service[ConductorConfig]):
             await self.forget(sub)
         self.active = None  # ready for the next run before anyone hears this one ended
         await self.publish(subjects.config(), RunEnd(run, outcome.error))
-        data = self.codec.encode(outcome)
-        for chunk in chunks.split(f"{self.name}-{run}", data, self.bus.max_payload):
+        pieces = chunks.split(f"{self.name}-{run}", self.codec.encode(outcome), self.bus.max_payload)
+        self.outcomes[run] = pieces
+        while len(self.outcomes) > KEPT_OUTCOMES:
+            self.outcomes.popitem(last=False)
+        for chunk in pieces:
             await self.publish(subjects.outcome(run), chunk)
 
     async def _await_ready(self, state: RunState) -> None:
@@ -240,34 +371,116 @@ class Conductor(Service[ConductorConfig]):
         log.info("%s: run %s ready: %s", self.name, state.run, dict(sorted(state.leaders.items())))
 
     async def _watch(self, state: RunState) -> None:
-        """Fail the run when a service it waits for stops sending heartbeats, or stays alive but
-        never answers a window (a message lost, e.g. across a NATS server restart)."""
-        dead_after_s = self.cfg.dead_after_s
+        """Keep the run going or fail it with a message naming the cause: services that stop
+        sending heartbeats (when the server still answers), lost messages, a server that does
+        not answer, services that do not come back."""
+        cfg = self.cfg
         while True:
-            await asyncio.sleep(min(1.0, dead_after_s / 4))
-            if state.phase == "running":
-                owing = state.expected - set(state.dones)
-                waited = time.perf_counter() - state.window_opened
-                if owing and waited > self.cfg.window_timeout_s:
-                    state.fail(
-                        sorted(owing)[0],
-                        f"no answer from {', '.join(sorted(owing))} for window {state.window} "
-                        f"(t={state.now_s!r} s) after {waited:.0f} s, though they are alive",
-                    )
-            elif state.phase == "collecting":
-                owing = state.hosting_services() - set(state.exports)
-            else:
+            await asyncio.sleep(min(1.0, cfg.dead_after_s / 4, cfg.reissue_after_s / 2))
+            if state.phase not in ("running", "collecting"):
                 continue
             now = time.monotonic()
-            for svc in sorted(owing):
-                silent = now - self.seen.get(svc, now)
-                if silent > dead_after_s:
-                    hosted = sorted(c for c, s in state.leaders.items() if s == svc)
-                    state.fail(
-                        svc,
-                        f"{svc} stopped answering (no heartbeat for {silent:.0f} s) in window {state.window} "
-                        f"at t={state.now_s!r} s; it hosts {', '.join(hosted)}",
-                    )
+            watched = set(state.boots) - set(state.lost) - set(state.recovering)
+            silent = {s: now - self.seen.get(s, now) for s in sorted(watched)}
+            silent = {s: t for s, t in silent.items() if t > cfg.dead_after_s}
+            if (silent or state.server_stuck_since is not None) and not await self._server_answers(state):
+                continue
+            for svc, silent_s in silent.items():
+                await self._lose(state, svc, silent_s)
+            await self._timeouts(state)
+
+    async def _server_answers(self, state: RunState) -> bool:
+        """Whether nats-server answers a PING; silence while it does not is nobody's fault.
+        Fails the run when it has not answered for ``window_timeout_s``."""
+        cfg = self.cfg
+        try:
+            await self.bus.flush(min(2.0, cfg.dead_after_s / 2))
+        except BusError as exc:
+            now = time.monotonic()
+            if state.server_stuck_since is None:
+                state.server_stuck_since = now
+                log.warning(
+                    "%s: nats-server at %s not answering (%s); blaming no service",
+                    self.name,
+                    cfg.nats_url,
+                    exc,
+                )
+            elif now - state.server_stuck_since > cfg.window_timeout_s:
+                state.fail(
+                    "",
+                    f"nats-server at {cfg.nats_url} not answering for {now - state.server_stuck_since:.0f} s",
+                )
+            return False
+        if state.server_stuck_since is not None:
+            now = time.monotonic()
+            log.warning(
+                "%s: nats-server answers again after %.0f s", self.name, now - state.server_stuck_since
+            )
+            state.server_stuck_since = None
+            for svc in self.seen:  # their silence was the server's
+                self.seen[svc] = now
+            for svc in sorted(state.ready_services):
+                await self._resend(state, svc)
+            return False
+        return True
+
+    async def _lose(self, state: RunState, svc: str, silent_s: float) -> None:
+        """``svc`` is silent though the server answers: fail over what has a standby, wait for
+        the rest to come back (its supervisor restarts it), or fail the run."""
+        hosted = sorted(c for c, hosts in state.hosts.items() if hosts[0] == svc)
+        where = f"in window {state.window} at t={state.now_s!r} s; it hosts {', '.join(hosted) or 'nothing'}"
+        if self.cfg.rejoin_timeout_s == 0 and not all(len(state.hosts[c]) > 1 for c in hosted):
+            state.fail(svc, f"{svc} stopped answering (no heartbeat for {silent_s:.0f} s) {where}")
+            return
+        for who in recovery.lose(state, svc):
+            self.cmetrics.recoveries.labels("failover").inc()
+            await self.publish(state.grant_subjects[who], state.batches[who])
+        if svc in state.lost:
+            log.warning(
+                "%s: %s stopped answering (no heartbeat for %.0f s) %s; waiting up to %g s for it to come back",
+                self.name, svc, silent_s, where, self.cfg.rejoin_timeout_s,
+            )  # fmt: skip
+        else:
+            state.boots.pop(svc, None)  # no longer part of the run
+            log.warning("%s: %s stopped answering %s; its standbys took over", self.name, svc, where)
+        if state.phase == "running" and state.open and not state.owing():
+            await self._window_done(state)
+        elif state.phase == "collecting" and state.hosting_services() <= set(state.exports):
+            state.all_exported.set()
+
+    async def _timeouts(self, state: RunState) -> None:
+        """Fail what waited too long; send the open window's grants again when unanswered."""
+        cfg = self.cfg
+        now = time.monotonic()
+        for svc, since in sorted(state.lost.items()):
+            if now - since > cfg.rejoin_timeout_s:
+                state.fail(
+                    svc,
+                    f"{svc} stopped answering in window {state.window} at t={state.now_s!r} s "
+                    f"and did not come back within {cfg.rejoin_timeout_s:g} s",
+                )
+        for svc, rec in sorted(state.recovering.items()):
+            if now - rec.since > cfg.window_timeout_s:
+                state.fail(svc, f"{svc} restarted but did not catch up within {cfg.window_timeout_s:g} s")
+        owing = state.owing() if state.phase == "running" else set()
+        if not owing:
+            return
+        wall = time.perf_counter()
+        waited = wall - state.window_opened
+        if waited > cfg.window_timeout_s:
+            state.fail(
+                sorted(owing)[0],
+                f"no answer from {', '.join(sorted(owing))} for window {state.window} "
+                f"(t={state.now_s!r} s) after {waited:.0f} s, though they are alive",
+            )
+        elif wall - state.last_sent > cfg.reissue_after_s:
+            state.last_sent = wall
+            log.warning(
+                "%s: no answer from %s for window %d after %.0f s: sending its grants again",
+                self.name, ", ".join(sorted(owing)), state.window, waited,
+            )  # fmt: skip
+            for svc in sorted(owing - set(state.lost)):
+                await self._resend(state, svc)
 
     async def _windows(self, state: RunState) -> None:
         for svc in state.ready_services:
@@ -314,7 +527,8 @@ class Conductor(Service[ConductorConfig]):
     async def _open(self, state: RunState, grants: list[Grant]) -> None:
         state.pacer.opened(grants[0].time)
         for svc, batch in state.open_window(grants).items():
-            await self.publish(state.grant_subjects[svc], batch)
+            if svc not in state.recovering:  # it gets the grant once it has caught up
+                await self.publish(state.grant_subjects[svc], batch)
 
     async def _collect(self, state: RunState) -> RunOutcome:
         await self.publish(subjects.collect(state.run), Collect(state.run, state.now_s))
@@ -327,14 +541,21 @@ class Conductor(Service[ConductorConfig]):
                 missing[0], f"no results from {', '.join(missing)} after {timeout_s:g} s"
             ) from None
         state.check()
-        parts = {cid: part for batch in state.exports.values() for cid, part in batch.parts.items()}
-        missing = [c for c in state.components if c not in parts]
-        if missing:
-            raise RunFailed("", f"no export for {', '.join(missing)}")
-        return RunOutcome(state.run, state.now_s, dict(sorted(parts.items())), state.stats())
+        parts = {}
+        for cid in state.components:  # each component's export from its leader
+            batch = state.exports.get(state.hosts[cid][0] if state.hosts else state.leaders[cid])
+            if batch is None or cid not in batch.parts:
+                raise RunFailed("", f"no export for {cid}")
+            parts[cid] = batch.parts[cid]
+        return RunOutcome(state.run, state.now_s, parts, state.stats(), stopped_by=state.stopped_by)
 
     async def _progress(self, state: RunState, force: bool = False) -> None:
         wall = time.perf_counter()
         if force or wall - state.last_progress >= self.cfg.progress_interval_s:
             state.last_progress = wall
             await self.publish(subjects.progress(state.run), state.progress())
+
+
+def _service(msg: Hello | Heartbeat | Ready | DoneBatch) -> str:
+    """The service a message says it comes from (its subject must end with that name)."""
+    return msg.service

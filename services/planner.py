@@ -9,7 +9,10 @@ Device components call their plan provider synchronously inside ``step()`` (the 
 of asyncio). In a device service that step runs in a worker thread, so
 :class:`RemotePlanProvider` can block on a request that the service's event loop carries out.
 A plan is a pure function of (step model, shape), so caching it on either side and asking any
-planner gives the same results as computing it in-process.
+planner gives the same results as computing it in-process, and asking again is always safe: a
+request nobody answers (no planner, or one that died with it) is asked again every
+``plan_retry_s`` until ``plan_timeout_s``, so a planner restarted by its supervisor just
+answers late.
 """
 
 from __future__ import annotations
@@ -84,10 +87,12 @@ class RemotePlanProvider:
         loop: asyncio.AbstractEventLoop,
         spec: RunSpec,
         timeout_s: float,
+        retry_s: float = 5.0,
         cache_size: int = 4096,
     ) -> None:
         self.bus, self.codec, self.loop, self.spec = bus, codec, loop, spec
         self.timeout_s = timeout_s
+        self.retry_s = retry_s
         self.cache_size = cache_size
         self._cache: OrderedDict[Hashable, dict[int, float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -115,8 +120,17 @@ class RemotePlanProvider:
         return plan
 
     async def _ask(self, shape: Hashable) -> dict[int, float]:
-        req = PlanRequest(self.spec, self.codec.raw(shape))
-        data = await self.bus.request(subjects.plan(), self.codec.encode(req), self.timeout_s)
+        req = self.codec.encode(PlanRequest(self.spec, self.codec.raw(shape)))
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                data = await self.bus.request(subjects.plan(), req, max(0.01, min(self.retry_s, left)))
+                break
+            except BusError:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         reply = self.codec.decode(data, PlanReply)
         if reply.error:
             raise ProtocolError(f"planner: {reply.error}")
