@@ -27,7 +27,7 @@ import logging
 import time
 from collections import OrderedDict
 
-from llmtwin.errors import BusError, TwinError
+from llmtwin.errors import TwinError
 from llmtwin.sim.windows import Grant, WindowPlanner
 from proto import chunks, subjects
 from proto.chunks import Reassembler
@@ -47,13 +47,13 @@ from proto.control import (
     RunRequest,
 )
 from proto.subjects import ANY
-from services import recovery
 from services.base import Rejected, Service
 from services.config import ConductorConfig
 from services.factory import code_digest
 from services.metrics import ConductorMetrics
 from services.pacing import Pacer
 from services.run_state import RunFailed, RunState
+from services.watchdog import Watchdog
 
 KEPT_OUTCOMES = 4
 """Outcomes of ended runs kept to publish again on request (a controller that lost one)."""
@@ -67,6 +67,8 @@ class Conductor(Service[ConductorConfig]):
     def setup(self) -> None:
         self.cmetrics = ConductorMetrics(self.registry)
         self.active: RunState | None = None
+        self.watch: Watchdog | None = None
+        """The active run's watchdog."""
         self.task: asyncio.Task[None] | None = None
         self.seen: dict[str, float] = {}
         """Service -> monotonic time of its last hello or heartbeat."""
@@ -82,10 +84,10 @@ class Conductor(Service[ConductorConfig]):
     async def on_reconnected(self) -> None:
         """Back after a lost connection (a nats-server restart): whatever was in flight may be
         lost, so send every owed message again."""
-        state = self.active
-        if state is not None:
+        state, watch = self.active, self.watch
+        if state is not None and watch is not None:
             for svc in sorted(state.ready_services):
-                await self._resend(state, svc)
+                await watch.resend(svc)
 
     async def on_stop(self) -> None:
         if self.active is not None and self.task is not None:
@@ -152,57 +154,20 @@ class Conductor(Service[ConductorConfig]):
 
     async def _on_hello(self, hello: Hello) -> None:
         self.seen[hello.service] = time.monotonic()
-        state = self.active
-        if state is None:
+        state, watch = self.active, self.watch
+        if state is None or watch is None:
             return
         if state.phase == "setup":
             # A service that (re)connected while a run is being set up may have missed it.
             await self.publish(subjects.config(), state.config)
         else:
-            await self._presence(state, hello.service, hello.boot, reconnected=True)
+            await watch.presence(hello.service, hello.boot, reconnected=True)
 
     async def _on_heartbeat(self, beat: Heartbeat) -> None:
         self.seen[beat.service] = time.monotonic()
-        state = self.active
-        if state is not None and state.phase in ("running", "collecting"):
-            await self._presence(state, beat.service, beat.boot, reconnected=False)
-
-    async def _presence(self, state: RunState, svc: str, boot: str, reconnected: bool) -> None:
-        """A run's service was heard from: a new process start means it lost its state (it must
-        catch up); a hello from the same one means its connection came back (what it was owed
-        may be lost); a heartbeat from a service declared lost means it is back."""
-        known = state.boots.get(svc)
-        if known is None:
-            return  # not in this run
-        if boot != known:
-            catch_up = recovery.restarted(state, svc, boot)
-            if catch_up is not None:
-                log.warning(
-                    "%s: %s restarted during run %s; it replays windows 1..%d and rejoins",
-                    self.name, svc, state.run, catch_up.catch_up,
-                )  # fmt: skip
-                await self.publish(subjects.config(), catch_up)
-            return
-        if svc in state.lost:
-            del state.lost[svc]
-            log.warning("%s: %s is back (same process)", self.name, svc)
-            await self._resend(state, svc)
-        elif reconnected:
-            await self._resend(state, svc)
-
-    async def _resend(self, state: RunState, svc: str) -> None:
-        """Send ``svc`` again what it owes an answer to: the open window's grant, or the collect."""
-        if state.phase == "running":
-            batch = recovery.reissue(state, svc)
-            if batch is not None:
-                self.cmetrics.recoveries.labels("reissue").inc()
-                await self.publish(state.grant_subjects[svc], batch)
-        elif (
-            state.phase == "collecting"
-            and svc in state.hosting_services() - set(state.exports)
-            and svc not in state.recovering
-        ):
-            await self.publish(subjects.collect(state.run), Collect(state.run, state.now_s, [svc]))
+        state, watch = self.active, self.watch
+        if state is not None and watch is not None and state.phase in ("running", "collecting"):
+            await watch.presence(beat.service, beat.boot, reconnected=False)
 
     # -- run-scoped messages -------------------------------------------------------------------
 
@@ -210,24 +175,8 @@ class Conductor(Service[ConductorConfig]):
         self.seen[ready.service] = time.monotonic()
         if state.phase == "setup":
             state.join(ready)
-            return
-        rec = state.recovering.get(ready.service)
-        if rec is None or ready.boot != rec.boot or ready.caught_up != rec.window:
-            log.info("%s: %s is ready for run %s, which runs without it", self.name, ready.service, ready.run)
-            return
-        why = recovery.rejoined(state, ready)
-        if why:
-            state.fail(ready.service, why)
-            return
-        self.cmetrics.recoveries.labels("rejoin").inc()
-        log.warning(
-            "%s: %s caught up to window %d and rejoined run %s",
-            self.name,
-            ready.service,
-            rec.window,
-            ready.run,
-        )
-        await self._resend(state, ready.service)
+        elif self.watch is not None:
+            await self.watch.rejoin(ready)
 
     async def _on_done(self, state: RunState, done: DoneBatch) -> None:
         """The last DoneBatch of a window closes it and opens the next one."""
@@ -252,10 +201,10 @@ class Conductor(Service[ConductorConfig]):
         state.dones[done.service] = done
         if done.completed >= 0:
             state.completed[done.service] = done.completed
-        if len(state.dones) == len(state.expected) and state.failure is None:
-            await self._window_done(state)
+        if not state.owing() and state.failure is None:
+            await self.window_done(state)
 
-    async def _window_done(self, state: RunState) -> None:
+    async def window_done(self, state: RunState) -> None:
         """Close the window; open the next one now if nothing must be waited for, else hand back."""
         try:
             sent = state.close_window()
@@ -302,7 +251,8 @@ class Conductor(Service[ConductorConfig]):
 
     async def _conduct(self, state: RunState) -> None:
         run = state.run
-        watchdog = asyncio.get_running_loop().create_task(self._watch(state))
+        self.watch = Watchdog(self, state)
+        watchdog = asyncio.get_running_loop().create_task(self.watch.run())
         outcome: RunOutcome
         try:
             bulk = self.bus.max_payload
@@ -349,7 +299,7 @@ class Conductor(Service[ConductorConfig]):
         await self._progress(state, force=True)
         for sub in state.subs:
             await self.forget(sub)
-        self.active = None  # ready for the next run before anyone hears this one ended
+        self.active, self.watch = None, None  # ready for the next run before anyone hears this one ended
         await self.publish(subjects.config(), RunEnd(run, outcome.error))
         pieces = chunks.split(f"{self.name}-{run}", self.codec.encode(outcome), self.bus.max_payload)
         self.outcomes[run] = pieces
@@ -369,118 +319,6 @@ class Conductor(Service[ConductorConfig]):
             ) from None
         state.check()
         log.info("%s: run %s ready: %s", self.name, state.run, dict(sorted(state.leaders.items())))
-
-    async def _watch(self, state: RunState) -> None:
-        """Keep the run going or fail it with a message naming the cause: services that stop
-        sending heartbeats (when the server still answers), lost messages, a server that does
-        not answer, services that do not come back."""
-        cfg = self.cfg
-        while True:
-            await asyncio.sleep(min(1.0, cfg.dead_after_s / 4, cfg.reissue_after_s / 2))
-            if state.phase not in ("running", "collecting"):
-                continue
-            now = time.monotonic()
-            watched = set(state.boots) - set(state.lost) - set(state.recovering)
-            silent = {s: now - self.seen.get(s, now) for s in sorted(watched)}
-            silent = {s: t for s, t in silent.items() if t > cfg.dead_after_s}
-            if (silent or state.server_stuck_since is not None) and not await self._server_answers(state):
-                continue
-            for svc, silent_s in silent.items():
-                await self._lose(state, svc, silent_s)
-            await self._timeouts(state)
-
-    async def _server_answers(self, state: RunState) -> bool:
-        """Whether nats-server answers a PING; silence while it does not is nobody's fault.
-        Fails the run when it has not answered for ``window_timeout_s``."""
-        cfg = self.cfg
-        try:
-            await self.bus.flush(min(2.0, cfg.dead_after_s / 2))
-        except BusError as exc:
-            now = time.monotonic()
-            if state.server_stuck_since is None:
-                state.server_stuck_since = now
-                log.warning(
-                    "%s: nats-server at %s not answering (%s); blaming no service",
-                    self.name,
-                    cfg.nats_url,
-                    exc,
-                )
-            elif now - state.server_stuck_since > cfg.window_timeout_s:
-                state.fail(
-                    "",
-                    f"nats-server at {cfg.nats_url} not answering for {now - state.server_stuck_since:.0f} s",
-                )
-            return False
-        if state.server_stuck_since is not None:
-            now = time.monotonic()
-            log.warning(
-                "%s: nats-server answers again after %.0f s", self.name, now - state.server_stuck_since
-            )
-            state.server_stuck_since = None
-            for svc in self.seen:  # their silence was the server's
-                self.seen[svc] = now
-            for svc in sorted(state.ready_services):
-                await self._resend(state, svc)
-            return False
-        return True
-
-    async def _lose(self, state: RunState, svc: str, silent_s: float) -> None:
-        """``svc`` is silent though the server answers: fail over what has a standby, wait for
-        the rest to come back (its supervisor restarts it), or fail the run."""
-        hosted = sorted(c for c, hosts in state.hosts.items() if hosts[0] == svc)
-        where = f"in window {state.window} at t={state.now_s!r} s; it hosts {', '.join(hosted) or 'nothing'}"
-        if self.cfg.rejoin_timeout_s == 0 and not all(len(state.hosts[c]) > 1 for c in hosted):
-            state.fail(svc, f"{svc} stopped answering (no heartbeat for {silent_s:.0f} s) {where}")
-            return
-        for who in recovery.lose(state, svc):
-            self.cmetrics.recoveries.labels("failover").inc()
-            await self.publish(state.grant_subjects[who], state.batches[who])
-        if svc in state.lost:
-            log.warning(
-                "%s: %s stopped answering (no heartbeat for %.0f s) %s; waiting up to %g s for it to come back",
-                self.name, svc, silent_s, where, self.cfg.rejoin_timeout_s,
-            )  # fmt: skip
-        else:
-            state.boots.pop(svc, None)  # no longer part of the run
-            log.warning("%s: %s stopped answering %s; its standbys took over", self.name, svc, where)
-        if state.phase == "running" and state.open and not state.owing():
-            await self._window_done(state)
-        elif state.phase == "collecting" and state.hosting_services() <= set(state.exports):
-            state.all_exported.set()
-
-    async def _timeouts(self, state: RunState) -> None:
-        """Fail what waited too long; send the open window's grants again when unanswered."""
-        cfg = self.cfg
-        now = time.monotonic()
-        for svc, since in sorted(state.lost.items()):
-            if now - since > cfg.rejoin_timeout_s:
-                state.fail(
-                    svc,
-                    f"{svc} stopped answering in window {state.window} at t={state.now_s!r} s "
-                    f"and did not come back within {cfg.rejoin_timeout_s:g} s",
-                )
-        for svc, rec in sorted(state.recovering.items()):
-            if now - rec.since > cfg.window_timeout_s:
-                state.fail(svc, f"{svc} restarted but did not catch up within {cfg.window_timeout_s:g} s")
-        owing = state.owing() if state.phase == "running" else set()
-        if not owing:
-            return
-        wall = time.perf_counter()
-        waited = wall - state.window_opened
-        if waited > cfg.window_timeout_s:
-            state.fail(
-                sorted(owing)[0],
-                f"no answer from {', '.join(sorted(owing))} for window {state.window} "
-                f"(t={state.now_s!r} s) after {waited:.0f} s, though they are alive",
-            )
-        elif wall - state.last_sent > cfg.reissue_after_s:
-            state.last_sent = wall
-            log.warning(
-                "%s: no answer from %s for window %d after %.0f s: sending its grants again",
-                self.name, ", ".join(sorted(owing)), state.window, waited,
-            )  # fmt: skip
-            for svc in sorted(owing - set(state.lost)):
-                await self._resend(state, svc)
 
     async def _windows(self, state: RunState) -> None:
         for svc in state.ready_services:
