@@ -221,8 +221,9 @@ class NatsSubscription:
         sub, self.sub = self.sub, None
         if sub is None:
             return
-        with contextlib.suppress(BusError):
-            await self.bus.flush()  # every message the server sent before its PONG is now queued
+        if not self.bus.unanswered:  # a server that did not answer the last PING would not now
+            with contextlib.suppress(BusError):
+                await self.bus.flush()  # every message the server sent before its PONG is now queued
         self.cutoff = sub.delivered
         own = asyncio.current_task() is self._in_handler  # drained from its own handler
         if self.handled + (1 if own else 0) < self.cutoff:
@@ -244,6 +245,9 @@ class NatsBus:
         self._listeners: list[BusListener] = []
         self._errors = RateLimitedLog(log)
         self.reconnects = 0
+        self.unanswered = False
+        """The last flush found the server not answering (and none has succeeded since):
+        draining and closing then skip what needs its answer."""
 
     async def open(self) -> None:
         """Connect; BusError (one line) when no server answers."""
@@ -355,6 +359,7 @@ class NatsBus:
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout_s)
         except TimeoutError:
+            self.unanswered = True
             raise ServerNotAnswering(
                 f"nats-server at {self.options.url} not answering (no PONG within {timeout_s:g} s)"
             ) from None
@@ -363,13 +368,13 @@ class NatsBus:
 
     def _flushed(self, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a failure was reported to the flush's caller, if any
+        if not task.cancelled() and task.exception() is None:  # retrieved: reported to the caller
+            self.unanswered = False
 
     async def close(self) -> None:
         if self.nc.is_closed:
             return
-        draining = asyncio.ensure_future(self._drain())
+        draining = asyncio.ensure_future(self._drain() if not self.unanswered else asyncio.sleep(0))
         # A drain stuck on a frozen server must not hold the caller: close it after the grace.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(draining), self.options.drain_timeout_s + 1.0)

@@ -23,13 +23,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from toy_components import ToyFactory
 
+from memory_bus import MemoryBus
+
 from llmtwin.runtime.embedded_nats import EmbeddedNats
 from llmtwin.runtime.nats_auth import Identity, new_identities, server_config
 from proto.control import RunOutcome, RunRequest, RunSpec
 from proto.permissions import Permissions
 from proto.subjects import inbox_prefix
 from services.base import Service
-from services.bus import Bus, NatsOptions, connect
+from services.bus import Bus, NatsBus, NatsOptions, connect
 from services.client import ProgressCallback, RunClient
 from services.cluster import ClusterFactory
 from services.conductor import Conductor
@@ -155,6 +157,21 @@ class Services:
         self.hosts[svc.name] = svc
         await self.client.wait_for([svc.name], 10.0)
         return svc
+
+    async def crash(self, name: str) -> HostConfig:
+        """Kill hosting service ``name`` as SIGKILL would: it stops at once, drains nothing,
+        answers nothing, its heartbeats stop; its config (to start it again)."""
+        svc = self.hosts.pop(name)
+        if svc._heartbeat is not None:
+            svc._heartbeat.cancel()
+        bus = svc.bus
+        self.buses.remove(bus)
+        if isinstance(bus, MemoryBus):
+            bus.kill()
+        else:
+            assert isinstance(bus, NatsBus)
+            await bus.nc.close()
+        return svc.cfg
 
     async def stop(self) -> None:
         await self.client.close()
