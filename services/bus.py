@@ -245,6 +245,8 @@ class NatsBus:
         self._listeners: list[BusListener] = []
         self._errors = RateLimitedLog(log)
         self.reconnects = 0
+        self._refused_auth = False
+        """The server said "Authorization Violation" (reported by nats-py's error callback)."""
         self.unanswered = False
         """The last flush found the server not answering (and none has succeeded since):
         draining and closing then skip what needs its answer."""
@@ -259,14 +261,13 @@ class NatsBus:
                 reconnected_cb=self._on_reconnected,
                 closed_cb=self._on_closed,
             )
-        except nats.errors.AuthorizationError:
-            self._closed.set()
-            raise BusError(
-                f"NATS at {self.options.url} refused {self.options.name!r}: authorization violation "
-                "(no credentials, or a seed the server does not know)"
-            ) from None
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             self._closed.set()
+            if isinstance(exc, nats.errors.AuthorizationError) or self._refused_auth:
+                raise BusError(
+                    f"NATS at {self.options.url} refused {self.options.name!r}: authorization violation "
+                    "(no credentials, or a seed the server does not know)"
+                ) from None
             why = str(exc) or type(exc).__name__
             raise BusError(f"cannot connect to NATS at {self.options.url}: {why}") from None
         # nats-py would retry the first connection as often as a lost one (a minute by default):
@@ -283,6 +284,8 @@ class NatsBus:
 
     async def _on_error(self, exc: Exception) -> None:
         text = str(exc) or type(exc).__name__
+        if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text.lower():
+            self._refused_auth = True
         if "permissions violation" in text.lower():
             operation = "subscribe" if "subscription" in text.lower() else "publish"
             self._errors.warn(f"refused-{operation}", f"nats ({self.options.name}): {text}")

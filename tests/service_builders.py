@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memory_bus import MemoryBus
 from prometheus_client import CollectorRegistry
 from toy_components import ToyFactory
-
-from memory_bus import MemoryBus
 
 from llmtwin.runtime.embedded_nats import EmbeddedNats
 from llmtwin.runtime.nats_auth import Identity, new_identities, server_config
