@@ -53,6 +53,8 @@ class RateLimitedLog:
     def flush(self) -> None:
         """Log the count of every reason with lines held back."""
         for reason, entry in self._reasons.items():
-            if entry.held:
+            if entry.held > 1:
                 self.logger.warning("%s (%d more %s held back)", entry.last, entry.held - 1, reason)
-                entry.held = 0
+            elif entry.held:
+                self.logger.warning("%s", entry.last)
+            entry.held = 0
