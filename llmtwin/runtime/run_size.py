@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,8 @@ def expected_requests(scenario: Scenario) -> int | None:
         return w.requests
     if w.arrival == "trace" or w.duration_s is None:
         return None
-    return math.ceil(w.rate_rps * w.duration_s)
+    expected = w.rate_rps * w.duration_s
+    return math.ceil(expected) if math.isfinite(expected) else sys.maxsize
 
 
 def check_run_size(scenario: Scenario, limits: RunLimits, requests: int | None = None) -> None:

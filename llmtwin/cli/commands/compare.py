@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from llmtwin.cli.commands.simulate import add_jobs_arg, add_run_args, check_jobs
+from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
 from llmtwin.report.execute import run_all, run_output
 from llmtwin.report.outputs import describe_written, write_compare
@@ -36,10 +37,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     jobs = check_jobs(args.jobs)
+    check_out(args.out)
     # Load (and so validate) every variant before the first long run starts.
     scenarios = [
         load_scenario(args.scenario, args.overrides, p) for p in name_list(args.policies, "policies")
     ]
+    check_fits(scenarios, copies=min(jobs, len(scenarios)))
     labelled = [(f"{s.name}/{s.policy.name}", s) for s in scenarios]
     outs = run_all(run_output, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)
     print(compare_table([o.summary for o in outs], markdown=args.markdown))

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from llmtwin.cli.common import print_json
+from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
 from llmtwin.report.execute import run_all, run_output
 from llmtwin.report.outputs import describe_written, summary_document, write_run
@@ -49,7 +50,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out)
     scenario = load_scenario(args.scenario, args.overrides, args.policy)
+    check_fits([scenario])
     label = f"{scenario.name}/{scenario.policy.name}"
     (out,) = run_all(run_output, [(label, scenario)], jobs=1, stream=sys.stderr, show_progress=not args.quiet)
     if args.json:

@@ -115,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
         check_run_size(s, limits)
         _check_processes(s, args.device_processes)
     check_files(args.scenario, args.overrides, dirs)
-    factory = ClusterFactory()
+    check_fits(scenarios, copies=len(cluster_layout(args.device_processes, planner=True)) + 1)
+    factory = ClusterFactory(limits=limits)
     layout = cluster_layout(args.device_processes, any(factory.needs_planner(s) for s in specs))
-    check_fits(scenarios, copies=len(layout) + 1)
     runs = [
         UpRun(f"{s.name}/{s.policy.name}", spec, s.workload.requests)
         for s, spec in zip(scenarios, specs, strict=True)
