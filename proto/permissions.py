@@ -7,7 +7,8 @@ exactly the subjects it uses:
 * every service publishes its own ``hello.<name>`` and ``heartbeat.<name>``;
 * a hosting service (generator, balancer, device) publishes only the run subjects that end with
   its own name (``ready``, ``done``, ``export``) and receives only its own grants, so one host
-  can never speak for another;
+  can never speak for another; each may ask the planner (a restarted service replays every
+  component of the run, devices included, before it rejoins);
 * the conductor alone publishes run configurations, grants, collects, progress and outcomes,
   and answers run requests (``allow_responses``);
 * the planner subscribes to plan requests only in its queue group and answers them
@@ -28,12 +29,10 @@ from proto import subjects
 from proto.subjects import ANY
 
 HOSTING_ROLES = ("generator", "balancer", "device", "host")
-"""Roles that host components; ``host`` (any components, for tests) may also ask the planner."""
+"""Roles that host components (``host``: any components, for tests)."""
 
 ROLES = ("conductor", *HOSTING_ROLES, "planner", "controller")
 """Every role that gets a NATS user."""
-
-_ASKS_PLANNER = ("device", "host")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,20 +71,19 @@ def for_role(role: str, service: str) -> Permissions:
             allow_responses=True,
         )
     if role in HOSTING_ROLES:
-        asks = role in _ASKS_PLANNER
         return Permissions(
             publish=(
                 *own,
                 subjects.ready(ANY, service),
                 subjects.done(ANY, service),
                 subjects.export(ANY, service),
-                *((subjects.plan(),) if asks else ()),
+                subjects.plan(),
             ),
             subscribe=(
                 subjects.config(),
                 subjects.grant(ANY, service),
                 subjects.collect(ANY),
-                *((inbox(service),) if asks else ()),
+                inbox(service),
             ),
         )
     if role == "planner":
