@@ -246,29 +246,38 @@ class NatsBus:
         self._errors = RateLimitedLog(log)
         self.reconnects = 0
         self._refused_auth = False
+        self._last_error = ""
+        """The last error nats-py reported (named when the first connection fails)."""
         """The server said "Authorization Violation" (reported by nats-py's error callback)."""
         self.unanswered = False
         """The last flush found the server not answering (and none has succeeded since):
         draining and closing then skip what needs its answer."""
 
     async def open(self) -> None:
-        """Connect; BusError (one line) when no server answers."""
+        """Connect; BusError (one line) when no server answers, it refuses our credentials, or
+        TLS fails. Bounded in time: nats-py retries some failures (a TLS certificate it cannot
+        verify) forever."""
+        connecting = self.nc.connect(
+            **{**self.options.connect_kwargs(), "max_reconnect_attempts": 1},
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            closed_cb=self._on_closed,
+        )
         try:
-            await self.nc.connect(
-                **{**self.options.connect_kwargs(), "max_reconnect_attempts": 1},
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-                closed_cb=self._on_closed,
+            await asyncio.wait_for(
+                connecting, 2 * self.options.connect_timeout_s + self.options.reconnect_wait_s
             )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             self._closed.set()
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self.nc.close()
             if isinstance(exc, nats.errors.AuthorizationError) or self._refused_auth:
                 raise BusError(
                     f"NATS at {self.options.url} refused {self.options.name!r}: authorization violation "
                     "(no credentials, or a seed the server does not know)"
                 ) from None
-            why = str(exc) or type(exc).__name__
+            why = self._last_error or str(exc) or type(exc).__name__
             raise BusError(f"cannot connect to NATS at {self.options.url}: {why}") from None
         # nats-py would retry the first connection as often as a lost one (a minute by default):
         # the configured count applies from now on (nats-py reads it when the connection is lost).
@@ -284,6 +293,7 @@ class NatsBus:
 
     async def _on_error(self, exc: Exception) -> None:
         text = str(exc) or type(exc).__name__
+        self._last_error = text
         if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text.lower():
             self._refused_auth = True
         if "permissions violation" in text.lower():

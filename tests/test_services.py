@@ -313,6 +313,7 @@ async def test_pacing_pause_resume_and_stop(services: Services) -> None:
     await services.client.control("paced", "stop")
     out = await asyncio.wait_for(task, 20)
     assert out.stats["stopped"] == 1.0
+    assert out.stopped_by == "controller"  # the client's name
     assert 0 < out.end_s < run_local(spec).end_s
     # Paced: virtual time never runs ahead of wall time x speed (pauses excluded).
     assert all(p.time_s <= (p.wall_s + 0.05) * 20.0 for p in seen if not p.paused)

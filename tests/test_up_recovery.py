@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from test_up import LLMTWIN, cmdline, descendants
+from tls_files import make_tls_files
 
 from llmtwin.errors import BusError
 from llmtwin.report.execute import run_output
@@ -131,20 +132,22 @@ def test_every_service_but_the_conductor_and_nats_server_killed_in_turn_change_n
 
 
 async def test_an_anonymous_client_cannot_stop_fake_or_flood_a_run(tmp_path: Path) -> None:
-    """On up's own server an anonymous client (or one with a seed of its own) is refused at
-    connect, so no stop, fake done or chunk flood of its can reach anyone (what a connected
-    service of the wrong role could try is refused by subject: test_permissions.py, and
-    bounded: test_limits.py); the results are identical."""
+    """(Over TLS: --tls-ca/--tls-cert/--tls-key.) On up's own server an anonymous client (or
+    one with a seed of its own) is refused at connect, so no stop, fake done or chunk flood of
+    its can reach anyone (what a connected service of the wrong role could try is refused by
+    subject: test_permissions.py, and bounded: test_limits.py); the results are identical."""
     overrides = ["workload.requests=200"]
-    proc = start(
-        ["demo", "--set", overrides[0], "--speed", "2", "--no-plots", "--quiet", "--out", "out"], tmp_path
-    )
+    tls = make_tls_files(tmp_path / "tls")
+    flags = ["--tls-ca", str(tls.ca), "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    args = ["demo", "--set", overrides[0], "--speed", "2", "--no-plots", "--quiet", "--out", "out", *flags]
+    proc = start(args, tmp_path)
     try:
         wait_until(lambda: "ready: {" in text(tmp_path / "out" / "logs" / "conductor.log"), "the run", proc)
         url = server_url(proc)
-        for seed in ("", new_seed()):  # no credentials; a seed of nobody's
+        assert url.startswith("tls://")
+        for seed in ("", new_seed()):  # no credentials; a seed of nobody's (it may read the CA)
             with pytest.raises(BusError, match=r"refused 'intruder': authorization violation"):
-                await connect(NatsOptions(url, "intruder", nkey_seed=seed))
+                await connect(NatsOptions(url, "intruder", nkey_seed=seed, tls_ca=str(tls.ca)))
         assert proc.wait(120) == 0, text(tmp_path / "up.err")
     finally:
         if proc.poll() is None:
