@@ -109,3 +109,25 @@ def for_role(role: str, service: str) -> Permissions:
 def inbox(service: str) -> str:
     """Every reply subject of ``service``'s requests."""
     return f"{subjects.inbox_prefix(service)}.>"
+
+
+EXAMPLE_NAMES = {
+    "conductor": "conductor",
+    "generator": "generator",
+    "balancer": "balancer",
+    "device": "device-1",
+    "planner": "planner",
+    "controller": "up",
+}
+"""A service name per role for the printed table (``host`` is the tests' generic role)."""
+
+
+def markdown_table() -> str:
+    """The permissions of every role as the Markdown table of docs/security.md."""
+    rows = ["| role (example user) | may publish | may subscribe | answers requests |", "|---|---|---|---|"]
+    for role, name in EXAMPLE_NAMES.items():
+        p = for_role(role, name)
+        pub = "<br>".join(f"`{s}`" for s in p.publish)
+        sub = "<br>".join(f"`{s}`" for s in p.subscribe)
+        rows.append(f"| {role} (`{name}`) | {pub} | {sub} | {'yes' if p.allow_responses else 'no'} |")
+    return "\n".join(rows) + "\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -289,3 +290,9 @@ def test_codec_round_trip_of_run_control_names_who_asks() -> None:
     """A stop carries who asked (the conductor records it with the run's outcome)."""
     codec = Codec()
     assert codec.decode(codec.encode(RunControl("r", "stop", "up")), RunControl).by == "up"
+
+
+def test_docs_security_prints_the_generated_table() -> None:
+    """docs/security.md shows exactly what the permissions module generates."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    assert permissions.markdown_table() in doc
