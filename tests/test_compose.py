@@ -188,8 +188,8 @@ def test_every_service_is_its_own_user_with_its_seed_as_a_secret_file(model: dic
 
 
 def test_the_committed_server_configuration_is_generated_from_the_permissions() -> None:
-    """nats/nats-server.conf is `llmtwin keys`'s output (from proto/permissions.py), not edited."""
-    assert (ROOT / "nats" / "nats-server.conf").read_text() == compose_server_config()
+    """nats-server/nats-server.conf is `llmtwin keys`'s output (from proto/permissions.py), not edited."""
+    assert (ROOT / "nats-server" / "nats-server.conf").read_text() == compose_server_config()
 
 
 def test_the_compose_configuration_authenticates_on_a_real_server(tmp_path: Path) -> None:
@@ -255,7 +255,7 @@ def test_llmtwin_keys_writes_a_private_env_file_keeping_other_lines(tmp_path: Pa
 
     env = tmp_path / ".env"
     env.write_text("LLMTWIN_SPEED=2\nTWIN_NKEY_SEED_PLANNER=old\n")
-    conf = tmp_path / "nats" / "nats-server.conf"
+    conf = tmp_path / "nats-server" / "nats-server.conf"
     assert main(["keys", "--env-file", str(env), "--conf", str(conf)]) == 0
     lines = dict(line.split("=", 1) for line in env.read_text().splitlines())
     assert lines["LLMTWIN_SPEED"] == "2"

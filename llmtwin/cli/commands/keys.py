@@ -14,13 +14,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "keys",
         help="generate the NATS users' keys of compose.yaml (.env) and nats-server's configuration",
         description="Write a fresh nkey seed and public key for every service of compose.yaml into "
-        "the .env file (readable by its owner only; its other lines are kept) and nats/nats-server.conf. "
+        "the .env file (readable by its owner only; its other lines are kept) and nats-server/nats-server.conf. "
         "Run it once before `docker compose up`, and again to replace every key.",
     )
     p.add_argument("--env-file", type=Path, default=Path(".env"), help="where the keys go (default: .env)")
     p.add_argument(
-        "--conf", type=Path, default=Path("nats/nats-server.conf"),
-        help="nats-server configuration to write (default: nats/nats-server.conf)",
+        "--conf", type=Path, default=Path("nats-server/nats-server.conf"),
+        help="nats-server configuration to write (default: nats-server/nats-server.conf)",
     )  # fmt: skip
     p.set_defaults(func=run)
 
