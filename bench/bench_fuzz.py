@@ -19,70 +19,35 @@ import argparse
 import asyncio
 import sys
 import tempfile
-import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fuzz_messages import KINDS, stream
-from service_builders import FUZZER, TOY_SPLIT, Services, start_secure_nats, start_services
+from fuzz_messages import KINDS, fuzz_run
+from service_builders import FUZZER, TOY_SPLIT, start_secure_nats, start_services
 from toy_components import run_local
 
 from proto.control import RunSpec
 
 
-def refused(svc: Services) -> Counter[str]:
-    out: Counter[str] = Counter()
-    for s in svc.services:
-        for reason in ("malformed", "oversized"):
-            out[s.name] += int(
-                s.registry.get_sample_value("twin_bus_rejected_total", {"reason": reason}) or 0
-            )
-    out["client"] = svc.client.rejected["malformed"] + svc.client.rejected["oversized"]
-    return out
-
-
 async def fuzz(messages: int, seed: int) -> int:
     spec = RunSpec("toy", "pingpong", ("balls=2000",))
-    hosts = [h.service_name for h in TOY_SPLIT]
     with tempfile.TemporaryDirectory() as tmp, start_secure_nats(Path(tmp)) as nats:
         svc = await start_services(nats.connect, TOY_SPLIT, planner=True)
         try:
-            fuzzer = await nats.connect(FUZZER)
-            svc.buses.append(fuzzer)
-            run = asyncio.ensure_future(svc.run(spec, speed=20.0, run_id="fuzzed"))
-            while svc.conductor.active is None or svc.conductor.active.window < 3:
-                await asyncio.sleep(0.01)
-            before = refused(svc)
-            expected: Counter[str] = Counter()
-            kinds: Counter[str] = Counter()
-            t0 = time.perf_counter()
-            for target, kind, data in stream("fuzzed", hosts, messages, seed, planner=True):
-                await fuzzer.publish(target.subject, data)
-                expected.update(target.counters)
-                kinds[kind] += 1
-            await fuzzer.flush()
-            sent_s = time.perf_counter() - t0
-            if run.done():
-                print("the run ended before the fuzz was delivered: use a longer run", file=sys.stderr)
-                return 1
-            out = await asyncio.wait_for(run, 600)
-            deadline = time.monotonic() + 60
-            while refused(svc) - before != expected and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            got = refused(svc) - before
-            down = [s.name for s in svc.services if s.state != "ready"]
+            r = await fuzz_run(svc, lambda: nats.connect(FUZZER), spec, messages, seed, speed=20.0)
         finally:
             await svc.stop()
     ref = run_local(spec)
-    same = {k: bytes(v) for k, v in out.parts.items()} == ref.parts and out.end_s == ref.end_s
-    print(f"{messages} messages ({', '.join(f'{kinds[k]} {k}' for k in KINDS)}) published in {sent_s:.2f} s")
+    same = {k: bytes(v) for k, v in r.outcome.parts.items()} == ref.parts and r.outcome.end_s == ref.end_s
+    print(
+        f"{messages} messages ({', '.join(f'{r.kinds[k]} {k}' for k in KINDS)}) published in {r.publish_s:.2f} s"
+    )
     print(f"{'service':<12}{'expected':>10}{'counted':>10}")
-    for name in sorted(expected):
-        print(f"{name:<12}{expected[name]:>10}{got[name]:>10}")
-    print(f"services down: {down or 'none'}; results identical to LocalRunner: {same}")
-    ok = got == expected and not down and same
+    for name in sorted(r.expected):
+        print(f"{name:<12}{r.expected[name]:>10}{r.counted[name]:>10}")
+    print(f"services down: {r.down or 'none'}; results identical to LocalRunner: {same}")
+    ok = r.counted == r.expected and not r.down and same
     print("OK" if ok else "FAILED")
     return 0 if ok else 1
 

@@ -8,10 +8,14 @@ oversized; a controller's ``RunClient.rejected``), and none may change a run's r
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
-from collections.abc import Iterator, Sequence
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgpack
 import msgspec
@@ -36,6 +40,12 @@ from proto.control import (
     WireEnvelope,
 )
 from proto.limits import CONTROL_MAX_BYTES
+
+if TYPE_CHECKING:
+    from service_builders import Services
+
+    from proto.control import RunOutcome
+    from services.bus import Bus
 
 KINDS = ("random", "truncated", "wrong_type", "wrong_version", "oversized")
 
@@ -119,3 +129,65 @@ def stream(
         target = ts[i % len(ts)]
         kind = KINDS[(i // len(ts)) % len(KINDS)]
         yield target, kind, bad(target, kind, rng, codec, ts)
+
+
+def counted(svc: Services) -> Counter[str]:
+    """Bad messages each service (and the controller, ``client``) counted so far."""
+    out: Counter[str] = Counter()
+    for s in svc.services:
+        for reason in ("malformed", "oversized"):
+            out[s.name] += int(
+                s.registry.get_sample_value("twin_bus_rejected_total", {"reason": reason}) or 0
+            )
+    out["client"] = svc.client.rejected["malformed"] + svc.client.rejected["oversized"]
+    return out
+
+
+@dataclass(slots=True)
+class FuzzReport:
+    """What a fuzzed run gave: its outcome, the bad messages by kind, who should have counted
+    how many, who did, who went down, how long publishing took."""
+
+    outcome: RunOutcome
+    kinds: Counter[str]
+    expected: Counter[str]
+    counted: Counter[str]
+    down: list[str]
+    publish_s: float
+
+
+async def fuzz_run(
+    svc: Services,
+    fuzzer_connect: Callable[[], Awaitable[Bus]],
+    spec: RunSpec,
+    count: int,
+    seed: int,
+    speed: float,
+) -> FuzzReport:
+    """Run ``spec`` at ``speed`` and, once its third window is open, publish ``count`` bad
+    messages (a connection from ``fuzzer_connect()``, allowed on every subject); wait until
+    every subscriber has counted them (or 60 s). The services are left running."""
+    fuzzer = await fuzzer_connect()
+    svc.buses.append(fuzzer)
+    run = asyncio.ensure_future(svc.run(spec, speed=speed, run_id="fuzzed"))
+    while svc.conductor.active is None or svc.conductor.active.window < 3:
+        await asyncio.sleep(0.01)
+    hosts = list(svc.hosts)
+    before = counted(svc)
+    expected: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    t0 = time.perf_counter()
+    for target, kind, data in stream("fuzzed", hosts, count, seed, planner=svc.planner is not None):
+        await fuzzer.publish(target.subject, data)
+        expected.update(target.counters)
+        kinds[kind] += 1
+    await fuzzer.flush()
+    publish_s = time.perf_counter() - t0
+    if run.done():
+        raise AssertionError("the run ended before the fuzz was delivered: make it longer")
+    outcome = await asyncio.wait_for(run, 600)
+    deadline = time.monotonic() + 60
+    while counted(svc) - before != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    down = [s.name for s in svc.services if s.state != "ready"]
+    return FuzzReport(outcome, kinds, expected, counted(svc) - before, down, publish_s)

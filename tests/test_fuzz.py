@@ -9,11 +9,10 @@ run is ``bench/bench_fuzz.py``.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 
 import pytest
-from fuzz_messages import stream
-from service_builders import FUZZER, TOY_SPLIT, Connect, Services, start_services
+from fuzz_messages import fuzz_run
+from service_builders import FUZZER, TOY_SPLIT, Connect, start_services
 from toy_components import run_local
 
 from proto.control import RunSpec
@@ -24,18 +23,6 @@ SPEC = RunSpec("toy", "pingpong", ("balls=200",))
 HOSTS = [h.service_name for h in TOY_SPLIT]
 
 
-def refused(svc: Services) -> Counter[str]:
-    """Bad messages each service (and the controller, ``client``) counted."""
-    out: Counter[str] = Counter()
-    for s in svc.services:
-        for reason in ("malformed", "oversized"):
-            out[s.name] += int(
-                s.registry.get_sample_value("twin_bus_rejected_total", {"reason": reason}) or 0
-            )
-    out["client"] = svc.client.rejected["malformed"] + svc.client.rejected["oversized"]
-    return out
-
-
 async def test_a_fuzzed_run_refuses_and_counts_everything_and_its_results_do_not_change(
     transport: Connect,
 ) -> None:
@@ -44,27 +31,12 @@ async def test_a_fuzzed_run_refuses_and_counts_everything_and_its_results_do_not
     service still up, the run's exports LocalRunner's."""
     svc = await asyncio.wait_for(start_services(transport, TOY_SPLIT, planner=True), 20)
     try:
-        fuzzer = await svc.connect(FUZZER)
-        svc.buses.append(fuzzer)
-        run = asyncio.ensure_future(svc.run(SPEC, speed=40.0, run_id="fuzzed"))
-        while svc.conductor.active is None or svc.conductor.active.window < 3:
-            await asyncio.sleep(0.01)
-        before = refused(svc)
-        expected: Counter[str] = Counter()
-        for target, _, data in stream("fuzzed", HOSTS, 500, seed=7, planner=True):
-            await fuzzer.publish(target.subject, data)
-            expected.update(target.counters)
-        await fuzzer.flush()
-        assert not run.done(), "the run ended before the fuzz was delivered: make it longer"
-        out = await asyncio.wait_for(run, 60)
-        for _ in range(500):
-            if refused(svc) - before == expected:
-                break
-            await asyncio.sleep(0.02)
-        assert refused(svc) - before == expected
-        assert all(s.state == "ready" for s in svc.services)
+        report = await fuzz_run(svc, lambda: svc.connect(FUZZER), SPEC, 500, seed=7, speed=40.0)
     finally:
         await svc.stop()
+    assert report.counted == report.expected
+    assert report.down == []
+    out = report.outcome
     ref = run_local(SPEC)
     assert {k: bytes(v) for k, v in out.parts.items()} == ref.parts
     assert (out.end_s, out.stats["windows"]) == (ref.end_s, ref.stats["windows"])

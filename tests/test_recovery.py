@@ -34,7 +34,7 @@ from toy_components import run_local
 from llmtwin.errors import ServiceFailure
 from llmtwin.report.writers import requests_csv
 from llmtwin.scenario.loader import load_scenario
-from proto.control import GrantBatch, RunSpec
+from proto.control import GrantBatch, RunOutcome, RunSpec
 from services.cluster import ClusterFactory
 from services.host import HostedRun, HostService
 
@@ -80,6 +80,20 @@ def on_grant(svc: HostService, window: int, hook: GrantHook, nth: int = 1) -> as
     return fired
 
 
+async def run_hooked(
+    svc: Services, victim: str, window: int, hook: GrantHook, spec: RunSpec = FAN, nth: int = 1
+) -> RunOutcome:
+    """Run ``spec`` with ``hook`` on ``victim``'s ``nth`` grant from ``window`` on; the services
+    are stopped afterwards (their registries still readable)."""
+    try:
+        fired = on_grant(svc.hosts[victim], window, hook, nth)
+        out = await asyncio.wait_for(svc.run(spec), 80)
+        assert fired.is_set()
+        return out
+    finally:
+        await svc.stop()
+
+
 def kill_and_restart(services: Services, answered: bool) -> GrantHook:
     """A hook that kills the host (after answering the grant, or before) and starts it again."""
 
@@ -104,12 +118,7 @@ async def test_a_killed_host_catches_up_and_the_results_do_not_change(
     """Killed in window 12 (before or after its answer), started again: it replays windows
     1..k in-process, rejoins, and the run ends with LocalRunner's exports, windows and messages."""
     svc = await start_services(transport, TOY_SPLIT)
-    try:
-        fired = on_grant(svc.hosts[victim], 12, kill_and_restart(svc, answered))
-        out = await asyncio.wait_for(svc.run(FAN), 60)
-        assert fired.is_set()
-    finally:
-        await svc.stop()
+    out = await run_hooked(svc, victim, 12, kill_and_restart(svc, answered))
     same_as_local(out, FAN)
     assert recoveries(svc.registry("conductor"), "rejoin") == 1.0
     assert out.stats["restarts"] == 1.0
@@ -127,12 +136,7 @@ async def test_a_killed_twin_service_gives_the_golden_requests_csv(
     requests.csv is still the golden one."""
     spec = RunSpec("cluster", "demo", (), "colocated")
     svc = await start_services(transport, CLUSTER_HOSTS)
-    try:
-        fired = on_grant(svc.hosts[victim], 1, kill_and_restart(svc, answered), nth)
-        outcome = await asyncio.wait_for(svc.run(spec), 80)
-        assert fired.is_set()
-    finally:
-        await svc.stop()
+    outcome = await run_hooked(svc, victim, 1, kill_and_restart(svc, answered), spec, nth)
     assert recoveries(svc.registry("conductor"), "rejoin") == 1.0
     scenario = load_scenario("demo", (), "colocated")
     remote = ClusterFactory().result(spec, outcome)
@@ -144,18 +148,13 @@ async def test_a_standby_takes_over_from_a_dead_leader_without_a_restart(transpo
     open window is re-issued to it, and the results are LocalRunner's."""
     hosts = [host("h1", "ping,source,sink,worker-0"), host("h2", "worker-[1-9]*")]
     svc = await start_services(transport, hosts, conductor={"dead_after_s": 1.5})
-    try:
-        await svc.add_host(host("h3", role="device", follow="worker-[1-9]*"))
+    await svc.add_host(host("h3", role="device", follow="worker-[1-9]*"))
 
-        async def die(s: HostService, state: HostedRun, grant: GrantBatch) -> bool:
-            await svc.crash(s.name)
-            return False
+    async def die(s: HostService, state: HostedRun, grant: GrantBatch) -> bool:
+        await svc.crash(s.name)
+        return False
 
-        fired = on_grant(svc.hosts["h2"], 10, die)
-        out = await asyncio.wait_for(svc.run(FAN), 60)
-        assert fired.is_set()
-    finally:
-        await svc.stop()
+    out = await run_hooked(svc, "h2", 10, die)
     same_as_local(out, FAN)
     assert recoveries(svc.registry("conductor"), "failover") >= 1.0
     assert (svc.registry("h3").get_sample_value("twin_host_envelopes_total", {"direction": "out"}) or 0) > 0
@@ -188,19 +187,13 @@ async def test_messages_lost_in_a_server_restart_are_sent_again() -> None:
     async def connect(name: str) -> Any:
         return broker.connect(name)
 
+    async def answer_then_restart(s: HostService, state: HostedRun, grant: GrantBatch) -> bool:
+        await HostService._on_grant(s, state, grant)
+        await broker.restart()
+        return False
+
     svc = await start_services(connect, TOY_SPLIT)
-    try:
-
-        async def answer_then_restart(s: HostService, state: HostedRun, grant: GrantBatch) -> bool:
-            await HostService._on_grant(s, state, grant)
-            await broker.restart()
-            return False
-
-        fired = on_grant(svc.hosts["h2"], 9, answer_then_restart)
-        out = await asyncio.wait_for(svc.run(FAN), 30)
-        assert fired.is_set()
-    finally:
-        await svc.stop()
+    out = await run_hooked(svc, "h2", 9, answer_then_restart)
     same_as_local(out, FAN)
     assert recoveries(svc.registry("conductor"), "reissue") >= 1.0
 
@@ -217,21 +210,16 @@ async def test_a_killed_nats_server_restarted_on_its_port_changes_nothing(privat
     """SIGKILL of nats-server right after h2 answered window 9, started again on the same port:
     every service reconnects, what was lost is sent again, LocalRunner's results."""
     server = private_nats.server
+
+    async def answer_then_kill(s: HostService, state: HostedRun, grant: GrantBatch) -> bool:
+        await HostService._on_grant(s, state, grant)
+        assert server.proc is not None
+        server.proc.kill()
+        await asyncio.to_thread(server.restart)
+        return False
+
     svc = await start_services(private_nats.connect, TOY_SPLIT)
-    try:
-
-        async def answer_then_kill(s: HostService, state: HostedRun, grant: GrantBatch) -> bool:
-            await HostService._on_grant(s, state, grant)
-            assert server.proc is not None
-            server.proc.kill()
-            await asyncio.to_thread(server.restart)
-            return False
-
-        fired = on_grant(svc.hosts["h2"], 9, answer_then_kill)
-        out = await asyncio.wait_for(svc.run(FAN), 60)
-        assert fired.is_set()
-    finally:
-        await svc.stop()
+    out = await run_hooked(svc, "h2", 9, answer_then_kill)
     same_as_local(out, FAN)
     assert (svc.registry("conductor").get_sample_value("twin_bus_reconnects_total") or 0) >= 1
 
@@ -245,20 +233,17 @@ async def test_a_frozen_nats_server_is_nobodys_fault_and_the_run_goes_on(private
     assert server.proc is not None
     pid = server.proc.pid
     conductor = {"dead_after_s": 1.0, "rejoin_timeout_s": 0}
+
+    async def freeze(s: HostService, state: HostedRun, grant: GrantBatch) -> bool:
+        os.kill(pid, signal.SIGSTOP)
+        asyncio.get_running_loop().call_later(3.0, os.kill, pid, signal.SIGCONT)
+        return True
+
     svc = await start_services(private_nats.connect, TOY_SPLIT, conductor=conductor)
     try:
-
-        async def freeze(s: HostService, state: HostedRun, grant: GrantBatch) -> bool:
-            os.kill(pid, signal.SIGSTOP)
-            asyncio.get_running_loop().call_later(3.0, os.kill, pid, signal.SIGCONT)
-            return True
-
-        fired = on_grant(svc.hosts["h2"], 9, freeze)
-        out = await asyncio.wait_for(svc.run(FAN), 60)
-        assert fired.is_set()
+        out = await run_hooked(svc, "h2", 9, freeze)
     finally:
         os.kill(pid, signal.SIGCONT)
-        await svc.stop()
     same_as_local(out, FAN)
 
 
