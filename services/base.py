@@ -234,11 +234,12 @@ class Service(Generic[C]):
         self,
         subject: str,
         kind: type[T],
-        handler: Callable[[T], Awaitable[msgspec.Struct]],
+        handler: Callable[[T], Awaitable[msgspec.Struct | bytes]],
         queue: str = "",
     ) -> Subscription:
-        """Answer requests of type ``kind`` on ``subject`` with what ``handler`` returns (or an
-        error ``Reply``, so the caller never waits for a timeout)."""
+        """Answer requests of type ``kind`` on ``subject`` with what ``handler`` returns (a
+        message, or one already encoded), or an error ``Reply``, so the caller never waits for
+        a timeout."""
 
         async def on_msg(msg: Msg) -> None:
             self.metrics.messages_in.inc()

@@ -209,7 +209,7 @@ class ConductorConfig(ServiceConfig):
 class PlannerConfig(ServiceConfig):
     """The PRESERVE planner service."""
 
-    cache_size: int = _f(65536, "plans kept per planner process (LRU)")
+    cache_size: int = _f(16384, "plans kept per planner process (LRU; about 2 KB each, encoded)")
 
     def __post_init__(self) -> None:
         ServiceConfig.__post_init__(self)

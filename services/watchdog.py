@@ -156,6 +156,7 @@ class Watchdog:
             state.server_stuck_since = None
             for svc in self.conductor.seen:  # their silence was the server's
                 self.conductor.seen[svc] = now
+            state.window_opened = state.last_sent = time.perf_counter()  # and so was the wait
             for svc in sorted(state.ready_services):
                 await self.resend(svc)
             return False
@@ -203,7 +204,8 @@ class Watchdog:
         for svc, rec in sorted(state.recovering.items()):
             if now - rec.since > cfg.window_timeout_s:
                 state.fail(svc, f"{svc} restarted but did not catch up within {cfg.window_timeout_s:g} s")
-        owing = state.owing() if state.phase == "running" else set()
+        # Who is lost or catching up has its own deadline (above).
+        owing = state.owing() - set(state.lost) - set(state.recovering) if state.phase == "running" else set()
         if not owing:
             return
         wall = time.perf_counter()
@@ -220,5 +222,5 @@ class Watchdog:
                 "%s: no answer from %s for window %d after %.0f s: sending its grants again",
                 self.conductor.name, ", ".join(sorted(owing)), state.window, waited,
             )  # fmt: skip
-            for svc in sorted(owing - set(state.lost)):
+            for svc in sorted(owing):
                 await self.resend(svc)

@@ -264,3 +264,10 @@ def test_llmtwin_keys_writes_a_private_env_file_keeping_other_lines(tmp_path: Pa
         assert public_key(lines[seed_var(user)]) == lines[public_var(user)]
     assert env.stat().st_mode & 0o777 == 0o600
     assert conf.read_text() == compose_server_config()
+
+
+def test_a_dead_service_or_server_is_started_again(model: dict[str, Any]) -> None:
+    """compose's restart policy is the supervisor there: nats-server (same port) and every twin
+    service come back after a crash and rejoin the run (docs/architecture.md, "Recovery")."""
+    for name in ["nats", *twin_services(model)]:
+        assert model["services"][name]["restart"] == "unless-stopped", name
