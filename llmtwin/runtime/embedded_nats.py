@@ -12,8 +12,10 @@ parent, so that no server outlives ``llmtwin up`` even when ``up`` is killed wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -117,6 +119,8 @@ class EmbeddedNats:
 
     def _terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGCONT)  # a frozen server must see the SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(5.0)

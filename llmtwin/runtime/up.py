@@ -115,6 +115,9 @@ class Launcher:
         self.supervisor: Supervisor | None = None
         self.bus: PrivateBus | None = None
         self.server_restarts = 0
+        self.server_stuck = False
+        """nats-server was not answering when the work ended: the services cannot stop
+        gracefully (they would wait on it), so they get a short grace."""
 
     def run(self, runs: Sequence[UpRun]) -> list[RunOutcome]:
         """Start everything, do ``runs`` in order, stop everything (also on errors and signals)."""
@@ -129,12 +132,13 @@ class Launcher:
         finally:
             signal.signal(signal.SIGTERM, old_term)
             with _signals_ignored():
-                killed = self.supervisor.stop_all(self.grace_s)
+                grace = min(self.grace_s, 2.0) if self.server_stuck else self.grace_s
+                killed = self.supervisor.stop_all(grace)
                 if self.bus is not None:
                     self.bus.server.stop()
                 shutil.rmtree(tmp, ignore_errors=True)
             if killed:
-                self._say(f"killed after {self.grace_s:g} s: {', '.join(killed)}")
+                self._say(f"killed after {grace:g} s: {', '.join(killed)}")
 
     async def _main(self, private: PrivateBus, sup: Supervisor, runs: Sequence[UpRun]) -> list[RunOutcome]:
         bus = await connect(private.options())
@@ -152,6 +156,7 @@ class Launcher:
                 sup.spawn(proc.name, [*argv, "--http-port", "0", *proc.flags], env)
             return await self._guarded(self._work(client, runs), sup, quit_)
         finally:
+            self.server_stuck = client.server_silent_since is not None
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await client.close()
