@@ -74,6 +74,8 @@ class Conductor(Service[ConductorConfig]):
         """Service -> monotonic time of its last hello or heartbeat."""
         self.outcomes: OrderedDict[str, list[Chunk]] = OrderedDict()
         """The last runs' outcomes, as published (chunks)."""
+        self.roles: dict[str, str] = {}
+        """Service -> its role, from its hello."""
 
     async def on_start(self) -> None:
         await self.respond(subjects.run_start(), RunRequest, self._on_run_request)
@@ -154,6 +156,7 @@ class Conductor(Service[ConductorConfig]):
 
     async def _on_hello(self, hello: Hello) -> None:
         self.seen[hello.service] = time.monotonic()
+        self.roles[hello.service] = hello.role
         state, watch = self.active, self.watch
         if state is None or watch is None:
             return
@@ -276,7 +279,7 @@ class Conductor(Service[ConductorConfig]):
                 ),
             ]
             await self.publish(subjects.config(), state.config)
-            await self._await_ready(state)
+            await self.watch.await_ready()
             state.phase = "running"
             state.marks["ready"] = time.perf_counter()
             state.pacer.restart()  # the pace counts from the first window, not from set-up
@@ -307,18 +310,6 @@ class Conductor(Service[ConductorConfig]):
             self.outcomes.popitem(last=False)
         for chunk in pieces:
             await self.publish(subjects.outcome(run), chunk)
-
-    async def _await_ready(self, state: RunState) -> None:
-        timeout_s = self.cfg.ready_timeout_s
-        try:
-            await asyncio.wait_for(state.ready.wait(), timeout_s)
-        except TimeoutError:
-            missing = [c for c in state.components if c not in state.leaders]
-            raise RunFailed(
-                "", f"no service hosts {', '.join(missing)} after {timeout_s:g} s (run {state.run})"
-            ) from None
-        state.check()
-        log.info("%s: run %s ready: %s", self.name, state.run, dict(sorted(state.leaders.items())))
 
     async def _windows(self, state: RunState) -> None:
         for svc in state.ready_services:

@@ -56,6 +56,9 @@ class RunState:
     grant_subjects: dict[str, str] = field(default_factory=dict)
     """Service -> the subject of its grants (built once, not per window)."""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once every component has a leader."""
+    joined: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set on every Ready taken during set-up."""
     phase: str = "setup"
     """setup -> running -> collecting -> done."""
     window: int = 0
@@ -116,6 +119,7 @@ class RunState:
         self.handback.set()
         self.all_exported.set()
         self.ready.set()
+        self.joined.set()
         self.resumed.set()
         self.wake.set()
 
@@ -155,6 +159,7 @@ class RunState:
                 self.followers[cid].append(who)
         self.ready_services.add(who)
         self.boots[who] = ready.boot
+        self.joined.set()
         if len(self.leaders) == len(self.components):
             self.ready.set()
 

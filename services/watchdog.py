@@ -1,7 +1,8 @@
 """The conductor's watch over its run: who is alive, what was lost, who came back.
 
-One :class:`Watchdog` per run. It hears every hello and heartbeat of the run's services and,
-every tick, looks for silence:
+One :class:`Watchdog` per run. At set-up it waits for the leaders, and for every other hosting
+service that is up (a standby must not miss the start). Then it hears every hello and heartbeat
+of the run's services and, every tick, looks for silence:
 
 * a service heard from as a new process (``boot``) lost its state: it is told to catch up
   (``services/recovery.py``) and rejoins;
@@ -19,15 +20,18 @@ every tick, looks for silence:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
 from llmtwin.errors import BusError
 from proto import subjects
 from proto.control import Collect, Ready
+from proto.permissions import HOSTING_ROLES
 from services import recovery
-from services.run_state import RunState
+from services.run_state import RunFailed, RunState
 
 if TYPE_CHECKING:
     from services.conductor import Conductor
@@ -40,6 +44,51 @@ class Watchdog:
 
     def __init__(self, conductor: Conductor, state: RunState) -> None:
         self.conductor, self.state = conductor, state
+
+    async def await_ready(self) -> None:
+        """Until every component has a leader (RunFailed after ``ready_timeout_s``), and the other
+        hosting services that are up have answered too."""
+        state = self.state
+        timeout_s = self.conductor.cfg.ready_timeout_s
+        try:
+            await asyncio.wait_for(state.ready.wait(), timeout_s)
+        except TimeoutError:
+            missing = [c for c in state.components if c not in state.leaders]
+            raise RunFailed(
+                "", f"no service hosts {', '.join(missing)} after {timeout_s:g} s (run {state.run})"
+            ) from None
+        state.check()
+        await self._await_other_hosts()
+        log.info("%s: run %s ready: %s", self.conductor.name, state.run, dict(sorted(state.leaders.items())))
+
+    async def _await_other_hosts(self) -> None:
+        """Every component has a leader; give the other hosting services that are up (heard
+        within ``dead_after_s``) until then to answer too, so that a standby that builds more
+        slowly than the leaders does not miss the start."""
+        state = self.state
+        deadline = time.monotonic() + min(self.conductor.cfg.ready_timeout_s, self.conductor.cfg.dead_after_s)
+        while state.failure is None:
+            now = time.monotonic()
+            waiting = {
+                svc
+                for svc, role in self.conductor.roles.items()
+                if role in HOSTING_ROLES
+                and now - self.conductor.seen.get(svc, -math.inf) < self.conductor.cfg.dead_after_s
+                and svc not in state.ready_services
+            }
+            if not waiting or now >= deadline:
+                if waiting:
+                    log.warning(
+                        "%s: run %s starts without %s",
+                        self.conductor.name,
+                        state.run,
+                        ", ".join(sorted(waiting)),
+                    )
+                return
+            state.joined.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.joined.wait(), deadline - now)
+        state.check()
 
     async def rejoin(self, ready: Ready) -> None:
         """A ``Ready`` while the run is under way: a restarted service that caught up."""

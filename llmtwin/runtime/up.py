@@ -141,7 +141,7 @@ class Launcher:
                 self._say(f"killed after {grace:g} s: {', '.join(killed)}")
 
     async def _main(self, private: PrivateBus, sup: Supervisor, runs: Sequence[UpRun]) -> list[RunOutcome]:
-        bus = await connect(private.options())
+        bus = await connect(private.options(drain_timeout_s=2.0))  # little to drain: keep exits quick
         client = RunClient(bus, name="up", conductor=CONDUCTOR, server_timeout_s=self.server_timeout_s)
         await client.start()
         quit_ = asyncio.Event()
@@ -159,7 +159,8 @@ class Launcher:
             self.server_stuck = client.server_silent_since is not None
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            await client.close()
+            with contextlib.suppress(TimeoutError):  # the services are stopped next anyway
+                await asyncio.wait_for(client.close(), 5.0)
             await bus.close()
 
     async def _work(self, client: RunClient, runs: Sequence[UpRun]) -> list[RunOutcome]:
@@ -205,7 +206,7 @@ class Launcher:
             for t in (task, stop):
                 t.cancel()
             with contextlib.suppress(BaseException):
-                await task
+                await asyncio.wait([task], timeout=5.0)  # its drains must not hold the exit
 
     def _server_alive(self) -> None:
         """Start nats-server again on its port if it died (ServiceFailure past the restarts)."""
