@@ -96,7 +96,7 @@ class Bench:
         factory = ClusterFactory()
         layout = cluster_layout(self.args.device_processes, factory.needs_planner(self.spec))
         pairs = []
-        with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(cpus=self.cpus) as nats:
+        with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(cpus=self.cpus, monitor=True) as nats:
             sup = Supervisor(Path(tmp), cpus=self.cpus)
             bus = await connect(NatsOptions(nats.url, "bench"))
             client = RunClient(bus)

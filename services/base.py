@@ -9,8 +9,13 @@ connection belongs to whoever opened it and outlives the service. Both are idemp
 :attr:`stopped` is set when the service is fully down.
 
 Handlers receive decoded messages (:meth:`Service.subscribe`, :meth:`Service.respond`) and never
-kill a subscription: a message that does not decode, or whose handler fails, is counted in
-``twin_bus_rejected_total{reason}``, logged, and answered with an error when it was a request.
+kill a subscription: a message larger than its subject allows (checked before decoding), one
+that does not decode, one that speaks for another service than its subject names, or whose
+handler fails, is counted in ``twin_bus_rejected_total{reason}``, logged (at most one line per
+reason per interval, with counts: :class:`~services.ratelog.RateLimitedLog`), and answered with
+an error when it was a request. Operations the server refuses (permissions violations) are
+counted in ``twin_bus_refused_total``; after a lost connection comes back the service says
+hello again, so that the conductor re-sends what may have been lost.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import itertools
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType, UnionType
 from typing import Any, Generic, Self, TypeVar, overload
@@ -32,11 +38,13 @@ from llmtwin.errors import ProtocolError, TwinError
 from proto import subjects
 from proto.codec import Codec
 from proto.control import Heartbeat, Hello, Reply
+from proto.limits import CONTROL_MAX_BYTES
 from services.bus import Bus, Msg, Subscription
 from services.config import ServiceConfig
 from services.factory import Factory
 from services.http import HttpEndpoint
 from services.metrics import BusMetrics
+from services.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +89,12 @@ class Service(Generic[C]):
         self.state = "new"
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
+        self.boot = uuid.uuid4().hex[:16]
+        """This process start (in Hello and Heartbeat): the conductor tells a restart by it."""
         self._subs: list[Subscription] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._beats = 0
+        self._rejections = RateLimitedLog(log)
         self.setup()
 
     def setup(self) -> None:
@@ -96,11 +107,12 @@ class Service(Generic[C]):
         if self.state != "new":
             return
         self.state = "starting"
+        self.bus.listen(self)
         await self.on_start()
         if self.http is not None:
             await self.http.start()
             log.info("%s: /metrics and /healthz on http://%s:%d", self.name, self.http.host, self.http.port)
-        await self.publish(subjects.hello(), self.hello())
+        await self.publish(subjects.hello(self.name), self.hello())
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
         self.state = "ready"
         self.metrics.up.set(1)
@@ -118,6 +130,8 @@ class Service(Generic[C]):
         for sub in subs:
             await sub.drain()
         await self.on_stop()
+        self.bus.unlisten(self)
+        self._rejections.flush()
         if self.http is not None:
             await self.http.stop()
         self.metrics.up.set(0)
@@ -139,6 +153,25 @@ class Service(Generic[C]):
     async def on_stop(self) -> None:
         """Subclasses cancel their own work here (the bus is still open)."""
 
+    async def on_reconnected(self) -> None:
+        """Subclasses re-send what may have been lost while the connection was down."""
+
+    # -- the connection ----------------------------------------------------------------------
+
+    async def bus_reconnected(self) -> None:
+        """The connection is back (subscriptions restored): hello again, then the subclass."""
+        self.metrics.reconnects.inc()
+        if self.state != "ready":
+            return
+        try:
+            await self.publish(subjects.hello(self.name), self.hello())
+        except TwinError as exc:
+            log.debug("%s: hello after reconnecting: %s", self.name, exc)
+        await self.on_reconnected()
+
+    def bus_refused(self, operation: str, detail: str) -> None:
+        self.metrics.refused.labels(operation).inc()
+
     # -- messaging ---------------------------------------------------------------------------
 
     async def publish(self, subject: str, msg: msgspec.Struct | bytes) -> None:
@@ -148,26 +181,50 @@ class Service(Generic[C]):
 
     @overload
     async def subscribe(
-        self, subject: str, kind: type[T], handler: Callable[[T], Awaitable[None]], queue: str = ""
+        self,
+        subject: str,
+        kind: type[T],
+        handler: Callable[[T], Awaitable[None]],
+        queue: str = "",
+        *,
+        max_bytes: int = CONTROL_MAX_BYTES,
+        sender: Callable[[T], str] | None = None,
     ) -> Subscription: ...
 
     @overload
     async def subscribe(
-        self, subject: str, kind: UnionType, handler: Callable[[Any], Awaitable[None]], queue: str = ""
+        self,
+        subject: str,
+        kind: UnionType,
+        handler: Callable[[Any], Awaitable[None]],
+        queue: str = "",
+        *,
+        max_bytes: int = CONTROL_MAX_BYTES,
+        sender: Callable[[Any], str] | None = None,
     ) -> Subscription: ...
 
     async def subscribe(
-        self, subject: str, kind: Any, handler: Callable[[Any], Awaitable[None]], queue: str = ""
+        self,
+        subject: str,
+        kind: Any,
+        handler: Callable[[Any], Awaitable[None]],
+        queue: str = "",
+        *,
+        max_bytes: int = CONTROL_MAX_BYTES,
+        sender: Callable[[Any], str] | None = None,
     ) -> Subscription:
         """Subscribe ``handler`` to the messages of type ``kind`` (a tagged Struct or a union of
-        them) on ``subject``, decoded before it is called; failures are counted, not raised."""
+        them) on ``subject``, decoded before it is called; failures are counted, not raised.
+        Messages over ``max_bytes`` are refused undecoded. With ``sender``, ``subject`` ends in a
+        service name (``proto.subjects.ANY`` when subscribing) and the name ``sender`` reads from
+        the message must be the subject's: nobody speaks for another."""
 
         async def on_msg(msg: Msg) -> None:
             self.metrics.messages_in.inc()
             try:
-                await handler(self.codec.decode(msg.data, kind))
+                await handler(self._decode(msg, kind, max_bytes, sender))
             except Exception as exc:
-                await self._failed(msg, exc)
+                await self._failed(msg, exc, answer=False)
 
         sub = await self.bus.subscribe(subject, on_msg, queue)
         self._subs.append(sub)
@@ -177,17 +234,19 @@ class Service(Generic[C]):
         self,
         subject: str,
         kind: type[T],
-        handler: Callable[[T], Awaitable[msgspec.Struct]],
+        handler: Callable[[T], Awaitable[msgspec.Struct | bytes]],
         queue: str = "",
     ) -> Subscription:
-        """Answer requests of type ``kind`` on ``subject`` with what ``handler`` returns."""
+        """Answer requests of type ``kind`` on ``subject`` with what ``handler`` returns (a
+        message, or one already encoded), or an error ``Reply``, so the caller never waits for
+        a timeout."""
 
         async def on_msg(msg: Msg) -> None:
             self.metrics.messages_in.inc()
             try:
-                answer = await handler(self.codec.decode(msg.data, kind))
+                answer = await handler(self._decode(msg, kind, CONTROL_MAX_BYTES, None))
             except Exception as exc:
-                await self._failed(msg, exc)
+                await self._failed(msg, exc, answer=True)
                 return
             if msg.reply:
                 await self.publish(msg.reply, answer)
@@ -196,20 +255,33 @@ class Service(Generic[C]):
         self._subs.append(sub)
         return sub
 
-    async def _failed(self, msg: Msg, exc: Exception) -> None:
+    def _decode(self, msg: Msg, kind: Any, max_bytes: int, sender: Callable[[Any], str] | None) -> Any:
+        size = len(msg.data)
+        if size > max_bytes:
+            raise Rejected("oversized", f"{size} bytes, more than the {max_bytes} this subject takes")
+        decoded = self.codec.decode(msg.data, kind)
+        if sender is not None:
+            claimed, actual = sender(decoded), subjects.service_of(msg.subject)
+            if claimed != actual:
+                raise Rejected("forged", f"a message of {claimed!r} on the subject of {actual!r}")
+        return decoded
+
+    async def _failed(self, msg: Msg, exc: Exception, answer: bool) -> None:
         if isinstance(exc, Rejected):
-            await self.reject(exc.reason, msg, str(exc))
+            await self.reject(exc.reason, msg, str(exc), answer)
         elif isinstance(exc, ProtocolError):
-            await self.reject("malformed", msg, str(exc))
+            await self.reject("malformed", msg, str(exc), answer)
         else:
             log.error("%s: handler for %s failed", self.name, msg.subject, exc_info=exc)
-            await self.reject("handler", msg, f"{type(exc).__name__}: {exc}")
+            await self.reject("handler", msg, f"{type(exc).__name__}: {exc}", answer)
 
-    async def reject(self, reason: str, msg: Msg, why: str) -> None:
+    async def reject(self, reason: str, msg: Msg, why: str, answer: bool = False) -> None:
+        """Count and log (rate-limited) a refused message; answer it with an error when it was a
+        request to a responder (``answer``). Pub/sub messages are never answered: a forged reply
+        subject must not make a service publish where its sender wants."""
         self.metrics.reject(reason)
-        log.warning("%s: rejected a message on %s (%s): %s", self.name, msg.subject, reason, why)
-        # A rejected request still gets an answer, so the caller never waits for a timeout.
-        if msg.reply:
+        self._rejections.warn(reason, f"{self.name}: rejected a message on {msg.subject} ({reason}): {why}")
+        if answer and msg.reply:
             try:
                 await self.bus.publish(msg.reply, self.codec.encode(Reply(False, why)))
             except TwinError as exc:  # disconnected: the caller's request times out instead
@@ -225,7 +297,7 @@ class Service(Generic[C]):
 
     def hello(self) -> Hello:
         port = self.http.port if self.http is not None else 0
-        return Hello(self.name, self.role, os.getpid(), socket.gethostname(), port, __version__)
+        return Hello(self.name, self.role, os.getpid(), socket.gethostname(), port, __version__, self.boot)
 
     def current_run(self) -> str:
         """Run the service takes part in (empty when idle), reported in heartbeats."""
@@ -236,7 +308,8 @@ class Service(Generic[C]):
             self._beats += 1
             try:
                 await self.publish(
-                    subjects.heartbeat(), Heartbeat(self.name, self._beats, self.current_run())
+                    subjects.heartbeat(self.name),
+                    Heartbeat(self.name, self._beats, self.current_run(), self.boot),
                 )
             except Exception as exc:  # disconnected: the client reconnects, the next beat will tell
                 log.debug("%s: heartbeat: %s", self.name, exc)

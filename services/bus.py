@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import nats
@@ -36,7 +37,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg as NatsMsg
 from nats.aio.subscription import Subscription as NatsSub
 
-from llmtwin.errors import BusError
+from llmtwin.errors import BusError, ConfigurationError
+from services.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,20 @@ Handler = Callable[[Msg], Awaitable[None]]
 """``await handler(msg)``; an exception is logged and never ends the subscription."""
 
 
+class BusListener(Protocol):
+    """What a service hears about its connection (:meth:`Bus.listen`)."""
+
+    async def bus_reconnected(self) -> None:
+        """The connection is back after a loss (subscriptions restored): say hello again,
+        re-send what may have been lost."""
+        ...
+
+    def bus_refused(self, operation: str, detail: str) -> None:
+        """The server refused one of our operations (``publish`` or ``subscribe``: a
+        permissions violation)."""
+        ...
+
+
 class Subscription(Protocol):
     async def drain(self) -> None:
         """Stop receiving; return once every message received before is handled."""
@@ -77,6 +93,12 @@ class Bus(Protocol):
     def closed(self) -> asyncio.Event:
         """Set once the connection is closed for good (closed by its owner, or reconnection gave up)."""
         ...
+
+    def listen(self, listener: BusListener) -> None:
+        """Tell ``listener`` about reconnections and refused operations (until :meth:`unlisten`)."""
+        ...
+
+    def unlisten(self, listener: BusListener) -> None: ...
 
     async def publish(self, subject: str, data: bytes, reply: str = "") -> None: ...
 
@@ -103,11 +125,7 @@ class ServerNotAnswering(BusError):
 
 @dataclass(frozen=True, slots=True)
 class NatsOptions:
-    """How to connect: what nats-py's ``connect`` takes, with our defaults.
-
-    Credentials and encryption (nkey seeds, TLS contexts) go here as further fields, passed on
-    by :meth:`connect_kwargs`.
-    """
+    """How to connect: what nats-py's ``connect`` takes, with our defaults, credentials and TLS."""
 
     url: str
     """``nats://host:port`` or ``tls://host:port``."""
@@ -125,9 +143,17 @@ class NatsOptions:
     """Prefix of the reply subjects of this connection's requests (per user under permissions)."""
     drain_timeout_s: float = 10.0
     """How long :meth:`NatsBus.close` lets subscriptions finish before it closes anyway."""
+    nkey_seed: str = field(default="", repr=False)
+    """The user's nkey seed (``SU...``; empty: connect without credentials). Never printed."""
+    tls_ca: str = ""
+    """CA certificate file (PEM) that signed the server's certificate; set for TLS."""
+    tls_cert: str = ""
+    """Client certificate file (PEM), for servers that verify clients."""
+    tls_key: str = ""
+    """Private key of ``tls_cert`` (PEM)."""
 
     def connect_kwargs(self) -> dict[str, Any]:
-        return {
+        kwargs: dict[str, Any] = {
             "servers": [self.url],
             "name": self.name,
             "max_reconnect_attempts": self.reconnect_attempts,
@@ -137,6 +163,27 @@ class NatsOptions:
             "inbox_prefix": self.inbox_prefix,
             "drain_timeout": self.drain_timeout_s,
         }
+        if self.nkey_seed:
+            kwargs["nkeys_seed_str"] = self.nkey_seed
+        context = self.tls_context()
+        if context is not None:
+            kwargs["tls"] = context
+        return kwargs
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context (None without TLS): the server verified against ``tls_ca`` (else the
+        system's CAs), our certificate presented when given. ConfigurationError naming a bad file."""
+        if not (self.tls_ca or self.tls_cert or self.url.startswith("tls://")):
+            return None
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigurationError("TLS: give both a client certificate and its key, or neither")
+        try:
+            context = ssl.create_default_context(cafile=self.tls_ca or None)
+            if self.tls_cert:
+                context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"TLS: cannot load the certificates: {exc}") from None
+        return context
 
 
 class NatsSubscription:
@@ -174,8 +221,9 @@ class NatsSubscription:
         sub, self.sub = self.sub, None
         if sub is None:
             return
-        with contextlib.suppress(BusError):
-            await self.bus.flush()  # every message the server sent before its PONG is now queued
+        if not self.bus.unanswered:  # a server that did not answer the last PING would not now
+            with contextlib.suppress(BusError):
+                await self.bus.flush()  # every message the server sent before its PONG is now queued
         self.cutoff = sub.delivered
         own = asyncio.current_task() is self._in_handler  # drained from its own handler
         if self.handled + (1 if own else 0) < self.cutoff:
@@ -194,34 +242,80 @@ class NatsBus:
         self._closed = asyncio.Event()
         self._flushes: set[asyncio.Task[None]] = set()
         """nats-py flushes still waiting for their PONG (never cancelled while connected)."""
+        self._listeners: list[BusListener] = []
+        self._errors = RateLimitedLog(log)
+        self.reconnects = 0
+        self._refused_auth = False
+        self._last_error = ""
+        """The last error nats-py reported (named when the first connection fails)."""
+        """The server said "Authorization Violation" (reported by nats-py's error callback)."""
+        self.unanswered = False
+        """The last flush found the server not answering (and none has succeeded since):
+        draining and closing then skip what needs its answer."""
 
     async def open(self) -> None:
-        """Connect; BusError (one line) when no server answers."""
+        """Connect; BusError (one line) when no server answers, it refuses our credentials, or
+        TLS fails. Bounded in time: nats-py retries some failures (a TLS certificate it cannot
+        verify) forever."""
+        connecting = self.nc.connect(
+            **{**self.options.connect_kwargs(), "max_reconnect_attempts": 1},
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            closed_cb=self._on_closed,
+        )
         try:
-            await self.nc.connect(
-                **{**self.options.connect_kwargs(), "max_reconnect_attempts": 1},
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-                closed_cb=self._on_closed,
+            await asyncio.wait_for(
+                connecting, 2 * self.options.connect_timeout_s + self.options.reconnect_wait_s
             )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             self._closed.set()
-            why = str(exc) or type(exc).__name__
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self.nc.close()
+            if isinstance(exc, nats.errors.AuthorizationError) or self._refused_auth:
+                raise BusError(
+                    f"NATS at {self.options.url} refused {self.options.name!r}: authorization violation "
+                    "(no credentials, or a seed the server does not know)"
+                ) from None
+            why = self._last_error or str(exc) or type(exc).__name__
             raise BusError(f"cannot connect to NATS at {self.options.url}: {why}") from None
         # nats-py would retry the first connection as often as a lost one (a minute by default):
         # the configured count applies from now on (nats-py reads it when the connection is lost).
         self.nc.options["max_reconnect_attempts"] = self.options.reconnect_attempts
 
+    def listen(self, listener: BusListener) -> None:
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def unlisten(self, listener: BusListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("nats (%s): %s", self.options.name, exc or type(exc).__name__)
+        text = str(exc) or type(exc).__name__
+        self._last_error = text
+        if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text.lower():
+            self._refused_auth = True
+        if "permissions violation" in text.lower():
+            operation = "subscribe" if "subscription" in text.lower() else "publish"
+            self._errors.warn(f"refused-{operation}", f"nats ({self.options.name}): {text}")
+            for listener in list(self._listeners):
+                listener.bus_refused(operation, text)
+            return
+        self._errors.warn(type(exc).__name__, f"nats ({self.options.name}): {text}")
 
     async def _on_disconnected(self) -> None:
         if not self.nc.is_closed:
             log.info("nats (%s): disconnected from %s", self.options.name, self.options.url)
 
     async def _on_reconnected(self) -> None:
+        self.reconnects += 1
         log.warning("nats (%s): reconnected to %s", self.options.name, self.options.url)
+        for listener in list(self._listeners):
+            try:
+                await listener.bus_reconnected()
+            except Exception:  # a listener's failure must not end nats-py's callback task
+                log.exception("nats (%s): reconnection listener failed", self.options.name)
 
     async def _on_closed(self) -> None:
         self._closed.set()
@@ -278,6 +372,7 @@ class NatsBus:
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout_s)
         except TimeoutError:
+            self.unanswered = True
             raise ServerNotAnswering(
                 f"nats-server at {self.options.url} not answering (no PONG within {timeout_s:g} s)"
             ) from None
@@ -286,13 +381,13 @@ class NatsBus:
 
     def _flushed(self, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a failure was reported to the flush's caller, if any
+        if not task.cancelled() and task.exception() is None:  # retrieved: reported to the caller
+            self.unanswered = False
 
     async def close(self) -> None:
         if self.nc.is_closed:
             return
-        draining = asyncio.ensure_future(self._drain())
+        draining = asyncio.ensure_future(self._drain() if not self.unanswered else asyncio.sleep(0))
         # A drain stuck on a frozen server must not hold the caller: close it after the grace.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(draining), self.options.drain_timeout_s + 1.0)

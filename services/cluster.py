@@ -22,6 +22,7 @@ from llmtwin.cluster.run import assemble_result, build_components, scenario_requ
 from llmtwin.errors import ProtocolError
 from llmtwin.physics.graph import BatchShape
 from llmtwin.preserve import plan_step_l2
+from llmtwin.runtime.run_size import RunLimits, check_files, check_run_size
 from llmtwin.scenario.dump import dump_scenario
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.spec import Scenario
@@ -33,20 +34,27 @@ from services.factory import PlanFunction, PlanProvider, content_digest
 
 
 class ClusterFactory:
-    """Builds generator, balancer and instance-<i> from a scenario reference."""
+    """Builds generator, balancer and instance-<i> from a scenario reference, within ``limits``
+    (files only from the configured scenario directories, bounded requests and instances:
+    checked before anything is generated)."""
 
-    def __init__(self, cache_size: int = 8) -> None:
+    def __init__(self, cache_size: int = 8, limits: RunLimits | None = None) -> None:
         # Loading a scenario reads catalogs and traces, and the requests are megabytes: the
         # last few specs are kept (a service builds, digests and collects each run's).
         self._loaded: OrderedDict[RunSpec, tuple[Scenario, list[RequestSpec]]] = OrderedDict()
         self._cache_size = cache_size
+        self.limits = limits or RunLimits()
         self.codec = Codec(self.body_types())
 
     def _load(self, spec: RunSpec) -> tuple[Scenario, list[RequestSpec]]:
         found = self._loaded.get(spec)
         if found is None:
+            check_files(spec.scenario, spec.overrides, self.limits.scenario_dirs)
             scenario = load_scenario(spec.scenario, spec.overrides, spec.policy)
-            found = self._loaded[spec] = (scenario, scenario_requests(scenario))
+            check_run_size(scenario, self.limits)
+            requests = scenario_requests(scenario)
+            check_run_size(scenario, self.limits, len(requests))
+            found = self._loaded[spec] = (scenario, requests)
             if len(self._loaded) > self._cache_size:
                 self._loaded.popitem(last=False)
         self._loaded.move_to_end(spec)

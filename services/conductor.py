@@ -8,7 +8,10 @@ has a leader (``Ready``), then repeats: take the next window from its
 report each component to the planner in component-id order, exactly as LocalRunner does. When
 no window is left it collects the exports and publishes the ``RunOutcome``. A service that
 reports an error, or stops sending heartbeats while the conductor waits for it, fails the run
-with a message naming it.
+with a message naming it -- unless it can be recovered: lost messages are sent again, a
+restarted service catches up by replay and rejoins, a standby replica takes over
+(``services/recovery.py``). A nats-server that does not answer is reported as such, never
+blamed on a service.
 
 The window loop has two halves. The run's task opens a window, then waits; the handler of the
 last ``DoneBatch`` closes it and, when nothing has to be waited for (no pace deadline ahead,
@@ -22,10 +25,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 
 from llmtwin.errors import TwinError
 from llmtwin.sim.windows import Grant, WindowPlanner
 from proto import chunks, subjects
+from proto.chunks import Reassembler
 from proto.control import (
     Chunk,
     Collect,
@@ -41,12 +46,17 @@ from proto.control import (
     RunOutcome,
     RunRequest,
 )
+from proto.subjects import ANY
 from services.base import Rejected, Service
 from services.config import ConductorConfig
 from services.factory import code_digest
 from services.metrics import ConductorMetrics
 from services.pacing import Pacer
 from services.run_state import RunFailed, RunState
+from services.watchdog import Watchdog
+
+KEPT_OUTCOMES = 4
+"""Outcomes of ended runs kept to publish again on request (a controller that lost one)."""
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +67,29 @@ class Conductor(Service[ConductorConfig]):
     def setup(self) -> None:
         self.cmetrics = ConductorMetrics(self.registry)
         self.active: RunState | None = None
+        self.watch: Watchdog | None = None
+        """The active run's watchdog."""
         self.task: asyncio.Task[None] | None = None
         self.seen: dict[str, float] = {}
         """Service -> monotonic time of its last hello or heartbeat."""
+        self.outcomes: OrderedDict[str, list[Chunk]] = OrderedDict()
+        """The last runs' outcomes, as published (chunks)."""
+        self.roles: dict[str, str] = {}
+        """Service -> its role, from its hello."""
 
     async def on_start(self) -> None:
         await self.respond(subjects.run_start(), RunRequest, self._on_run_request)
         await self.respond(subjects.run_control(), RunControl, self._on_control)
-        await self.subscribe(subjects.hello(), Hello, self._on_hello)
-        await self.subscribe(subjects.heartbeat(), Heartbeat, self._on_heartbeat)
+        await self.subscribe(subjects.hello(ANY), Hello, self._on_hello, sender=_service)
+        await self.subscribe(subjects.heartbeat(ANY), Heartbeat, self._on_heartbeat, sender=_service)
+
+    async def on_reconnected(self) -> None:
+        """Back after a lost connection (a nats-server restart): whatever was in flight may be
+        lost, so send every owed message again."""
+        state, watch = self.active, self.watch
+        if state is not None and watch is not None:
+            for svc in sorted(state.ready_services):
+                await watch.resend(svc)
 
     async def on_stop(self) -> None:
         if self.active is not None and self.task is not None:
@@ -90,6 +114,7 @@ class Conductor(Service[ConductorConfig]):
         except TwinError as exc:
             return Reply(False, str(exc))
         state = RunState(req, config, ids, WindowPlanner(ids), Pacer(req.speed))
+        state.chunks = Reassembler(max_bytes=self.cfg.max_result_bytes)
         state.resumed.set()
         self.active = state
         self.task = asyncio.get_running_loop().create_task(self._conduct(state))
@@ -97,6 +122,8 @@ class Conductor(Service[ConductorConfig]):
 
     async def _on_control(self, cmd: RunControl) -> Reply:
         state = self.active
+        if cmd.action == "outcome":
+            return await self._republish(cmd.run)
         if state is None or state.run != cmd.run:
             return Reply(False, f"no run {cmd.run!r} in progress")
         if cmd.action == "pause" and state.resumed.is_set():
@@ -108,37 +135,68 @@ class Conductor(Service[ConductorConfig]):
             self.cmetrics.paused.set(0)
         elif cmd.action == "stop":
             state.stop = True
+            state.stopped_by = cmd.by or "a controller"
             state.resumed.set()
             state.wake.set()
-        log.info("%s: run %s: %s", self.name, cmd.run, cmd.action)
+        log.info("%s: run %s: %s (by %s)", self.name, cmd.run, cmd.action, cmd.by or "a controller")
+        return Reply(True)
+
+    async def _republish(self, run: str) -> Reply:
+        """Publish an ended run's outcome again (its controller may have missed it)."""
+        if self.active is not None and self.active.run == run:
+            return Reply(True)  # the outcome comes when the run ends
+        pieces = self.outcomes.get(run)
+        if pieces is None:
+            return Reply(False, f"no run {run!r} here")
+        for chunk in pieces:
+            await self.publish(subjects.outcome(run), chunk)
         return Reply(True)
 
     # -- presence ------------------------------------------------------------------------------
 
     async def _on_hello(self, hello: Hello) -> None:
         self.seen[hello.service] = time.monotonic()
-        state = self.active
-        if state is not None and state.phase == "setup":
+        self.roles[hello.service] = hello.role
+        state, watch = self.active, self.watch
+        if state is None or watch is None:
+            return
+        if state.phase == "setup":
             # A service that (re)connected while a run is being set up may have missed it.
             await self.publish(subjects.config(), state.config)
+        else:
+            await watch.presence(hello.service, hello.boot, reconnected=True)
 
     async def _on_heartbeat(self, beat: Heartbeat) -> None:
         self.seen[beat.service] = time.monotonic()
+        state, watch = self.active, self.watch
+        if state is not None and watch is not None and state.phase in ("running", "collecting"):
+            await watch.presence(beat.service, beat.boot, reconnected=False)
 
     # -- run-scoped messages -------------------------------------------------------------------
 
     async def _on_ready(self, state: RunState, ready: Ready) -> None:
         self.seen[ready.service] = time.monotonic()
-        if state.phase != "setup":
-            log.warning("%s: %s joined run %s late; it stands by", self.name, ready.service, ready.run)
-            return
-        state.join(ready)
+        if state.phase == "setup":
+            state.join(ready)
+        elif self.watch is not None:
+            await self.watch.rejoin(ready)
 
     async def _on_done(self, state: RunState, done: DoneBatch) -> None:
         """The last DoneBatch of a window closes it and opens the next one."""
-        if done.run != state.run or done.window != state.window or done.service not in state.expected:
+        batch = state.batches.get(done.service)
+        if (
+            not state.open
+            or done.run != state.run
+            or done.window != state.window
+            or done.service not in state.owing()
+            or batch is None
+            or done.attempt != batch.attempt
+            or done.service in state.recovering
+        ):
             raise Rejected(
-                "stale", f"DoneBatch of {done.service} for window {done.window} (now {state.window})"
+                "stale",
+                f"DoneBatch of {done.service} for window {done.window} attempt {done.attempt} "
+                f"(now {state.window}, {'open' if state.open else 'closed'})",
             )
         if done.error:
             state.fail(done.service, done.error)
@@ -146,10 +204,10 @@ class Conductor(Service[ConductorConfig]):
         state.dones[done.service] = done
         if done.completed >= 0:
             state.completed[done.service] = done.completed
-        if len(state.dones) == len(state.expected) and state.failure is None:
-            await self._window_done(state)
+        if not state.owing() and state.failure is None:
+            await self.window_done(state)
 
-    async def _window_done(self, state: RunState) -> None:
+    async def window_done(self, state: RunState) -> None:
         """Close the window; open the next one now if nothing must be waited for, else hand back."""
         try:
             sent = state.close_window()
@@ -174,10 +232,17 @@ class Conductor(Service[ConductorConfig]):
         state.handback.set()
 
     async def _on_export(self, state: RunState, chunk: Chunk) -> None:
-        data = state.chunks.add(chunk)
+        if state.phase != "collecting" or chunk.stream not in state.ready_services - set(state.exports):
+            raise Rejected("stale", f"result chunk of {chunk.stream!r} while {state.phase}")
+        try:
+            data = state.chunks.add(chunk)
+        except TwinError as exc:
+            raise Rejected("flood", str(exc.args[0])) from None
         if data is None:
             return
         batch = self.codec.decode(data, ExportBatch)
+        if batch.service != chunk.stream or batch.run != state.run:
+            raise Rejected("forged", f"results of {batch.service!r} in the chunks of {chunk.stream!r}")
         if batch.error:
             state.fail(batch.service, batch.error)
             return
@@ -189,16 +254,32 @@ class Conductor(Service[ConductorConfig]):
 
     async def _conduct(self, state: RunState) -> None:
         run = state.run
-        watchdog = asyncio.get_running_loop().create_task(self._watch(state))
+        self.watch = Watchdog(self, state)
+        watchdog = asyncio.get_running_loop().create_task(self.watch.run())
         outcome: RunOutcome
         try:
+            bulk = self.bus.max_payload
             state.subs = [
-                await self.subscribe(subjects.ready(run), Ready, lambda m: self._on_ready(state, m)),
-                await self.subscribe(subjects.done(run), DoneBatch, lambda m: self._on_done(state, m)),
-                await self.subscribe(subjects.export(run), Chunk, lambda m: self._on_export(state, m)),
+                await self.subscribe(
+                    subjects.ready(run, ANY), Ready, lambda m: self._on_ready(state, m), sender=_service
+                ),
+                await self.subscribe(
+                    subjects.done(run, ANY),
+                    DoneBatch,
+                    lambda m: self._on_done(state, m),
+                    max_bytes=bulk,
+                    sender=_service,
+                ),
+                await self.subscribe(
+                    subjects.export(run, ANY),
+                    Chunk,
+                    lambda m: self._on_export(state, m),
+                    max_bytes=bulk,
+                    sender=lambda c: c.stream,
+                ),
             ]
             await self.publish(subjects.config(), state.config)
-            await self._await_ready(state)
+            await self.watch.await_ready()
             state.phase = "running"
             state.marks["ready"] = time.perf_counter()
             state.pacer.restart()  # the pace counts from the first window, not from set-up
@@ -221,53 +302,14 @@ class Conductor(Service[ConductorConfig]):
         await self._progress(state, force=True)
         for sub in state.subs:
             await self.forget(sub)
-        self.active = None  # ready for the next run before anyone hears this one ended
+        self.active, self.watch = None, None  # ready for the next run before anyone hears this one ended
         await self.publish(subjects.config(), RunEnd(run, outcome.error))
-        data = self.codec.encode(outcome)
-        for chunk in chunks.split(f"{self.name}-{run}", data, self.bus.max_payload):
+        pieces = chunks.split(f"{self.name}-{run}", self.codec.encode(outcome), self.bus.max_payload)
+        self.outcomes[run] = pieces
+        while len(self.outcomes) > KEPT_OUTCOMES:
+            self.outcomes.popitem(last=False)
+        for chunk in pieces:
             await self.publish(subjects.outcome(run), chunk)
-
-    async def _await_ready(self, state: RunState) -> None:
-        timeout_s = self.cfg.ready_timeout_s
-        try:
-            await asyncio.wait_for(state.ready.wait(), timeout_s)
-        except TimeoutError:
-            missing = [c for c in state.components if c not in state.leaders]
-            raise RunFailed(
-                "", f"no service hosts {', '.join(missing)} after {timeout_s:g} s (run {state.run})"
-            ) from None
-        state.check()
-        log.info("%s: run %s ready: %s", self.name, state.run, dict(sorted(state.leaders.items())))
-
-    async def _watch(self, state: RunState) -> None:
-        """Fail the run when a service it waits for stops sending heartbeats, or stays alive but
-        never answers a window (a message lost, e.g. across a NATS server restart)."""
-        dead_after_s = self.cfg.dead_after_s
-        while True:
-            await asyncio.sleep(min(1.0, dead_after_s / 4))
-            if state.phase == "running":
-                owing = state.expected - set(state.dones)
-                waited = time.perf_counter() - state.window_opened
-                if owing and waited > self.cfg.window_timeout_s:
-                    state.fail(
-                        sorted(owing)[0],
-                        f"no answer from {', '.join(sorted(owing))} for window {state.window} "
-                        f"(t={state.now_s!r} s) after {waited:.0f} s, though they are alive",
-                    )
-            elif state.phase == "collecting":
-                owing = state.hosting_services() - set(state.exports)
-            else:
-                continue
-            now = time.monotonic()
-            for svc in sorted(owing):
-                silent = now - self.seen.get(svc, now)
-                if silent > dead_after_s:
-                    hosted = sorted(c for c, s in state.leaders.items() if s == svc)
-                    state.fail(
-                        svc,
-                        f"{svc} stopped answering (no heartbeat for {silent:.0f} s) in window {state.window} "
-                        f"at t={state.now_s!r} s; it hosts {', '.join(hosted)}",
-                    )
 
     async def _windows(self, state: RunState) -> None:
         for svc in state.ready_services:
@@ -314,7 +356,8 @@ class Conductor(Service[ConductorConfig]):
     async def _open(self, state: RunState, grants: list[Grant]) -> None:
         state.pacer.opened(grants[0].time)
         for svc, batch in state.open_window(grants).items():
-            await self.publish(state.grant_subjects[svc], batch)
+            if svc not in state.recovering:  # it gets the grant once it has caught up
+                await self.publish(state.grant_subjects[svc], batch)
 
     async def _collect(self, state: RunState) -> RunOutcome:
         await self.publish(subjects.collect(state.run), Collect(state.run, state.now_s))
@@ -327,14 +370,21 @@ class Conductor(Service[ConductorConfig]):
                 missing[0], f"no results from {', '.join(missing)} after {timeout_s:g} s"
             ) from None
         state.check()
-        parts = {cid: part for batch in state.exports.values() for cid, part in batch.parts.items()}
-        missing = [c for c in state.components if c not in parts]
-        if missing:
-            raise RunFailed("", f"no export for {', '.join(missing)}")
-        return RunOutcome(state.run, state.now_s, dict(sorted(parts.items())), state.stats())
+        parts = {}
+        for cid in state.components:  # each component's export from its leader
+            batch = state.exports.get(state.hosts[cid][0] if state.hosts else state.leaders[cid])
+            if batch is None or cid not in batch.parts:
+                raise RunFailed("", f"no export for {cid}")
+            parts[cid] = batch.parts[cid]
+        return RunOutcome(state.run, state.now_s, parts, state.stats(), stopped_by=state.stopped_by)
 
     async def _progress(self, state: RunState, force: bool = False) -> None:
         wall = time.perf_counter()
         if force or wall - state.last_progress >= self.cfg.progress_interval_s:
             state.last_progress = wall
             await self.publish(subjects.progress(state.run), state.progress())
+
+
+def _service(msg: Hello | Heartbeat | Ready | DoneBatch) -> str:
+    """The service a message says it comes from (its subject must end with that name)."""
+    return msg.service

@@ -8,10 +8,18 @@ what it built, and then only reacts:
   its last grant, lists its components to step and, for each, how many envelopes stamped <= T
   it must hold. It hands exactly those to ``step``, sorted by the envelope key (arrival order
   is never used), and answers one ``DoneBatch`` for the whole grant with what the steps sent
-  (the conductor relays it to the receivers' hosts). Anything that goes wrong after the grant
+  (the conductor relays it to the receivers' hosts; components in the grant's ``follow`` list
+  are stepped but what they send is only digested). Anything that goes wrong after the grant
   is understood becomes an error ``DoneBatch``, so the conductor never waits for an answer
-  that will not come;
-* ``Collect`` finishes its components and sends their exports to the conductor.
+  that will not come. It keeps the last window's answer: a grant for that window again (the
+  first answer may have been lost) is answered from it, without stepping twice;
+* ``Collect`` finishes its components and sends their exports to the conductor (kept, and
+  sent again on a repeated ``Collect``).
+
+A restarted service that is asked to catch up (``RunConfig.catch_up`` = k) rebuilds every
+component and replays windows 1..k in-process with :class:`~llmtwin.sim.local.LocalRunner`
+(the code ``llmtwin simulate`` runs), in a worker thread so that its heartbeats go on, then
+keeps its own components and mailboxes and reports their state in ``Ready``.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ from typing import Any
 
 from llmtwin.errors import ProtocolError, TwinError
 from llmtwin.sim.kernel import Component, Envelope
+from llmtwin.sim.local import LocalRunner
 from llmtwin.sim.mailbox import Mailbox
 from proto import chunks, subjects
 from proto.control import (
+    Chunk,
     Collect,
     DoneBatch,
     DoneItem,
@@ -49,20 +59,36 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
+class Stepped:
+    """A host's answer to the last window it stepped, kept to answer that window again."""
+
+    window: int = 0
+    items: dict[str, DoneItem] = field(default_factory=dict)
+    wires: dict[str, list[WireEnvelope]] = field(default_factory=dict)
+    """What each component sent (leaders' and followers' alike: a follower may be promoted)."""
+    completed: int = -1
+    error: str = ""
+
+
+@dataclass(slots=True)
 class HostedRun:
     """What a host keeps for one run."""
 
     run: str
     comps: dict[str, Component]
-    followers: set[str]
     offload: set[str]
     """Components stepped in a worker thread (their steps may block on the planner service)."""
+    ready: Ready
+    """What it announced (sent again when the conductor repeats the run's configuration)."""
     mail: dict[str, Mailbox] = field(default_factory=dict)
     """Per component: envelopes not yet handed to a step."""
     subs: list[Subscription] = field(default_factory=list)
     done_subject: str = ""
     counters: list[Any] = field(default_factory=list)
     """Hosted components that count completed requests (``completed``: the balancer)."""
+    last: Stepped = field(default_factory=Stepped)
+    exported: list[Chunk] | None = None
+    """The export, once made (a repeated Collect gets the same chunks)."""
 
 
 class HostService(Service[HostConfig]):
@@ -90,8 +116,14 @@ class HostService(Service[HostConfig]):
         if isinstance(cmd, RunEnd):
             await self._drop(cmd.run)
             return
-        if cmd.run in self.runs or cmd.run in self._configuring:
-            return  # RunConfig is re-broadcast for late joiners: idempotent per run id
+        if (cmd.to and cmd.to != self.name) or cmd.run in self._configuring:
+            return
+        have = self.runs.get(cmd.run)
+        if have is not None:
+            if not cmd.catch_up:  # repeated for late joiners: our Ready may have been lost
+                await self.publish(subjects.ready(cmd.run, self.name), have.ready)
+                return
+            await self._drop(cmd.run)  # the conductor wants it rebuilt by a replay
         self._configuring.add(cmd.run)
         try:
             await self._configure(cmd)
@@ -100,44 +132,76 @@ class HostService(Service[HostConfig]):
 
     async def _configure(self, cfg: RunConfig) -> None:
         run, spec = cfg.run, cfg.spec
+        ready_subject = subjects.ready(run, self.name)
         try:
             factory = self.factories.get(spec.factory)
             if factory is None:
                 raise ProtocolError(f"unknown component factory {spec.factory!r}")
             provider = (
                 RemotePlanProvider(
-                    self.bus, self.codec, asyncio.get_running_loop(), spec, self.cfg.plan_timeout_s
+                    self.bus,
+                    self.codec,
+                    asyncio.get_running_loop(),
+                    spec,
+                    self.cfg.plan_timeout_s,
+                    self.cfg.plan_retry_s,
                 )
                 if factory.needs_planner(spec)
                 else None
             )
             built = factory.build(spec, provider)
             digest = factory.digest(spec)
+            runner = None
+            if cfg.catch_up:
+                runner = LocalRunner(built)
+                t0 = time.perf_counter()
+                await asyncio.to_thread(runner.advance, cfg.until_s, cfg.catch_up)
+                log.warning(
+                    "%s: run %s: replayed windows 1..%d in %.1f s",
+                    self.name, run, cfg.catch_up, time.perf_counter() - t0,
+                )  # fmt: skip
             hosted = {c.id: c for c in built if self.selector.role(c.id) is not None}
             offload = {cid for cid in hosted if factory.may_block(spec, cid)}
         except TwinError as exc:
             log.error("%s: cannot build run %s: %s", self.name, run, exc)
-            await self.publish(subjects.ready(run), Ready(run, self.name, [], error=f"{self.name}: {exc}"))
+            await self.publish(ready_subject, Ready(run, self.name, [], error=f"{self.name}: {exc}"))
             return
-        followers = {cid for cid in hosted if self.selector.role(cid) == "follower"}
-        state = HostedRun(run, hosted, followers, offload, done_subject=subjects.done(run))
+        followers = sorted(cid for cid in hosted if self.selector.role(cid) == "follower")
+        leaders = sorted(c for c in hosted if c not in followers)
+        mail = {cid: runner.mailbox(cid) if runner else Mailbox() for cid in hosted}
+        ready = Ready(
+            run,
+            self.name,
+            leaders,
+            followers,
+            "",
+            digest,
+            code_digest(),
+            caught_up=cfg.catch_up,
+            next_time_s={cid: c.next_time() for cid, c in hosted.items()} if runner else {},
+            pending={cid: len(box) for cid, box in mail.items()} if runner else {},
+            boot=self.boot,
+        )
+        state = HostedRun(run, hosted, offload, ready, mail, done_subject=subjects.done(run, self.name))
+        state.last.window = cfg.catch_up
         state.counters = [c for c in hosted.values() if isinstance(getattr(c, "completed", None), int)]
         if hosted:
             self.runs[run] = state
-            state.mail = {cid: Mailbox() for cid in hosted}
+            bulk = self.bus.max_payload
             state.subs = [
                 await self.subscribe(
-                    subjects.grant(run, self.name), GrantBatch, lambda g: self._on_grant(state, g)
+                    subjects.grant(run, self.name),
+                    GrantBatch,
+                    lambda g: self._on_grant(state, g),
+                    max_bytes=bulk,
                 ),
                 await self.subscribe(subjects.collect(run), Collect, lambda c: self._on_collect(state, c)),
             ]
         self.host_metrics.components.set(len(hosted))
-        leaders = sorted(c for c in hosted if c not in followers)
-        log.info("%s: run %s: leading %s, following %s", self.name, run, leaders, sorted(followers))
+        log.info("%s: run %s: leading %s, following %s", self.name, run, leaders, followers)
         # Subscriptions go to the server before Ready on this one connection, so every
         # grant sent after the conductor has our Ready finds them in place.
-        ready = Ready(run, self.name, leaders, sorted(followers), "", digest, code_digest())
-        await self.publish(subjects.ready(run), ready)
+        await self.publish(ready_subject, ready)
 
     async def _drop(self, run: str) -> None:
         state = self.runs.pop(run, None)
@@ -152,8 +216,15 @@ class HostService(Service[HostConfig]):
     async def _on_grant(self, state: HostedRun, grant: GrantBatch) -> None:
         if grant.run != state.run:
             raise Rejected("unknown_run", f"grant of run {grant.run!r} on the subject of run {state.run}")
-        items: list[DoneItem] = []
-        out: list[WireEnvelope] = []
+        if grant.window < state.last.window:
+            raise Rejected("stale", f"grant for window {grant.window}, already past {state.last.window}")
+        if grant.window > state.last.window:
+            state.last = await self._step(state, grant)
+        await self.publish(state.done_subject, self._answer(state, grant))
+
+    async def _step(self, state: HostedRun, grant: GrantBatch) -> Stepped:
+        """Step the granted components; what they did (or the error)."""
+        out = Stepped(grant.window)
         try:
             self._file(state, grant)
             for cid, expect in zip(grant.components, grant.expect, strict=True):
@@ -166,16 +237,36 @@ class HostService(Service[HostConfig]):
                     comp.step(grant.time_s, inbox)
                 self.host_metrics.step_duration.observe(time.perf_counter() - t0)
                 self.host_metrics.steps.inc()
-                items.append(self._sent(state, cid, out))
+                out.items[cid], out.wires[cid] = self._sent(comp)
         except Exception as exc:  # anything after the grant is understood: an error DoneBatch
             if not isinstance(exc, TwinError):
                 log.error("%s: step failed in window %d", self.name, grant.window, exc_info=exc)
-            error = DoneBatch(grant.run, grant.window, self.name, [], error=f"{self.name}: {exc}")
-            await self.publish(state.done_subject, error)
-            return
-        completed = sum(c.completed for c in state.counters) if state.counters else -1
-        done = DoneBatch(grant.run, grant.window, self.name, items, completed=completed, envelopes=out)
-        await self.publish(state.done_subject, done)
+            return Stepped(grant.window, error=f"{self.name}: {exc}")
+        out.completed = sum(c.completed for c in state.counters) if state.counters else -1
+        return out
+
+    def _answer(self, state: HostedRun, grant: GrantBatch) -> DoneBatch:
+        """The DoneBatch of ``grant`` from what the last step did; only the components the
+        grant does not list in ``follow`` have their envelopes published."""
+        last = state.last
+        if last.error:
+            return DoneBatch(grant.run, grant.window, self.name, [], error=last.error, attempt=grant.attempt)
+        follow = set(grant.follow)
+        items, out = [], []
+        for cid in grant.components:
+            item = last.items.get(cid)
+            if item is None:
+                return DoneBatch(
+                    grant.run, grant.window, self.name, [],
+                    error=f"{self.name}: window {grant.window} granted {cid} again, which it did not step",
+                    attempt=grant.attempt,
+                )  # fmt: skip
+            items.append(item)
+            if cid not in follow:
+                out.extend(last.wires[cid])
+        if out:
+            self.host_metrics.envelopes_out.inc(len(out))
+        return DoneBatch(grant.run, grant.window, self.name, items, last.completed, "", out, grant.attempt)
 
     def _file(self, state: HostedRun, grant: GrantBatch) -> None:
         """Check the grant; put relayed envelopes (produced in earlier windows) in their mailboxes."""
@@ -202,31 +293,35 @@ class HostService(Service[HostConfig]):
             )
         return inbox
 
-    def _sent(self, state: HostedRun, cid: str, out: list[WireEnvelope]) -> DoneItem:
-        """What a step sent, appended to ``out`` (leaders only); its DoneItem with a digest that
-        a follower's copy must match."""
-        comp = state.comps[cid]
+    def _sent(self, comp: Component) -> tuple[DoneItem, list[WireEnvelope]]:
+        """What a step sent: its DoneItem, with a digest that every replica's must match, and
+        the envelopes."""
         sent = comp.outbox.drain()
         wires = [self.codec.to_wire(e) for e in sent]
         digest = zlib.crc32(self.codec.encode(wires)) if wires else 0
-        if cid not in state.followers:
-            out.extend(wires)
-            if sent:
-                self.host_metrics.envelopes_out.inc(len(sent))
-        return DoneItem(cid, comp.next_time(), [e.dst for e in sent], [e.time for e in sent], digest)
+        item = DoneItem(comp.id, comp.next_time(), [e.dst for e in sent], [e.time for e in sent], digest)
+        return item, wires
 
     async def _on_collect(self, state: HostedRun, cmd: Collect) -> None:
+        if cmd.to and self.name not in cmd.to:
+            return
+        if state.exported is None:
+            state.exported = self._export(state, cmd)
+        for chunk in state.exported:
+            await self.publish(subjects.export(cmd.run, self.name), chunk)
+
+    def _export(self, state: HostedRun, cmd: Collect) -> list[Chunk]:
+        """Finish every hosted component and export it (followers too: one may have been
+        promoted; the conductor takes each component's export from its leader)."""
         parts: dict[str, Any] = {}
         error = ""
         try:
             for cid in sorted(state.comps):
                 comp = state.comps[cid]
                 comp.finish(cmd.end_s)
-                if cid not in state.followers:
-                    parts[cid] = self.codec.raw(comp.export())
+                parts[cid] = self.codec.raw(comp.export())
         except Exception as exc:
             log.exception("%s: export failed", self.name)
             parts, error = {}, f"{self.name}: export failed: {exc}"
         data = self.codec.encode(ExportBatch(cmd.run, self.name, parts, error))
-        for chunk in chunks.split(self.name, data, self.bus.max_payload):
-            await self.publish(subjects.export(cmd.run), chunk)
+        return chunks.split(self.name, data, self.bus.max_payload)

@@ -49,7 +49,7 @@ async def serve(cfg: cfgmod.ServiceConfig) -> int:
     """Run the service until SIGTERM/SIGINT (0) or until NATS is gone for good (1)."""
     bus = await connect(cfg.nats_options())
     try:
-        service = build_service(cfg, bus, {"cluster": ClusterFactory()})
+        service = build_service(cfg, bus, {"cluster": ClusterFactory(limits=cfg.run_limits())})
         quit_ = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

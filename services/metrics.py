@@ -26,18 +26,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-WALL_BUCKETS_S = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-"""Histogram buckets for wall-clock durations, seconds (10 us to 10 s)."""
-
-REJECT_REASONS = ("malformed", "unknown_run", "stale", "handler")
-"""Why a message was rejected: it does not decode, names a run the service does not know,
-belongs to a window already closed, or its handler failed."""
-
-RUN_OUTCOMES = ("completed", "stopped", "failed")
-"""How a run ended."""
-
-PLAN_RESULTS = ("hit", "miss", "error")
-"""A plan request served from the planner's cache, computed, or refused."""
+from llmtwin.observe.transport_families import (
+    PLAN_RESULTS,
+    RECOVERY_KINDS,
+    REFUSED_OPERATIONS,
+    REJECT_REASONS,
+    RUN_OUTCOMES,
+    WALL_BUCKETS_S,
+)
 
 
 class PlainCounter:
@@ -134,9 +130,10 @@ def by_direction(registry: CollectorRegistry, name: str, doc: str) -> tuple[Plai
 
 
 class BusMetrics:
-    """What every service counts: messages in and out, and the ones it rejected."""
+    """What every service counts: messages in and out, the ones it rejected, the operations the
+    server refused it, its reconnections."""
 
-    __slots__ = ("messages_in", "messages_out", "rejected", "up")
+    __slots__ = ("messages_in", "messages_out", "reconnects", "refused", "rejected", "up")
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.messages_in, self.messages_out = by_direction(
@@ -146,6 +143,18 @@ class BusMetrics:
             registry, "twin_bus_rejected_total", "Bus messages rejected, by reason", "reason", REJECT_REASONS
         )
         self.up = PlainGauge(registry, "twin_service_up", "1 while the service is started")
+        self.refused = PlainCounter(
+            registry,
+            "twin_bus_refused_total",
+            "Operations of this service the NATS server refused (permissions violations), by operation",
+            "operation",
+            REFUSED_OPERATIONS,
+        )
+        self.reconnects = PlainCounter(
+            registry,
+            "twin_bus_reconnects_total",
+            "Times this service's NATS connection came back after a loss",
+        )
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason).inc()
@@ -154,7 +163,16 @@ class BusMetrics:
 class ConductorMetrics:
     """Virtual time, windows and pacing of the conductor."""
 
-    __slots__ = ("envelopes", "lag", "paused", "runs", "virtual_time", "window_duration", "windows")
+    __slots__ = (
+        "envelopes",
+        "lag",
+        "paused",
+        "recoveries",
+        "runs",
+        "virtual_time",
+        "window_duration",
+        "windows",
+    )
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.windows = PlainCounter(registry, "twin_conductor_windows_total", "Time windows opened")
@@ -179,6 +197,13 @@ class ConductorMetrics:
             registry, "twin_conductor_runs_total", "Runs ended, by outcome", "outcome", RUN_OUTCOMES
         )
         self.paused = PlainGauge(registry, "twin_conductor_paused", "1 while the run is paused")
+        self.recoveries = PlainCounter(
+            registry,
+            "twin_conductor_recoveries_total",
+            "Windows recovered, by kind (reissue, rejoin, failover)",
+            "kind",
+            RECOVERY_KINDS,
+        )
 
 
 class HostMetrics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from proto.control import (
 )
 from services.bus import Subscription
 from services.pacing import Pacer
+from services.recovery import Recovery
 
 
 class RunFailed(Exception):
@@ -46,11 +48,17 @@ class RunState:
     followers: dict[str, list[str]] = field(default_factory=dict)
     """Component -> services that replicate it."""
     ready_services: set[str] = field(default_factory=set)
+    boots: dict[str, str] = field(default_factory=dict)
+    """Service -> the process start (``Hello.boot``) whose components the run uses."""
     hosts: dict[str, list[str]] = field(default_factory=dict)
-    """Component -> every service stepping it (leader first), fixed when the windows start."""
+    """Component -> every service stepping it (leader first), set when the windows start and
+    changed only by a failover (``services/recovery.py``)."""
     grant_subjects: dict[str, str] = field(default_factory=dict)
     """Service -> the subject of its grants (built once, not per window)."""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once every component has a leader."""
+    joined: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set on every Ready taken during set-up."""
     phase: str = "setup"
     """setup -> running -> collecting -> done."""
     window: int = 0
@@ -63,6 +71,12 @@ class RunState:
     """The next window, when it was planned but could not open at once (pace, pause, stop)."""
     expected: set[str] = field(default_factory=set)
     """Services that owe a DoneBatch for the current window."""
+    open: bool = False
+    """A window is open (its grants out, not every DoneBatch in)."""
+    batches: dict[str, GrantBatch] = field(default_factory=dict)
+    """The current window's grant to each service, as last sent (re-sent when lost)."""
+    last_sent: float = 0.0
+    """perf_counter() when grants of the current window last went out."""
     dones: dict[str, DoneBatch] = field(default_factory=dict)
     handback: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the chain of windows driven by DoneBatch arrivals stops and the run loop must act
@@ -70,12 +84,21 @@ class RunState:
     exports: dict[str, ExportBatch] = field(default_factory=dict)
     all_exported: asyncio.Event = field(default_factory=asyncio.Event)
     chunks: Reassembler = field(default_factory=Reassembler)
+    """Export chunks being put back together (bounded: ``max_result_bytes``)."""
     completed: dict[str, int] = field(default_factory=dict)
     relay: dict[str, list[WireEnvelope]] = field(default_factory=dict)
     """Envelopes waiting for the next grant to each service."""
     messages: int = 0
     failure: RunFailed | None = None
     stop: bool = False
+    stopped_by: str = ""
+    recovering: dict[str, Recovery] = field(default_factory=dict)
+    """Restarted services replaying the run to rejoin it."""
+    lost: dict[str, float] = field(default_factory=dict)
+    """Silent services waiting to be restarted -> monotonic time they were declared lost."""
+    restarts: dict[str, int] = field(default_factory=dict)
+    server_stuck_since: float | None = None
+    """monotonic() since when nats-server has not answered the conductor (None: it answers)."""
     resumed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while running, cleared while paused."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -96,6 +119,7 @@ class RunState:
         self.handback.set()
         self.all_exported.set()
         self.ready.set()
+        self.joined.set()
         self.resumed.set()
         self.wake.set()
 
@@ -131,12 +155,18 @@ class RunState:
             elif self.leaders.setdefault(cid, who) != who:
                 self.fail(who, f"{cid} is led by both {self.leaders[cid]} and {who}")
         for cid in ready.followers:
-            self.followers.setdefault(cid, []).append(who)
+            if who not in self.followers.setdefault(cid, []):
+                self.followers[cid].append(who)
         self.ready_services.add(who)
+        self.boots[who] = ready.boot
+        self.joined.set()
         if len(self.leaders) == len(self.components):
             self.ready.set()
 
     def hosting_services(self) -> set[str]:
+        """Services that lead a component now (whose exports make the results)."""
+        if self.hosts:
+            return {hosts[0] for hosts in self.hosts.values()}
         return set(self.leaders.values())
 
     def fix_hosts(self) -> None:
@@ -148,26 +178,39 @@ class RunState:
         """Start a window: one GrantBatch per service that steps any of ``grants``, with the
         envelopes produced for it since its last grant."""
         first = grants[0]
-        batches: dict[str, tuple[list[str], list[int]]] = {}
-        for g in grants:
-            for svc in self.hosts[g.component]:
-                comps, expect = batches.setdefault(svc, ([], []))
+        self.window, self.now_s, self.grants = first.window, first.time, grants
+        self.window_opened = self.last_sent = time.perf_counter()
+        self.dones = {}
+        self.open = True
+        self.batches = {}
+        for svc in sorted({svc for g in grants for svc in self.hosts[g.component]}):
+            self.batches[svc] = self.batch_for(svc, 0, self.relay.pop(svc, []))
+        self.expected = set(self.batches)
+        return self.batches
+
+    def batch_for(self, svc: str, attempt: int, envelopes: list[WireEnvelope]) -> GrantBatch:
+        """The current window's grant to ``svc``: the granted components it hosts (those it does
+        not lead in ``follow``), with ``envelopes``."""
+        comps, expect, follow = [], [], []
+        for g in self.grants:
+            hosts = self.hosts[g.component]
+            if svc in hosts:
                 comps.append(g.component)
                 expect.append(g.expect)
-        self.window, self.now_s, self.grants = first.window, first.time, grants
-        self.window_opened = time.perf_counter()
-        self.expected = set(batches)
-        self.dones = {}
-        return {
-            svc: GrantBatch(self.run, first.window, first.time, comps, expect, self.relay.pop(svc, []))
-            for svc, (comps, expect) in batches.items()
-        }
+                if hosts[0] != svc:
+                    follow.append(g.component)
+        return GrantBatch(self.run, self.window, self.now_s, comps, expect, envelopes, follow, attempt)
+
+    def owing(self) -> set[str]:
+        """Services whose DoneBatch for the open window is still missing."""
+        return self.expected - set(self.dones) if self.open else set()
 
     def close_window(self) -> int:
         """Every DoneBatch is in: report each granted component to the planner in component-id
         order, exactly as LocalRunner does, and keep relayed envelopes for their hosts' next
         grants. Returns the envelopes sent; RunFailed on a diverging replica or a bad report."""
         window = self.window
+        self.open = False
         items = {(svc, it.component): it for svc, batch in self.dones.items() for it in batch.items}
         sent = 0
         for g in self.grants:
@@ -181,6 +224,12 @@ class RunState:
                     raise RunFailed(
                         follower, f"replica of {g.component} on {follower} diverged in window {window}"
                     )
+            bad = [t for t in (item.next_time_s, *item.sent_time_s) if math.isnan(t) or t < self.now_s]
+            if bad:
+                raise RunFailed(
+                    lead,
+                    f"{lead} reported {g.component} at t={bad[0]!r} in window {window} (t={self.now_s!r})",
+                )
             try:
                 self.planner.report(
                     g.component, item.next_time_s, zip(item.sent_dst, item.sent_time_s, strict=True)
@@ -219,6 +268,7 @@ class RunState:
             "messages": float(self.messages),
             "services": float(len(self.ready_services)),
             "stopped": 1.0 if self.stop else 0.0,
+            "restarts": float(sum(self.restarts.values())),
         }
 
     def progress(self) -> Progress:

@@ -7,7 +7,9 @@ with nats-py, each subscription handles its messages one at a time, in arrival o
 of its own. With ``reorder_seed`` every delivery is delayed by a seeded random time: messages
 then arrive in a different order than sent, even on one subject from one publisher, which real
 NATS never does. The services must give the same results anyway (they never use arrival
-order; see docs/architecture.md).
+order; see docs/architecture.md). :meth:`MemoryBroker.restart` plays a server restart (messages
+in flight lost, every connection told it reconnected) and :meth:`MemoryBus.kill` a process
+killed (its subscriptions gone at once, nothing drained).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import random
 from dataclasses import dataclass
 
 from llmtwin.errors import BusError
-from services.bus import Handler
+from services.bus import BusListener, Handler
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,8 @@ class MemorySubscription:
         self._queue: asyncio.Queue[MemoryMsg | None] = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def deliver(self, msg: MemoryMsg) -> None:
-        if self.open:
+    def deliver(self, msg: MemoryMsg, epoch: int = 0) -> None:
+        if self.open and epoch == self.broker.epoch:
             self._queue.put_nowait(msg)
 
     async def _run(self) -> None:
@@ -73,6 +75,13 @@ class MemorySubscription:
         if asyncio.current_task() is not self._task:
             await self._task
 
+    def kill(self) -> None:
+        """Gone at once: nothing queued is handled (a killed process)."""
+        if self.open:
+            self.open = False
+            self.broker.subs.remove(self)
+        self._task.cancel()
+
 
 class MemoryBroker:
     """The in-memory "server" that every :class:`MemoryBus` of a test connects to."""
@@ -86,9 +95,23 @@ class MemoryBroker:
         self._max_delay_s = max_delay_s
         self._rr = itertools.count()
         self._inbox_ids = itertools.count()
+        self.epoch = 0
+        """Raised by a restart: deliveries of an earlier epoch are lost."""
+        self.buses: list[MemoryBus] = []
 
     def connect(self, name: str = "") -> MemoryBus:
-        return MemoryBus(self, name)
+        bus = MemoryBus(self, name)
+        self.buses.append(bus)
+        return bus
+
+    async def restart(self) -> None:
+        """A server restart: every message in flight is lost, then every open connection
+        reconnects (subscriptions kept, as nats-py restores them) and is told so."""
+        self.epoch += 1
+        for bus in list(self.buses):
+            if not bus.closed.is_set():
+                for listener in list(bus.listeners):
+                    await listener.bus_reconnected()
 
     def new_inbox(self) -> str:
         return f"_INBOX.{next(self._inbox_ids)}"
@@ -108,9 +131,9 @@ class MemoryBroker:
         # Delivered from the event loop, never inside publish (as over a socket).
         for s in targets:
             if self._rng is None:
-                loop.call_soon(s.deliver, msg)
+                loop.call_soon(s.deliver, msg, self.epoch)
             else:
-                loop.call_later(self._rng.uniform(0.0, self._max_delay_s), s.deliver, msg)
+                loop.call_later(self._rng.uniform(0.0, self._max_delay_s), s.deliver, msg, self.epoch)
         return len(targets)
 
 
@@ -121,6 +144,23 @@ class MemoryBus:
         self.broker, self.name = broker, name
         self.subs: list[MemorySubscription] = []
         self.closed = asyncio.Event()
+        self.listeners: list[BusListener] = []
+
+    def listen(self, listener: BusListener) -> None:
+        if listener not in self.listeners:
+            self.listeners.append(listener)
+
+    def unlisten(self, listener: BusListener) -> None:
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+
+    def kill(self) -> None:
+        """The process died: its subscriptions vanish, nothing is drained or answered."""
+        for s in self.subs:
+            s.kill()
+        self.subs = []
+        self.listeners = []
+        self.closed.set()
 
     @property
     def max_payload(self) -> int:

@@ -1,27 +1,38 @@
-"""Builders shared by the service tests: service configs, and a whole set of services in this process.
+"""Builders shared by the service tests: service configs, a secured nats-server with a user per
+test service, and a whole set of services in this process.
 
 The same service classes as the separate processes of ``llmtwin up``, each on its own bus
-connection (a :class:`~memory_bus.MemoryBus` or a nats-py connection to a real nats-server, see
-the ``connect`` fixture in conftest.py), so the protocol sees exactly what it would see across
-processes (NATS keeps order only per connection).
+connection (a :class:`~memory_bus.MemoryBus`, or a nats-py connection to a real nats-server as
+its own user with its role's permissions, see the ``transport`` fixture in conftest.py), so the
+protocol sees exactly what it would see across processes (NATS keeps order only per
+connection).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import hashlib
 import itertools
+import json
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from memory_bus import MemoryBus
 from prometheus_client import CollectorRegistry
 from toy_components import ToyFactory
 
+from llmtwin.runtime.embedded_nats import EmbeddedNats
+from llmtwin.runtime.nats_auth import Identity, new_identities, server_config
 from proto.control import RunOutcome, RunRequest, RunSpec
+from proto.permissions import Permissions
+from proto.subjects import inbox_prefix
 from services.base import Service
-from services.bus import Bus
+from services.bus import Bus, NatsBus, NatsOptions, connect
 from services.client import ProgressCallback, RunClient
 from services.cluster import ClusterFactory
 from services.conductor import Conductor
@@ -34,6 +45,52 @@ Connect = Callable[[str], Awaitable[Bus]]
 """Opens one bus connection for the named service."""
 
 HEARTBEAT_S = 0.5
+
+TEST_ROLES: dict[str, str] = {
+    "conductor": "conductor",
+    "client": "controller",
+    "planner": "planner",
+    "generator": "generator",
+    "balancer": "balancer",
+    **{f"device-{k}": "device" for k in range(1, 4)},
+    **{f"h{k}": "host" for k in range(1, 5)},
+}
+"""The NATS user of every service name the tests use, and its role."""
+
+FUZZER = "fuzzer"
+"""A test user that may publish and subscribe anywhere (to fuzz every subject of a run)."""
+
+EVERYTHING = Permissions(publish=(">",), subscribe=(">",))
+
+
+@dataclass(slots=True)
+class SecureNats:
+    """A nats-server admitting one user per :data:`TEST_ROLES` name (plus :data:`FUZZER`)."""
+
+    server: EmbeddedNats
+    identities: dict[str, Identity]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def options(self, name: str, **fields: Any) -> NatsOptions:
+        """How test service ``name`` connects (its seed, its inbox prefix)."""
+        ident = self.identities.get(name)
+        if ident is None:
+            raise AssertionError(f"no test user {name!r}: add it to service_builders.TEST_ROLES")
+        return NatsOptions(self.url, name, inbox_prefix=inbox_prefix(name), nkey_seed=ident.seed, **fields)
+
+    async def connect(self, name: str) -> Bus:
+        return await connect(self.options(name))
+
+
+@contextlib.contextmanager
+def start_secure_nats(directory: Path) -> Iterator[SecureNats]:
+    ids = {i.name: i for i in new_identities({**TEST_ROLES, FUZZER: "controller"})}
+    users = [(i.public_key, EVERYTHING if i.name == FUZZER else i.permissions()) for i in ids.values()]
+    with EmbeddedNats(directory, config=server_config(users)) as server:
+        yield SecureNats(server, ids)
 
 
 def host(name: str, components: str = "", role: str = "host", **fields: Any) -> HostConfig:
@@ -102,6 +159,21 @@ class Services:
         await self.client.wait_for([svc.name], 10.0)
         return svc
 
+    async def crash(self, name: str) -> HostConfig:
+        """Kill hosting service ``name`` as SIGKILL would: it stops at once, drains nothing,
+        answers nothing, its heartbeats stop; its config (to start it again)."""
+        svc = self.hosts.pop(name)
+        if svc._heartbeat is not None:
+            svc._heartbeat.cancel()
+        bus = svc.bus
+        self.buses.remove(bus)
+        if isinstance(bus, MemoryBus):
+            bus.kill()
+        else:
+            assert isinstance(bus, NatsBus)
+            await bus.nc.close()
+        return svc.cfg
+
     async def stop(self) -> None:
         await self.client.close()
         for svc in reversed(self.services):
@@ -166,3 +238,24 @@ async def run_cluster(
         return await asyncio.wait_for(svc.run(spec), 120), svc
     finally:
         await svc.stop()
+
+
+# -- the golden run ------------------------------------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "golden" / "digests.json"
+
+GOLDEN_REQUESTS_CSV = {
+    case.removeprefix("demo-"): files["requests.csv"]
+    for case, files in json.loads(GOLDEN.read_text()).items()
+    if case.startswith("demo-")
+}
+"""sha256 of ``llmtwin simulate demo --policy P``'s requests.csv, per policy."""
+
+
+def check_golden(policy: str, csv: str, where: str) -> None:
+    got = hashlib.sha256(csv.encode()).hexdigest()
+    assert got == GOLDEN_REQUESTS_CSV[policy], (
+        f"requests.csv of the demo scenario under {policy} ({where}) changed: sha256 {got}. "
+        "If this change of results is intended, re-pin with LLMTWIN_UPDATE_GOLDEN=1 "
+        ".venv/bin/pytest -q tests/test_report_golden.py and say why in the commit message."
+    )

@@ -51,8 +51,8 @@ class Got:
 
 
 @pytest.fixture
-async def pair(transport: Connect) -> AsyncIterator[tuple[Bus, Bus]]:
-    a, b = await transport("a"), await transport("b")
+async def pair(open_transport: Connect) -> AsyncIterator[tuple[Bus, Bus]]:
+    a, b = await open_transport("a"), await open_transport("b")
     yield a, b
     await a.close()
     await b.close()
@@ -187,9 +187,9 @@ async def test_drain_handles_what_arrived_and_stops_receiving(pair: tuple[Bus, B
     assert replies.data == [b"0", b"1", b"2", b"3", b"4", b"marker"]
 
 
-async def test_close_drains_then_refuses_to_publish(transport: Connect) -> None:
+async def test_close_drains_then_refuses_to_publish(open_transport: Connect) -> None:
     """close() lets handlers finish, then the connection is closed for good."""
-    a, b = await transport("a"), await transport("b")
+    a, b = await open_transport("a"), await open_transport("b")
     got = Got()
     await b.subscribe("q", got.handler)
     await b.flush()

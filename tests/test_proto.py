@@ -117,13 +117,19 @@ def test_codec_refuses_duplicate_tags() -> None:
 
 
 def test_subjects_are_versioned_and_validate_tokens() -> None:
-    """Every subject starts with twin.v1; ids with dots, spaces or wildcards are refused."""
+    """Every subject starts with twin.v1; ids with dots, spaces or wildcards are refused; only
+    ``subjects.ANY`` (not any string "*") makes a pattern."""
     assert subjects.grant("r1", "device-0") == "twin.v1.run.r1.grant.device-0"
-    for fn in (subjects.hello, subjects.heartbeat, subjects.run_start, subjects.config, subjects.plan):
+    for fn in (subjects.run_start, subjects.config, subjects.plan):
         assert fn().startswith(f"{subjects.PREFIX}.")
+    assert subjects.hello("device-1") == "twin.v1.ctl.hello.device-1"
+    assert subjects.done(subjects.ANY, subjects.ANY) == "twin.v1.run.*.done.*"
+    assert subjects.service_of(subjects.done("r1", "device-2")) == "device-2"
     for bad in ("a.b", "a b", "*", ">", ""):
         with pytest.raises(ProtocolError):
             subjects.grant("r1", bad)
+        with pytest.raises(ProtocolError):
+            subjects.hello(bad)
 
 
 def test_chunks_split_and_reassemble_in_any_order() -> None:

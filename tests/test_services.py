@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from memory_bus import MemoryBroker
 from prometheus_client import CollectorRegistry
-from service_builders import TOY_SPLIT, Connect, Services, host, start_services
+from service_builders import FUZZER, TOY_SPLIT, Connect, Services, host, start_services
 from toy_components import ToyFactory, Worker, fan, run_local
 
 from llmtwin.errors import ServiceFailure
@@ -236,8 +236,9 @@ async def test_a_component_without_a_host_fails_the_run_after_the_ready_timeout(
 
 async def test_a_service_that_goes_silent_is_declared_dead(transport: Connect) -> None:
     """A host stopped mid-run (no heartbeat, no Done) fails the run with its name, within dead_after_s
-    (three heartbeats: room for a busy machine)."""
-    svc = await start_services(transport, TOY_SPLIT, conductor={"dead_after_s": 1.5})
+    (three heartbeats: room for a busy machine), when the conductor is told not to wait for a
+    restart (rejoin_timeout_s = 0)."""
+    svc = await start_services(transport, TOY_SPLIT, conductor={"dead_after_s": 1.5, "rejoin_timeout_s": 0})
     stopped = asyncio.Event()
 
     def on_progress(p: Progress) -> None:
@@ -255,9 +256,11 @@ async def test_a_service_that_goes_silent_is_declared_dead(transport: Connect) -
 
 async def test_malformed_messages_are_rejected_counted_and_harmless(services: Services) -> None:
     """Garbage on control subjects, a grant for an unknown run and a bad request are counted; the
-    request gets an error reply; runs go on."""
-    bus = services.client.bus
-    await bus.publish(subjects.hello(), b"\xc1 not msgpack")
+    request gets an error reply; runs go on. (Sent by a user allowed everywhere: the server
+    keeps every other one off these subjects, see test_permissions.py.)"""
+    bus = await services.connect(FUZZER)
+    services.buses.append(bus)
+    await bus.publish(subjects.hello("client"), b"\xc1 not msgpack")
     await bus.publish(subjects.config(), b"\x93\x01\x02\x03")
     await bus.publish(subjects.config(), Codec().encode(GrantBatch("x", 1, 0.0, ["a"], [0])))
     data = await bus.request(subjects.run_start(), b"\x80", 5.0)
@@ -310,6 +313,7 @@ async def test_pacing_pause_resume_and_stop(services: Services) -> None:
     await services.client.control("paced", "stop")
     out = await asyncio.wait_for(task, 20)
     assert out.stats["stopped"] == 1.0
+    assert out.stopped_by == "controller"  # the client's name
     assert 0 < out.end_s < run_local(spec).end_s
     # Paced: virtual time never runs ahead of wall time x speed (pauses excluded).
     assert all(p.time_s <= (p.wall_s + 0.05) * 20.0 for p in seen if not p.paused)
@@ -357,8 +361,10 @@ async def test_the_planner_answers_errors_without_failing(transport: Connect) ->
     try:
         codec = Codec()
         req = PlanRequest(RunSpec("toy", "pingpong"), codec.raw({"decode_seqs": 1}))
+        asker = await svc.connect("h3")  # a host may ask the planner (a controller may not)
+        svc.buses.append(asker)
         for _ in range(2):
-            data = await svc.client.bus.request(subjects.plan(), codec.encode(req), 5.0)
+            data = await asker.request(subjects.plan(), codec.encode(req), 5.0)
             assert "toy runs have no PRESERVE plans" in codec.decode(data, PlanReply).error
         errors = svc.registry("planner").get_sample_value("twin_planner_requests_total", {"result": "error"})
         assert errors == 2.0

@@ -8,12 +8,8 @@ the commit message.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
-
 import pytest
-from service_builders import Connect, run_cluster
+from service_builders import GOLDEN_REQUESTS_CSV, Connect, check_golden, run_cluster
 
 from llmtwin.cluster.run import run_scenario
 from llmtwin.report.writers import instances_csv, requests_csv
@@ -21,25 +17,7 @@ from llmtwin.scenario.loader import load_scenario
 from proto.control import RunSpec
 from services.cluster import ClusterFactory
 
-GOLDEN = Path(__file__).parent / "golden" / "digests.json"
-
-GOLDEN_REQUESTS_CSV = {
-    case.removeprefix("demo-"): files["requests.csv"]
-    for case, files in json.loads(GOLDEN.read_text()).items()
-    if case.startswith("demo-")
-}
-"""sha256 of ``llmtwin simulate demo --policy P``'s requests.csv, per policy."""
-
 POLICIES = sorted(GOLDEN_REQUESTS_CSV)
-
-
-def check_golden(policy: str, csv: str, where: str) -> None:
-    got = hashlib.sha256(csv.encode()).hexdigest()
-    assert got == GOLDEN_REQUESTS_CSV[policy], (
-        f"requests.csv of the demo scenario under {policy} ({where}) changed: sha256 {got}. "
-        "If this change of results is intended, re-pin with LLMTWIN_UPDATE_GOLDEN=1 "
-        ".venv/bin/pytest -q tests/test_report_golden.py and say why in the commit message."
-    )
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -159,8 +159,9 @@ def test_ctrl_c_while_the_server_cannot_answer_still_exits_130(tmp_path: Path) -
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_dead_service_stops_everything_and_is_named(tmp_path: Path) -> None:
-    """When a service process dies mid-run, up says which one and how, stops the rest, exits non-zero."""
-    proc = start_up(LONG_RUN, tmp_path)
+    """When a service process dies mid-run and may not be restarted (--max-restarts 0), up says
+    which one and how, stops the rest, exits non-zero."""
+    proc = start_up([*LONG_RUN, "--max-restarts", "0"], tmp_path)
     try:
         wait_for_line(proc, "services up")
         kids = children_of(proc, SERVICES)
@@ -173,7 +174,7 @@ def test_a_dead_service_stops_everything_and_is_named(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 2, f"exit code {proc.returncode}: {err}"
-    assert "service device-1 stopped (signal SIGKILL)" in err
+    assert "service device-1 stopped (signal SIGKILL): it was restarted 0 times" in err
     left = leftovers(kids)
     assert left == set(), f"still running: {[cmdline(p) for p in left]}"
 

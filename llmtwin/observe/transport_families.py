@@ -14,9 +14,19 @@ from llmtwin.observe.catalog import Clock, Kind, MetricDef, Owner
 WALL_BUCKETS_S = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 """Histogram buckets for wall-clock durations, seconds (10 us to 10 s)."""
 
-REJECT_REASONS = ("malformed", "unknown_run", "stale", "handler")
-"""Why a message was rejected: it does not decode, names a run the service does not know,
-belongs to a window already closed, or its handler failed."""
+REJECT_REASONS = ("malformed", "oversized", "forged", "unknown_run", "stale", "flood", "handler")
+"""Why a message was rejected: it does not decode (garbage, truncated, wrong type or protocol
+version), is larger than its subject allows (never decoded), speaks for another service than
+the one its subject names, names a run the service does not know, belongs to a window already
+closed (or repeats an answer already taken), exceeds a per-run budget (result chunks), or its
+handler failed."""
+
+REFUSED_OPERATIONS = ("publish", "subscribe")
+"""Operations of a service that the NATS server refused (permissions violations)."""
+
+RECOVERY_KINDS = ("reissue", "rejoin", "failover")
+"""How the conductor recovered a window: grants sent again (lost messages), a restarted service
+caught up by replay and rejoined, a standby replica promoted to leader."""
 
 DIRECTIONS = ("in", "out")
 RUN_OUTCOMES = ("completed", "stopped", "failed")
@@ -62,6 +72,23 @@ TRANSPORT_FAMILIES: tuple[MetricDef, ...] = (
         "messages",
         N,
         ("reason", REJECT_REASONS),
+    ),
+    _m(
+        "twin_bus_refused_total",
+        C,
+        "Operations of this service the NATS server refused (permissions violations), by operation",
+        Owner.EVERY,
+        "operations",
+        N,
+        ("operation", REFUSED_OPERATIONS),
+    ),
+    _m(
+        "twin_bus_reconnects_total",
+        C,
+        "Times this service's NATS connection came back after a loss",
+        Owner.EVERY,
+        "reconnections",
+        N,
     ),
     # -- conductor --------------------------------------------------------------------------------------
     MetricDef(
@@ -133,6 +160,15 @@ TRANSPORT_FAMILIES: tuple[MetricDef, ...] = (
         ("outcome", RUN_OUTCOMES),
     ),
     _m("twin_conductor_paused", G, "1 while the run is paused", Owner.CONDUCTOR, "boolean", N),
+    _m(
+        "twin_conductor_recoveries_total",
+        C,
+        "Windows recovered, by kind (reissue, rejoin, failover)",
+        Owner.CONDUCTOR,
+        "recoveries",
+        N,
+        ("kind", RECOVERY_KINDS),
+    ),
     # -- component hosts (generator, balancer, devices) -----------------------------------------------
     _m("twin_host_steps_total", C, "Component steps taken", Owner.HOST, "steps", N),
     _m(

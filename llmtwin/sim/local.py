@@ -21,9 +21,24 @@ class LocalRunner:
         self.messages = 0
 
     def run(self, until: float = INF, on_window: Callable[[float], None] | None = None) -> float:
-        """Step windows until nothing is left (or ``until``); returns the final virtual time."""
+        """Step windows until nothing is left (or ``until``), finish every component; returns
+        the final virtual time."""
+        self.advance(until, on_window=on_window)
+        for comp in self.components.values():
+            comp.finish(self.now)
+        return self.now
+
+    def advance(
+        self,
+        until: float = INF,
+        through_window: int | None = None,
+        on_window: Callable[[float], None] | None = None,
+    ) -> float:
+        """Step windows until nothing is left before ``until``, or until window
+        ``through_window`` is done (what a restarted service replays to rebuild its components'
+        state); finishes nothing. Returns the virtual time of the last window."""
         planner, comps, mail = self.planner, self.components, self._mail
-        while True:
+        while through_window is None or self.windows < through_window:
             grants = planner.next_window(until)
             if not grants:
                 break
@@ -47,6 +62,8 @@ class LocalRunner:
             self.messages += len(produced)
             if on_window is not None:
                 on_window(self.now)
-        for comp in comps.values():
-            comp.finish(self.now)
         return self.now
+
+    def mailbox(self, component: str) -> Mailbox:
+        """The envelopes delivered to ``component`` and not yet handed to a step."""
+        return self._mail[component]

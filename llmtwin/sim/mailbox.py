@@ -24,6 +24,9 @@ class Mailbox:
         # Keys are unique (a sender never reuses a seq), so the envelope is never compared.
         heapq.heappush(self._due, (env.key, env))
 
+    def __len__(self) -> int:
+        return len(self._due)
+
     def take(self, now: float) -> list[Envelope]:
         """Remove and return, in key order, every envelope stamped <= ``now``."""
         out = []

@@ -42,6 +42,14 @@ class WindowPlanner:
     def components(self) -> list[str]:
         return sorted(self._next)
 
+    def next_time(self, component: str) -> float:
+        """The component's next internal event, as last reported."""
+        return self._next[component]
+
+    def pending(self, component: str) -> int:
+        """Messages sent to the component and not yet granted to it."""
+        return len(self._pending[component])
+
     def _wake(self, c: str) -> float:
         pend = self._pending[c]
         return min(self._next[c], pend[0] if pend else INF)

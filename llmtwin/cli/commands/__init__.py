@@ -26,6 +26,9 @@ COMMANDS: dict[str, Command] = {
     "dashboards": Command(
         "dashboards", "write or check the Grafana dashboards, or render them to PNG from a Prometheus"
     ),
+    "keys": Command(
+        "keys", "generate the NATS users' keys of compose.yaml (.env) and nats-server's configuration"
+    ),
     "l2-sweep": Command("l2_sweep", "L2-size design sweep: decode perf per cost with and without PRESERVE"),
     "list": Command("list_catalog", "list known hardware, models, engine profiles, scenarios and policies"),
     "ops": Command("ops", "predicted per-layer op times over token counts (Vidur CSV format)"),

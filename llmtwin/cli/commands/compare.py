@@ -7,6 +7,7 @@ import sys
 
 from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.commands.simulate import add_jobs_arg, add_run_args, check_jobs
+from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
 
 
@@ -39,10 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from llmtwin.scenario.loader import load_scenario
 
     jobs = check_jobs(args.jobs)
+    check_out(args.out)
     # Load (and so validate) every variant before the first long run starts.
     scenarios = [
         load_scenario(args.scenario, args.overrides, p) for p in name_list(args.policies, "policies")
     ]
+    check_fits(scenarios, copies=min(jobs, len(scenarios)))
     labelled = [(f"{s.name}/{s.policy.name}", s) for s in scenarios]
     with plot_worker(args.out is not None and not args.no_plots) as plotter:
         outs = run_all(run_output, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from llmtwin.cli.commands import COMMANDS
+from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
 
 
@@ -59,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from llmtwin.report.tables import summary_table
     from llmtwin.scenario.loader import load_scenario
 
+    check_out(args.out)
     scenario = load_scenario(args.scenario, args.overrides, args.policy)
+    check_fits([scenario])
     label = f"{scenario.name}/{scenario.policy.name}"
     # Started first: it imports matplotlib while the scenario runs.
     with plot_worker(args.out is not None and not args.no_plots) as plotter:

@@ -9,6 +9,7 @@ import sys
 from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.commands.compare import name_list
 from llmtwin.cli.commands.simulate import add_jobs_arg, add_run_args, check_jobs
+from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
 from llmtwin.report.outputs import DEFAULT_SLO_TARGET
 
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from llmtwin.scenario.loader import load_scenario
 
     jobs = check_jobs(args.jobs)
+    check_out(args.out)
     if not 0.0 < args.slo_target <= 1.0:
         raise ConfigurationError(f"--slo-target must be in (0, 1], got {args.slo_target}")
     base = load_scenario(args.scenario, args.overrides)
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         for r in rates
         for p in policies
     ]
+    check_fits([s for _, s in labelled], copies=min(jobs, len(labelled)))
     summaries = run_all(run_summary, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)
     points = list(zip([r for r in rates for _ in policies], summaries, strict=True))
     print(sweep_table(points, markdown=args.markdown))
