@@ -9,8 +9,9 @@ Starts an embedded nats-server and the conductor, generator, balancer and device
 separate processes (the layout of ``llmtwin up``), then, ``--repeat`` times, runs the scenario
 in-process (``run_scenario``) and over the services, checks that both give the same
 requests.csv, and prints: simulated requests per wall second for both, their ratio, bus
-messages per second (from the server's /varz), the per-window overhead of the bus, the CPU
-seconds of every process, and the load average before the pair. Wall times exclude process
+messages per window and per second (from the server's /varz), the per-window overhead of the
+bus, the CPU seconds of every process, and the load average before the pair. The figures and
+where the time goes are in docs/architecture.md ("Cost and measured speed"). Wall times exclude process
 start-up (the services are up before the clock starts) but include the run's set-up (every
 service builds its components) and the collection of results.
 """
@@ -28,18 +29,17 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from llmtwin.cluster.run import run_scenario
 from llmtwin.report.writers import requests_csv
-from llmtwin.runtime.natsd import EmbeddedNats
+from llmtwin.runtime.embedded_nats import EmbeddedNats
 from llmtwin.runtime.processes import Supervisor, parse_cpus
 from llmtwin.runtime.up import cluster_layout
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.spec import Scenario
-from proto.codec import Codec
 from proto.control import RunOutcome, RunRequest, RunSpec
-from services.bus import connect
+from services.bus import NatsOptions, connect
 from services.client import RunClient
 from services.cluster import ClusterFactory
 
@@ -91,16 +91,15 @@ class Bench:
         self.scenario: Scenario = load_scenario(args.scenario, args.overrides, args.policy)
         self.spec = RunSpec("cluster", args.scenario, tuple(args.overrides), args.policy)
         self.cpus = parse_cpus(args.cpus)
-        self.routing: Literal["relay", "direct"] = args.routing
 
     async def run(self) -> list[Pair]:
         factory = ClusterFactory()
         layout = cluster_layout(self.args.device_processes, factory.needs_planner(self.spec))
         pairs = []
-        with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(cpus=self.cpus) as nats:
+        with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(cpus=self.cpus, monitor=True) as nats:
             sup = Supervisor(Path(tmp), cpus=self.cpus)
-            bus = await connect(nats.url, "bench")
-            client = RunClient(bus, Codec())
+            bus = await connect(NatsOptions(nats.url, "bench"))
+            client = RunClient(bus)
             await client.start()
             try:
                 for p in layout:
@@ -115,7 +114,7 @@ class Bench:
                     self.report(pairs[-1])
             finally:
                 await client.close()
-                await bus.drain()
+                await bus.close()
                 sup.stop_all()
         return pairs
 
@@ -134,7 +133,7 @@ class Bench:
         before = varz(monitor)
         cpu0 = {k: cpu_s(v) for k, v in procs.items()}
         t0 = time.perf_counter()
-        outcome = await client.run(RunRequest(f"bench-{i}", self.spec, routing=self.routing))
+        outcome = await client.run(RunRequest(f"bench-{i}", self.spec))
         nats_wall = time.perf_counter() - t0
         after = varz(monitor)
         x = {
@@ -147,7 +146,7 @@ class Bench:
             - step_sum0,
             **{f"cpu_s:{k}": cpu_s(v) - cpu0[k] for k, v in procs.items()},
         }
-        remote = ClusterFactory().result(self.spec, outcome, Codec())
+        remote = ClusterFactory().result(self.spec, outcome)
         same = requests_csv(remote, self.scenario.slo) == requests_csv(local, self.scenario.slo)
         return Pair(load, local_wall, nats_wall, outcome, same, x)
 
@@ -160,10 +159,11 @@ class Bench:
         print(f"in-process : {p.local_wall:8.2f} s wall  {n / p.local_wall:8.0f} requests/s")
         print(f"over NATS  : {p.nats_wall:8.2f} s wall  {n / p.nats_wall:8.0f} requests/s  "
               f"(set-up {stats['setup_wall_s']:.2f} s, windows {loop_s:.2f} s, collect {stats['collect_wall_s']:.2f} s; "
-              f"{self.args.device_processes} device process(es), {self.args.routing} routing, CPUs {self.args.cpus})")  # fmt: skip
+              f"{self.args.device_processes} device process(es), CPUs {self.args.cpus})")  # fmt: skip
         print(f"ratio      : {p.nats_wall / p.local_wall:8.2f} x slower over NATS")
-        print(f"bus        : {x['bus_msgs']:.0f} messages published, {x['bus_deliveries']:.0f} delivered, "
-              f"{x['bus_msgs'] / loop_s:,.0f} msgs/s published, {x['bus_bytes'] / 1e6:.1f} MB")  # fmt: skip
+        print(f"bus        : {x['bus_msgs']:.0f} messages published ({x['bus_msgs'] / windows:.2f} per window), "
+              f"{x['bus_deliveries']:.0f} delivered, {x['bus_msgs'] / loop_s:,.0f} msgs/s published, "
+              f"{x['bus_bytes'] / 1e6:.1f} MB")  # fmt: skip
         print(f"per window : {1e6 * loop_s / windows:6.0f} us wall over NATS vs {1e6 * p.local_wall / windows:.0f} us "
               f"in-process (overhead {1e6 * (loop_s - p.local_wall) / windows:.0f} us); grant->done latency "
               f"{1e6 * x['window_latency_sum_s'] / windows:.0f} us, of which component steps "
@@ -178,7 +178,6 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--policy")
     ap.add_argument("--device-processes", type=int, default=1)
-    ap.add_argument("--routing", choices=("relay", "direct"), default="relay", help="how envelopes travel")
     ap.add_argument("--cpus", default="all", help="CPUs of nats-server and the services (e.g. 0), or all")
     ap.add_argument("--repeat", type=int, default=1, help="alternating pairs of runs (medians printed)")
     args = ap.parse_args()

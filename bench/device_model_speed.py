@@ -1,4 +1,4 @@
-"""Speed of the device cost model: StepModel.time per call, and one full A100 calibration.
+"""Speed of the device cost model: StepModel.time and StepModel.band per call, one full A100 calibration.
 
     .venv/bin/python bench/device_model_speed.py
 
@@ -20,12 +20,12 @@ from llmtwin.physics.step import StepModel
 MEASURED = Path(__file__).resolve().parents[2] / "shared" / "data" / "measured-a100"
 
 
-def per_call_us(sm: StepModel, shapes: list[BatchShape], repeat: int = 5) -> float:
+def per_call_us(sm: StepModel, shapes: list[BatchShape], repeat: int = 5, band: bool = False) -> float:
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
         for shape in shapes:
-            sm.time(shape)
+            sm.band(shape) if band else sm.time(shape)
         best = min(best, (time.perf_counter() - start) / len(shapes))
     return best * 1e6
 
@@ -40,7 +40,8 @@ def main() -> None:
         prefill = [BatchShape.prefill(1, p) for p in range(16, 4112, 16)]
         print(
             f"StepModel.time {model:12s} TP{tp}: decode {per_call_us(sm, decode):6.1f} us/call, "
-            f"prefill {per_call_us(sm, prefill):6.1f} us/call"
+            f"prefill {per_call_us(sm, prefill):6.1f} us/call; band (device ops, engine none) "
+            f"{per_call_us(StepModel(hw, models.get(model), tp), decode, band=True):6.1f} us/call"
         )
     if MEASURED.is_dir():
         start = time.perf_counter()

@@ -7,6 +7,7 @@ file with the same name as a shipped one replaces it, so a user can re-tune a sh
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -20,14 +21,33 @@ CATALOG_PATH_ENV = "LLMTWIN_CATALOG_PATH"
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse one TOML file; any syntax error becomes a one-line :class:`CatalogFileError`."""
+    """Parse one TOML file; any syntax error, text that is not UTF-8, or a ``nan``/``inf``
+    number (no catalog or scenario field takes one) becomes a one-line :class:`CatalogFileError`."""
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            doc = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise CatalogFileError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CatalogFileError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except OSError as exc:
         raise CatalogFileError(f"{path}: cannot read: {exc.strerror}") from None
+    bad = _non_finite(doc)
+    if bad is not None:
+        raise CatalogFileError(f"{path}: field '{bad[0]}' is {bad[1]!r}: numbers must be finite")
+    return doc
+
+
+def _non_finite(value: Any, where: str = "") -> tuple[str, float] | None:
+    """The dotted field and value of the first nan or inf in a parsed TOML document."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        found = _non_finite(child, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def catalog_dirs(kind: str, extra: Iterable[Path] = ()) -> list[Path]:

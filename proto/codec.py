@@ -1,14 +1,14 @@
 """msgpack encoding of every bus message, in one place: handlers never see bytes.
 
 Control messages are decoded with their own type (one cached decoder per type); envelope
-bodies with the tagged union of every component message type (``llmtwin/cluster/messages.py``, plus the
-transport self-test messages of ``proto/toy.py``). Anything that does not decode raises
+bodies with the tagged union of the component message types the codec is given (by default
+the twin's own, ``llmtwin/cluster/messages.py``). Anything that does not decode raises
 :class:`~llmtwin.errors.ProtocolError` with the reason, which the services count and log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from types import ModuleType
 from typing import Any, TypeVar, Union
 
@@ -17,7 +17,7 @@ import msgspec
 from llmtwin.cluster import messages
 from llmtwin.errors import ProtocolError
 from llmtwin.sim.kernel import Envelope
-from proto import control, toy
+from proto import control
 
 T = TypeVar("T")
 
@@ -34,16 +34,11 @@ def tagged_structs(module: ModuleType) -> list[type[msgspec.Struct]]:
     ]
 
 
-def body_types() -> list[type[msgspec.Struct]]:
-    """Every message type that may travel inside an envelope."""
-    return tagged_structs(messages) + list(toy.TOY_TYPES)
-
-
 class Codec:
-    """Encoder and decoders of the protocol (one per process; cheap to build)."""
+    """Encoder and decoders of the protocol (one per service; cheap to build)."""
 
     def __init__(self, bodies: Iterable[type[msgspec.Struct]] | None = None) -> None:
-        types = list(body_types() if bodies is None else bodies)
+        types = list(dict.fromkeys(tagged_structs(messages) if bodies is None else bodies))
         tags = [t.__struct_config__.tag for t in types]
         dup = sorted({str(t) for t in tags if tags.count(t) > 1})
         if dup:
@@ -51,7 +46,7 @@ class Codec:
         self.body_types: tuple[type[msgspec.Struct], ...] = tuple(types)
         self._encoder = msgspec.msgpack.Encoder()
         # Union[...] over a runtime tuple: msgspec dispatches on the "type" tag.
-        self._body = msgspec.msgpack.Decoder(Union[self.body_types])  # noqa: UP007
+        self._body = msgspec.msgpack.Decoder(Union[self.body_types]) if types else None  # noqa: UP007
         self._decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
     def encode(self, msg: object) -> bytes:
@@ -59,7 +54,8 @@ class Codec:
         return self._encoder.encode(msg)
 
     def decode(self, data: bytes, typ: type[T]) -> T:
-        """``data`` decoded and validated as ``typ``; ProtocolError if it is not one."""
+        """``data`` decoded and validated as ``typ`` (a tagged Struct, or a union of them);
+        ProtocolError if it is not one."""
         dec = self._decoders.get(typ)
         if dec is None:
             dec = self._decoders[typ] = msgspec.msgpack.Decoder(typ)
@@ -69,12 +65,10 @@ class Codec:
             name = getattr(typ, "__name__", str(typ))
             raise ProtocolError(f"malformed {name}: {exc}") from None
 
-    def decode_union(self, data: bytes, options: Any) -> Any:
-        """``data`` decoded as one of a union of tagged types (``A | B``)."""
-        return self.decode(data, options)
-
     def decode_body(self, data: bytes | msgspec.Raw) -> Any:
         """One envelope body (any of ``body_types``)."""
+        if self._body is None:
+            raise ProtocolError("this codec knows no envelope body types")
         try:
             return self._body.decode(data)
         except msgspec.DecodeError as exc:
@@ -93,7 +87,3 @@ class Codec:
 
     def from_wire(self, w: control.WireEnvelope) -> Envelope:
         return Envelope(w.time_s, w.priority, w.src, w.seq, w.dst, self.decode_body(w.body))
-
-    def wire_batch(self, run: str, window: int, envs: Sequence[Envelope]) -> bytes:
-        """An ``EnvelopeBatch`` of ``envs``, encoded."""
-        return self.encode(control.EnvelopeBatch(run, window, [self.to_wire(e) for e in envs]))

@@ -20,7 +20,7 @@ class RunSpec(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_spec"):
     """What every process needs to build the same components for a run."""
 
     factory: str = "cluster"
-    """Component factory: ``cluster`` (the real twin) or a transport self-test (``toy-...``)."""
+    """Component factory: ``cluster`` (the twin; tests add others, e.g. their ``toy`` components)."""
     scenario: str = ""
     """Scenario name or path, as ``llmtwin simulate`` takes it."""
     overrides: tuple[str, ...] = ()
@@ -39,9 +39,6 @@ class RunRequest(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_request"):
     """Virtual seconds per wall second: 1.0 = real time, inf = as fast as possible."""
     until_s: float = math.inf
     """Stop opening windows after this virtual time."""
-    routing: Literal["relay", "direct"] = "relay"
-    """How envelopes travel: with the grants through the conductor (``relay``, fewer messages)
-    or from host to host on the component subjects (``direct``)."""
 
 
 class Reply(msgspec.Struct, frozen=True, tag="twin.v1.ctl.reply"):
@@ -52,10 +49,14 @@ class Reply(msgspec.Struct, frozen=True, tag="twin.v1.ctl.reply"):
 
 
 class RunControl(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_control"):
-    """Controller -> conductor: pause, resume or stop a run (stop ends it and collects results)."""
+    """Controller -> conductor: pause, resume or stop a run (stop ends it and collects results),
+    or ask for its outcome again (``outcome``: re-published if the run has ended, e.g. after the
+    controller lost its connection)."""
 
     run: str
-    action: Literal["pause", "resume", "stop"]
+    action: Literal["pause", "resume", "stop", "outcome"]
+    by: str = ""
+    """Who asks (the controller's name), recorded with a stop."""
 
 
 class Hello(msgspec.Struct, frozen=True, tag="twin.v1.ctl.hello"):
@@ -70,6 +71,8 @@ class Hello(msgspec.Struct, frozen=True, tag="twin.v1.ctl.hello"):
     http_port: int
     """Port of its /metrics and /healthz endpoint (0 = none)."""
     version: str
+    boot: str = ""
+    """Random id of this process start: a new one means the service restarted and lost its state."""
 
 
 class Heartbeat(msgspec.Struct, frozen=True, tag="twin.v1.ctl.heartbeat"):
@@ -79,6 +82,8 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="twin.v1.ctl.heartbeat"):
     seq: int
     run: str = ""
     """Run the service is in, empty when idle."""
+    boot: str = ""
+    """The process start it comes from (see ``Hello.boot``)."""
 
 
 class RunConfig(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_config"):
@@ -86,7 +91,18 @@ class RunConfig(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_config"):
 
     run: str
     spec: RunSpec
-    routing: Literal["relay", "direct"] = "relay"
+    scenario_digest: str
+    """sha256 of what the conductor resolved the spec to (scenario with overrides, catalog
+    entries, generated requests): every host must resolve it to the same."""
+    code_digest: str
+    """sha256 of the conductor's installation of the twin (code, data files, library versions)."""
+    until_s: float = math.inf
+    """The run's ``RunRequest.until_s`` (a replay must stop where the run does)."""
+    catch_up: int = 0
+    """Windows to replay before joining (a restarted service rebuilding its components'
+    state); 0 = join at the start."""
+    to: str = ""
+    """Only this service acts on it (a catch-up is for one service); empty = every service."""
 
 
 class RunEnd(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_end"):
@@ -107,6 +123,18 @@ class Ready(msgspec.Struct, frozen=True, tag="twin.v1.ctl.ready"):
     """Replicas it steps without publishing (a TP group spanning processes); checked by digest."""
     error: str = ""
     """Why it could not build the run (the run then fails with this message)."""
+    scenario_digest: str = ""
+    """What this service resolved the run's spec to (must equal ``RunConfig.scenario_digest``)."""
+    code_digest: str = ""
+    """This service's installation of the twin (must equal ``RunConfig.code_digest``)."""
+    caught_up: int = 0
+    """The window its components' state is at (``RunConfig.catch_up``; 0 = fresh)."""
+    next_time_s: dict[str, float] = msgspec.field(default_factory=dict)
+    """After a catch-up: each hosted component's next event time (checked by the conductor)."""
+    pending: dict[str, int] = msgspec.field(default_factory=dict)
+    """After a catch-up: envelopes waiting in each hosted component's mailbox (checked too)."""
+    boot: str = ""
+    """The process start that built these components."""
 
 
 class WireEnvelope(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelope"):
@@ -132,8 +160,15 @@ class GrantBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.grant"):
     expect: list[int]
     """Per component: envelopes stamped <= time_s from earlier windows it must hold first."""
     envelopes: list[WireEnvelope] = msgspec.field(default_factory=list)
-    """Relay routing: envelopes for this service's components produced in earlier windows and
-    not yet handed to it."""
+    """Envelopes for this service's components produced in earlier windows and not yet handed
+    to it (the conductor relays them from the senders' ``DoneBatch``)."""
+    follow: list[str] = msgspec.field(default_factory=list)
+    """Granted components this service only replicates: it steps them and reports a digest,
+    but does not publish what they send (the conductor decides who leads)."""
+    attempt: int = 0
+    """Raised when the conductor re-issues the window with other contents (a promotion, a
+    rejoin); a ``DoneBatch`` answers one attempt. A host answers a repeated grant for the window
+    it last stepped from what it kept, without stepping again."""
 
 
 class DoneItem(msgspec.Struct, frozen=True):
@@ -161,16 +196,9 @@ class DoneBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.done"):
     """Requests its components have completed so far (progress display), -1 = not counted."""
     error: str = ""
     envelopes: list[WireEnvelope] = msgspec.field(default_factory=list)
-    """Relay routing: what its components sent in this window (the conductor forwards them)."""
-
-
-class EnvelopeBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelopes"):
-    """The envelopes one component sent to one destination in one window."""
-
-    run: str
-    window: int
-    """Window in which they were produced (the receiver uses them from the next window on)."""
-    items: list[WireEnvelope]
+    """What its components sent in this window (the conductor relays them with the next grants)."""
+    attempt: int = 0
+    """The ``GrantBatch.attempt`` it answers."""
 
 
 class Collect(msgspec.Struct, frozen=True, tag="twin.v1.ctl.collect"):
@@ -178,6 +206,8 @@ class Collect(msgspec.Struct, frozen=True, tag="twin.v1.ctl.collect"):
 
     run: str
     end_s: float
+    to: list[str] = msgspec.field(default_factory=list)
+    """Only these services export (a repeated collect); empty = every hosting service."""
 
 
 class ExportBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.export"):
@@ -230,6 +260,8 @@ class RunOutcome(msgspec.Struct, frozen=True, tag="twin.v1.ctl.outcome"):
     """wall_s, windows, messages, ..."""
     error: str = ""
     failed_service: str = ""
+    stopped_by: str = ""
+    """Who stopped the run (``RunControl.by``), when it was stopped."""
 
 
 class PlanRequest(msgspec.Struct, frozen=True, tag="twin.v1.ctl.plan_request"):
@@ -262,7 +294,6 @@ CONTROL_TYPES: tuple[type[msgspec.Struct], ...] = (
     GrantBatch,
     DoneBatch,
     WireEnvelope,
-    EnvelopeBatch,
     Collect,
     ExportBatch,
     Chunk,

@@ -4,6 +4,15 @@ All subjects start with the protocol version prefix ``twin.v1``; a v2 protocol g
 subjects, so old and new services never read each other's messages. Run-scoped subjects carry
 the run id as one token (``twin.v1.run.<run>....``), so two runs on one server never mix and a
 service can drop a run by unsubscribing from its subjects.
+
+What a service says about itself travels on a subject that ends with its own name
+(``hello.<service>``, ``run.<run>.done.<service>``, ...): the server's per-user permissions
+(:mod:`proto.permissions`, generated from this module) then bind each message to the one
+identity allowed to publish it, and a receiver checks that the name inside the message is the
+subject's.
+
+Builders refuse wildcards in names; subscribers and permissions pass :data:`ANY` (``*``, one
+token) where a name varies.
 """
 
 from __future__ import annotations
@@ -19,8 +28,20 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
 """What a run id, service name or component id may contain (one NATS subject token)."""
 
 
+class _Wildcard(str):
+    __slots__ = ()
+
+
+ANY: str = _Wildcard("*")
+"""Stands for any one token in a subscription or a permission (``*``); only this object is
+accepted as a wildcard, so a name that happens to be ``*`` is still refused."""
+
+
 def token(value: str, what: str = "name") -> str:
-    """``value`` if it is a valid subject token (letters, digits, ``-``, ``_``), else ProtocolError."""
+    """``value`` if it is a valid subject token (letters, digits, ``-``, ``_``) or :data:`ANY`,
+    else ProtocolError."""
+    if value is ANY:
+        return value
     if not _TOKEN.match(value):
         raise ProtocolError(
             f"{what} {value!r} cannot be used in a subject: use letters, digits, '-' and '_' only"
@@ -28,17 +49,22 @@ def token(value: str, what: str = "name") -> str:
     return value
 
 
+def service_of(subject: str) -> str:
+    """The last token of a subject built with a service name (who may publish on it)."""
+    return subject.rsplit(".", 1)[-1]
+
+
 # -- service-level control (not tied to a run) ------------------------------------------------
 
 
-def hello() -> str:
-    """Pub/sub. Every service announces itself here when it connects (``Hello``)."""
-    return f"{PREFIX}.ctl.hello"
+def hello(service: str) -> str:
+    """Pub/sub. A service announces itself here when it connects and reconnects (``Hello``)."""
+    return f"{PREFIX}.ctl.hello.{token(service, 'service name')}"
 
 
-def heartbeat() -> str:
-    """Pub/sub. Every service publishes a ``Heartbeat`` here every ``heartbeat_s``."""
-    return f"{PREFIX}.ctl.heartbeat"
+def heartbeat(service: str) -> str:
+    """Pub/sub. A service publishes a ``Heartbeat`` here every ``heartbeat_s``."""
+    return f"{PREFIX}.ctl.heartbeat.{token(service, 'service name')}"
 
 
 def run_start() -> str:
@@ -47,12 +73,12 @@ def run_start() -> str:
 
 
 def run_control() -> str:
-    """Request/reply, controller -> conductor: ``RunControl`` (pause/resume/stop) -> ``Reply``."""
+    """Request/reply, controller -> conductor: ``RunControl`` (pause/resume/stop/outcome) -> ``Reply``."""
     return f"{PREFIX}.ctl.run.control"
 
 
 def config() -> str:
-    """Pub/sub, conductor -> every service: ``RunConfig`` (build the run) and ``RunEnd`` (drop it)."""
+    """Pub/sub, conductor -> every hosting service: ``RunConfig`` (build the run) and ``RunEnd``."""
     return f"{PREFIX}.ctl.config"
 
 
@@ -65,6 +91,12 @@ PLANNER_QUEUE = "planner"
 """Queue group of the planner service: several planner processes share the requests."""
 
 
+def inbox_prefix(service: str) -> str:
+    """Prefix of the reply subjects of ``service``'s requests (``_INBOX.<service>``): its own,
+    so that under per-user permissions nobody else may subscribe to its answers."""
+    return f"_INBOX.{token(service, 'service name')}"
+
+
 # -- run-scoped --------------------------------------------------------------------------------
 
 
@@ -73,9 +105,9 @@ def run_prefix(run: str) -> str:
     return f"{PREFIX}.run.{token(run, 'run id')}"
 
 
-def ready(run: str) -> str:
-    """Pub/sub, service -> conductor: ``Ready`` (the components it hosts for this run)."""
-    return f"{run_prefix(run)}.ready"
+def ready(run: str, service: str) -> str:
+    """Pub/sub, hosting service -> conductor: ``Ready`` (the components it hosts for this run)."""
+    return f"{run_prefix(run)}.ready.{token(service, 'service name')}"
 
 
 def grant(run: str, service: str) -> str:
@@ -83,14 +115,9 @@ def grant(run: str, service: str) -> str:
     return f"{run_prefix(run)}.grant.{token(service, 'service name')}"
 
 
-def done(run: str) -> str:
+def done(run: str, service: str) -> str:
     """Pub/sub, hosting service -> conductor: ``DoneBatch`` (one per grant batch)."""
-    return f"{run_prefix(run)}.done"
-
-
-def component(run: str, cid: str) -> str:
-    """Pub/sub, any host -> the host(s) of component ``cid``: ``EnvelopeBatch``."""
-    return f"{run_prefix(run)}.comp.{token(cid, 'component id')}"
+    return f"{run_prefix(run)}.done.{token(service, 'service name')}"
 
 
 def collect(run: str) -> str:
@@ -98,9 +125,9 @@ def collect(run: str) -> str:
     return f"{run_prefix(run)}.collect"
 
 
-def export(run: str) -> str:
-    """Pub/sub, hosting service -> conductor: ``Chunk`` stream of an ``ExportBatch``."""
-    return f"{run_prefix(run)}.export"
+def export(run: str, service: str) -> str:
+    """Pub/sub, hosting service -> conductor: ``Chunk`` stream of its ``ExportBatch``."""
+    return f"{run_prefix(run)}.export.{token(service, 'service name')}"
 
 
 def progress(run: str) -> str:

@@ -1,18 +1,22 @@
 """The conductor: owns virtual time and the lifecycle of runs.
 
-One run at a time: on a ``RunRequest`` it broadcasts the ``RunConfig``, waits until every
-component has a leader (``Ready``), then repeats: take the next window from its
+One run at a time: on a ``RunRequest`` it builds the run's components itself (for their ids and
+the digests every host must match), broadcasts the ``RunConfig``, waits until every component
+has a leader (``Ready``), then repeats: take the next window from its
 :class:`~llmtwin.sim.windows.WindowPlanner` (the same class LocalRunner uses), wait for the pace
 (``--speed``), send one ``GrantBatch`` per hosting service, wait for every ``DoneBatch``, and
 report each component to the planner in component-id order, exactly as LocalRunner does. When
 no window is left it collects the exports and publishes the ``RunOutcome``. A service that
 reports an error, or stops sending heartbeats while the conductor waits for it, fails the run
-with a message naming it.
+with a message naming it -- unless it can be recovered: lost messages are sent again, a
+restarted service catches up by replay and rejoins, a standby replica takes over
+(``services/recovery.py``). A nats-server that does not answer is reported as such, never
+blamed on a service.
 
 The window loop has two halves. The run's task opens a window, then waits; the handler of the
 last ``DoneBatch`` closes it and, when nothing has to be waited for (no pace deadline ahead,
 no pause, no stop), opens the next one right there, so a window costs no task switch. When
-something must be waited for, it hands the loop back to the task (``ConductedRun.handback``).
+something must be waited for, it hands the loop back to the task (``RunState.handback``).
 """
 
 from __future__ import annotations
@@ -21,12 +25,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections import OrderedDict
 
 from llmtwin.errors import TwinError
 from llmtwin.sim.windows import Grant, WindowPlanner
 from proto import chunks, subjects
+from proto.chunks import Reassembler
 from proto.control import (
     Chunk,
     Collect,
@@ -42,51 +46,50 @@ from proto.control import (
     RunOutcome,
     RunRequest,
 )
+from proto.subjects import ANY
 from services.base import Rejected, Service
-from services.bus import Msg
-from services.conducted import ConductedRun, Pacer, RunFailed
-from services.factory import Factory
+from services.config import ConductorConfig
+from services.factory import code_digest
 from services.metrics import ConductorMetrics
+from services.pacing import Pacer
+from services.run_state import RunFailed, RunState
+from services.watchdog import Watchdog
+
+KEPT_OUTCOMES = 4
+"""Outcomes of ended runs kept to publish again on request (a controller that lost one)."""
 
 log = logging.getLogger(__name__)
 
 
-class Conductor(Service):
+class Conductor(Service[ConductorConfig]):
     """The clock service: windows, pacing, pause/resume/stop, collection."""
 
-    role = "conductor"
-
-    def __init__(
-        self,
-        name: str,
-        bus: Any,
-        *,
-        factories: Mapping[str, Factory],
-        ready_timeout_s: float = 60.0,
-        dead_after_s: float = 10.0,
-        window_timeout_s: float = 300.0,
-        collect_timeout_s: float = 120.0,
-        progress_interval_s: float = 0.25,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(name, bus, **kwargs)
-        self.factories = factories
-        self.ready_timeout_s = ready_timeout_s
-        self.dead_after_s = dead_after_s
-        self.window_timeout_s = window_timeout_s
-        self.collect_timeout_s = collect_timeout_s
-        self.progress_interval_s = progress_interval_s
+    def setup(self) -> None:
         self.cmetrics = ConductorMetrics(self.registry)
-        self.active: ConductedRun | None = None
+        self.active: RunState | None = None
+        self.watch: Watchdog | None = None
+        """The active run's watchdog."""
         self.task: asyncio.Task[None] | None = None
         self.seen: dict[str, float] = {}
         """Service -> monotonic time of its last hello or heartbeat."""
+        self.outcomes: OrderedDict[str, list[Chunk]] = OrderedDict()
+        """The last runs' outcomes, as published (chunks)."""
+        self.roles: dict[str, str] = {}
+        """Service -> its role, from its hello."""
 
     async def on_start(self) -> None:
-        await self.subscribe(subjects.run_start(), self._on_run_request)
-        await self.subscribe(subjects.run_control(), self._on_control)
-        await self.subscribe(subjects.hello(), self._on_hello)
-        await self.subscribe(subjects.heartbeat(), self._on_heartbeat)
+        await self.respond(subjects.run_start(), RunRequest, self._on_run_request)
+        await self.respond(subjects.run_control(), RunControl, self._on_control)
+        await self.subscribe(subjects.hello(ANY), Hello, self._on_hello, sender=_service)
+        await self.subscribe(subjects.heartbeat(ANY), Heartbeat, self._on_heartbeat, sender=_service)
+
+    async def on_reconnected(self) -> None:
+        """Back after a lost connection (a nats-server restart): whatever was in flight may be
+        lost, so send every owed message again."""
+        state, watch = self.active, self.watch
+        if state is not None and watch is not None:
+            for svc in sorted(state.ready_services):
+                await watch.resend(svc)
 
     async def on_stop(self) -> None:
         if self.active is not None and self.task is not None:
@@ -98,8 +101,7 @@ class Conductor(Service):
 
     # -- controller requests -------------------------------------------------------------------
 
-    async def _on_run_request(self, msg: Msg) -> None:
-        req = self.codec.decode(msg.data, RunRequest)
+    async def _on_run_request(self, req: RunRequest) -> Reply:
         try:
             subjects.token(req.run, "run id")
             if self.active is not None:
@@ -108,21 +110,22 @@ class Conductor(Service):
             if factory is None:
                 raise Rejected("malformed", f"unknown component factory {req.spec.factory!r}")
             ids = sorted(c.id for c in factory.build(req.spec))
+            config = RunConfig(req.run, req.spec, factory.digest(req.spec), code_digest())
         except TwinError as exc:
-            await self._respond(msg, Reply(False, str(exc)))
-            return
-        state = ConductedRun(req, ids, WindowPlanner(ids), Pacer(req.speed))
+            return Reply(False, str(exc))
+        state = RunState(req, config, ids, WindowPlanner(ids), Pacer(req.speed))
+        state.chunks = Reassembler(max_bytes=self.cfg.max_result_bytes)
         state.resumed.set()
         self.active = state
-        await self._respond(msg, Reply(True))
         self.task = asyncio.get_running_loop().create_task(self._conduct(state))
+        return Reply(True)
 
-    async def _on_control(self, msg: Msg) -> None:
-        cmd = self.codec.decode(msg.data, RunControl)
+    async def _on_control(self, cmd: RunControl) -> Reply:
         state = self.active
+        if cmd.action == "outcome":
+            return await self._republish(cmd.run)
         if state is None or state.run != cmd.run:
-            await self._respond(msg, Reply(False, f"no run {cmd.run!r} in progress"))
-            return
+            return Reply(False, f"no run {cmd.run!r} in progress")
         if cmd.action == "pause" and state.resumed.is_set():
             state.resumed.clear()
             state.wake.set()
@@ -132,67 +135,68 @@ class Conductor(Service):
             self.cmetrics.paused.set(0)
         elif cmd.action == "stop":
             state.stop = True
+            state.stopped_by = cmd.by or "a controller"
             state.resumed.set()
             state.wake.set()
-        log.info("%s: run %s: %s", self.name, cmd.run, cmd.action)
-        await self._respond(msg, Reply(True))
+        log.info("%s: run %s: %s (by %s)", self.name, cmd.run, cmd.action, cmd.by or "a controller")
+        return Reply(True)
 
-    async def _respond(self, msg: Msg, reply: Reply) -> None:
-        if msg.reply:
-            await self.publish(msg.reply, reply)
+    async def _republish(self, run: str) -> Reply:
+        """Publish an ended run's outcome again (its controller may have missed it)."""
+        if self.active is not None and self.active.run == run:
+            return Reply(True)  # the outcome comes when the run ends
+        pieces = self.outcomes.get(run)
+        if pieces is None:
+            return Reply(False, f"no run {run!r} here")
+        for chunk in pieces:
+            await self.publish(subjects.outcome(run), chunk)
+        return Reply(True)
 
     # -- presence ------------------------------------------------------------------------------
 
-    async def _on_hello(self, msg: Msg) -> None:
-        hello = self.codec.decode(msg.data, Hello)
+    async def _on_hello(self, hello: Hello) -> None:
         self.seen[hello.service] = time.monotonic()
-        state = self.active
-        if state is not None and state.phase == "setup":
+        self.roles[hello.service] = hello.role
+        state, watch = self.active, self.watch
+        if state is None or watch is None:
+            return
+        if state.phase == "setup":
             # A service that (re)connected while a run is being set up may have missed it.
-            await self.publish(subjects.config(), RunConfig(state.run, state.req.spec, state.req.routing))
+            await self.publish(subjects.config(), state.config)
+        else:
+            await watch.presence(hello.service, hello.boot, reconnected=True)
 
-    async def _on_heartbeat(self, msg: Msg) -> None:
-        beat = self.codec.decode(msg.data, Heartbeat)
+    async def _on_heartbeat(self, beat: Heartbeat) -> None:
         self.seen[beat.service] = time.monotonic()
+        state, watch = self.active, self.watch
+        if state is not None and watch is not None and state.phase in ("running", "collecting"):
+            await watch.presence(beat.service, beat.boot, reconnected=False)
 
     # -- run-scoped messages -------------------------------------------------------------------
 
-    def _run_state(self, run: str) -> ConductedRun:
-        state = self.active
-        if state is None or state.run != run:
-            raise Rejected("unknown_run", f"no run {run!r} in progress")
-        return state
-
-    async def _on_ready(self, msg: Msg) -> None:
-        ready = self.codec.decode(msg.data, Ready)
-        state = self._run_state(ready.run)
+    async def _on_ready(self, state: RunState, ready: Ready) -> None:
         self.seen[ready.service] = time.monotonic()
-        if ready.error:
-            state.fail(ready.service, ready.error)
-            return
-        if state.phase != "setup":
-            log.warning("%s: %s joined run %s late; it stands by", self.name, ready.service, ready.run)
-            return
-        for cid in ready.leaders:
-            if cid not in state.planner.components:
-                state.fail(
-                    ready.service, f"{ready.service} hosts {cid!r}, which run {ready.run} does not have"
-                )
-            elif state.leaders.setdefault(cid, ready.service) != ready.service:
-                state.fail(ready.service, f"{cid} is led by both {state.leaders[cid]} and {ready.service}")
-        for cid in ready.followers:
-            state.followers.setdefault(cid, []).append(ready.service)
-        state.ready_services.add(ready.service)
-        if len(state.leaders) == len(state.components):
-            state.ready.set()
+        if state.phase == "setup":
+            state.join(ready)
+        elif self.watch is not None:
+            await self.watch.rejoin(ready)
 
-    def _on_done(self, msg: Msg) -> None:
-        """A plain function: the last DoneBatch of a window closes it and opens the next one."""
-        done = self.codec.decode(msg.data, DoneBatch)
-        state = self._run_state(done.run)
-        if done.window != state.window or done.service not in state.expected:
+    async def _on_done(self, state: RunState, done: DoneBatch) -> None:
+        """The last DoneBatch of a window closes it and opens the next one."""
+        batch = state.batches.get(done.service)
+        if (
+            not state.open
+            or done.run != state.run
+            or done.window != state.window
+            or done.service not in state.owing()
+            or batch is None
+            or done.attempt != batch.attempt
+            or done.service in state.recovering
+        ):
             raise Rejected(
-                "stale", f"DoneBatch of {done.service} for window {done.window} (now {state.window})"
+                "stale",
+                f"DoneBatch of {done.service} for window {done.window} attempt {done.attempt} "
+                f"(now {state.window}, {'open' if state.open else 'closed'})",
             )
         if done.error:
             state.fail(done.service, done.error)
@@ -200,10 +204,10 @@ class Conductor(Service):
         state.dones[done.service] = done
         if done.completed >= 0:
             state.completed[done.service] = done.completed
-        if len(state.dones) == len(state.expected) and state.failure is None:
-            self._window_done(state)
+        if not state.owing() and state.failure is None:
+            await self.window_done(state)
 
-    def _window_done(self, state: ConductedRun) -> None:
+    async def window_done(self, state: RunState) -> None:
         """Close the window; open the next one now if nothing must be waited for, else hand back."""
         try:
             sent = state.close_window()
@@ -213,11 +217,11 @@ class Conductor(Service):
             m.envelopes.inc(sent)
             m.virtual_time.set(state.now_s)
             m.lag.set(state.pacer.lag_s)
-            self._progress(state)
+            await self._progress(state)
             if not state.stop and state.resumed.is_set():
                 grants = state.planner.next_window(state.req.until_s)
                 if grants and state.pacer.delay_s(grants[0].time) <= 0:
-                    self._open(state, grants)
+                    await self._open(state, grants)
                     return
                 state.planned = grants
         except RunFailed as exc:
@@ -227,15 +231,18 @@ class Conductor(Service):
             state.fail(self.name, f"conductor: {exc!r}")
         state.handback.set()
 
-    async def _on_export(self, msg: Msg) -> None:
-        chunk = self.codec.decode(msg.data, Chunk)
-        state = self.active
-        if state is None or msg.subject != subjects.export(state.run):
-            raise Rejected("unknown_run", f"export chunk on {msg.subject} outside its run")
-        data = state.chunks.add(chunk)
+    async def _on_export(self, state: RunState, chunk: Chunk) -> None:
+        if state.phase != "collecting" or chunk.stream not in state.ready_services - set(state.exports):
+            raise Rejected("stale", f"result chunk of {chunk.stream!r} while {state.phase}")
+        try:
+            data = state.chunks.add(chunk)
+        except TwinError as exc:
+            raise Rejected("flood", str(exc.args[0])) from None
         if data is None:
             return
         batch = self.codec.decode(data, ExportBatch)
+        if batch.service != chunk.stream or batch.run != state.run:
+            raise Rejected("forged", f"results of {batch.service!r} in the chunks of {chunk.stream!r}")
         if batch.error:
             state.fail(batch.service, batch.error)
             return
@@ -245,18 +252,34 @@ class Conductor(Service):
 
     # -- the run -------------------------------------------------------------------------------
 
-    async def _conduct(self, state: ConductedRun) -> None:
+    async def _conduct(self, state: RunState) -> None:
         run = state.run
-        watchdog = asyncio.get_running_loop().create_task(self._watch(state))
+        self.watch = Watchdog(self, state)
+        watchdog = asyncio.get_running_loop().create_task(self.watch.run())
         outcome: RunOutcome
         try:
+            bulk = self.bus.max_payload
             state.subs = [
-                await self.subscribe(subjects.ready(run), self._on_ready),
-                await self.subscribe(subjects.done(run), self._on_done),
-                await self.subscribe(subjects.export(run), self._on_export),
+                await self.subscribe(
+                    subjects.ready(run, ANY), Ready, lambda m: self._on_ready(state, m), sender=_service
+                ),
+                await self.subscribe(
+                    subjects.done(run, ANY),
+                    DoneBatch,
+                    lambda m: self._on_done(state, m),
+                    max_bytes=bulk,
+                    sender=_service,
+                ),
+                await self.subscribe(
+                    subjects.export(run, ANY),
+                    Chunk,
+                    lambda m: self._on_export(state, m),
+                    max_bytes=bulk,
+                    sender=lambda c: c.stream,
+                ),
             ]
-            await self.publish(subjects.config(), RunConfig(run, state.req.spec, state.req.routing))
-            await self._await_ready(state)
+            await self.publish(subjects.config(), state.config)
+            await self.watch.await_ready()
             state.phase = "running"
             state.marks["ready"] = time.perf_counter()
             state.pacer.restart()  # the pace counts from the first window, not from set-up
@@ -276,57 +299,19 @@ class Conductor(Service):
         finally:
             watchdog.cancel()
             state.phase = "done"
-        self._progress(state, force=True)
-        data = self.codec.encode(outcome)
-        for chunk in chunks.split(f"{self.name}-{run}", data, self.bus.max_payload):
-            await self.publish(subjects.outcome(run), chunk)
-        await self.publish(subjects.config(), RunEnd(run, outcome.error))
+        await self._progress(state, force=True)
         for sub in state.subs:
             await self.forget(sub)
-        self.active = None
+        self.active, self.watch = None, None  # ready for the next run before anyone hears this one ended
+        await self.publish(subjects.config(), RunEnd(run, outcome.error))
+        pieces = chunks.split(f"{self.name}-{run}", self.codec.encode(outcome), self.bus.max_payload)
+        self.outcomes[run] = pieces
+        while len(self.outcomes) > KEPT_OUTCOMES:
+            self.outcomes.popitem(last=False)
+        for chunk in pieces:
+            await self.publish(subjects.outcome(run), chunk)
 
-    async def _await_ready(self, state: ConductedRun) -> None:
-        try:
-            await asyncio.wait_for(state.ready.wait(), self.ready_timeout_s)
-        except TimeoutError:
-            missing = [c for c in state.components if c not in state.leaders]
-            raise RunFailed(
-                "",
-                f"no service hosts {', '.join(missing)} after {self.ready_timeout_s:g} s (run {state.run})",
-            ) from None
-        state.check()
-        log.info("%s: run %s ready: %s", self.name, state.run, dict(sorted(state.leaders.items())))
-
-    async def _watch(self, state: ConductedRun) -> None:
-        """Fail the run when a service it waits for stops sending heartbeats, or stays alive but
-        never answers a window (a message lost, e.g. across a NATS server restart)."""
-        while True:
-            await asyncio.sleep(min(1.0, self.dead_after_s / 4))
-            if state.phase == "running":
-                owing = state.expected - set(state.dones)
-                waited = time.perf_counter() - state.window_opened
-                if owing and waited > self.window_timeout_s:
-                    state.fail(
-                        sorted(owing)[0],
-                        f"no answer from {', '.join(sorted(owing))} for window {state.window} "
-                        f"(t={state.now_s!r} s) after {waited:.0f} s, though they are alive",
-                    )
-            elif state.phase == "collecting":
-                owing = state.hosting_services() - set(state.exports)
-            else:
-                continue
-            now = time.monotonic()
-            for svc in sorted(owing):
-                silent = now - self.seen.get(svc, now)
-                if silent > self.dead_after_s:
-                    hosted = sorted(c for c, s in state.leaders.items() if s == svc)
-                    state.fail(
-                        svc,
-                        f"{svc} stopped answering (no heartbeat for {silent:.0f} s) in window {state.window} "
-                        f"at t={state.now_s!r} s; it hosts {', '.join(hosted)}",
-                    )
-
-    async def _windows(self, state: ConductedRun) -> None:
+    async def _windows(self, state: RunState) -> None:
         for svc in state.ready_services:
             self.seen.setdefault(svc, time.monotonic())
         state.fix_hosts()
@@ -344,20 +329,20 @@ class Conductor(Service):
                 break  # the window was planned but never opened: the run ends before it
             state.check()
             state.handback.clear()
-            self._open(state, grants)
+            await self._open(state, grants)
             await state.handback.wait()  # DoneBatch handlers run windows until one must wait
             state.check()
 
-    async def _pause_point(self, state: ConductedRun) -> None:
+    async def _pause_point(self, state: RunState) -> None:
         """Hold here while paused; the pause does not count against the pace."""
         if state.resumed.is_set():
             return
         t_pause = time.perf_counter()
-        self._progress(state, force=True)
+        await self._progress(state, force=True)
         await state.resumed.wait()
         state.pacer.paused_s += time.perf_counter() - t_pause
 
-    async def _pace(self, state: ConductedRun, now: float) -> None:
+    async def _pace(self, state: RunState, now: float) -> None:
         """Wait until wall time reaches the window's deadline (stop and failures cut it short)."""
         while state.failure is None and not state.stop:
             delay = state.pacer.delay_s(now)
@@ -368,29 +353,38 @@ class Conductor(Service):
                 await asyncio.wait_for(state.wake.wait(), delay)
             await self._pause_point(state)
 
-    def _open(self, state: ConductedRun, grants: list[Grant]) -> None:
+    async def _open(self, state: RunState, grants: list[Grant]) -> None:
         state.pacer.opened(grants[0].time)
         for svc, batch in state.open_window(grants).items():
-            self.publish_nowait(state.grant_subjects[svc], batch)
+            if svc not in state.recovering:  # it gets the grant once it has caught up
+                await self.publish(state.grant_subjects[svc], batch)
 
-    async def _collect(self, state: ConductedRun) -> RunOutcome:
+    async def _collect(self, state: RunState) -> RunOutcome:
         await self.publish(subjects.collect(state.run), Collect(state.run, state.now_s))
+        timeout_s = self.cfg.collect_timeout_s
         try:
-            await asyncio.wait_for(state.all_exported.wait(), self.collect_timeout_s)
+            await asyncio.wait_for(state.all_exported.wait(), timeout_s)
         except TimeoutError:
             missing = sorted(state.hosting_services() - set(state.exports))
             raise RunFailed(
-                missing[0], f"no results from {', '.join(missing)} after {self.collect_timeout_s:g} s"
+                missing[0], f"no results from {', '.join(missing)} after {timeout_s:g} s"
             ) from None
         state.check()
-        parts = {cid: part for batch in state.exports.values() for cid, part in batch.parts.items()}
-        missing = [c for c in state.components if c not in parts]
-        if missing:
-            raise RunFailed("", f"no export for {', '.join(missing)}")
-        return RunOutcome(state.run, state.now_s, dict(sorted(parts.items())), state.stats())
+        parts = {}
+        for cid in state.components:  # each component's export from its leader
+            batch = state.exports.get(state.hosts[cid][0] if state.hosts else state.leaders[cid])
+            if batch is None or cid not in batch.parts:
+                raise RunFailed("", f"no export for {cid}")
+            parts[cid] = batch.parts[cid]
+        return RunOutcome(state.run, state.now_s, parts, state.stats(), stopped_by=state.stopped_by)
 
-    def _progress(self, state: ConductedRun, force: bool = False) -> None:
+    async def _progress(self, state: RunState, force: bool = False) -> None:
         wall = time.perf_counter()
-        if force or wall - state.last_progress >= self.progress_interval_s:
+        if force or wall - state.last_progress >= self.cfg.progress_interval_s:
             state.last_progress = wall
-            self.publish_nowait(subjects.progress(state.run), state.progress())
+            await self.publish(subjects.progress(state.run), state.progress())
+
+
+def _service(msg: Hello | Heartbeat | Ready | DoneBatch) -> str:
+    """The service a message says it comes from (its subject must end with that name)."""
+    return msg.service

@@ -1,31 +1,38 @@
-"""Component factories: how every process builds the same components for a run.
+"""Component factories: how every process builds the same components for a run, and proves it.
 
 A run is named by a :class:`~proto.control.RunSpec`; every service calls the same factory on
 it and gets the same components (the build is deterministic), then keeps the ones it hosts.
-``toy`` builds the transport self-test components of ``services/toy.py``; ``cluster`` builds
-the twin itself (``services/cluster.py``). :func:`run_local` runs a spec in one process with
-:class:`~llmtwin.sim.local.LocalRunner`: the reference the bus must reproduce.
+The twin's own factory is ``cluster`` (``services/cluster.py``); tests add others.
+
+"The same" is checked, not assumed: the conductor puts the digest of the resolved run
+(:meth:`Factory.digest`) and of the code (:func:`code_digest`) in its ``RunConfig``, every
+host answers with its own in ``Ready``, and a host whose digests differ fails the run with a
+message naming it: a stale file on one host must never silently change results.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import functools
+import hashlib
+import importlib.metadata
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
-from llmtwin.errors import ConfigurationError
-from llmtwin.sim.kernel import INF, Component
-from llmtwin.sim.local import LocalRunner
-from proto.codec import Codec
+import msgspec
+
+from llmtwin.sim.kernel import Component
 from proto.control import RunSpec
-from services import toy
 
 PlanFunction = Callable[[bytes], dict[int, float]]
 """Encoded iteration shape -> {op index: bytes read from L2}: the planner service's job."""
 
 PlanProvider = Callable[..., Any]
-"""What a device component calls, synchronously, to get a PRESERVE plan (see services/plans.py)."""
+"""What a device component calls, synchronously, to get a PRESERVE plan (services/planner.py)."""
+
+DIGEST_LIBRARIES = ("numpy", "scipy", "msgspec")
+"""Libraries whose version can change a result; part of :func:`code_digest`."""
 
 
 class Factory(Protocol):
@@ -33,6 +40,15 @@ class Factory(Protocol):
 
     def build(self, spec: RunSpec, plan_provider: PlanProvider | None = None) -> list[Component]:
         """Every component of the run, deterministically."""
+        ...
+
+    def digest(self, spec: RunSpec) -> str:
+        """Hex digest of everything the build depends on besides the code: the resolved scenario
+        (overrides applied, catalogs looked up) and the generated requests."""
+        ...
+
+    def body_types(self) -> Sequence[type[msgspec.Struct]]:
+        """The tagged message types its components send (and export)."""
         ...
 
     def needs_planner(self, spec: RunSpec) -> bool:
@@ -48,71 +64,26 @@ class Factory(Protocol):
         ...
 
 
-def export_of(comp: Component) -> object:
-    """``comp.export()``: every component of a run must have one (its part of the results)."""
-    fn = getattr(comp, "export", None)
-    if fn is None:
-        raise ConfigurationError(f"component {comp.id} has no export()")
-    return fn()
+def content_digest(value: object) -> str:
+    """sha256 of ``value`` as deterministic msgpack (dataclasses and structs included)."""
+    return hashlib.sha256(_ENCODER.encode(value)).hexdigest()
 
 
-def _settings(overrides: tuple[str, ...]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ConfigurationError(f"toy setting {item!r} is not key=number")
-    return out
+_ENCODER = msgspec.msgpack.Encoder(order="deterministic")
 
 
-class ToyFactory:
-    """``pingpong`` (``balls=N``) or ``fan`` (``workers=N jobs=N period_s=X seed=N``)."""
-
-    def build(self, spec: RunSpec, plan_provider: PlanProvider | None = None) -> list[Component]:
-        s = _settings(spec.overrides)
-        if spec.scenario == "pingpong":
-            return toy.pingpong(int(s.get("balls", 20)))
-        if spec.scenario == "fan":
-            return toy.fan(
-                int(s.get("workers", 4)),
-                int(s.get("jobs", 40)),
-                s.get("period_s", 0.02),
-                int(s.get("seed", 0)),
-            )
-        raise ConfigurationError(f"unknown toy scenario {spec.scenario!r} (pingpong, fan)")
-
-    def needs_planner(self, spec: RunSpec) -> bool:
-        return False
-
-    def may_block(self, spec: RunSpec, component: str) -> bool:
-        return False
-
-    def plan_function(self, spec: RunSpec) -> PlanFunction:
-        raise ConfigurationError("toy runs have no PRESERVE plans")
-
-
-@dataclass(frozen=True, slots=True)
-class LocalOutcome:
-    """The in-process reference run: its final time, encoded exports and statistics."""
-
-    end_s: float
-    parts: dict[str, bytes]
-    stats: dict[str, float]
-
-
-def run_local(factory: Factory, spec: RunSpec, codec: Codec, until_s: float = INF) -> LocalOutcome:
-    """Run ``spec`` with LocalRunner; exports encoded exactly as the services encode them."""
-    t0 = time.perf_counter()
-    runner = LocalRunner(factory.build(spec))
-    end = runner.run(until_s)
-    parts = {cid: codec.encode(export_of(c)) for cid, c in sorted(runner.components.items())}
-    stats = {
-        "wall_s": time.perf_counter() - t0,
-        "windows": float(runner.windows),
-        "messages": float(runner.messages),
-    }
-    return LocalOutcome(end, parts, stats)
+@functools.cache
+def code_digest() -> str:
+    """sha256 of this installation of the twin: every file of the ``llmtwin``, ``proto`` and
+    ``services`` packages (code and data), the Python version and :data:`DIGEST_LIBRARIES`'."""
+    h = hashlib.sha256()
+    for package in ("llmtwin", "proto", "services"):
+        root = Path(sys.modules[package].__file__ or "").parent
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                h.update(str(path.relative_to(root.parent)).encode())
+                h.update(path.read_bytes())
+    h.update(f"python {sys.version_info.major}.{sys.version_info.minor}".encode())
+    for name in DIGEST_LIBRARIES:
+        h.update(f"{name} {importlib.metadata.version(name)}".encode())
+    return h.hexdigest()

@@ -1,18 +1,25 @@
 """A service that hosts components: the generator, balancer and device services.
 
 Per run it builds every component (deterministically, like every other process), keeps the
-ones its :class:`~services.selection.Selector` picks, and then only reacts:
+ones its :class:`~services.selection.Selector` picks, answers ``Ready`` with the digests of
+what it built, and then only reacts:
 
-* envelopes for its components come with the grants (relay routing) or on their subjects at
-  any time (direct routing), and are buffered with the window they were produced in;
-* a ``GrantBatch`` (window w, time T) lists its components to step and, for each, how many
-  envelopes stamped <= T from windows before w it must hold. It waits for exactly that many
-  (NATS gives no order across publishers, so arrival order is never used), hands them to
-  ``step`` sorted by the envelope key, and answers one ``DoneBatch`` for the whole grant, with
-  what the steps sent (relay) or after publishing it, one ``EnvelopeBatch`` per destination
-  (direct). Anything that goes wrong after the grant is understood becomes an error
-  ``DoneBatch``, so the conductor never waits for an answer that will not come;
-* ``Collect`` finishes its components and sends their exports to the conductor.
+* a ``GrantBatch`` (window w, time T) brings the envelopes for its components produced since
+  its last grant, lists its components to step and, for each, how many envelopes stamped <= T
+  it must hold. It hands exactly those to ``step``, sorted by the envelope key (arrival order
+  is never used), and answers one ``DoneBatch`` for the whole grant with what the steps sent
+  (the conductor relays it to the receivers' hosts; components in the grant's ``follow`` list
+  are stepped but what they send is only digested). Anything that goes wrong after the grant
+  is understood becomes an error ``DoneBatch``, so the conductor never waits for an answer
+  that will not come. It keeps the last window's answer: a grant for that window again (the
+  first answer may have been lost) is answered from it, without stepping twice;
+* ``Collect`` finishes its components and sends their exports to the conductor (kept, and
+  sent again on a repeated ``Collect``).
+
+A restarted service that is asked to catch up (``RunConfig.catch_up`` = k) rebuilds every
+component and replays windows 1..k in-process with :class:`~llmtwin.sim.local.LocalRunner`
+(the code ``llmtwin simulate`` runs), in a worker thread so that its heartbeats go on, then
+keeps its own components and mailboxes and reports their state in ``Ready``.
 """
 
 from __future__ import annotations
@@ -21,18 +28,19 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmtwin.errors import ProtocolError, TwinError
 from llmtwin.sim.kernel import Component, Envelope
+from llmtwin.sim.local import LocalRunner
+from llmtwin.sim.mailbox import Mailbox
 from proto import chunks, subjects
 from proto.control import (
+    Chunk,
     Collect,
     DoneBatch,
     DoneItem,
-    EnvelopeBatch,
     ExportBatch,
     GrantBatch,
     Ready,
@@ -41,14 +49,25 @@ from proto.control import (
     WireEnvelope,
 )
 from services.base import Rejected, Service
-from services.bus import Msg, Subscription
-from services.factory import Factory, export_of
-from services.mailbox import Mailbox
+from services.bus import Subscription
+from services.config import HostConfig
+from services.factory import code_digest
 from services.metrics import HostMetrics
-from services.plans import RemotePlanProvider
-from services.selection import Selector
+from services.planner import RemotePlanProvider
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Stepped:
+    """A host's answer to the last window it stepped, kept to answer that window again."""
+
+    window: int = 0
+    items: dict[str, DoneItem] = field(default_factory=dict)
+    wires: dict[str, list[WireEnvelope]] = field(default_factory=dict)
+    """What each component sent (leaders' and followers' alike: a follower may be promoted)."""
+    completed: int = -1
+    error: str = ""
 
 
 @dataclass(slots=True)
@@ -57,47 +76,32 @@ class HostedRun:
 
     run: str
     comps: dict[str, Component]
-    followers: set[str]
     offload: set[str]
     """Components stepped in a worker thread (their steps may block on the planner service)."""
-    relay: bool = True
-    """Envelopes come with the grants and go out with the DoneBatch (else: direct, on subjects)."""
+    ready: Ready
+    """What it announced (sent again when the conductor repeats the run's configuration)."""
     mail: dict[str, Mailbox] = field(default_factory=dict)
     """Per component: envelopes not yet handed to a step."""
-    arrived: dict[str, asyncio.Event] = field(default_factory=dict)
     subs: list[Subscription] = field(default_factory=list)
     done_subject: str = ""
     counters: list[Any] = field(default_factory=list)
     """Hosted components that count completed requests (``completed``: the balancer)."""
+    last: Stepped = field(default_factory=Stepped)
+    exported: list[Chunk] | None = None
+    """The export, once made (a repeated Collect gets the same chunks)."""
 
 
-class HostService(Service):
+class HostService(Service[HostConfig]):
     """Hosts the components its selector picks, for whatever run the conductor configures."""
 
-    def __init__(
-        self,
-        name: str,
-        bus: Any,
-        *,
-        role: str,
-        selector: Selector,
-        factories: Mapping[str, Factory],
-        wait_timeout_s: float = 60.0,
-        plan_timeout_s: float = 60.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(name, bus, **kwargs)
-        self.role = role  # type: ignore[misc]  # one class serves several roles
-        self.selector = selector
-        self.factories = factories
-        self.wait_timeout_s = wait_timeout_s
-        self.plan_timeout_s = plan_timeout_s
+    def setup(self) -> None:
+        self.selector = self.cfg.selector()
         self.host_metrics = HostMetrics(self.registry)
         self.runs: dict[str, HostedRun] = {}
         self._configuring: set[str] = set()
 
     async def on_start(self) -> None:
-        await self.subscribe(subjects.config(), self._on_config)
+        await self.subscribe(subjects.config(), RunConfig | RunEnd, self._on_config)
 
     async def on_stop(self) -> None:
         for run in list(self.runs):
@@ -108,13 +112,18 @@ class HostService(Service):
 
     # -- run set-up and tear-down ------------------------------------------------------------
 
-    async def _on_config(self, msg: Msg) -> None:
-        cmd = self.codec.decode_union(msg.data, RunConfig | RunEnd)
+    async def _on_config(self, cmd: RunConfig | RunEnd) -> None:
         if isinstance(cmd, RunEnd):
             await self._drop(cmd.run)
             return
-        if cmd.run in self.runs or cmd.run in self._configuring:
-            return  # RunConfig is re-broadcast for late joiners: idempotent per run id
+        if (cmd.to and cmd.to != self.name) or cmd.run in self._configuring:
+            return
+        have = self.runs.get(cmd.run)
+        if have is not None:
+            if not cmd.catch_up:  # repeated for late joiners: our Ready may have been lost
+                await self.publish(subjects.ready(cmd.run, self.name), have.ready)
+                return
+            await self._drop(cmd.run)  # the conductor wants it rebuilt by a replay
         self._configuring.add(cmd.run)
         try:
             await self._configure(cmd)
@@ -122,42 +131,77 @@ class HostService(Service):
             self._configuring.discard(cmd.run)
 
     async def _configure(self, cfg: RunConfig) -> None:
-        run = cfg.run
+        run, spec = cfg.run, cfg.spec
+        ready_subject = subjects.ready(run, self.name)
         try:
-            factory = self.factories.get(cfg.spec.factory)
+            factory = self.factories.get(spec.factory)
             if factory is None:
-                raise ProtocolError(f"unknown component factory {cfg.spec.factory!r}")
+                raise ProtocolError(f"unknown component factory {spec.factory!r}")
             provider = (
-                RemotePlanProvider(self.bus, self.codec, asyncio.get_running_loop(), cfg, self.plan_timeout_s)
-                if factory.needs_planner(cfg.spec)
+                RemotePlanProvider(
+                    self.bus,
+                    self.codec,
+                    asyncio.get_running_loop(),
+                    spec,
+                    self.cfg.plan_timeout_s,
+                    self.cfg.plan_retry_s,
+                )
+                if factory.needs_planner(spec)
                 else None
             )
-            built = factory.build(cfg.spec, provider)
+            built = factory.build(spec, provider)
+            digest = factory.digest(spec)
+            runner = None
+            if cfg.catch_up:
+                runner = LocalRunner(built)
+                t0 = time.perf_counter()
+                await asyncio.to_thread(runner.advance, cfg.until_s, cfg.catch_up)
+                log.warning(
+                    "%s: run %s: replayed windows 1..%d in %.1f s",
+                    self.name, run, cfg.catch_up, time.perf_counter() - t0,
+                )  # fmt: skip
             hosted = {c.id: c for c in built if self.selector.role(c.id) is not None}
-            offload = {cid for cid in hosted if factory.may_block(cfg.spec, cid)}
+            offload = {cid for cid in hosted if factory.may_block(spec, cid)}
         except TwinError as exc:
             log.error("%s: cannot build run %s: %s", self.name, run, exc)
-            await self.publish(subjects.ready(run), Ready(run, self.name, [], error=f"{self.name}: {exc}"))
+            await self.publish(ready_subject, Ready(run, self.name, [], error=f"{self.name}: {exc}"))
             return
-        followers = {cid for cid in hosted if self.selector.role(cid) == "follower"}
-        state = HostedRun(run, hosted, followers, offload, relay=cfg.routing == "relay")
-        state.done_subject = subjects.done(run)
+        followers = sorted(cid for cid in hosted if self.selector.role(cid) == "follower")
+        leaders = sorted(c for c in hosted if c not in followers)
+        mail = {cid: runner.mailbox(cid) if runner else Mailbox() for cid in hosted}
+        ready = Ready(
+            run,
+            self.name,
+            leaders,
+            followers,
+            "",
+            digest,
+            code_digest(),
+            caught_up=cfg.catch_up,
+            next_time_s={cid: c.next_time() for cid, c in hosted.items()} if runner else {},
+            pending={cid: len(box) for cid, box in mail.items()} if runner else {},
+            boot=self.boot,
+        )
+        state = HostedRun(run, hosted, offload, ready, mail, done_subject=subjects.done(run, self.name))
+        state.last.window = cfg.catch_up
         state.counters = [c for c in hosted.values() if isinstance(getattr(c, "completed", None), int)]
         if hosted:
             self.runs[run] = state
-            for cid in hosted:
-                state.mail[cid] = Mailbox()
-                state.arrived[cid] = asyncio.Event()
-                if not state.relay:
-                    state.subs.append(await self.subscribe(subjects.component(run, cid), self._on_envelopes))
-            state.subs.append(await self.subscribe(subjects.grant(run, self.name), self._on_grants))
-            state.subs.append(await self.subscribe(subjects.collect(run), self._on_collect))
+            bulk = self.bus.max_payload
+            state.subs = [
+                await self.subscribe(
+                    subjects.grant(run, self.name),
+                    GrantBatch,
+                    lambda g: self._on_grant(state, g),
+                    max_bytes=bulk,
+                ),
+                await self.subscribe(subjects.collect(run), Collect, lambda c: self._on_collect(state, c)),
+            ]
         self.host_metrics.components.set(len(hosted))
-        leaders = sorted(c for c in hosted if c not in followers)
-        log.info("%s: run %s: leading %s, following %s", self.name, run, leaders, sorted(followers))
+        log.info("%s: run %s: leading %s, following %s", self.name, run, leaders, followers)
         # Subscriptions go to the server before Ready on this one connection, so every
-        # envelope sent after the conductor has our Ready finds them in place.
-        await self.publish(subjects.ready(run), Ready(run, self.name, leaders, sorted(followers)))
+        # grant sent after the conductor has our Ready finds them in place.
+        await self.publish(ready_subject, ready)
 
     async def _drop(self, run: str) -> None:
         state = self.runs.pop(run, None)
@@ -167,71 +211,62 @@ class HostService(Service):
             await self.forget(sub)
         self.host_metrics.components.set(0)
 
-    def _state(self, run: str) -> HostedRun:
-        state = self.runs.get(run)
-        if state is None:
-            raise Rejected("unknown_run", f"{self.name} hosts nothing in run {run!r}")
-        return state
+    # -- grants and steps ----------------------------------------------------------------------
 
-    # -- messages and steps --------------------------------------------------------------------
+    async def _on_grant(self, state: HostedRun, grant: GrantBatch) -> None:
+        if grant.run != state.run:
+            raise Rejected("unknown_run", f"grant of run {grant.run!r} on the subject of run {state.run}")
+        if grant.window < state.last.window:
+            raise Rejected("stale", f"grant for window {grant.window}, already past {state.last.window}")
+        if grant.window > state.last.window:
+            state.last = await self._step(state, grant)
+        await self.publish(state.done_subject, self._answer(state, grant))
 
-    def _on_envelopes(self, msg: Msg) -> None:
-        batch = self.codec.decode(msg.data, EnvelopeBatch)
-        state = self._state(batch.run)
-        for item in batch.items:
-            box = state.mail.get(item.dst)
-            if box is None:
-                raise Rejected("malformed", f"envelope for {item.dst!r} on {msg.subject}")
-            box.add(batch.window, self.codec.from_wire(item))
-            state.arrived[item.dst].set()
-        self.host_metrics.envelopes_in.inc(len(batch.items))
-
-    def _on_grants(self, msg: Msg) -> Awaitable[None] | None:
-        """Relay routing without offloaded steps: everything is here, so the grant is handled
-        inline (no task); otherwise a task waits for envelopes or worker threads."""
-        grant = self.codec.decode(msg.data, GrantBatch)
-        state = self._state(grant.run)
-        if state.relay and state.offload.isdisjoint(grant.components):
-            self._grant_now(state, grant)
-            return None
-        return self._grant_later(state, grant)
-
-    def _grant_now(self, state: HostedRun, grant: GrantBatch) -> None:
-        items: list[DoneItem] = []
-        out: list[WireEnvelope] = []
+    async def _step(self, state: HostedRun, grant: GrantBatch) -> Stepped:
+        """Step the granted components; what they did (or the error)."""
+        out = Stepped(grant.window)
         try:
             self._file(state, grant)
             for cid, expect in zip(grant.components, grant.expect, strict=True):
-                box = self._box(state, cid)
-                inbox = box.take(grant.window, grant.time_s)
-                if len(inbox) != expect:  # relay: every input came with this grant or an earlier one
-                    raise ProtocolError(
-                        f"{cid} holds {len(inbox)} messages for window {grant.window}, the conductor counted {expect}"
-                    )
-                items.append(self._step(state, grant, cid, inbox, out))
-        except Exception as exc:
-            self._refuse(grant, exc)
-            return
-        self._done(state, grant, items, out)
-
-    async def _grant_later(self, state: HostedRun, grant: GrantBatch) -> None:
-        items: list[DoneItem] = []
-        out: list[WireEnvelope] = []
-        try:
-            self._file(state, grant)
-            for cid, expect in zip(grant.components, grant.expect, strict=True):
-                inbox = await self._inputs(state, cid, grant.window, grant.time_s, expect)
-                if cid in state.offload:
-                    t0 = time.perf_counter()
-                    await asyncio.to_thread(state.comps[cid].step, grant.time_s, inbox)
-                    self._stepped(time.perf_counter() - t0)
-                    items.append(self._sent(state, grant, cid, out))
+                inbox = self._inputs(state, grant, cid, expect)
+                comp = state.comps[cid]
+                t0 = time.perf_counter()
+                if cid in state.offload:  # may block on the planner: keep the loop free
+                    await asyncio.to_thread(comp.step, grant.time_s, inbox)
                 else:
-                    items.append(self._step(state, grant, cid, inbox, out))
-        except Exception as exc:
-            self._refuse(grant, exc)
-            return
-        self._done(state, grant, items, out)
+                    comp.step(grant.time_s, inbox)
+                self.host_metrics.step_duration.observe(time.perf_counter() - t0)
+                self.host_metrics.steps.inc()
+                out.items[cid], out.wires[cid] = self._sent(comp)
+        except Exception as exc:  # anything after the grant is understood: an error DoneBatch
+            if not isinstance(exc, TwinError):
+                log.error("%s: step failed in window %d", self.name, grant.window, exc_info=exc)
+            return Stepped(grant.window, error=f"{self.name}: {exc}")
+        out.completed = sum(c.completed for c in state.counters) if state.counters else -1
+        return out
+
+    def _answer(self, state: HostedRun, grant: GrantBatch) -> DoneBatch:
+        """The DoneBatch of ``grant`` from what the last step did; only the components the
+        grant does not list in ``follow`` have their envelopes published."""
+        last = state.last
+        if last.error:
+            return DoneBatch(grant.run, grant.window, self.name, [], error=last.error, attempt=grant.attempt)
+        follow = set(grant.follow)
+        items, out = [], []
+        for cid in grant.components:
+            item = last.items.get(cid)
+            if item is None:
+                return DoneBatch(
+                    grant.run, grant.window, self.name, [],
+                    error=f"{self.name}: window {grant.window} granted {cid} again, which it did not step",
+                    attempt=grant.attempt,
+                )  # fmt: skip
+            items.append(item)
+            if cid not in follow:
+                out.extend(last.wires[cid])
+        if out:
+            self.host_metrics.envelopes_out.inc(len(out))
+        return DoneBatch(grant.run, grant.window, self.name, items, last.completed, "", out, grant.attempt)
 
     def _file(self, state: HostedRun, grant: GrantBatch) -> None:
         """Check the grant; put relayed envelopes (produced in earlier windows) in their mailboxes."""
@@ -241,111 +276,52 @@ class HostService(Service):
             box = state.mail.get(item.dst)
             if box is None:
                 raise ProtocolError(f"relayed envelope for {item.dst!r}, which {self.name} does not host")
-            box.add(grant.window - 1, self.codec.from_wire(item))
+            box.add(self.codec.from_wire(item))
         if grant.envelopes:
             self.host_metrics.envelopes_in.inc(len(grant.envelopes))
 
-    def _done(
-        self, state: HostedRun, grant: GrantBatch, items: list[DoneItem], out: list[WireEnvelope]
-    ) -> None:
-        completed = sum(c.completed for c in state.counters) if state.counters else -1
-        done = DoneBatch(grant.run, grant.window, self.name, items, completed=completed, envelopes=out)
-        self.publish_nowait(state.done_subject, done)
-
-    def _refuse(self, grant: GrantBatch, exc: Exception) -> None:
-        """Anything that goes wrong after the grant is understood: an error DoneBatch."""
-        if not isinstance(exc, TwinError):
-            log.error("%s: step failed in window %d", self.name, grant.window, exc_info=exc)
-        why = f"{self.name}: {exc}"
-        self.publish_nowait(
-            subjects.done(grant.run), DoneBatch(grant.run, grant.window, self.name, [], error=why)
-        )
-
-    def _box(self, state: HostedRun, cid: str) -> Mailbox:
+    def _inputs(self, state: HostedRun, grant: GrantBatch, cid: str, expect: int) -> list[Envelope]:
+        """The ``expect`` envelopes stamped <= the grant's time, in handling order (every one
+        came with this grant or an earlier one)."""
         box = state.mail.get(cid)
         if box is None:
-            raise Rejected("malformed", f"grant for {cid!r}, which {self.name} does not host")
-        return box
-
-    async def _inputs(
-        self, state: HostedRun, cid: str, window: int, now: float, expect: int
-    ) -> list[Envelope]:
-        """The ``expect`` envelopes stamped <= now from earlier windows, in handling order."""
-        box = self._box(state, cid)
-        arrived = state.arrived[cid]
-        taken = box.take(window, now)
-        if len(taken) < expect:
-            t0 = time.perf_counter()
-            deadline = t0 + self.wait_timeout_s
-            while len(taken) < expect:
-                arrived.clear()
-                try:
-                    await asyncio.wait_for(arrived.wait(), max(deadline - time.perf_counter(), 0.0))
-                except TimeoutError:
-                    raise ProtocolError(
-                        f"{cid} waited {self.wait_timeout_s:g} s for its messages of window {window} "
-                        f"(t={now!r} s): has {len(taken)} of {expect}"
-                    ) from None
-                taken += box.take(window, now)
-            taken.sort(key=lambda e: e.key)  # merged from several takes
-            self.host_metrics.input_wait.observe(time.perf_counter() - t0)
-        if len(taken) > expect:
+            raise ProtocolError(f"grant for {cid!r}, which {self.name} does not host")
+        inbox = box.take(grant.time_s)
+        if len(inbox) != expect:
             raise ProtocolError(
-                f"{cid} holds {len(taken)} messages for window {window}, the conductor counted {expect}"
+                f"{cid} holds {len(inbox)} messages for window {grant.window}, the conductor counted {expect}"
             )
-        return taken
+        return inbox
 
-    def _step(
-        self, state: HostedRun, grant: GrantBatch, cid: str, inbox: list[Envelope], out: list[WireEnvelope]
-    ) -> DoneItem:
-        t0 = time.perf_counter()
-        state.comps[cid].step(grant.time_s, inbox)
-        self._stepped(time.perf_counter() - t0)
-        return self._sent(state, grant, cid, out)
-
-    def _stepped(self, wall_s: float) -> None:
-        self.host_metrics.step_duration.observe(wall_s)
-        self.host_metrics.steps.inc()
-
-    def _sent(self, state: HostedRun, grant: GrantBatch, cid: str, out: list[WireEnvelope]) -> DoneItem:
-        """What a step sent: appended to ``out`` (relay) or published (direct); its DoneItem."""
-        comp = state.comps[cid]
+    def _sent(self, comp: Component) -> tuple[DoneItem, list[WireEnvelope]]:
+        """What a step sent: its DoneItem, with a digest that every replica's must match, and
+        the envelopes."""
         sent = comp.outbox.drain()
-        leader = cid not in state.followers
-        digest = 0
-        if state.relay:
-            wires = [self.codec.to_wire(e) for e in sent]
-            if wires:
-                digest = zlib.crc32(self.codec.encode(wires))
-            if leader:
-                out.extend(wires)
-        else:
-            by_dst: dict[str, list[Envelope]] = {}
-            for env in sent:
-                by_dst.setdefault(env.dst, []).append(env)
-            for dst, envs in by_dst.items():
-                data = self.codec.wire_batch(state.run, grant.window, envs)
-                digest = zlib.crc32(data, digest)
-                if leader:
-                    self.publish_nowait(subjects.component(state.run, dst), data)
-        if leader and sent:
-            self.host_metrics.envelopes_out.inc(len(sent))
-        return DoneItem(cid, comp.next_time(), [e.dst for e in sent], [e.time for e in sent], digest)
+        wires = [self.codec.to_wire(e) for e in sent]
+        digest = zlib.crc32(self.codec.encode(wires)) if wires else 0
+        item = DoneItem(comp.id, comp.next_time(), [e.dst for e in sent], [e.time for e in sent], digest)
+        return item, wires
 
-    async def _on_collect(self, msg: Msg) -> None:
-        cmd = self.codec.decode(msg.data, Collect)
-        state = self._state(cmd.run)
+    async def _on_collect(self, state: HostedRun, cmd: Collect) -> None:
+        if cmd.to and self.name not in cmd.to:
+            return
+        if state.exported is None:
+            state.exported = self._export(state, cmd)
+        for chunk in state.exported:
+            await self.publish(subjects.export(cmd.run, self.name), chunk)
+
+    def _export(self, state: HostedRun, cmd: Collect) -> list[Chunk]:
+        """Finish every hosted component and export it (followers too: one may have been
+        promoted; the conductor takes each component's export from its leader)."""
         parts: dict[str, Any] = {}
         error = ""
         try:
             for cid in sorted(state.comps):
                 comp = state.comps[cid]
                 comp.finish(cmd.end_s)
-                if cid not in state.followers:
-                    parts[cid] = self.codec.raw(export_of(comp))
+                parts[cid] = self.codec.raw(comp.export())
         except Exception as exc:
             log.exception("%s: export failed", self.name)
             parts, error = {}, f"{self.name}: export failed: {exc}"
         data = self.codec.encode(ExportBatch(cmd.run, self.name, parts, error))
-        for chunk in chunks.split(f"{self.name}", data, self.bus.max_payload):
-            await self.publish(subjects.export(cmd.run), chunk)
+        return chunks.split(self.name, data, self.bus.max_payload)

@@ -5,11 +5,11 @@ fixed, so dashboards can be written against this file alone. Every process has i
 registry (tests build a fresh one each time); Prometheus adds ``job``/``instance`` labels when
 it scrapes, so no metric carries the service name itself.
 
-Metrics updated per message or per window are kept in plain numbers (:class:`PlainCounter`,
-:class:`PlainGauge`, :class:`PlainHistogram`) and turned into Prometheus samples only when
-scraped: prometheus-client's own metrics take a lock on every update, which cost several
-microseconds per window. The services update metrics from their event loop's thread only (the
-/metrics endpoint runs on that loop too), so plain numbers need no lock.
+Metrics are kept in plain numbers (:class:`PlainCounter`, :class:`PlainGauge`,
+:class:`PlainHistogram`) and turned into Prometheus samples only when scraped:
+prometheus-client's own metrics take a lock on every update, which cost several microseconds
+per window. The services update metrics from their event loop's thread only (the /metrics
+endpoint runs on that loop too), so plain numbers need no lock.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,12 +26,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-WALL_BUCKETS_S = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-"""Histogram buckets for wall-clock durations, seconds (10 us to 10 s)."""
-
-REJECT_REASONS = ("malformed", "unknown_run", "stale", "handler")
-"""Why a message was rejected: it does not decode, names a run the service does not know,
-belongs to a window already closed, or its handler failed."""
+from llmtwin.observe.transport_families import (
+    PLAN_RESULTS,
+    RECOVERY_KINDS,
+    REFUSED_OPERATIONS,
+    REJECT_REASONS,
+    RUN_OUTCOMES,
+    WALL_BUCKETS_S,
+)
 
 
 class PlainCounter:
@@ -121,27 +123,38 @@ class PlainHistogram:
         yield HistogramMetricFamily(self.name, self.doc, buckets=cumulative, sum_value=self.total)
 
 
-class BusMetrics:
-    """What every service counts: messages in and out, and the ones it rejected."""
+def by_direction(registry: CollectorRegistry, name: str, doc: str) -> tuple[PlainCounter, PlainCounter]:
+    """The ``direction="in"`` and ``direction="out"`` counters of one family."""
+    family = PlainCounter(registry, name, doc, "direction", ("in", "out"))
+    return family.labels("in"), family.labels("out")
 
-    __slots__ = ("messages_in", "messages_out", "rejected", "up")
+
+class BusMetrics:
+    """What every service counts: messages in and out, the ones it rejected, the operations the
+    server refused it, its reconnections."""
+
+    __slots__ = ("messages_in", "messages_out", "reconnects", "refused", "rejected", "up")
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        messages = PlainCounter(
+        self.messages_in, self.messages_out = by_direction(
+            registry, "twin_bus_messages_total", "Bus messages handled, by direction"
+        )
+        self.rejected = PlainCounter(
+            registry, "twin_bus_rejected_total", "Bus messages rejected, by reason", "reason", REJECT_REASONS
+        )
+        self.up = PlainGauge(registry, "twin_service_up", "1 while the service is started")
+        self.refused = PlainCounter(
             registry,
-            "twin_bus_messages_total",
-            "Bus messages handled, by direction",
-            "direction",
-            ("in", "out"),
+            "twin_bus_refused_total",
+            "Operations of this service the NATS server refused (permissions violations), by operation",
+            "operation",
+            REFUSED_OPERATIONS,
         )
-        self.messages_in = messages.labels("in")
-        self.messages_out = messages.labels("out")
-        self.rejected = Counter(
-            "twin_bus_rejected_total", "Bus messages rejected, by reason", ["reason"], registry=registry
+        self.reconnects = PlainCounter(
+            registry,
+            "twin_bus_reconnects_total",
+            "Times this service's NATS connection came back after a loss",
         )
-        for reason in REJECT_REASONS:
-            self.rejected.labels(reason)
-        self.up = Gauge("twin_service_up", "1 while the service is started", registry=registry)
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason).inc()
@@ -150,7 +163,16 @@ class BusMetrics:
 class ConductorMetrics:
     """Virtual time, windows and pacing of the conductor."""
 
-    __slots__ = ("envelopes", "lag", "paused", "runs", "virtual_time", "window_duration", "windows")
+    __slots__ = (
+        "envelopes",
+        "lag",
+        "paused",
+        "recoveries",
+        "runs",
+        "virtual_time",
+        "window_duration",
+        "windows",
+    )
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.windows = PlainCounter(registry, "twin_conductor_windows_total", "Time windows opened")
@@ -171,42 +193,33 @@ class ConductorMetrics:
         self.envelopes = PlainCounter(
             registry, "twin_conductor_envelopes_total", "Envelopes the components reported sending"
         )
-        self.runs = Counter(
-            "twin_conductor_runs_total", "Runs ended, by outcome", ["outcome"], registry=registry
+        self.runs = PlainCounter(
+            registry, "twin_conductor_runs_total", "Runs ended, by outcome", "outcome", RUN_OUTCOMES
         )
-        for outcome in ("completed", "stopped", "failed"):
-            self.runs.labels(outcome)
-        self.paused = Gauge("twin_conductor_paused", "1 while the run is paused", registry=registry)
+        self.paused = PlainGauge(registry, "twin_conductor_paused", "1 while the run is paused")
+        self.recoveries = PlainCounter(
+            registry,
+            "twin_conductor_recoveries_total",
+            "Windows recovered, by kind (reissue, rejoin, failover)",
+            "kind",
+            RECOVERY_KINDS,
+        )
 
 
 class HostMetrics:
     """Steps of the components a generator, balancer or device service hosts."""
 
-    __slots__ = ("components", "envelopes_in", "envelopes_out", "input_wait", "step_duration", "steps")
+    __slots__ = ("components", "envelopes_in", "envelopes_out", "step_duration", "steps")
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.steps = PlainCounter(registry, "twin_host_steps_total", "Component steps taken")
         self.step_duration = PlainHistogram(
             registry, "twin_host_step_duration_seconds", "Wall time of one component step", WALL_BUCKETS_S
         )
-        self.input_wait = Histogram(
-            "twin_host_input_wait_seconds",
-            "Wall time a granted component waited for its messages to arrive",
-            buckets=WALL_BUCKETS_S,
-            registry=registry,
+        self.envelopes_in, self.envelopes_out = by_direction(
+            registry, "twin_host_envelopes_total", "Envelopes received and sent, by direction"
         )
-        envelopes = PlainCounter(
-            registry,
-            "twin_host_envelopes_total",
-            "Envelopes received and sent, by direction",
-            "direction",
-            ("in", "out"),
-        )
-        self.envelopes_in = envelopes.labels("in")
-        self.envelopes_out = envelopes.labels("out")
-        self.components = Gauge(
-            "twin_host_components", "Components hosted in the current run", registry=registry
-        )
+        self.components = PlainGauge(registry, "twin_host_components", "Components hosted in the current run")
 
 
 class PlannerMetrics:
@@ -215,17 +228,12 @@ class PlannerMetrics:
     __slots__ = ("plan_duration", "requests")
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "twin_planner_requests_total",
-            "Plan requests, by result (hit, miss, error)",
-            ["result"],
-            registry=registry,
+        self.requests = PlainCounter(
+            registry, "twin_planner_requests_total", "Plan requests, by result", "result", PLAN_RESULTS
         )
-        for result in ("hit", "miss", "error"):
-            self.requests.labels(result)
-        self.plan_duration = Histogram(
+        self.plan_duration = PlainHistogram(
+            registry,
             "twin_planner_plan_duration_seconds",
             "Wall time to compute one plan (cache misses)",
-            buckets=WALL_BUCKETS_S,
-            registry=registry,
+            WALL_BUCKETS_S,
         )

@@ -20,6 +20,7 @@ from llmtwin.errors import ConfigurationError
 Role = Literal["leader", "follower"]
 
 _INSTANCE = re.compile(r"^instance-(\d+)$")
+_RANGES = re.compile(r"^[\d,\-\s]+$")
 
 
 def parse_ranges(text: str, what: str = "instance") -> frozenset[int]:
@@ -91,14 +92,23 @@ def for_role(
     shard: str = "",
     follow: str = "",
 ) -> Selector:
-    """The selector of a service role (generator, balancer, device, host)."""
+    """The selector of a service role (generator, balancer, device, host); ``follow`` takes
+    instance numbers (``0-3,6``) or fnmatch patterns of component ids."""
     patterns = {"generator": ("generator",), "balancer": ("balancer",), "device": ("instance-*",)}
     lead = tuple(p for p in components.split(",") if p) or patterns.get(role, ())
     if not lead and not follow:
         raise ConfigurationError(f"a {role} service needs --components (fnmatch patterns of component ids)")
     return Selector(
         lead=lead,
-        follow=tuple(f"instance-{i}" for i in sorted(parse_ranges(follow))) if follow else (),
+        follow=_follow_patterns(follow),
         instances=parse_ranges(instances) if instances else None,
         shard=parse_shard(shard) if shard else None,
     )
+
+
+def _follow_patterns(text: str) -> tuple[str, ...]:
+    if not text:
+        return ()
+    if _RANGES.match(text):
+        return tuple(f"instance-{i}" for i in sorted(parse_ranges(text)))
+    return tuple(p.strip() for p in text.split(",") if p.strip())

@@ -3,8 +3,8 @@
 * ``llmtwin ops`` within 10% median absolute error of Vidur's medians for the projection and MLP
   ops, tokens 1-4096, each TP degree 1/2/4/8 separately;
 * ``llmtwin collective`` within 15% for intra-node allreduce, each world size;
-* ``llmtwin step`` with the calibrated engine profile within 15% over the prefill rows and over
-  the decode rows of splitwise_dgx_a100_iterations.csv.
+* ``llmtwin step`` with the calibrated engine profile within 10% median and 25% at the 90th
+  percentile over the prefill rows and over the decode rows of splitwise_dgx_a100_iterations.csv.
 """
 
 from __future__ import annotations
@@ -88,8 +88,13 @@ def mean_decode_s(sm: StepModel, batch: int, prompt: int, generated: int) -> flo
     return statistics.fmean(sm.time(BatchShape.decode(batch, c)) for c in contexts)
 
 
-def test_iterations_within_15_percent_with_calibrated_engine() -> None:
-    """Splitwise DGX-A100 rows: median |pred/meas - 1| <= 15% for prefill rows and for decode rows."""
+def p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10, method="inclusive")[-1]
+
+
+def test_iterations_within_10_percent_median_25_at_p90_with_calibrated_engine() -> None:
+    """Splitwise DGX-A100 rows: |pred/meas - 1| median <= 10% and p90 <= 25%, for prefill rows and
+    for decode rows."""
     hw = HardwareCatalog().get("a100-80g")
     engine = EngineCatalog().get(ENGINE)
     models = ModelCatalog()
@@ -112,8 +117,10 @@ def test_iterations_within_15_percent_with_calibrated_engine() -> None:
         prefill_err.append(abs(prefill_cache[pk] / s.prefill_s - 1))
         decode_err.append(abs(decode_cache[dk] / s.decode_s - 1))
     assert len(prefill_err) == 420
-    assert statistics.median(prefill_err) <= 0.15
-    assert statistics.median(decode_err) <= 0.15
+    assert statistics.median(prefill_err) <= 0.10
+    assert statistics.median(decode_err) <= 0.10
+    assert p90(prefill_err) <= 0.25
+    assert p90(decode_err) <= 0.25
 
 
 def test_step_cli_reports_the_step_model_time(capsys: pytest.CaptureFixture[str]) -> None:

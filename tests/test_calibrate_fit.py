@@ -6,16 +6,17 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from llmtwin.calibrate.fit import OP_PARAMS, fit_ops
+from llmtwin.calibrate.fit import OP_PARAMS, bounded, fit_ops, unidentified
 from llmtwin.calibrate.measured import (
     catalog_model_name,
     read_collective_file,
     read_iteration_file,
     read_op_file,
 )
-from llmtwin.calibrate.opset import group_samples
+from llmtwin.calibrate.opset import OpGroup, group_samples
 from llmtwin.calibrate.toml_out import dumps, round_sig
 from llmtwin.cli.main import main
 from llmtwin.errors import CalibrationError
@@ -26,6 +27,7 @@ from llmtwin.physics.precision import Precision
 MEASURED = Path(__file__).resolve().parents[2] / "shared" / "data" / "measured-a100"
 needs_data = pytest.mark.skipif(not MEASURED.is_dir(), reason=f"measured data not found at {MEASURED}")
 SHAPE_FIELDS = [p.name for p in OP_PARAMS] + ["allreduce_realised", "allreduce_sharpness"]
+HARDWARE_FILE = Path(__file__).resolve().parents[1] / "llmtwin" / "data" / "hardware" / "a100-80g.toml"
 
 
 def calibrate_argv(out: Path) -> list[str]:
@@ -54,11 +56,23 @@ def test_calibrate_reproduces_the_shipped_files(tmp_path: Path, capsys: pytest.C
     )
     shipped_engine = tomllib.loads(engine_file.read_text())
     fresh_engine = tomllib.loads((tmp_path / "engines" / "splitwise-dgx-a100.toml").read_text())
+    fresh_bands = tomllib.loads((tmp_path / "hardware" / "a100-80g.toml").read_text())["bands"]
+    for fresh_table, shipped_table in (
+        (fresh_engine["bands"], shipped_engine["bands"]),
+        (fresh_bands, tomllib.loads(HARDWARE_FILE.read_text())["bands"]),
+    ):
+        assert fresh_table.keys() == shipped_table.keys()
+        for key, rows in fresh_table.items():
+            assert np.array(rows) == pytest.approx(np.array(shipped_table[key]), rel=2e-3), key
     for key in (
         "iteration_overhead_us",
         "per_kernel_launch_us",
         "per_sequence_overhead_us",
         "prefill_overhead_us",
+        "per_sequence_vocab_ns",
+        "prefill_pair_bytes",
+        "max_batched_tokens",
+        "host_speed",
     ):
         assert fresh_engine[key] == pytest.approx(shipped_engine[key], rel=2e-3)
 
@@ -84,7 +98,7 @@ def test_fit_recovers_known_shape_from_synthetic_profile(
     (tmp_path / "hardware").mkdir()
     (tmp_path / "hardware" / "synthetic.toml").write_text(dumps(base | {"name": "synthetic"}))
     profile = tmp_path / "synthetic.mlp.csv"
-    chunks = []
+    chunks: list[str] = []
     for tp in (1, 2, 4, 8):
         argv = ["ops", "--hardware", str(tmp_path / "hardware" / "synthetic.toml"), "--model", "llama-2-70b",
                 "--tp", str(tp), "--tokens", ",".join(str(t) for t in range(1, 4097, 37)), "--format", "vidur-csv"]  # fmt: skip
@@ -139,3 +153,31 @@ def test_toml_writer_round_trips() -> None:
     assert tomllib.loads(dumps(doc)) == doc
     assert round_sig(0.123456) == 0.1235
     assert round_sig(5.0334e-06) == 5.033e-06
+
+
+def test_bandwidth_fraction_beyond_the_peak_cap_is_fitted_to_the_cap() -> None:
+    """A class fraction above 1/hbm predicts the same times as 1/hbm (the roofline caps the
+    bandwidth at peak), so the fit must land on the cap itself, not wherever the optimiser stops:
+    that flat direction is what made ``add_bw`` come out 1.187 on one machine and 1.177 on another."""
+    hw = HardwareCatalog().get("a100-80g")
+    (param,) = bounded([p for p in OP_PARAMS if p.name == "add_bw"], hw)
+    assert param.high == pytest.approx(1.0 / hw.efficiency.hbm)
+    size = np.geomspace(1e5, 1e9, 8)
+    ones = np.ones_like(size)
+    group = OpGroup(
+        op="add", kind="elementwise", memory_class="add", row_parallel=False, flops=size / 6,
+        hbm_bytes=size, rows=ones, tokens=ones * 64, tp=ones, model=np.array(["m"] * 8),
+        measured_s=2e-6 + 0.8 * size / hw.hbm_bandwidth,  # "faster than peak": only the cap is reachable
+    )  # fmt: skip
+    fitted = fit_ops(hw, [group], Precision(), max_tokens=4096).efficiency
+    assert fitted.add_bw == pytest.approx(1.0 / hw.efficiency.hbm, rel=1e-9)
+
+
+def test_unidentified_names_free_parameters_without_influence() -> None:
+    """A parameter no residual depends on is reported, unless the fit holds it at a bound."""
+    params = [p for p in OP_PARAMS if p.name in ("norm_bw", "add_bw")]
+    names = [p.name for p in params]
+    jac = np.array([[1.0, 0.0], [2.0, 0.0]])
+    lows, highs = np.array([p.low for p in params]), np.array([p.high for p in params])
+    assert unidentified(names, jac, np.array([0.5, 0.5]), (lows, highs)) == ["add_bw"]
+    assert unidentified(names, jac, np.array([0.5, highs[1]]), (lows, highs)) == []

@@ -144,7 +144,8 @@ def test_sweep_collects_a_summary_per_rate_and_policy(
         (16.0, "accellm"),
     ]
     spans = {p["rate_rps"]: p["summary"]["span_s"] for p in doc["points"] if p["policy"] == "colocated"}
-    # Half the arrival rate, about twice the arrival window.
-    assert spans[8.0] > 1.3 * spans[16.0]
+    # Half the arrival rate, about twice the arrival window (40 / 8 - 40 / 16 = 2.5 s longer; the
+    # span also holds the last requests' service time, which does not depend on the rate).
+    assert spans[8.0] - spans[16.0] > 1.0
     assert (tmp_path / "sweep_latency.png").exists()
     assert (tmp_path / "sweep_throughput.png").exists()

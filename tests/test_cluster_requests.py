@@ -10,6 +10,7 @@ from scenario_builders import scenario_table, write_scenario
 from llmtwin.cluster.components import Generator
 from llmtwin.cluster.run import run_scenario, scenario_requests
 from llmtwin.models import ModelCatalog
+from llmtwin.runtime.run_size import RunLimits
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.spec import ClusterSpec, Scenario, WorkloadSpec
 from proto.control import RunSpec
@@ -55,10 +56,11 @@ def test_run_scenario_runs_the_scenario_requests() -> None:
 
 
 def test_cluster_factory_generator_holds_the_scenario_requests(tmp_path: Path) -> None:
-    """The service factory's generator sends exactly the requests a one-process run would."""
+    """The service factory's generator sends exactly the requests a one-process run would (the
+    scenario file in a directory the services may read)."""
     path = write_scenario(tmp_path, scenario_table(seed=7))
     spec = RunSpec("cluster", str(path))
-    comps = ClusterFactory().build(spec)
+    comps = ClusterFactory(limits=RunLimits(scenario_dirs=(str(tmp_path),))).build(spec)
     generator = next(c for c in comps if isinstance(c, Generator))
     want = scenario_requests(load_scenario(str(path), (), None))
     assert generator.requests == want

@@ -9,9 +9,11 @@ from preserve_builders import MIB, step_model
 
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.step import StepModel
 from llmtwin.preserve import step_costs
 from llmtwin.preserve.die_cost import COST_SOURCES, CostModel
-from llmtwin.preserve.sweep import split_mix, sweep_l2
+from llmtwin.preserve.sensitivity import band_of, l2_hbm_ratio, sensitivity, with_l2_hbm_ratio
+from llmtwin.preserve.sweep import SweepResult, split_mix, sweep_l2
 
 
 def test_every_cost_parameter_has_a_source() -> None:
@@ -78,3 +80,26 @@ def test_mix_cells_that_do_not_fit_are_left_out() -> None:
     fits, out = split_mix(sm, [1, 4096], [1024, 131072])
     assert (1, 1024) in [(w.batch, w.context) for w in fits]
     assert (4096, 131072) in [(w.batch, w.context) for w in out]
+
+
+def test_sensitivity_reruns_the_sweep_over_the_uncalibrated_inputs() -> None:
+    """--vary: every combination is swept; the allreduce latency moves the answer (windows and
+    exposed step time both change), a faster L2 (cheaper reads of prefetched bytes) raises the
+    PRESERVE speedup; the band spans the points."""
+    sm = step_model()
+
+    def sweep(model: StepModel) -> SweepResult:
+        return sweep_l2(model, [4, 64, 256], batches=[8], contexts=[4096])
+
+    grid = {"allreduce_alpha_us": [5.0, 60.0], "l2_hbm_ratio": [2.0, 6.0]}
+    points = sensitivity(sm, grid, sweep)
+    assert [tuple(p.inputs.values()) for p in points] == [(5.0, 2.0), (5.0, 6.0), (60.0, 2.0), (60.0, 6.0)]
+    by = {tuple(p.inputs.values()): p.speedup_at_optimum for p in points}
+    assert by[(60.0, 2.0)] != pytest.approx(by[(5.0, 2.0)], rel=1e-3)
+    assert by[(5.0, 6.0)] > by[(5.0, 2.0)]
+    lo, hi = band_of(points)["speedup_at_optimum"]
+    assert lo == min(by.values())
+    assert hi == max(by.values())
+    assert l2_hbm_ratio(with_l2_hbm_ratio(sm.hw, 3.7)) == pytest.approx(3.7)
+    with pytest.raises(ConfigurationError, match="--vary"):
+        sensitivity(sm, {"hbm_tb_s": [1.0]}, sweep)

@@ -10,8 +10,9 @@ from llmtwin.hardware import HardwareCatalog, HardwareSpec
 from llmtwin.models import ModelCatalog
 from llmtwin.physics.collectives import collective_time
 from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.op_time import op_time
 from llmtwin.physics.precision import Precision
-from llmtwin.physics.roofline import op_time, smooth_max
+from llmtwin.physics.roofline import smooth_max
 from llmtwin.physics.step import StepModel
 
 HARDWARE = ("a100-80g", "h100-sxm", "ascend-910b2")

@@ -11,7 +11,7 @@ from llmtwin.errors import CatalogFileError, UnknownEngine
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
 from llmtwin.physics.graph import BatchShape
-from llmtwin.physics.overhead import EngineCatalog, EngineSpec, launch_pipeline
+from llmtwin.physics.overhead import CPU_FIELDS, EngineCatalog, EngineSpec, launch_pipeline
 from llmtwin.physics.step import StepModel
 
 
@@ -100,3 +100,40 @@ def test_time_with_a_prefetch_plan_runs_the_engine_over_the_planned_op_times() -
     assert sm.time(shape, plan) == pytest.approx(expected, rel=1e-9)
     assert sum(planned) < sm.device_time(shape)
     assert sm.time(shape, {}) == sm.time(shape)
+
+
+def test_cpu_terms_move_with_the_host_and_framework_gpu_work_with_the_device() -> None:
+    """On a host twice as fast every CPU term halves; the framework's GPU bytes stay bytes and
+    take the device's own streaming bandwidth."""
+    engine = EngineSpec(
+        name="t", iteration_overhead_s=4e-3, per_kernel_launch_s=40e-6, per_sequence_overhead_s=2e-4,
+        per_sequence_vocab_s=1e-9, prefill_overhead_s=6e-3, prefill_pair_bytes=100.0, host_speed=1.0,
+    )  # fmt: skip
+    fast = engine.on_host(2.0)
+    for name in CPU_FIELDS:
+        assert getattr(fast, name) == pytest.approx(getattr(engine, name) / 2, rel=1e-12), name
+    assert fast.prefill_pair_bytes == engine.prefill_pair_bytes
+    a100, h100 = HardwareCatalog().get("a100-80g"), HardwareCatalog().get("h100-sxm")
+    ratio = engine.gpu_work_s(a100, 80, 4096) / engine.gpu_work_s(h100, 80, 4096)
+    rate = (h100.hbm_bandwidth * h100.efficiency.hbm) / (a100.hbm_bandwidth * a100.efficiency.hbm)
+    assert ratio == pytest.approx(rate, rel=1e-12)
+    assert engine.gpu_work_s(a100, 80, 8192) == pytest.approx(4 * engine.gpu_work_s(a100, 80, 4096))
+    sm = StepModel(h100, ModelCatalog().get("llama-2-70b"), 8, engine=engine)
+    assert sm.engine.per_kernel_launch_s == pytest.approx(40e-6 / h100.host_cpu_speed)
+
+
+def test_a_batch_beyond_the_pass_limit_runs_as_several_passes() -> None:
+    """Prompts are spread over the fewest passes of at most max_batched_tokens; tokens, sequences
+    and causal pairs add up; one long prompt stays one pass."""
+    engine = EngineSpec(name="t", max_batched_tokens=8192)
+    shape = BatchShape.prefill(24, 512)
+    passes = engine.passes(shape)
+    assert len(passes) == 2
+    assert [p.prefill_seqs for p in passes] == [12, 12]
+    assert sum(p.prefill_tokens for p in passes) == shape.prefill_tokens
+    assert sum(p.prefill_attn_pairs for p in passes) == pytest.approx(shape.prefill_attn_pairs)
+    assert all(p.prefill_tokens <= 8192 for p in passes)
+    assert engine.passes(BatchShape.prefill(1, 20000)) == [BatchShape.prefill(1, 20000)]
+    assert EngineSpec(name="t").passes(shape) == [shape]
+    sm = StepModel(HardwareCatalog().get("a100-80g"), ModelCatalog().get("llama-2-70b"), 8, engine=engine)
+    assert sm.time(shape) == pytest.approx(sum(sm.time(p) for p in passes), rel=1e-12)

@@ -8,14 +8,15 @@ from typing import Any
 import msgpack
 import msgspec
 import pytest
+from toy_components import TOY_TYPES, Ping
 
+from llmtwin.cluster import messages
 from llmtwin.cluster.messages import Arrival, InstanceExport
 from llmtwin.errors import ProtocolError
 from llmtwin.sim.kernel import Envelope
 from proto import control, subjects
 from proto.chunks import Reassembler, split
-from proto.codec import Codec, body_types
-from proto.toy import Ping
+from proto.codec import Codec, tagged_structs
 
 
 def sample(cls: type[msgspec.Struct]) -> msgspec.Struct:
@@ -56,7 +57,7 @@ def _value(tp: Any) -> Any:
     raise AssertionError(f"no sample value for {tp!r}")
 
 
-ALL_TYPES = [*control.CONTROL_TYPES, *body_types()]
+ALL_TYPES = [*control.CONTROL_TYPES, *tagged_structs(messages), *TOY_TYPES]
 
 
 @pytest.mark.parametrize("cls", ALL_TYPES, ids=lambda c: c.__name__)
@@ -100,7 +101,9 @@ def test_codec_rejects_malformed_and_unregistered_messages() -> None:
         codec.decode_body(msgpack.packb({"type": "twin.v1.nope", "x": 1}))
     with pytest.raises(ProtocolError, match="not a registered message type"):
         codec.to_wire(Envelope(0.0, 0, "a", 0, "b", {"not": "a struct"}))
-    assert codec.decode_body(codec.encode(Ping(3))) == Ping(3)
+    with pytest.raises(ProtocolError, match="envelope body"):
+        codec.decode_body(codec.encode(Ping(3)))  # the toys' messages are not the twin's
+    assert Codec(TOY_TYPES).decode_body(codec.encode(Ping(3))) == Ping(3)
 
 
 def test_codec_refuses_duplicate_tags() -> None:
@@ -114,14 +117,19 @@ def test_codec_refuses_duplicate_tags() -> None:
 
 
 def test_subjects_are_versioned_and_validate_tokens() -> None:
-    """Every subject starts with twin.v1; ids with dots, spaces or wildcards are refused."""
-    assert subjects.component("r1", "instance-0") == "twin.v1.run.r1.comp.instance-0"
+    """Every subject starts with twin.v1; ids with dots, spaces or wildcards are refused; only
+    ``subjects.ANY`` (not any string "*") makes a pattern."""
     assert subjects.grant("r1", "device-0") == "twin.v1.run.r1.grant.device-0"
-    for fn in (subjects.hello, subjects.heartbeat, subjects.run_start, subjects.config, subjects.plan):
+    for fn in (subjects.run_start, subjects.config, subjects.plan):
         assert fn().startswith(f"{subjects.PREFIX}.")
+    assert subjects.hello("device-1") == "twin.v1.ctl.hello.device-1"
+    assert subjects.done(subjects.ANY, subjects.ANY) == "twin.v1.run.*.done.*"
+    assert subjects.service_of(subjects.done("r1", "device-2")) == "device-2"
     for bad in ("a.b", "a b", "*", ">", ""):
         with pytest.raises(ProtocolError):
-            subjects.component("r1", bad)
+            subjects.grant("r1", bad)
+        with pytest.raises(ProtocolError):
+            subjects.hello(bad)
 
 
 def test_chunks_split_and_reassemble_in_any_order() -> None:

@@ -10,7 +10,7 @@ import pytest
 from report_builders import make_big_result, make_result
 
 from llmtwin.report.outputs import RunOutput, describe_written, write_compare, write_run, write_sweep
-from llmtwin.report.plots import cdf_points, chunk_max, role_segments
+from llmtwin.report.plot_data import cdf_points
 from llmtwin.report.summary import summarize
 from llmtwin.scenario.spec import SLOSpec
 
@@ -88,19 +88,10 @@ def test_cdf_thinning_keeps_the_extremes() -> None:
     assert (x[0], x[-1], y[-1]) == (0.0, 9999.0, 1.0)
 
 
-def test_chunk_max_keeps_peaks() -> None:
-    """Downsampled timelines keep every chunk's peak."""
-    v = np.zeros(10_000)
-    v[4321] = 5.0
-    idx, m = chunk_max(v, max_points=50)
-    assert idx.size == 50
-    assert m.max() == 5.0
-
-
-def test_role_segments_merge_repeats() -> None:
-    """Consecutive identical roles form one segment lasting until the next change or the end."""
+def test_role_strip_merges_repeats() -> None:
+    """Consecutive identical roles form one stretch lasting until the next change or the end."""
     inst = make_result().instances[0]
-    segs = role_segments(inst, 2.4)
+    segs = inst.role_stretches
     assert [(t, r) for t, _, r in segs] == [(0.0, "prefill"), (1.0, "decode"), (2.0, "prefill")]
     assert [d for _, d, _ in segs] == pytest.approx([1.0, 1.0, 0.4])
 

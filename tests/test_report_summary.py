@@ -8,7 +8,7 @@ import pytest
 from report_builders import make_request, make_result
 
 from llmtwin.errors import ConfigurationError
-from llmtwin.report.summary import Distribution, request_tbt, summarize
+from llmtwin.report.summary import Distribution, summarize
 from llmtwin.scenario.spec import SLOSpec
 
 
@@ -53,7 +53,7 @@ def test_counts_span_and_throughput() -> None:
 def test_unfinished_request_counts_as_failed() -> None:
     """A request cut off by the end of the run is failed with reason 'unfinished'."""
     r = make_result()
-    r.requests.append(make_request(3, 1.0, [1.2, 1.3], output=10))
+    r = make_result(requests=[*r.requests, make_request(3, 1.0, [1.2, 1.3], output=10)])
     s = summarize(r, SLOSpec())
     assert s.requests_failed == 2
     assert s.failure_reasons == {"prompt too long": 1, "unfinished": 1}
@@ -73,8 +73,7 @@ def test_goodput_depends_on_the_tbt_statistic() -> None:
 
 def test_single_token_request_meets_tbt_slo() -> None:
     """A request with one output token has no gap, so only its TTFT matters."""
-    r = make_result()
-    r.requests = [make_request(0, 0.0, [0.1])]
+    r = make_result(requests=[make_request(0, 0.0, [0.1])])
     s = summarize(r, SLOSpec(ttft_s=0.2, tbt_s=0.0))
     assert s.goodput_requests_per_s == pytest.approx(1 / 0.1)
     assert s.tbt_s == Distribution(0, None, None, None, None, None)
@@ -106,15 +105,6 @@ def test_cost_efficiency_uses_the_device_price() -> None:
     assert unpriced.tokens_per_usd is None
 
 
-def test_request_tbt_statistics() -> None:
-    """Per-request mean, p90, p99 and max of the gaps; None below two tokens."""
-    t = request_tbt(make_request(0, 0.0, [1.0, 1.1, 1.3, 1.9]))
-    assert t.mean == pytest.approx(0.3)
-    assert t.p90 == pytest.approx(0.52)
-    assert t.max == pytest.approx(0.6)
-    assert request_tbt(make_request(0, 0.0, [1.0])).mean is None
-
-
 def test_summary_dict_has_the_required_keys_and_keeps_wall_stats_apart() -> None:
     """The issue's summary.json keys are present; wall-clock figures only under 'run'."""
     d = summarize(make_result(), SLOSpec()).to_dict()
@@ -134,7 +124,7 @@ def test_summary_dict_has_the_required_keys_and_keeps_wall_stats_apart() -> None
 
 def test_empty_run_has_no_rates() -> None:
     """No requests: zero span, rates None instead of a division by zero."""
-    r = dataclasses.replace(make_result(), requests=[], end_s=0.0)
+    r = dataclasses.replace(make_result(requests=[]), end_s=0.0)
     s = summarize(r, SLOSpec())
     assert s.span_s == 0.0
     assert s.throughput_tokens_per_s is None

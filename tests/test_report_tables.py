@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 
 from report_builders import make_result
 
-from llmtwin.report.progress import ProgressBar
 from llmtwin.report.summary import summarize
 from llmtwin.report.tables import (
     METRICS,
@@ -81,49 +79,6 @@ def test_sweep_table_has_one_row_per_point() -> None:
     lines = sweep_table([(1.0, s), (2.5, s)]).splitlines()
     assert len(lines) == 4
     assert lines[3].startswith("2.5")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def test_progress_bar_is_silent_on_short_runs_and_throttled() -> None:
-    """Nothing before the delay; then at most one redraw per interval; close ends the line."""
-    out, clock = io.StringIO(), FakeClock()
-    bar = ProgressBar(100, out, tty=True, clock=clock, delay_s=0.5, interval_s=0.2)
-    bar(1.0, 10)
-    assert out.getvalue() == ""
-    clock.t = 0.6
-    bar(2.0, 20)
-    clock.t = 0.7
-    bar(3.0, 30)
-    assert out.getvalue().count("\r") == 1
-    assert "20/100 (20%)" in out.getvalue()
-    clock.t = 0.9
-    bar(4.0, 40)
-    assert out.getvalue().count("\r") == 2
-    bar.close()
-    assert out.getvalue().endswith("\n")
-
-
-def test_progress_bar_logs_plain_lines_off_a_terminal() -> None:
-    """Off a terminal: a full line every log interval, none before."""
-    out, clock = io.StringIO(), FakeClock()
-    bar = ProgressBar(None, out, tty=False, clock=clock, log_interval_s=10.0)
-    clock.t = 5.0
-    bar(1.0, 1)
-    assert out.getvalue() == ""
-    clock.t = 11.0
-    bar(2.0, 7)
-    clock.t = 12.0
-    bar(3.0, 8)
-    assert out.getvalue().splitlines() == ["7 requests done t=2.0s virtual, 11s wall"]
-    bar.close()
-    assert out.getvalue().endswith("wall\n")
 
 
 def test_markdown_table_aligns_numbers_right() -> None:

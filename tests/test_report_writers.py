@@ -26,17 +26,16 @@ def test_requests_csv_matches_the_golden_text() -> None:
 def test_requests_csv_is_sorted_by_rid_whatever_the_record_order() -> None:
     """Records in any order give byte-identical text."""
     a = make_result()
-    b = make_result()
-    b.requests.reverse()
+    b = make_result(requests=list(reversed(a.requests)))
     assert requests_csv(a, SLOSpec()) == requests_csv(b, SLOSpec())
     assert requests_csv(a, SLOSpec()).encode() == requests_csv(make_result(), SLOSpec()).encode()
 
 
 def test_numpy_scalars_are_written_as_plain_numbers() -> None:
     """A numpy float in a record is written like the Python float, never as 'np.float64(...)'."""
-    r = make_result()
-    r.requests[0].kv_bytes_moved = np.float64(1.5e6)  # type: ignore[assignment]
-    assert "np." not in requests_csv(r, SLOSpec())
+    recs = make_result().requests
+    recs[0].kv_bytes_moved = np.float64(1.5e6)  # type: ignore[assignment]
+    assert "np." not in requests_csv(make_result(requests=recs), SLOSpec())
     assert cell(np.float64(0.1)) == "0.1"
     assert cell(float("nan")) == ""
     assert cell(True) == "1"
@@ -44,8 +43,7 @@ def test_numpy_scalars_are_written_as_plain_numbers() -> None:
 
 def test_fields_with_commas_are_quoted() -> None:
     """A failure reason with a comma stays one CSV field."""
-    r = make_result()
-    r.requests = [make_request(0, 0.0, [], output=2, failed="no room, queue full")]
+    r = make_result(requests=[make_request(0, 0.0, [], output=2, failed="no room, queue full")])
     last = requests_csv(r, SLOSpec()).splitlines()[-1]
     assert last.endswith('"no room, queue full"')
     assert len(REQUEST_COLUMNS) == 18

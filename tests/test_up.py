@@ -22,6 +22,12 @@ pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(120)]
 
 LLMTWIN = [sys.executable, "-m", "llmtwin.cli.main"]
 
+LONG_RUN = ["demo", "--speed", "0.1", "--no-plots"]
+"""A run that lasts minutes (demo's 13 virtual seconds at a tenth of real time)."""
+
+SERVICES = 5
+"""Children of ``up`` for LONG_RUN: nats-server, conductor, generator, balancer, device-1."""
+
 
 def proc_table() -> dict[int, tuple[int, int]]:
     """pid -> (parent pid, process group) of every live process, from /proc."""
@@ -100,10 +106,10 @@ def children_of(proc: subprocess.Popen[str], expect: int) -> set[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     """SIGINT to a running `llmtwin up` stops nats-server and every service; up exits 130."""
-    proc = start_up(["pingpong", "--factory", "toy", "--set", "balls=100000", "--speed", "2"], tmp_path)
+    proc = start_up(LONG_RUN, tmp_path)
     try:
         wait_for_line(proc, "services up")
-        kids = children_of(proc, 3)  # nats-server, conductor, toy-host
+        kids = children_of(proc, SERVICES)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -130,13 +136,13 @@ def server_of(proc: subprocess.Popen[str]) -> int:
 def test_ctrl_c_while_the_server_cannot_answer_still_exits_130(tmp_path: Path) -> None:
     """Ctrl-C as the run starts, nats-server frozen (a loaded machine at its worst): up's own
     bus calls are cut short mid-flight, yet it exits 130 and leaves no process behind."""
-    proc = start_up(["pingpong", "--factory", "toy", "--set", "balls=100000", "--speed", "2"], tmp_path)
+    proc = start_up(LONG_RUN, tmp_path)
     try:
         server = server_of(proc)
         wait_for_line(proc, "services up")
         os.kill(server, signal.SIGSTOP)  # up is now starting the run: its flush gets no PONG
         try:
-            kids = children_of(proc, 3)
+            kids = children_of(proc, SERVICES)
             proc.send_signal(signal.SIGINT)
             time.sleep(0.5)  # up cancels the run and starts its cleanup while the server is frozen
         finally:
@@ -153,13 +159,14 @@ def test_ctrl_c_while_the_server_cannot_answer_still_exits_130(tmp_path: Path) -
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_dead_service_stops_everything_and_is_named(tmp_path: Path) -> None:
-    """When a service process dies mid-run, up says which one and how, stops the rest, exits non-zero."""
-    proc = start_up(["pingpong", "--factory", "toy", "--set", "balls=100000", "--speed", "2"], tmp_path)
+    """When a service process dies mid-run and may not be restarted (--max-restarts 0), up says
+    which one and how, stops the rest, exits non-zero."""
+    proc = start_up([*LONG_RUN, "--max-restarts", "0"], tmp_path)
     try:
         wait_for_line(proc, "services up")
-        kids = children_of(proc, 3)
+        kids = children_of(proc, SERVICES)
         table = proc_table()
-        victim = next(pid for pid in kids if "toy-host" in cmdline(pid))
+        victim = next(pid for pid in kids if "device-1" in cmdline(pid))
         assert table[victim][0] == proc.pid
         os.kill(victim, signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
@@ -167,7 +174,7 @@ def test_a_dead_service_stops_everything_and_is_named(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 2, f"exit code {proc.returncode}: {err}"
-    assert "service toy-host stopped (signal SIGKILL)" in err
+    assert "service device-1 stopped (signal SIGKILL): it was restarted 0 times" in err
     left = leftovers(kids)
     assert left == set(), f"still running: {[cmdline(p) for p in left]}"
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.optimize import least_squares
 
-from llmtwin.calibrate.fit import LOSS_SCALE
+from llmtwin.calibrate.fit import LOSS_SCALE, unidentified
 from llmtwin.calibrate.measured import IterationSample
 from llmtwin.calibrate.opset import Array
 from llmtwin.errors import CalibrationError
+from llmtwin.hardware.spec import HardwareSpec
 from llmtwin.physics.graph import BatchShape
 from llmtwin.physics.overhead import EngineSpec, launch_pipeline
 from llmtwin.physics.step import StepModel
@@ -32,24 +33,28 @@ from llmtwin.physics.step import StepModel
 DECODE_POINTS = 5
 """Contexts at which a mean decode iteration is evaluated."""
 
-ENGINE_FIELDS: tuple[tuple[str, float, float], ...] = (
-    ("iteration_overhead_s", 0.0, 0.2),
-    ("per_kernel_launch_s", 0.0, 500e-6),
-    ("per_sequence_overhead_s", 0.0, 0.05),
-    ("prefill_overhead_s", 0.0, 0.5),
+ENGINE_FIELDS: tuple[tuple[str, float, float, float, float], ...] = (
+    ("iteration_overhead_s", 2e-3, 0.0, 0.2, 1e-3),
+    ("per_kernel_launch_s", 20e-6, 0.0, 500e-6, 1e-6),
+    ("per_sequence_overhead_s", 0.5e-3, 0.0, 0.05, 1e-3),
+    ("per_sequence_vocab_s", 0.5e-9, 0.0, 1e-6, 1e-9),
+    ("prefill_overhead_s", 10e-3, 0.0, 0.5, 1e-3),
+    ("prefill_pair_bytes", 100.0, 0.0, 1e5, 1.0),
 )
-"""Fitted fields with their bounds, seconds."""
-
-_START = (2e-3, 20e-6, 0.5e-3, 10e-3)
-_SCALE = 1e-3
-"""The optimiser sees milliseconds."""
+"""Fitted fields: name, start, lower and upper bound (SI units), and the unit the optimiser sees."""
 
 Stages = tuple[list[float], list[float], list[float]]
+Part = tuple[BatchShape, Stages]
+"""One forward pass (or one decode context) and its device op times."""
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """One measured configuration, its device-time stages and its measured time (median)."""
+    """One measured configuration, its device-time parts and its measured time (median).
+
+    A prefill is the sum of its forward passes (one, unless the batch of prompts exceeds the
+    framework's ``max_batched_tokens``); a mean decode iteration is the mean over contexts.
+    """
 
     phase: str
     """``prefill`` or ``decode``."""
@@ -59,29 +64,33 @@ class Config:
     batch: int
     generated: int
     layers: int
-    stages: tuple[Stages, ...]
-    """Device op times for the shape(s) whose mean is the measured time."""
+    parts: tuple[Part, ...]
     measured_s: float
+    hw: HardwareSpec
+    vocab: int
 
 
 def engine_with(base: EngineSpec, values: dict[str, float]) -> EngineSpec:
-    """``base`` with the :data:`ENGINE_FIELDS` set from ``values`` (seconds)."""
+    """``base`` with the :data:`ENGINE_FIELDS` set from ``values`` (SI units)."""
     return replace(
         base,
         iteration_overhead_s=values["iteration_overhead_s"],
         per_kernel_launch_s=values["per_kernel_launch_s"],
         per_sequence_overhead_s=values["per_sequence_overhead_s"],
+        per_sequence_vocab_s=values["per_sequence_vocab_s"],
         prefill_overhead_s=values["prefill_overhead_s"],
+        prefill_pair_bytes=values["prefill_pair_bytes"],
     )
 
 
 def predict_config(cfg: Config, engine: EngineSpec) -> float:
     """Seconds the engine plus device physics give for ``cfg``."""
-    serial = engine.overhead(cfg.layers, cfg.batch, prefill=cfg.phase == "prefill")
     times = [
-        launch_pipeline(b, layer, cfg.layers, a, engine.per_kernel_launch_s) for b, layer, a in cfg.stages
+        engine.serial_s(cfg.hw, cfg.layers, cfg.vocab, shape)
+        + launch_pipeline(b, layer, cfg.layers, a, engine.per_kernel_launch_s)
+        for shape, (b, layer, a) in cfg.parts
     ]
-    return serial + sum(times) / len(times)
+    return sum(times) if cfg.phase == "prefill" else sum(times) / len(times)
 
 
 def decode_contexts(prompt: int, generated: int) -> list[int]:
@@ -93,39 +102,35 @@ def decode_contexts(prompt: int, generated: int) -> list[int]:
 
 
 def build_configs(
-    samples: Sequence[IterationSample], step_model: Callable[[str, int], StepModel]
+    samples: Sequence[IterationSample],
+    step_model: Callable[[str, int], StepModel],
+    max_batched_tokens: int = 0,
 ) -> list[Config]:
-    """Merge duplicate rows and cost the device part of every configuration once."""
+    """Merge duplicate rows and cost the device part of every configuration once; a batch of
+    prompts beyond ``max_batched_tokens`` is priced as the framework ran it, in several passes."""
     prefill: dict[tuple[str, int, int, int], list[float]] = defaultdict(list)
     decode: dict[tuple[str, int, int, int, int], list[float]] = defaultdict(list)
     for s in samples:
         prefill[(s.model, s.tp, s.prompt, s.batch)].append(s.prefill_s)
         decode[(s.model, s.tp, s.prompt, s.batch, s.generated)].append(s.decode_s)
+    splitter = EngineSpec(max_batched_tokens=max_batched_tokens)
     configs: list[Config] = []
     for (model, tp, prompt, batch), times in sorted(prefill.items()):
         sm = step_model(model, tp)
-        stages: tuple[Stages, ...] = (sm.stage_times(BatchShape.prefill(batch, prompt)),)
+        passes = splitter.passes(BatchShape.prefill(batch, prompt))
+        parts = tuple((p, sm.stage_times(p)) for p in passes)
         configs.append(
-            Config("prefill", model, tp, prompt, batch, 0, sm.model.layers, stages, statistics.median(times))
-        )
+            Config("prefill", model, tp, prompt, batch, 0, sm.model.layers, parts, statistics.median(times),
+                   sm.hw, sm.model.vocab)
+        )  # fmt: skip
     for (model, tp, prompt, batch, generated), times in sorted(decode.items()):
         sm = step_model(model, tp)
-        stages = tuple(
-            sm.stage_times(BatchShape.decode(batch, c)) for c in decode_contexts(prompt, generated)
-        )
+        shapes = [BatchShape.decode(batch, c) for c in decode_contexts(prompt, generated)]
+        parts = tuple((d, sm.stage_times(d)) for d in shapes)
         configs.append(
-            Config(
-                "decode",
-                model,
-                tp,
-                prompt,
-                batch,
-                generated,
-                sm.model.layers,
-                stages,
-                statistics.median(times),
-            )
-        )
+            Config("decode", model, tp, prompt, batch, generated, sm.model.layers, parts,
+                   statistics.median(times), sm.hw, sm.model.vocab)
+        )  # fmt: skip
     return configs
 
 
@@ -135,22 +140,25 @@ def fit_engine(configs: Sequence[Config], base: EngineSpec) -> EngineSpec:
         raise CalibrationError("no iteration configurations to fit an engine profile on")
     measured = np.array([c.measured_s for c in configs])
 
+    unit = np.array([u for *_, u in ENGINE_FIELDS])
+
     def build(x: Array) -> EngineSpec:
-        return engine_with(
-            base, {name: float(v) * _SCALE for (name, _, _), v in zip(ENGINE_FIELDS, x, strict=True)}
-        )
+        return engine_with(base, {f[0]: float(v) for f, v in zip(ENGINE_FIELDS, x * unit, strict=True)})
 
     def residuals(x: Array) -> Array:
         engine = build(x)
         out: Array = np.log(np.array([predict_config(c, engine) for c in configs]) / measured)
         return out
 
-    x0 = np.array(_START) / _SCALE
+    x0 = np.array([start for _, start, *_ in ENGINE_FIELDS]) / unit
     bounds = (
-        np.array([lo for _, lo, _ in ENGINE_FIELDS]) / _SCALE,
-        np.array([hi for _, _, hi in ENGINE_FIELDS]) / _SCALE,
+        np.array([lo for _, _, lo, _, _ in ENGINE_FIELDS]) / unit,
+        np.array([hi for _, _, _, hi, _ in ENGINE_FIELDS]) / unit,
     )
     result = least_squares(residuals, x0, bounds=bounds, loss="soft_l1", f_scale=LOSS_SCALE, x_scale="jac")
     if not result.success:
         raise CalibrationError(f"engine fit did not converge: {result.message}")
+    flat = unidentified([f[0] for f in ENGINE_FIELDS], result.jac, result.x, bounds)
+    if flat:
+        raise CalibrationError(f"the iteration table does not determine {', '.join(flat)}")
     return build(result.x)

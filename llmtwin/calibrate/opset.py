@@ -19,7 +19,7 @@ from llmtwin.hardware.spec import HardwareSpec
 from llmtwin.models.spec import ModelSpec
 from llmtwin.physics.graph import BatchShape, MemoryClass, Op, OpKind, build_graph
 from llmtwin.physics.precision import Precision
-from llmtwin.physics.roofline import attention_time, gemm_time, memory_kernel_time
+from llmtwin.physics.roofline import gemm_time, memory_kernel_time
 
 Array = npt.NDArray[np.float64]
 
@@ -116,7 +116,5 @@ def predict(hw: HardwareSpec, group: OpGroup, prec: Precision) -> Array:
     zeros = np.zeros_like(group.flops)
     if group.kind == "gemm":
         return gemm_time(hw, group.flops, group.hbm_bytes, zeros, prec.compute_dtype)
-    if group.kind == "attention":
-        return attention_time(hw, group.flops, group.hbm_bytes, zeros, prec.activations)
     rows = group.rows if group.row_parallel else None
     return memory_kernel_time(hw, group.flops, group.hbm_bytes, group.memory_class, rows)

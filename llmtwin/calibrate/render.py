@@ -8,8 +8,10 @@ from llmtwin.calibrate.report import (
     collective_errors,
     config_errors,
     iteration_errors,
+    iteration_errors_by_region,
     markdown_table,
     op_errors,
+    op_errors_by_region,
     pct,
 )
 from llmtwin.calibrate.run import Result
@@ -35,6 +37,26 @@ def _op_table(rows: list[ErrorRow]) -> str:
     return markdown_table(headers, body)
 
 
+def _region_table(rows: list[ErrorRow], first: str, sizes: str) -> str:
+    """Rows (class, range, TP) as one line per (class, range): median/p90 per TP and pooled."""
+    cells: dict[tuple[str, str], dict[str, ErrorRow]] = {}
+    for r in rows:
+        cells.setdefault((r.label[0], r.label[1]), {})[r.label[2]] = r
+    tps = sorted({r.label[2] for r in rows if r.label[2] != "all"}, key=int)
+    headers = [first, sizes, "points", "all TP", *(f"TP{t}" for t in tps)]
+    empty = ErrorRow((), 0, float("nan"), float("nan"))
+
+    def cell(r: ErrorRow) -> str:
+        return "-" if r.count == 0 else f"{pct(r.median_pct)} / {pct(r.p90_pct)}"
+
+    body = [
+        [key, rng, str(c["all"].count), cell(c["all"]), *(cell(c.get(t, empty)) for t in tps)]
+        for (key, rng), c in cells.items()
+        if c["all"].count
+    ]
+    return markdown_table(headers, body)
+
+
 def render(result: Result, prec: Precision, max_tokens: int) -> str:
     """Markdown text: fitted fields, then operator, collective and iteration error tables."""
     out: list[str] = [f"## Calibration of {result.hardware.name}", ""]
@@ -46,6 +68,11 @@ def render(result: Result, prec: Precision, max_tokens: int) -> str:
             f"Operators, tokens 1-{max_tokens} (fitted): median |predicted/measured - 1| in %", "",
             _op_table(op_errors(result.hardware, result.groups, prec, 1, max_tokens)), "",
         ]  # fmt: skip
+        out += [
+            "Operators by class and region (the regions of the bands): median / p90 "
+            "|predicted/measured - 1| in %", "",
+            _region_table(op_errors_by_region(result.hardware, result.groups, prec), "class", "tokens"), "",
+        ]  # fmt: skip
         beyond = op_errors(result.hardware, result.groups, prec, max_tokens + 1, MAX_MEASURED_TOKENS)
         if any(r.count for r in beyond):
             out += [
@@ -56,7 +83,7 @@ def render(result: Result, prec: Precision, max_tokens: int) -> str:
         rows = collective_errors(result.hardware, result.collectives)
         body = [[*r.label, str(r.count), pct(r.median_pct), pct(r.p90_pct)] for r in rows]
         out += [
-            "Collectives (fitted on intra-node rows): median and p90 |predicted/measured - 1| in %", "",
+            "Collectives (scale-up fields fitted on intra-node rows, scale-out fields on the rest): median and p90 |predicted/measured - 1| in %", "",
             markdown_table(["collective", "world", "scope", "points", "median %", "p90 %"], body), "",
         ]  # fmt: skip
     if result.engine is not None:
@@ -64,7 +91,9 @@ def render(result: Result, prec: Precision, max_tokens: int) -> str:
         out += [
             f"Engine profile `{e.name}`: iteration {e.iteration_overhead_s * 1e3:.3g} ms, "
             f"per-kernel dispatch {e.per_kernel_launch_s * 1e6:.3g} us, per sequence "
-            f"{e.per_sequence_overhead_s * 1e3:.3g} ms, prefill {e.prefill_overhead_s * 1e3:.3g} ms",
+            f"{e.per_sequence_overhead_s * 1e3:.3g} ms + {e.per_sequence_vocab_s * 1e9:.3g} ns per vocabulary "
+            f"entry, prefill {e.prefill_overhead_s * 1e3:.3g} ms, {e.prefill_pair_bytes:.3g} bytes per layer "
+            f"per pair of prompt tokens (host speed {e.host_speed:g})",
             "",
             "Iterations (every measured row): median and p90 |predicted/measured - 1| in %",
             "",
@@ -72,6 +101,11 @@ def render(result: Result, prec: Precision, max_tokens: int) -> str:
         rows = iteration_errors(result.configs, e, result.iterations)
         body = [[*r.label, str(r.count), pct(r.median_pct), pct(r.p90_pct)] for r in rows]
         out += [markdown_table(["phase", "model", "TP", "rows", "median %", "p90 %"], body), ""]
+        out += [
+            "Iterations by region (prefill: prompt tokens of the iteration; decode: sequences): "
+            "median / p90 |predicted/measured - 1| in %, every measured row", "",
+            _region_table(iteration_errors_by_region(result.configs, e, result.iterations), "phase", "size"), "",
+        ]  # fmt: skip
         out += ["Every measured configuration (duplicates merged by median), times in ms:", ""]
         body = [
             [c.phase, c.model, str(c.tp), str(c.batch), str(c.prompt), str(c.generated or ""),

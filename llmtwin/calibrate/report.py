@@ -17,6 +17,7 @@ from llmtwin.calibrate.fit import collective_prediction
 from llmtwin.calibrate.measured import CollectiveSample, IterationSample
 from llmtwin.calibrate.opset import Array, OpGroup, predict
 from llmtwin.hardware.spec import HardwareSpec
+from llmtwin.physics.bands import DECODE_RANGES, PREFILL_RANGES, TOKEN_RANGES, UNBOUNDED
 from llmtwin.physics.overhead import EngineSpec
 from llmtwin.physics.precision import Precision
 
@@ -105,6 +106,57 @@ def iteration_errors(
         _row(k, np.array(v))
         for k, v in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] == "all", kv[0]))
     ]
+
+
+def region_label(lo: int, hi: int) -> str:
+    return f"> {lo - 1}" if hi >= UNBOUNDED else f"{lo}-{hi}"
+
+
+def op_errors_by_region(hw: HardwareSpec, groups: Sequence[OpGroup], prec: Precision) -> list[ErrorRow]:
+    """One row per (op class, token range, TP), TP ``all`` pooled: the regions of the bands."""
+    by_class: dict[str, list[tuple[Array, Array, Array]]] = {}
+    for g in groups:
+        key: str = "gemm" if g.kind == "gemm" else g.memory_class
+        err = np.abs(predict(hw, g, prec) / g.measured_s - 1.0)
+        by_class.setdefault(key, []).append((err, g.tokens, g.tp))
+    rows: list[ErrorRow] = []
+    for key, parts in by_class.items():
+        err, tokens, tp = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        for lo, hi in TOKEN_RANGES:
+            window = (tokens >= lo) & (tokens <= hi)
+            label = region_label(lo, hi)
+            rows.append(_row((key, label, "all"), err[window]))
+            rows.extend(_row((key, label, str(t)), err[window & (tp == t)]) for t in TP_DEGREES)
+    return rows
+
+
+def iteration_errors_by_region(
+    configs: Sequence[Config], engine: EngineSpec, samples: Sequence[IterationSample]
+) -> list[ErrorRow]:
+    """Per measured row, by (phase, size range, TP): prompt tokens of the iteration for prefill,
+    sequences for decode."""
+    by_key = {
+        (c.phase, c.model, c.tp, c.prompt, c.batch, c.generated): predict_config(c, engine) for c in configs
+    }
+    cells: dict[tuple[str, str, str], list[float]] = {}
+    for s in samples:
+        item: tuple[str, float, int, int, tuple[tuple[int, int], ...]]
+        for item in (
+            ("prefill", s.prefill_s, 0, s.batch * s.prompt, PREFILL_RANGES),
+            ("decode", s.decode_s, s.generated, s.batch, DECODE_RANGES),
+        ):
+            phase, measured, generated, size, ranges = item
+            e = abs(by_key[(phase, s.model, s.tp, s.prompt, s.batch, generated)] / measured - 1.0)
+            lo, hi = next(r for r in ranges if r[0] <= size <= r[1])
+            for tp in (str(s.tp), "all"):
+                cells.setdefault((phase, region_label(lo, hi), tp), []).append(e)
+    order = {
+        region_label(lo, hi): i
+        for ranges in (PREFILL_RANGES, DECODE_RANGES)
+        for i, (lo, hi) in enumerate(ranges)
+    }
+    keys = sorted(cells, key=lambda k: (k[0] != "prefill", order[k[1]], k[2]))
+    return [_row(k, np.array(cells[k])) for k in keys]
 
 
 def config_errors(configs: Sequence[Config], engine: EngineSpec) -> list[tuple[Config, float, float]]:

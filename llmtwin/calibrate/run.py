@@ -14,8 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmtwin.calibrate.bands import device_bands, iteration_bands
 from llmtwin.calibrate.engine_fit import ENGINE_FIELDS, Config, build_configs, engine_with, fit_engine
-from llmtwin.calibrate.fit import ALLREDUCE_PARAMS, OP_PARAMS, P2P_PARAMS, fit_collectives, fit_ops
+from llmtwin.calibrate.fit import (
+    ALLREDUCE_PARAMS,
+    OP_PARAMS,
+    P2P_PARAMS,
+    fit_collectives,
+    fit_ops,
+    multi_node,
+    scale_out_params,
+)
 from llmtwin.calibrate.measured import (
     CollectiveSample,
     IterationSample,
@@ -28,6 +37,7 @@ from llmtwin.calibrate.opset import OpGroup, group_samples
 from llmtwin.calibrate.toml_out import round_sig
 from llmtwin.hardware.spec import HardwareSpec
 from llmtwin.models.spec import ModelSpec
+from llmtwin.physics.bands import BandTable
 from llmtwin.physics.overhead import EngineSpec
 from llmtwin.physics.precision import Precision
 from llmtwin.physics.step import StepModel
@@ -46,6 +56,10 @@ class Inputs:
     engine_name: str = "calibrated"
     max_tokens: int = 4096
     """Operator points with more tokens are reported (extrapolation) but not fitted."""
+    max_batched_tokens: int | None = None
+    """Prompt tokens the measured framework computed per forward pass at most; ``None``: the
+    longest single prompt of the iteration table (it ran in one pass, and batches beyond it scale
+    linearly, as passes do: docs/device-model.md, section 6)."""
     precision: Precision = field(default_factory=Precision)
 
 
@@ -82,6 +96,7 @@ def calibrate(inputs: Inputs, model_lookup: Callable[[str], ModelSpec]) -> Resul
         kinds = {s.collective for s in collectives}
         fitted_names += [p.name for p in ALLREDUCE_PARAMS] if "all_reduce" in kinds else []
         fitted_names += [p.name for p in P2P_PARAMS] if "send_recv" in kinds else []
+        fitted_names += [p.name for p in scale_out_params(multi_node(collectives))]
     fitted = {n: round_sig(getattr(hw.efficiency, n)) for n in fitted_names}
     hw = dataclasses.replace(hw, efficiency=hw.efficiency.replace_numbers(fitted))
 
@@ -97,9 +112,24 @@ def calibrate(inputs: Inputs, model_lookup: Callable[[str], ModelSpec]) -> Resul
                 cache[(name, tp)] = StepModel(hw, model_lookup(name), tp, prec, check_fit=False)
             return cache[(name, tp)]
 
-        configs = build_configs(iterations, step_model)
-        raw = fit_engine(configs, EngineSpec(name=inputs.engine_name))
-        engine = engine_with(raw, {n: round_sig(getattr(raw, n)) for n, _, _ in ENGINE_FIELDS})
+        cap = inputs.max_batched_tokens
+        if cap is None:
+            cap = (
+                max(s.prompt for s in iterations if s.batch == 1)
+                if any(s.batch == 1 for s in iterations)
+                else 0
+            )
+        configs = build_configs(iterations, step_model, cap)
+        base = EngineSpec(name=inputs.engine_name, host_speed=hw.host_cpu_speed, max_batched_tokens=cap)
+        raw = fit_engine(configs, base)
+        engine = engine_with(raw, {f[0]: round_sig(getattr(raw, f[0])) for f in ENGINE_FIELDS})
+        engine = dataclasses.replace(
+            engine, fitted_on=hw.name, bands=iteration_bands(configs, engine, iterations)
+        )
+    if groups or collectives:
+        hw = dataclasses.replace(
+            hw, bands=device_bands(hw, groups, prec, collectives), transfer_uncertainty=0.0
+        )
     return Result(hw, fitted, groups, collectives, iterations, configs, engine)
 
 
@@ -124,6 +154,8 @@ def hardware_document(base: dict[str, Any], result: Result, command: str) -> dic
         if line and not line.startswith(CALIBRATED_PREFIX)
     ]
     doc["notes"] = "\n".join([*kept, CALIBRATED_PREFIX + command])
+    if result.hardware.bands:
+        doc["bands"] = rounded_bands(result.hardware.bands)
     doc["sources"] = sources
     return doc
 
@@ -138,5 +170,19 @@ def engine_document(engine: EngineSpec, description: str, command: str) -> dict[
         "per_sequence_overhead_us": round_sig(engine.per_sequence_overhead_s * 1e6),
         "prefill_overhead_us": round_sig(engine.prefill_overhead_s * 1e6),
         "per_layer_overhead_us": round_sig(engine.per_layer_overhead_s * 1e6),
+        "per_sequence_vocab_ns": round_sig(engine.per_sequence_vocab_s * 1e9),
+        "prefill_pair_bytes": round_sig(engine.prefill_pair_bytes),
+        "host_speed": engine.host_speed,
+        "max_batched_tokens": engine.max_batched_tokens,
+        "fitted_on": engine.fitted_on,
         "source": f"fitted by `{command}` (see docs/device-model.md)",
+        **({"bands": rounded_bands(engine.bands)} if engine.bands else {}),
+    }
+
+
+def rounded_bands(table: BandTable) -> dict[str, list[list[float]]]:
+    """A band table for a file, multipliers rounded to 4 significant digits."""
+    return {
+        key: [[*row[:3], round_sig(row[3]), round_sig(row[4]), row[5]] for row in rows]
+        for key, rows in table.to_document().items()
     }

@@ -9,17 +9,17 @@ function of its probes' attainments, and each probe's run of its seed.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 from llmtwin.capacity.search import Probe, Search
 from llmtwin.capacity.study import Row, RowResult, Study, expected_runs, row_search
 from llmtwin.cluster.run import run_scenario
 from llmtwin.errors import ConfigurationError
+from llmtwin.report.progress import RunProgress
 from llmtwin.report.summary import summarize
 from llmtwin.scenario.loader import load_scenario
 
@@ -53,53 +53,12 @@ class _Active:
     issued: int = 0
 
 
-class Progress:
-    """ "run k of ~n, elapsed, ~left" lines on ``stream``: redrawn in place on a terminal, one
-    line every ``log_interval_s`` otherwise; plus one line per finished row."""
-
-    def __init__(self, stream: TextIO, label: str, clock: Callable[[], float] = time.monotonic) -> None:
-        self.stream = stream
-        self.label = label
-        self.clock = clock
-        self.tty = stream.isatty()
-        self.start = clock()
-        self.last = -1e9
-        self.drawn = False
-
-    def run_done(self, done: int, left: int) -> None:
-        now = self.clock()
-        if now - self.last < (0.5 if self.tty else 15.0) and left:
-            return
-        self.last = now
-        elapsed = now - self.start
-        eta = left * elapsed / done if done else 0.0
-        line = f"{self.label}: run {done} of ~{done + left}, {_clock(elapsed)} elapsed, ~{_clock(eta)} left"
-        if self.tty:
-            self.stream.write("\r" + line.ljust(78))
-            self.drawn = True
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def note(self, text: str) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.drawn = False
-        self.stream.write(f"{self.label}: {text}\n")
-        self.stream.flush()
-
-
-def _clock(s: float) -> str:
-    s = round(s)
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
 def run_searches(
     searches: Mapping[str, Search[T]],
     expected: Mapping[str, int],
     *,
     jobs: int,
-    progress: Progress | None = None,
+    progress: RunProgress | None = None,
     describe: Callable[[str, T], str] | None = None,
     fn: Measure = measure,
 ) -> tuple[dict[str, T], int]:
@@ -139,7 +98,8 @@ def run_searches(
     def report() -> None:
         if progress is not None:
             left = sum(max(0, a.expected - a.issued) for a in active.values()) + len(asked) - len(cache)
-            progress.run_done(len(cache), left)
+            progress.runs = len(cache) + left
+            progress.done()
 
     for name, search in searches.items():
         active[name] = _Active(search, [], expected.get(name, 1))
@@ -176,7 +136,7 @@ def _order(p: Probe) -> tuple[str, ...]:
 
 
 def run_study(
-    study: Study, rows: Sequence[Row], *, jobs: int, progress: Progress | None = None
+    study: Study, rows: Sequence[Row], *, jobs: int, progress: RunProgress | None = None
 ) -> tuple[list[RowResult], int]:
     """Every row's search, driven together; the rows' results in order and the runs made."""
     searches = {r.label: row_search(study, r) for r in rows}

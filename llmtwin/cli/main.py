@@ -2,38 +2,54 @@
 
 Each sub-command lives in its own module under ``llmtwin/cli/commands/`` and exposes
 ``register(subparsers) -> None``, which adds its parser and sets ``func`` (``args -> int``).
-Any :class:`~llmtwin.errors.TwinError` becomes one line on stderr and exit code 2.
+Only the module of the command being run is imported (the others are listed from
+:data:`~llmtwin.cli.commands.COMMANDS`), so ``--help``, ``--version`` and ``list`` start in a
+fraction of a second. Any :class:`~llmtwin.errors.TwinError` becomes one line on stderr and exit
+code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from llmtwin import __version__
-from llmtwin.cli import commands
+from llmtwin.cli.commands import COMMANDS
+from llmtwin.cli.parser import TwinParser
 from llmtwin.errors import TwinError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(registered: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. The commands in ``registered`` (all when None) have their modules imported and
+    their arguments registered; the others are only one-line entries of the listing."""
+    parser = TwinParser(
         prog="llmtwin",
         description="Digital twin of a distributed LLM-serving cluster (device physics, PRESERVE, AcceLLM).",
     )
     parser.add_argument("--version", action="version", version=f"llmtwin {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        module.register(sub)
+    for name, cmd in COMMANDS.items():
+        if registered is None or name in registered:
+            importlib.import_module(f"llmtwin.cli.commands.{cmd.module}").register(sub)
+        else:
+            sub.add_parser(name, help=cmd.help)
     return parser
 
 
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command named on the command line: the first argument that is not an option (the
+    top-level parser has only flags), if it is one."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    command = command_of(args_in)
+    parser = build_parser([command] if command else [])
+    args = parser.parse_args(args_in)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

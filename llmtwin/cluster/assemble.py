@@ -1,151 +1,202 @@
-"""Merge the components' exports into one :class:`~llmtwin.cluster.records.RunResult`.
+"""Merge the components' exports into one :class:`~llmtwin.cluster.records.RunResult`, streaming.
 
-Deterministic: instances are visited in index order and every per-request list is ordered by
-time (then instance), so the result depends only on the exports, not on where they came from.
+In one process, :func:`llmtwin.cluster.run.run_scenario` feeds the :class:`Assembler` the
+instances' logs in chunks while the run goes (see ``engine_log.py``); over NATS it gets one export
+per instance at the end. Either way every figure is the same: per-request values are computed
+from the request's complete token times once its last token is in, and per-instance sums are
+exactly rounded (``exact_sum.py``), so neither depends on how the logs were cut.
+
+A request's token times exist only while it is in flight (``in_flight.py``): once it is final they
+are reduced, a batch of requests at a time and vectorised (``tbt_stats.py``), to one row of the
+request table, and its gaps are added to the run's pooled TBT distribution (``quantiles.py``).
+Memory therefore grows with the requests in flight, not with those finished, except for
+``detail=True``, which keeps every token time for :attr:`RunResult.requests`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
+from llmtwin.cluster.exact_sum import ExactSum
+from llmtwin.cluster.in_flight import Finished, InFlight, positions
+from llmtwin.cluster.instance_stats import InstanceStats
 from llmtwin.cluster.messages import BalancerExport, GeneratorExport, InstanceExport
-from llmtwin.cluster.records import FaultRecord, InstanceRecord, RequestRecord, RunResult
+from llmtwin.cluster.quantiles import StreamQuantiles
+from llmtwin.cluster.records import FaultRecord, InstanceRecord, RequestRecord, RequestTable, RunResult
+from llmtwin.cluster.tbt_stats import gap_stats
 from llmtwin.errors import ConfigurationError
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 UNFINISHED = "unfinished: still in the cluster when the run ended"
 
 
-def iteration_times(x: InstanceExport) -> tuple[np.ndarray, np.ndarray]:
-    """(start, end) time of every iteration of one instance, by iteration index."""
-    k = np.asarray(x.seg_k, dtype=np.int64)
-    n = int(k.sum())
-    if n == 0:
-        empty = np.empty(0, dtype=np.float64)
-        return empty, empty
-    it = np.arange(n, dtype=np.int64)
-    anchor_it = np.repeat(np.asarray(x.seg_anchor_it, dtype=np.int64), k)
-    anchor_t = np.repeat(np.asarray(x.seg_anchor_t, dtype=np.float64), k)
-    dt = np.repeat(np.asarray(x.seg_dt, dtype=np.float64), k)
-    # The same expression as the engine's (anchor + m * dt), so the floats are identical.
-    end = anchor_t + (it - anchor_it + 1).astype(np.float64) * dt
-    start = anchor_t + (it - anchor_it).astype(np.float64) * dt
-    return start, end
+class RequestRows:
+    """The request table and the run's pooled token gaps, filled a batch of requests at a time."""
+
+    def __init__(self, table: RequestTable, detail: bool) -> None:
+        self.table = table
+        self.gaps = StreamQuantiles.for_count(int(np.maximum(table.output_tokens - 1, 0).sum()))
+        self.gap_sum = ExactSum()
+        self.token_times: list[list[float]] | None = [[] for _ in range(len(table))] if detail else None
+        self.settled_s = -np.inf
+        """Latest completion written so far."""
+
+    def write(self, f: Finished, completed: bool) -> None:
+        """Rows of requests: completed ones (they produced every token) or not."""
+        t, rids, counts, flat = self.table, f.rids, f.counts, f.times
+        stats = gap_stats(flat, counts)
+        has = counts > 0
+        ends = np.cumsum(counts)
+        t.generated_tokens[rids] = counts
+        t.first_token_s[rids[has]] = flat[(ends - counts)[has]]
+        if completed and rids.size:
+            t.completion_s[rids] = flat[ends - 1]
+            self.settled_s = max(self.settled_s, float(flat[ends - 1].max()))
+        t.tbt_mean_s[rids] = stats.mean
+        t.tbt_p90_s[rids] = stats.p90
+        t.tbt_p99_s[rids] = stats.p99
+        t.tbt_max_s[rids] = stats.max
+        t.set_instances(rids, f.instances)
+        t.kv_bytes_moved[rids] = f.moved
+        if self.token_times is not None:
+            for rid, lo, hi in zip(rids.tolist(), (ends - counts).tolist(), ends.tolist(), strict=True):
+                self.token_times[rid] = flat[lo:hi].tolist()
+        self.gaps.add(stats.pooled)
+        self.gap_sum.add(stats.total)
 
 
-def instance_record(
-    x: InstanceExport, start: np.ndarray, end: np.ndarray, end_s: float, tokens: int
-) -> InstanceRecord:
-    k = np.asarray(x.seg_k, dtype=np.int64)
-    # Summed per iteration, so the figure does not depend on how iterations were segmented.
-    roles = np.repeat(np.asarray(x.seg_role), k)
-    took = end - start
-    busy = {str(role): float(took[roles == role].sum()) for role in sorted(set(x.seg_role))}
-    idle_by_role = _idle_by_role(x, start, took, end_s)
-    batch = np.repeat(
-        np.asarray(x.seg_decode, dtype=np.int64) + np.asarray(x.seg_prefill_seqs, dtype=np.int64), k
-    )
-    per_block = x.block_bytes
-    return InstanceRecord(
-        iid=x.iid,
-        devices=x.devices,
-        busy_s=busy,
-        idle_s=max(0.0, end_s - sum(busy.values())),
-        idle_s_by_role=idle_by_role,
-        iterations=int(k.sum()),
-        role_switches=max(0, len(x.role) - 1),
-        batch_sizes=batch.tolist(),
-        kv_timeline=[
-            (t, p * per_block, r * per_block)
-            for t, p, r in zip(x.kv_t, x.kv_primary_blocks, x.kv_redundant_blocks, strict=True)
-        ],
-        role_timeline=list(zip(x.role_t, x.role, strict=True)),
-        kv_capacity_bytes=x.kv_capacity_blocks * per_block,
-        tokens_generated=tokens,
-        prefill_tokens=int(np.dot(np.asarray(x.seg_prefill_tokens, dtype=np.int64), k)),
-        preemptions=len(x.preempted_rids),
-    )
+class Assembler:
+    """Builds a run's records from its requests and its instances' log chunks."""
 
+    def __init__(self, table: RequestTable, detail: bool = False) -> None:
+        """``table``: the run's requests (``RequestTable.empty``: arrival and lengths only)."""
+        n = len(table)
+        self.rows = RequestRows(table, detail)
+        self.table = table
+        self.start_s = float(table.arrival_s.min()) if n else 0.0
+        self.detail = detail
+        self.flight = InFlight(n)
+        self.complete: list[IntArray] = []
+        """Requests whose last token arrived, not yet final (see :meth:`settle`)."""
+        self.done = np.zeros(n, dtype=bool)
+        """Rows written (a request finishes once)."""
+        self.instances: dict[int, InstanceStats] = {}
 
-def _idle_by_role(x: InstanceExport, start: np.ndarray, took: np.ndarray, end_s: float) -> dict[str, float]:
-    """Per role: the time spent in it (until ``end_s``) minus the iterations run in it."""
-    role_t = np.asarray(x.role_t, dtype=np.float64)
-    bounds = np.append(role_t, max(end_s, float(role_t[-1]) if len(role_t) else end_s))
-    # Role changes happen at iteration boundaries, so every iteration lies in one period.
-    period = np.searchsorted(role_t, start, side="right") - 1
-    out: dict[str, float] = {}
-    for k, role in enumerate(x.role):
-        span = float(bounds[k + 1] - bounds[k])
-        out[role] = out.get(role, 0.0) + span - float(took[period == k].sum())
-    return {r: max(0.0, v) for r, v in sorted(out.items())}
-
-
-def assemble(
-    gen: GeneratorExport,
-    bal: BalancerExport,
-    instances: list[InstanceExport],
-    end_s: float,
-) -> tuple[list[RequestRecord], list[InstanceRecord]]:
-    """Per-request and per-instance records from the exports."""
-    n = len(gen.rids)
-    if gen.rids != list(range(n)):
-        raise ConfigurationError("request ids must be 0..n-1")
-    pieces: list[list[tuple[float, int, list[float]]]] = [[] for _ in range(n)]
-    first_use: list[dict[int, float]] = [{} for _ in range(n)]
-    preemptions = [0] * n
-    moved = [0.0] * n
-    inst_records = []
-    for x in sorted(instances, key=lambda e: e.iid):
-        start, end = iteration_times(x)
-        ends = end.tolist()
-        starts = start.tolist()
-        tokens = 0
-        for rid, a, b in zip(x.range_rid, x.range_first, x.range_last, strict=True):
-            pieces[rid].append((ends[a], x.iid, ends[a : b + 1]))
-            tokens += b - a + 1
-            _first(first_use[rid], x.iid, starts[a])
-        for rid, a in zip(x.chunk_rid, x.chunk_it, strict=True):
-            _first(first_use[rid], x.iid, starts[a])
-        for rid in x.preempted_rids:
-            preemptions[rid] += 1
-        for rid, nbytes in zip(x.moved_rids, x.moved_bytes, strict=True):
-            moved[rid] += nbytes
-        inst_records.append(instance_record(x, start, end, end_s, tokens))
-    failed = dict(zip(bal.failed_rids, bal.failed_reasons, strict=True))
-    records = []
-    for rid in range(n):
-        times: list[float] = []
-        for _, _, ts in sorted(pieces[rid], key=lambda p: (p[0], p[1])):
-            times.extend(ts)
-        out = gen.output_tokens[rid]
-        reason = failed.get(rid)
-        done = reason is None and len(times) == out
-        if reason is None and not done:
-            reason = UNFINISHED
-        uses = sorted(first_use[rid].items(), key=lambda kv: (kv[1], kv[0]))
-        records.append(
-            RequestRecord(
-                rid=rid,
-                arrival_s=gen.arrival_s[rid],
-                prompt_tokens=gen.prompt_tokens[rid],
-                output_tokens=out,
-                generated_tokens=len(times),
-                first_token_s=times[0] if times else None,
-                completion_s=times[-1] if done else None,
-                token_times_s=times,
-                instances=[i for i, _ in uses],
-                preemptions=preemptions[rid],
-                kv_bytes_moved=moved[rid],
-                failed_reason=reason,
+    # -- input --------------------------------------------------------------------------------------
+    def add(self, x: InstanceExport, first_open_it: int | None = None) -> None:
+        """The next chunk of one instance's log. ``first_open_it``: the first iteration any of its
+        tokens still to be logged can come from (iteration times before it are dropped)."""
+        stats = self.instances.get(x.iid)
+        if stats is None:
+            stats = self.instances[x.iid] = InstanceStats(x, self.start_s, self.detail)
+        stats.add(x, float(self.rows.settled_s))
+        if x.preempted_rids:
+            np.add.at(self.table.preemptions, self._known(x.preempted_rids), 1)
+        if x.moved_rids:
+            self.flight.add_moves(
+                self._known(x.moved_rids), x.iid, np.asarray(x.moved_bytes, dtype=np.float64)
             )
+        if x.chunk_rid:
+            starts = stats.starts(np.asarray(x.chunk_it, dtype=np.int64))
+            self.flight.add_uses(self._known(x.chunk_rid), x.iid, starts)
+        if x.range_rid:
+            self._add_ranges(stats, x)
+        if first_open_it is not None:
+            stats.prune(first_open_it)
+
+    def _known(self, rids: list[int]) -> IntArray:
+        a = np.asarray(rids, dtype=np.int64)
+        if self.done[a].any():
+            raise AssertionError(f"request {int(a[self.done[a]][0])}: logged after it was final")
+        return a
+
+    def _add_ranges(self, stats: InstanceStats, x: InstanceExport) -> None:
+        rids = self._known(x.range_rid)
+        first = np.asarray(x.range_first, dtype=np.int64)
+        count = np.asarray(x.range_last, dtype=np.int64) - first + 1
+        ends = stats.ends(positions(first, count))
+        stats.tokens += int(count.sum())
+        self.flight.add_uses(rids, x.iid, stats.starts(first))
+        self.flight.add_pieces(rids, x.iid, count, ends)
+        self.complete.append(rids[self.flight.tokens[rids] == self.table.output_tokens[rids]])
+
+    def settle(self, now: float = np.inf) -> None:
+        """Every instance's log is in, and every event before ``now`` was handled: the requests
+        that completed before ``now`` are final (an instance logs the last KV it moves for a
+        request when it handles the request's completion, which may come after the engine logged
+        the last token). Their rows are written."""
+        complete = np.unique(np.concatenate(self.complete)) if self.complete else np.empty(0, np.int64)
+        is_final = self.flight.last_s[complete] < now
+        final = complete[is_final]
+        self.complete = [complete[~is_final]]
+        if final.size:
+            self.done[final] = True
+            self.rows.write(self.flight.take(final), completed=True)
+
+    # -- the end ------------------------------------------------------------------------------------
+    def finish(self, bal: BalancerExport, end_s: float) -> tuple[RequestTable, list[InstanceRecord]]:
+        """Every remaining request (failed, or still unfinished when the run ended) and the
+        instances' records."""
+        self.settle()
+        t = self.table
+        failed = dict(zip(bal.failed_rids, bal.failed_reasons, strict=True))
+        if self.done[list(failed)].any():
+            raise AssertionError("a request both failed and finished")
+        rest = np.flatnonzero(~self.done)
+        if rest.size:
+            self.done[rest] = True
+            self.rows.write(self.flight.take(rest), completed=False)
+            for rid in rest.tolist():
+                t.failure[rid] = t.reason_code(failed.get(rid, UNFINISHED))
+        done = t.completion_s[~np.isnan(t.completion_s)]
+        span_end = float(done.max()) if done.size else max(end_s, self.start_s)
+        records = [s.finish(end_s, span_end) for _, s in sorted(self.instances.items())]
+        return t, records
+
+    def result(self, end: RunEnd) -> RunResult:
+        """The run's result, once every chunk is in (see :meth:`finish`)."""
+        table, instances = self.finish(end.balancer, end.end_s)
+        rows = self.rows
+        bal = end.balancer
+        faults = FaultRecord(
+            affected=list(bal.fault_rids),
+            recomputed_kv_tokens=dict(zip(bal.recomputed_rids, bal.recomputed_kv_tokens, strict=True)),
+            redirected=list(bal.redirected_rids),
         )
-    return records, inst_records
+        return RunResult(
+            policy=end.policy, scenario=end.scenario, seed=end.seed, table=table, instances=instances,
+            end_s=end.end_s, tbt_gaps=rows.gaps, tbt_sum_s=rows.gap_sum.value, stats=dict(end.stats),
+            token_times=rows.token_times, faults=faults,
+        )  # fmt: skip
 
 
-def _first(uses: dict[int, float], iid: int, t: float) -> None:
-    if iid not in uses or t < uses[iid]:
-        uses[iid] = t
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How a run ended: what its result needs besides the instances' logs."""
+
+    policy: str
+    scenario: str
+    seed: int
+    balancer: BalancerExport
+    end_s: float
+    stats: dict[str, float]
+
+
+class ResultSink(Protocol):
+    """What a run hands its logs to: an :class:`Assembler`, or a proxy of one in another process."""
+
+    def add(self, x: InstanceExport, first_open_it: int | None = None) -> None: ...
+
+    def settle(self, now: float = ...) -> None: ...
+
+    def result(self, end: RunEnd) -> RunResult: ...
 
 
 def split_parts(parts: Mapping[str, object]) -> tuple[GeneratorExport, BalancerExport, list[InstanceExport]]:
@@ -159,14 +210,72 @@ def split_parts(parts: Mapping[str, object]) -> tuple[GeneratorExport, BalancerE
 
 
 def make_result(
-    policy: str, scenario: str, seed: int, parts: Mapping[str, object], end_s: float, stats: dict[str, float]
+    policy: str,
+    scenario: str,
+    seed: int,
+    parts: Mapping[str, object],
+    end_s: float,
+    stats: dict[str, float],
+    *,
+    detail: bool = True,
 ) -> RunResult:
+    """A run's result from one export per component (the NATS path)."""
     gen, bal, insts = split_parts(parts)
-    requests, instances = assemble(gen, bal, insts, end_s)
-    faults = FaultRecord(
-        affected=list(bal.fault_rids),
-        recomputed_kv_tokens=dict(zip(bal.recomputed_rids, bal.recomputed_kv_tokens, strict=True)),
-        redirected=list(bal.redirected_rids),
+    if gen.rids != list(range(len(gen.rids))):
+        raise ConfigurationError("request ids must be 0..n-1")
+    table = RequestTable.empty(
+        np.asarray(gen.arrival_s, dtype=np.float64),
+        np.asarray(gen.prompt_tokens, dtype=np.int64),
+        np.asarray(gen.output_tokens, dtype=np.int64),
     )
-    return RunResult(policy=policy, scenario=scenario, seed=seed, requests=requests, instances=instances,
-                     end_s=end_s, stats=dict(stats), faults=faults)  # fmt: skip
+    asm = Assembler(table, detail=detail)
+    for x in sorted(insts, key=lambda e: e.iid):
+        asm.add(x)
+    return asm.result(RunEnd(policy, scenario, seed, bal, end_s, stats))
+
+
+def result_from_records(
+    policy: str,
+    scenario: str,
+    seed: int,
+    requests: list[RequestRecord],
+    instances: list[InstanceRecord],
+    end_s: float,
+    **meta: Any,
+) -> RunResult:
+    """A result from complete per-request records (built by hand, or read back): the same table
+    and pooled statistics the assembler computes from a run's logs. ``meta``: the other
+    :class:`RunResult` fields (hardware, model, tp, usd_per_device_hour, stats)."""
+    requests = sorted(requests, key=lambda r: r.rid)
+    if [r.rid for r in requests] != list(range(len(requests))):
+        raise ConfigurationError("request ids must be 0..n-1")
+    table = RequestTable.empty(
+        np.asarray([r.arrival_s for r in requests], dtype=np.float64),
+        np.asarray([r.prompt_tokens for r in requests], dtype=np.int64),
+        np.asarray([r.output_tokens for r in requests], dtype=np.int64),
+    )
+    rows = RequestRows(table, detail=True)
+    for done in (True, False):
+        group = [r for r in requests if (r.completion_s is not None and r.failed_reason is None) == done]
+        width = max((len(r.instances) for r in group), default=1) or 1
+        used = np.full((len(group), width), -1, dtype=np.int32)
+        for k, r in enumerate(group):
+            used[k, : len(r.instances)] = r.instances
+        rows.write(
+            Finished(
+                np.asarray([r.rid for r in group], dtype=np.int64),
+                np.asarray([len(r.token_times_s) for r in group], dtype=np.int64),
+                np.asarray([t for r in group for t in r.token_times_s], dtype=np.float64),
+                used,
+                np.asarray([r.kv_bytes_moved for r in group], dtype=np.float64),
+            ),
+            completed=done,
+        )
+    for r in requests:
+        table.preemptions[r.rid] = r.preemptions
+        if r.completion_s is None or r.failed_reason is not None:
+            table.failure[r.rid] = table.reason_code(r.failed_reason or "unfinished")
+    return RunResult(
+        policy=policy, scenario=scenario, seed=seed, table=table, instances=list(instances), end_s=end_s,
+        tbt_gaps=rows.gaps, tbt_sum_s=rows.gap_sum.value, token_times=rows.token_times, **meta,
+    )  # fmt: skip

@@ -231,6 +231,7 @@ class Engine(EngineState):
             self.waiting.appendleft(partial)
         if n == 0:
             self.drain_pending = True
+        self._sample_kv()  # the prompts' blocks, and those freed by the requests that finished
         return True
 
     def _prefilled(self, job: Job, j: int, start: float, end: float, batch_tokens: int) -> None:
@@ -284,6 +285,7 @@ class Engine(EngineState):
         self._commit(j, k, n, 0, 0, DECODE, end)
         if heap[0][0] == last:
             self._finish_runs(last, end)
+            self._sample_kv()  # the finished requests' blocks are free
         return True
 
     def _growth(self, j: int, k: int, n: int) -> int:
@@ -331,11 +333,6 @@ class Engine(EngineState):
         while c < k and at_t + (j + c + 1 - at_it) * dt <= limit:
             c += 1
         return c
-
-    def _sample_kv(self) -> None:
-        """Log the KV blocks in use now: where the batch or its step time changes, never at a
-        mere cut of a segment (so the timeline does not depend on where the run was stopped)."""
-        self.log.kv(self.t, self.capacity - self.free - self.redundant, self.redundant)
 
     def _commit(self, j: int, k: int, n: int, pseqs: int, ptokens: int, role: Role, end: float) -> None:
         at_it, at_t, dt, _ = self.anchor

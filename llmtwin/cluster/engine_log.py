@@ -1,11 +1,29 @@
-"""What one engine records as it runs: append-only logs, cheap to rewind to a mark.
+"""What one engine records as it runs: append-only logs, cheap to rewind to a mark, drained as it goes.
 
 Per-token timestamps are not stored one by one: the engine logs segments of identical
 iterations (their end times follow from an anchor) and, per request, the ranges of iterations
-in which it produced a token. :func:`llmtwin.cluster.run.assemble_result` expands them.
+in which it produced a token. :mod:`llmtwin.cluster.assemble` expands them.
+
+The logs stay bounded in a long run: entries before the last :meth:`EngineLog.mark` are final
+(the engine only ever rewinds to its latest snapshot), and :meth:`EngineLog.drain` hands them over
+and forgets them. Marks count every entry ever logged, so they stay valid across drains.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+_FIELDS = (
+    ("seg_anchor_it", "seg_anchor_t", "seg_dt", "seg_it", "seg_k", "seg_decode", "seg_prefill_seqs",
+     "seg_prefill_tokens", "seg_role"),
+    ("range_rid", "range_first", "range_last"),
+    ("kv_t", "kv_primary_blocks", "kv_redundant_blocks"),
+    ("role_t", "role"),
+    ("preempted_rids",),
+    ("chunk_rid", "chunk_it"),
+)  # fmt: skip
+"""The ``InstanceExport`` fields of each group of lists (segments, token ranges, KV, roles,
+preemptions, first chunks: the order of a mark's counts; the lists of a group grow together)."""
 
 
 class EngineLog:
@@ -32,6 +50,26 @@ class EngineLog:
         self.preempted_rids: list[int] = []
         self.chunk_rid: list[int] = []
         self.chunk_it: list[int] = []
+        self._drained: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
+        """Entries of each group handed over by :meth:`drain` (no longer in the lists)."""
+        self._stable: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
+        """The last mark: what lies before it is final."""
+        self._last_kv: tuple[int, int] | None = None
+        """The last KV entry drained (a new entry is logged only if it differs)."""
+
+    def _lists(self) -> tuple[tuple[list[Any], ...], ...]:
+        """Each group's lists (the first one gives the group's length)."""
+        return (
+            (
+                self.seg_anchor_it, self.seg_anchor_t, self.seg_dt, self.seg_it, self.seg_k,
+                self.seg_decode, self.seg_prefill_seqs, self.seg_prefill_tokens, self.seg_role,
+            ),
+            (self.range_rid, self.range_first, self.range_last),
+            (self.kv_t, self.kv_primary, self.kv_redundant),
+            (self.role_t, self.roles),
+            (self.preempted_rids,),
+            (self.chunk_rid, self.chunk_it),
+        )  # fmt: skip
 
     def segment(
         self, anchor_it: int, anchor_t: float, dt: float, it: int, k: int, decode: int, pseqs: int,
@@ -57,6 +95,8 @@ class EngineLog:
         """KV blocks in use from time ``t`` on (only when they changed)."""
         if self.kv_t and self.kv_primary[-1] == primary_blocks and self.kv_redundant[-1] == redundant_blocks:
             return
+        if not self.kv_t and self._last_kv == (primary_blocks, redundant_blocks):
+            return
         self.kv_t.append(t)
         self.kv_primary.append(primary_blocks)
         self.kv_redundant.append(redundant_blocks)
@@ -72,24 +112,37 @@ class EngineLog:
         self.chunk_rid.append(rid)
         self.chunk_it.append(it)
 
+    @property
+    def segments(self) -> int:
+        """Segments logged since the start (drained ones included)."""
+        return self._drained[0] + len(self.seg_k)
+
     def mark(self) -> tuple[int, ...]:
-        """Lengths of the logs now (see :meth:`rewind`)."""
-        return (
-            len(self.seg_anchor_it), len(self.range_rid), len(self.kv_t), len(self.role_t),
-            len(self.preempted_rids), len(self.chunk_rid),
+        """Entries logged so far, per group (see :meth:`rewind`); everything before is final."""
+        d = self._drained
+        self._stable = (
+            d[0] + len(self.seg_k), d[1] + len(self.range_rid), d[2] + len(self.kv_t),
+            d[3] + len(self.role_t), d[4] + len(self.preempted_rids), d[5] + len(self.chunk_rid),
         )  # fmt: skip
+        return self._stable
 
     def rewind(self, mark: tuple[int, ...]) -> None:
         """Forget everything logged after :meth:`mark` returned ``mark``."""
-        seg, rng, kv, role, pre, chunk = mark
-        for lst in (
-            self.seg_anchor_it, self.seg_anchor_t, self.seg_dt, self.seg_it, self.seg_k, self.seg_decode,
-            self.seg_prefill_seqs, self.seg_prefill_tokens, self.seg_role,
-        ):  # fmt: skip
-            del lst[seg:]
-        for lst2 in (self.range_rid, self.range_first, self.range_last):
-            del lst2[rng:]
-        del self.kv_t[kv:], self.kv_primary[kv:], self.kv_redundant[kv:]
-        del self.role_t[role:], self.roles[role:]
-        del self.preempted_rids[pre:]
-        del self.chunk_rid[chunk:], self.chunk_it[chunk:]
+        for at, done, group in zip(mark, self._drained, self._lists(), strict=True):
+            if at < done:
+                raise AssertionError("rewind to a mark older than what was drained")
+            for lst in group:
+                del lst[at - done :]
+
+    def drain(self) -> dict[str, list[Any]]:
+        """Hand over (and forget) the entries before the last mark, by ``InstanceExport`` field."""
+        out: dict[str, list[Any]] = {}
+        for at, done, group, fields in zip(self._stable, self._drained, self._lists(), _FIELDS, strict=True):
+            n = at - done
+            for lst, name in zip(group, fields, strict=True):
+                out[name] = lst[:n]
+                del lst[:n]
+        if out["kv_t"]:
+            self._last_kv = (out["kv_primary_blocks"][-1], out["kv_redundant_blocks"][-1])
+        self._drained = self._stable
+        return out

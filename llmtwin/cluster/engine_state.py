@@ -167,6 +167,7 @@ class EngineState:
         self.free -= need
         self.held[h.rid] = h
         self.version += 1
+        self._sample_kv()
         return True
 
     def drop_held(self, rid: int) -> Held:
@@ -174,6 +175,7 @@ class EngineState:
         h = self.held.pop(rid)
         self.free += self.blocks(h.kv_tokens)
         self.version += 1
+        self._sample_kv()
         return h
 
     def resume(self, rid: int) -> None:
@@ -211,6 +213,7 @@ class EngineState:
         self.free -= need
         self.redundant += need
         self.replicas[rid] = need
+        self._sample_kv()
         return True
 
     def drop_replica(self, rid: int) -> bool:
@@ -219,6 +222,7 @@ class EngineState:
             return False
         self.free += need
         self.redundant -= need
+        self._sample_kv()
         return True
 
     def replica_to_held(self, h: Held) -> bool:
@@ -231,6 +235,7 @@ class EngineState:
         self.free -= need
         self.held[h.rid] = h
         self.version += 1
+        self._sample_kv()
         return True
 
     def held_to_replica(self, rid: int, tokens: int) -> bool:
@@ -258,6 +263,14 @@ class EngineState:
         if gone:
             self.events.append(Evicted(self.t, tuple(gone)))
         return self.free >= want_free
+
+    def _sample_kv(self) -> None:
+        """Log the KV blocks in use now (kept only if they changed). Called at every change the
+        engine makes at a definite time: a new batch or step time, requests finishing, KV taken
+        in, freed, replicated or evicted; never at a mere cut of a segment (so the timeline does
+        not depend on where the run was stopped). Growth within a segment of identical decode
+        iterations shows at its end."""
+        self.log.kv(self.t, self.capacity - self.free - self.redundant, self.redundant)
 
     # -- snapshots --------------------------------------------------------------------------------------
     def snapshot(self) -> EngineSnapshot:

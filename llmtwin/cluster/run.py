@@ -3,7 +3,9 @@
 ``build_components`` makes the generator, the balancer (hosting the policy) and one instance
 per replica; every process of a distributed run calls it with the same scenario and requests
 and keeps the components it hosts. ``assemble_result`` merges their exports; ``run_scenario``
-does all of it with :class:`~llmtwin.sim.local.LocalRunner`.
+does all of it with :class:`~llmtwin.sim.local.LocalRunner`, handing the instances' logs to the
+assembler in chunks as the run goes (every :data:`DRAIN_REQUESTS` completions), so that memory
+stays flat however many requests the run has.
 """
 
 from __future__ import annotations
@@ -12,13 +14,18 @@ import functools
 import time
 from collections.abc import Callable
 
-from llmtwin.cluster.assemble import make_result
+import msgspec
+import numpy as np
+
+from llmtwin.cluster.assemble import Assembler, ResultSink, RunEnd, make_result
 from llmtwin.cluster.components import Balancer, Generator, Instance
 from llmtwin.cluster.context import ClusterContext, LinkModel
 from llmtwin.cluster.cost import IterationCost, PlanProvider
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.messages import InstanceExport
 from llmtwin.cluster.policies import create_policy
-from llmtwin.cluster.records import RunResult
+from llmtwin.cluster.records import RequestTable, RunResult
+from llmtwin.errors import ConfigurationError
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
 from llmtwin.physics.graph import BatchShape
@@ -37,6 +44,10 @@ Progress = Callable[[float, int], None]
 
 PLAN_CACHE_SIZE = 4096
 """PRESERVE plans kept per run (one per decode shape bucket in use)."""
+
+DRAIN_REQUESTS = 16384
+"""Completed requests between two hand-overs of the instances' logs to the assembler: few enough
+that the logs stay small, many enough that the per-chunk overhead stays negligible."""
 
 
 def step_model(scenario: Scenario) -> StepModel:
@@ -91,10 +102,21 @@ def _local_plans(step: StepModel) -> PlanProvider:
 
 
 def assemble_result(
-    scenario: Scenario, policy: str, parts: dict[str, object], end_s: float, stats: dict[str, float]
+    scenario: Scenario,
+    policy: str,
+    parts: dict[str, object],
+    end_s: float,
+    stats: dict[str, float],
+    *,
+    detail: bool = True,
 ) -> RunResult:
     """Merge the components' exports (``{component id: export}``) into the run's records."""
-    result = make_result(policy, scenario.name, scenario.seed, parts, end_s, stats)
+    return _describe(
+        scenario, make_result(policy, scenario.name, scenario.seed, parts, end_s, stats, detail=detail)
+    )
+
+
+def _describe(scenario: Scenario, result: RunResult) -> RunResult:
     step = step_model(scenario)
     result.hardware = step.hw.name
     result.model = step.model.name
@@ -111,38 +133,96 @@ def scenario_requests(scenario: Scenario) -> list[RequestSpec]:
     return generate_requests(scenario.workload, scenario.seed, model.max_context)
 
 
+def request_table(requests: list[RequestSpec]) -> RequestTable:
+    """The table of a run's requests (ids 0..n-1), filled in as they finish."""
+    n = len(requests)
+    rid = np.fromiter((r.rid for r in requests), dtype=np.int64, count=n)
+    order = np.argsort(rid, kind="stable")
+    if not np.array_equal(rid[order], np.arange(n)):
+        raise ConfigurationError("request ids must be 0..n-1")
+    arrival = np.fromiter((r.arrival_s for r in requests), dtype=np.float64, count=n)
+    prompt = np.fromiter((r.prompt_tokens for r in requests), dtype=np.int64, count=n)
+    output = np.fromiter((r.output_tokens for r in requests), dtype=np.int64, count=n)
+    return RequestTable.empty(arrival[order], prompt[order], output[order])
+
+
+def first_open_iteration(inst: Instance) -> int:
+    """The first iteration whose time an instance's future log entries may still need: the start
+    of every sequence running now, and of those stopped since its last snapshot (their token
+    ranges are logged but not yet final)."""
+    eng = inst.engine
+    starts = [r.start_it for r in eng.running.values()]
+    return min([*starts, *eng.log.range_first, eng.it])
+
+
+def drain(asm: ResultSink, insts: list[Instance], templates: dict[int, InstanceExport], now: float) -> None:
+    """Hand every instance's final log entries (and KV moves) to the assembler, after the
+    window at ``now``."""
+    for c in insts:
+        moved = len(c.agent.moved_rids)
+        chunk = msgspec.structs.replace(
+            templates[c.iid],
+            **c.engine.log.drain(),
+            moved_rids=c.agent.moved_rids[:moved],
+            moved_bytes=c.agent.moved_bytes[:moved],
+        )
+        del c.agent.moved_rids[:moved], c.agent.moved_bytes[:moved]
+        asm.add(chunk, first_open_iteration(c))
+    asm.settle(now)
+
+
 def run_scenario(
-    scenario: Scenario, *, requests: list[RequestSpec] | None = None, progress: Progress | None = None
+    scenario: Scenario,
+    *,
+    requests: list[RequestSpec] | None = None,
+    progress: Progress | None = None,
+    detail: bool = True,
+    drain_every: int = DRAIN_REQUESTS,
+    sink: Callable[[RequestTable, bool], ResultSink] = Assembler,
 ) -> RunResult:
-    """Generate the requests (unless given), run every component in this process, assemble."""
+    """Generate the requests (unless given), run every component in this process, assemble.
+
+    ``detail`` keeps every token time, batch size and KV or role change in the result (tests and
+    small studies); without it, memory grows with the requests in flight, not with the run.
+    ``drain_every``: completions between hand-overs of the logs (results never depend on it).
+    ``sink(table, detail)`` makes what assembles the result (an :class:`Assembler` here, or one in
+    a worker process: ``report/assemble_worker.py``).
+    """
     if requests is None:
         requests = scenario_requests(scenario)
     wall0 = time.perf_counter()
     comps = build_components(scenario, requests)
     balancer = next(c for c in comps if isinstance(c, Balancer))
+    insts = [c for c in comps if isinstance(c, Instance)]
+    asm = sink(request_table(requests), detail)
+    # Each instance's constants (sizes); the chunks replace every list.
+    templates = {c.iid: c.export() for c in insts}
     runner = LocalRunner(comps)
-    on_window = None
-    if progress is not None:
-        counter = [0]
+    next_drain = [drain_every]
 
-        def on_window(now: float) -> None:
-            counter[0] += 1
-            if counter[0] % 256 == 0:
-                progress(now, balancer.completed)
+    def on_window(now: float) -> None:
+        if balancer.completed >= next_drain[0]:
+            drain(asm, insts, templates, now)
+            next_drain[0] = balancer.completed + drain_every
+        if progress is not None and not runner.windows & 255:
+            progress(now, balancer.completed)
 
     end = runner.run(on_window=on_window)
     if progress is not None:
         progress(end, balancer.completed)
-    parts = {c.id: c.export() for c in comps}
-    insts = [c for c in comps if isinstance(c, Instance)]
+    for c in insts:  # the rest of every log
+        asm.add(c.export())
     stats = {
         "wall_s": time.perf_counter() - wall0,
         "windows": float(runner.windows),
         "messages": float(runner.messages),
         "instance_steps": float(sum(c.steps for c in insts)),
-        "segments": float(sum(len(c.engine.log.seg_k) for c in insts)),
+        "segments": float(sum(c.engine.log.segments for c in insts)),
         "iterations": float(sum(c.engine.it for c in insts)),
         "cost_evaluations": float(insts[0].engine.cost.evaluations) if insts else 0.0,
     }
     stats["events"] = stats["messages"] + stats["segments"]
-    return assemble_result(scenario, scenario.policy.name, parts, end, stats)
+    bal = balancer.export()
+    return _describe(
+        scenario, asm.result(RunEnd(scenario.policy.name, scenario.name, scenario.seed, bal, end, stats))
+    )

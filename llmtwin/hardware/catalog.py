@@ -6,6 +6,7 @@ File format (units in key names; every figure's source under ``[sources]``)::
     description = "NVIDIA A100 SXM 80GB"
     notes = "..."                      # optional free text
     [compute]                          # dense peaks; omit a dtype the device lacks
+    units = 108                        # SMs / CUs / AI cores / TensorCores
     bf16_tflops = 312.0
     fp16_tflops = 312.0
     int8_tops = 624.0
@@ -26,6 +27,13 @@ File format (units in key names; every figure's source under ``[sources]``)::
     allreduce_bus_efficiency_by_world = [[2, 0.82], [5, 0.93]]   # [world, efficiency] pairs
     [price]                            # optional
     usd_per_hour = 1.5
+    [uncertainty]                      # optional
+    transfer = 0.15                    # band widening when the bands are another device's
+    [bands]                            # written by llmtwin calibrate (llmtwin/physics/bands.py)
+    gemm = [[8, 65, 512, 0.93, 1.05, 120]]   # [tp, lo, hi, low, high, points] per region
+    [host]                             # optional: the CPU driving the devices
+    cpu = "2 x AMD EPYC 7742 (DGX A100)"
+    single_thread_relative = 1.0       # single-thread speed relative to that CPU
     [sources]                          # keys name a field present in the file
     "memory.hbm_tb_s" = "[V] https://..."
 
@@ -35,6 +43,7 @@ Unknown tables or fields are errors, so a typo never silently falls back to a de
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -42,6 +51,7 @@ from typing import Any
 from llmtwin.catalog_files import FieldReader, find_files, read_toml
 from llmtwin.errors import CatalogFileError, UnknownHardware
 from llmtwin.hardware.spec import Efficiency, HardwareSpec, LinkSpec
+from llmtwin.physics.bands import BandTable, read_band_table
 
 _TOPOLOGIES = ("nvswitch", "full_mesh", "torus2d", "torus3d", "ring")
 _COMPUTE_KEYS = {"bf16_tflops": "bf16", "fp16_tflops": "fp16", "fp8_tflops": "fp8", "int8_tops": "int8"}
@@ -49,7 +59,7 @@ _EFFICIENCY_FIELDS = {f.name for f in dataclasses.fields(Efficiency)}
 _BY_WORLD = "allreduce_bus_efficiency_by_world"
 """The one efficiency field that is a table ([world, efficiency] pairs), not a number."""
 _SECTION_FIELDS: dict[str, frozenset[str]] = {
-    "compute": frozenset(_COMPUTE_KEYS),
+    "compute": frozenset({*_COMPUTE_KEYS, "units"}),
     "memory": frozenset({"hbm_gb", "hbm_tb_s", "l2_mib", "l2_tb_s"}),
     "link": frozenset(
         {
@@ -63,8 +73,16 @@ _SECTION_FIELDS: dict[str, frozenset[str]] = {
     ),
     "efficiency": frozenset(_EFFICIENCY_FIELDS),
     "price": frozenset({"usd_per_hour", "usd_purchase", "tdp_w"}),
+    "host": frozenset({"cpu", "single_thread_relative"}),
+    "uncertainty": frozenset({"transfer"}),
 }
-_TOP_LEVEL = frozenset({"name", "description", "notes", "sources", *_SECTION_FIELDS})
+_TOP_LEVEL = frozenset({"name", "description", "notes", "sources", "bands", *_SECTION_FIELDS})
+REFERENCE_HARDWARE = "a100-80g"
+"""The calibrated device whose bands (and kernel-shape defaults) an uncalibrated device inherits."""
+DEFAULT_TRANSFER_UNCERTAINTY = 0.25
+"""[E] Band widening of a device without its own calibration that states none: the held-out H100
+check of the A100-fitted shape found 15% median per-op error; 0.25 leaves room for devices whose
+kernels differ more (docs/device-model.md, section 5b)."""
 
 
 def load_hardware_file(path: Path) -> HardwareSpec:
@@ -88,6 +106,12 @@ def load_hardware_file(path: Path) -> HardwareSpec:
     link = root.sub("link")
     efficiency = _efficiency(root.sub("efficiency", required=False))
     price = root.sub("price", required=False)
+    host = root.sub("host", required=False)
+    own_bands = root.has("bands")
+    bands = read_band_table(path, root.sub("bands").table) if own_bands else _reference_bands()
+    transfer = root.sub("uncertainty", required=False).number(
+        "transfer", default=0.0 if own_bands else DEFAULT_TRANSFER_UNCERTAINTY, positive=False
+    )
     return HardwareSpec(
         name=name,
         description=root.text("description", default=name),
@@ -105,11 +129,26 @@ def load_hardware_file(path: Path) -> HardwareSpec:
             scale_out_bandwidth_per_direction=link.number("scale_out_gb_s_per_direction", default=50.0) * 1e9,
         ),
         efficiency=efficiency,
+        compute_units=compute.integer("units", default=100),
+        bands=bands,
+        transfer_uncertainty=transfer,
+        host_cpu_speed=host.number("single_thread_relative", default=1.0),
+        host_cpu=host.text("cpu", default=""),
         usd_per_hour=price.optional_number("usd_per_hour"),
         usd_purchase=price.optional_number("usd_purchase"),
         tdp_w=price.optional_number("tdp_w"),
         sources=_sources(root),
     )
+
+
+@functools.cache
+def _reference_bands() -> BandTable:
+    """The [bands] of the shipped reference device (empty if it has none)."""
+    path = find_files("hardware").get(REFERENCE_HARDWARE)
+    if path is None:
+        return BandTable()
+    table = read_toml(path).get("bands", {})
+    return read_band_table(path, table) if isinstance(table, dict) else BandTable()
 
 
 def _efficiency(table: FieldReader) -> Efficiency:

@@ -12,6 +12,13 @@ the group size, ``Efficiency.allreduce_bus_efficiency_by_world``, as NVLS does o
 hand-over penalty seen between 1 and 16 MB) are fitted kernel-shape parameters. The bytes each
 rank moves are the textbook ones: 2(n-1)/n * S for a ring allreduce, (n-1)/n * S for an
 allgather.
+
+A group larger than a node (``world > link.devices_per_node``, which then counts the group's
+devices in each node) runs its rings through the scale-out NICs: one ring per NIC, ``min(r,
+scale_out_rails)`` of them for ``r`` devices per node, each at ``scale_out_efficiency x
+scale_out_ring_efficiency`` of the NIC's bandwidth, and every ring pass crosses the network
+(``scale_out_alpha_s``) once more. These are properties of the cluster's network, fitted on
+multi-node measurements where there are some (docs/device-model.md, section 3).
 """
 
 from __future__ import annotations
@@ -54,7 +61,19 @@ def bus_bandwidth(hw: HardwareSpec, world: int) -> float:
 def achieved_bus_bandwidth(hw: HardwareSpec, world: int) -> float:
     """Bytes/s per direction an allreduce of serving-sized messages over ``world`` devices reaches."""
     e = hw.efficiency
+    if world > hw.link.devices_per_node:
+        return scale_out_bus_bandwidth(hw)
     return bus_bandwidth(hw, world) * e.allreduce_bus_efficiency_at(world) * e.allreduce_realised
+
+
+def scale_out_bus_bandwidth(hw: HardwareSpec) -> float:
+    """Bus bytes/s per direction of a ring collective spanning nodes, with
+    ``link.devices_per_node`` of the group's devices in each node (one ring per NIC used)."""
+    e, link = hw.efficiency, hw.link
+    rails = min(float(link.devices_per_node), e.scale_out_rails)
+    return (
+        link.scale_out_bandwidth_per_direction * e.scale_out_efficiency * e.scale_out_ring_efficiency * rails
+    )
 
 
 def ring_collective_time(hw: HardwareSpec, op: Collective, world: int, size_bytes: Num) -> Num:
@@ -65,6 +84,8 @@ def ring_collective_time(hw: HardwareSpec, op: Collective, world: int, size_byte
     else:
         factor, steps = (world - 1) / world, world - 1
     latency = e.allreduce_alpha_s + steps * hw.link.latency_s
+    if world > hw.link.devices_per_node:
+        latency += (2.0 if op == "all_reduce" else 1.0) * e.scale_out_alpha_s
     t_bw = factor * size_bytes / achieved_bus_bandwidth(hw, world)
     q = e.allreduce_sharpness
     out: Num = (latency**q + t_bw**q) ** (1.0 / q)
@@ -89,12 +110,9 @@ def p2p_time(hw: HardwareSpec, size_bytes: float, same_node: bool = True) -> flo
 
 def p2p_time_array(hw: HardwareSpec, size_bytes: Num, same_node: bool = True) -> Num:
     """:func:`p2p_time` without the zero-size guard, so it also takes arrays."""
-    link = hw.link
+    link, e = hw.link, hw.efficiency
     if not same_node:
-        bw = link.scale_out_bandwidth_per_direction
-    elif link.topology == "nvswitch":
-        bw = link.bandwidth_per_direction
-    else:
-        bw = link.peer_bandwidth_per_direction
-    e = hw.efficiency
+        bw = link.scale_out_bandwidth_per_direction * e.scale_out_efficiency
+        return e.p2p_alpha_s + link.latency_s + e.scale_out_alpha_s + size_bytes / bw
+    bw = link.bandwidth_per_direction if link.topology == "nvswitch" else link.peer_bandwidth_per_direction
     return e.p2p_alpha_s + link.latency_s + size_bytes / (bw * e.p2p_efficiency)

@@ -19,6 +19,28 @@ OpKind = Literal["gemm", "attention", "elementwise", "norm", "embedding", "colle
 TensorKind = Literal["weight", "kv"]
 MemoryClass = Literal["stream", "norm", "activation", "rope", "add", "embedding"]
 """Which achieved-bandwidth fraction a memory-bound op runs at (see :class:`Efficiency`)."""
+AttentionPhase = Literal["prefill", "decode"]
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionShape:
+    """What one attention op computes on one device, beyond its FLOPs and bytes."""
+
+    phase: AttentionPhase
+    seqs: int
+    """Sequences (prefill chunks, or decoding sequences)."""
+    queries: int
+    """Query tokens (prefill: chunk tokens; decode: one per sequence)."""
+    keys: float
+    """Prefill: causal query-key pairs; decode: KV tokens read (sum over sequences)."""
+    heads: int
+    """Query heads on this device."""
+    kv_heads: int
+    """KV heads on this device."""
+    head_dim: int
+    kv_token_bytes: float
+    """Bytes of K and V of one token on this device (one layer)."""
+
 
 VIDUR_OPS = (
     "emb", "input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj",
@@ -104,6 +126,8 @@ class Op:
     """Bandwidth class of a memory-bound kernel (elementwise, norm, embedding ops)."""
     rows: int = 0
     """Rows of a row-per-block kernel (norm, activation); 0 when the kernel is not row-parallel."""
+    attention: AttentionShape | None = None
+    """For attention ops: what the kernel model needs beyond FLOPs and bytes."""
 
     @property
     def prefetchable_bytes(self) -> float:
@@ -281,9 +305,11 @@ def _attention(b: _Builder, layer: int, shape: BatchShape, q_dim: int, kv_dim: i
             shape.prefill_tokens * (2 * q_dim) * prec.act_bytes + shape.prefill_tokens * kv_token
         )  # q, out, kv write
         cached = Tensor(f"L{layer}.kv_prefix", "kv", shape.prefill_context_tokens * kv_token)
+        kernel = AttentionShape("prefill", shape.prefill_seqs, shape.prefill_tokens, pairs, heads,
+                                b.plan.kv_heads, d, kv_token)  # fmt: skip
         b.ops.append(
             Op("attn_prefill", "attention", layer, flops, kv_read + io,
-               tensors=(cached,) if shape.prefill_context_tokens else ())
+               tensors=(cached,) if shape.prefill_context_tokens else (), attention=kernel)
         )  # fmt: skip
     if shape.decode_seqs:
         ctx = shape.decode_context_tokens
@@ -292,7 +318,9 @@ def _attention(b: _Builder, layer: int, shape: BatchShape, q_dim: int, kv_dim: i
         kv_read = ctx * kv_token
         flops = 4.0 * ctx * d * heads
         io = shape.decode_seqs * (2 * q_dim * prec.act_bytes + kv_token)
+        kernel = AttentionShape("decode", shape.decode_seqs, shape.decode_seqs, ctx, heads, b.plan.kv_heads,
+                                d, kv_token)  # fmt: skip
         b.ops.append(
             Op("attn_decode", "attention", layer, flops, kv_read + io,
-               tensors=(Tensor(f"L{layer}.kv", "kv", kv_read),))
+               tensors=(Tensor(f"L{layer}.kv", "kv", kv_read),), attention=kernel)
         )  # fmt: skip

@@ -1,6 +1,6 @@
-"""Time of one op on one device: a smooth roofline plus a fixed per-kernel cost.
+"""The roofline of GEMMs and memory-bound kernels: a smooth maximum plus a fixed per-kernel cost.
 
-    GEMM / attention:   t = t_gemm0 + (t_c^p + t_m^p)^(1/p)
+    GEMM:               t = t_gemm0 + (t_c^p + t_m^p)^(1/p)
     memory-bound op:    t = t_kern0 + (t_c^p + t_m^p)^(1/p)
     t_c = FLOPs / (peak[dtype] * gemm_max * realised)
     t_m = (hbm_bytes - l2_bytes) / (BW_hbm * hbm * class_fraction) * wave + l2_bytes / (BW_l2 * l2)
@@ -8,9 +8,12 @@
 ``p`` (roofline_sharpness) makes the hand-over between the compute- and memory-bound regimes
 gradual, as measured GEMMs show near the ridge point; the smooth maximum is never below the hard
 one, so no op is ever faster than its FLOPs at peak or its bytes at peak bandwidth. ``wave`` is
-max(1, row_parallel_rows / rows) for row-per-block kernels (norms, activation): with fewer rows
-than the device has cores, the kernel still takes one wave. Every symbol is an
-:class:`~llmtwin.hardware.spec.Efficiency` field; docs/device-model.md lists their sources.
+max(1, row_parallel_rows_per_unit x compute_units / rows) for row-per-block kernels (norms,
+activation): with fewer rows than the device has cores, the kernel still takes one wave. Every
+symbol is an :class:`~llmtwin.hardware.spec.Efficiency` field; docs/device-model.md lists their
+sources. Attention (:mod:`llmtwin.physics.attention`) and collectives
+(:mod:`llmtwin.physics.collectives`) build on these primitives; :mod:`llmtwin.physics.op_time`
+dispatches an op to the right one.
 
 The formulas are plain arithmetic so the calibration can evaluate them on numpy arrays of
 thousands of measured shapes with the very code the simulator runs on floats.
@@ -24,9 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmtwin.hardware.spec import Efficiency, HardwareSpec
-from llmtwin.physics.collectives import collective_time
-from llmtwin.physics.graph import MemoryClass, Op
-from llmtwin.physics.precision import Precision
+from llmtwin.physics.graph import MemoryClass
 
 Num = TypeVar("Num", float, npt.NDArray[np.float64])
 """A time or size: a float in the simulator, an array of measured shapes in the calibration."""
@@ -80,40 +81,18 @@ def gemm_time(hw: HardwareSpec, flops: Num, hbm_bytes: Num, l2_bytes: Num, dtype
     return e.gemm_overhead_s + smooth_max(t_c, t_m, e.roofline_sharpness)
 
 
-def attention_time(hw: HardwareSpec, flops: Num, hbm_bytes: Num, l2_bytes: Num, dtype: str) -> Num:
-    """Seconds for a fused attention kernel: a GEMM whose compute runs at ``attention_realised``."""
-    e = hw.efficiency
-    t_c = flops / (hw.compute_peak(dtype) * e.gemm_max * e.attention_realised)
-    t_m = memory_time(hw, hbm_bytes, l2_bytes, class_bandwidth_fraction(e, "stream"))
-    return e.gemm_overhead_s + smooth_max(t_c, t_m, e.roofline_sharpness)
-
-
 def memory_kernel_time(
     hw: HardwareSpec, flops: Num, hbm_bytes: Num, memory_class: MemoryClass, rows: Num | None = None
 ) -> Num:
     """Seconds for a memory-bound kernel (norm, activation, rope, add, embedding).
 
-    ``rows`` (row-per-block kernels only): below ``row_parallel_rows`` the kernel runs one
+    ``rows`` (row-per-block kernels only): below ``row_parallel_rows_per_unit x compute_units``
+    rows the kernel runs one
     partial wave, as slow per row as a full one, so its memory time stops shrinking.
     """
     e = hw.efficiency
     t_m = hbm_bytes / (hw.hbm_bandwidth * class_bandwidth_fraction(e, memory_class))
     if rows is not None:
-        t_m = t_m * hard_max(e.row_parallel_rows / rows, 1.0 + 0.0 * rows)
+        t_m = t_m * hard_max(e.row_parallel_rows_per_unit * hw.compute_units / rows, 1.0 + 0.0 * rows)
     t_c = flops / (hw.compute_peak("fp16") * VECTOR_PEAK_FRACTION)
     return e.kernel_overhead_s + smooth_max(t_c, t_m, e.roofline_sharpness)
-
-
-def op_time(hw: HardwareSpec, op: Op, prec: Precision, tp: int, l2_bytes: float = 0.0) -> float:
-    """Seconds one op takes on one device of a TP group of ``tp``; ``l2_bytes`` of its read-only
-    operands are served from L2."""
-    if op.kind == "collective":
-        assert op.collective is not None
-        return collective_time(hw, op.collective, tp, op.message_bytes)
-    if op.kind == "gemm":
-        return gemm_time(hw, op.flops, op.hbm_bytes, l2_bytes, prec.compute_dtype)
-    if op.kind == "attention":
-        # Attention matmuls run at the activations' precision (KV is up-converted if narrower).
-        return attention_time(hw, op.flops, op.hbm_bytes, l2_bytes, prec.activations)
-    rows = float(op.rows) if op.rows > 0 else None
-    return memory_kernel_time(hw, op.flops, op.hbm_bytes, op.memory_class, rows)

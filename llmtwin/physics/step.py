@@ -12,10 +12,12 @@ from dataclasses import dataclass, replace
 from llmtwin.errors import ConfigurationError
 from llmtwin.hardware.spec import HardwareSpec
 from llmtwin.models.spec import ModelSpec
+from llmtwin.physics.bands import Band
 from llmtwin.physics.graph import BatchShape, Op, ShardPlan, build_graph, shard
+from llmtwin.physics.op_time import op_time
 from llmtwin.physics.overhead import NO_ENGINE, EngineSpec, launch_pipeline
 from llmtwin.physics.precision import Precision
-from llmtwin.physics.roofline import op_time
+from llmtwin.physics.uncertainty import device_band, iteration_band
 
 ACTIVATION_RESERVE_FRACTION = 0.05
 """Share of HBM kept for activations, workspace and fragmentation (vLLM's gpu_memory_utilization
@@ -50,7 +52,8 @@ class StepModel:
         self.model = model
         self.tp = tp
         self.prec = prec or Precision()
-        self.engine = engine
+        self.engine = engine.on_host(hw.host_cpu_speed)
+        """The engine profile as it runs on this hardware's host (CPU terms rescaled)."""
         self.plan: ShardPlan = shard(model, tp)
         self._one_layer_model = replace(model, layers=1)
         if check_fit and self.weight_bytes_per_device() > hw.hbm_capacity * (1 - ACTIVATION_RESERVE_FRACTION):
@@ -105,10 +108,12 @@ class StepModel:
     def time(self, shape: BatchShape, l2_bytes: Mapping[int, float] | None = None) -> float:
         """Seconds one iteration takes, including the engine's overhead.
 
-        The engine's serial overhead adds to the device work; its per-kernel dispatch cost
-        overlaps with it through :func:`~llmtwin.physics.overhead.launch_pipeline`. ``l2_bytes`` (op
-        index -> bytes read from L2, a PRESERVE plan) prices every op of every layer on its own
-        (plans differ between layers), which costs O(ops) instead of O(ops per layer).
+        The engine's serial overhead (and its own GPU work) adds to the device work; its per-kernel
+        dispatch cost overlaps with it through :func:`~llmtwin.physics.overhead.launch_pipeline`. A
+        batch of prompts larger than the engine's ``max_batched_tokens`` runs as several forward
+        passes (:meth:`EngineSpec.passes`). ``l2_bytes`` (op index -> bytes read from L2, a PRESERVE
+        plan) prices every op of every layer on its own (plans differ between layers), which costs
+        O(ops) instead of O(ops per layer).
         """
         if shape.tokens <= 0:
             return 0.0
@@ -116,11 +121,30 @@ class StepModel:
         if l2_bytes:
             times = [t.time_s for t in self.timeline(shape, l2_bytes)]
             work = launch_pipeline(times, [], 0, [], engine.per_kernel_launch_s)
+            nominal = work + engine.serial_s(self.hw, self.model.layers, self.model.vocab, shape)
         else:
-            before, layer, after = self.stage_times(shape)
-            work = launch_pipeline(before, layer, self.model.layers, after, engine.per_kernel_launch_s)
-        seqs = shape.prefill_seqs + shape.decode_seqs
-        return work + engine.overhead(self.model.layers, seqs, prefill=shape.prefill_tokens > 0)
+            nominal = sum(self._pass_time(p) for p in engine.passes(shape))
+        return nominal * self.band(shape).edge(engine.band_edge) if engine.band_edge else nominal
+
+    def band(self, shape: BatchShape) -> Band:
+        """Multipliers of :meth:`time` between which the measured time is expected (80% of the
+        calibration points of this region): the engine's iteration band where it has one, else
+        the time-weighted band of the device ops (llmtwin.physics.uncertainty)."""
+        whole = iteration_band(self.hw, self.engine, self.tp, shape)
+        if whole is not None:
+            return whole
+        weighted: list[tuple[Op, float]] = []
+        for op in self.ops_one_layer(shape):
+            t = op_time(self.hw, op, self.prec, self.tp)
+            weighted.append((op, t * (self.model.layers if op.layer == 0 else 1)))
+        return device_band(self.hw, self.tp, shape.tokens, weighted)
+
+    def _pass_time(self, shape: BatchShape) -> float:
+        """One forward pass of the framework: the dispatch queue over its op times, plus the rest."""
+        engine = self.engine
+        before, layer, after = self.stage_times(shape)
+        work = launch_pipeline(before, layer, self.model.layers, after, engine.per_kernel_launch_s)
+        return work + engine.serial_s(self.hw, self.model.layers, self.model.vocab, shape)
 
     def stage_times(self, shape: BatchShape) -> tuple[list[float], list[float], list[float]]:
         """Op times before the layers, of one layer, and after the layers, in graph order."""

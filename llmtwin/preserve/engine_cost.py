@@ -33,7 +33,7 @@ class EngineCost:
     launch_s: float = 0.0
     """CPU seconds to dispatch one kernel (``EngineSpec.per_kernel_launch_s``)."""
     serial_s: float = 0.0
-    """Serial seconds the device waits for (``EngineSpec.overhead`` of this iteration)."""
+    """Serial seconds the device waits for (``EngineSpec.serial_s`` of this iteration)."""
 
     def iteration_s(
         self,
@@ -49,7 +49,6 @@ class EngineCost:
 
 def engine_cost(step_model: StepModel, shape: BatchShape) -> EngineCost:
     """The engine of ``step_model`` for an iteration of ``shape``, as ``StepModel.time`` charges it."""
-    engine = step_model.engine
-    sequences = shape.prefill_seqs + shape.decode_seqs
-    serial = engine.overhead(step_model.model.layers, sequences, prefill=shape.prefill_tokens > 0)
+    engine, model = step_model.engine, step_model.model
+    serial = engine.serial_s(step_model.hw, model.layers, model.vocab, shape)
     return EngineCost(engine.per_kernel_launch_s, serial)

@@ -1,6 +1,6 @@
 """Op costs of one step on one device, for a given L2 capacity: the physics PRESERVE plans against.
 
-Times come from :func:`llmtwin.physics.roofline.op_time`; this module adds what depends on L2
+Times come from :func:`llmtwin.physics.op_time.op_time`; this module adds what depends on L2
 *capacity* (the roofline only knows L2 *bandwidth*):
 
 * **Live data.** An op's activations (inputs, outputs) and a collective's buffers must sit in L2
@@ -21,8 +21,9 @@ from dataclasses import replace
 
 from llmtwin.hardware.spec import HardwareSpec
 from llmtwin.physics.graph import Op
+from llmtwin.physics.op_time import op_time
 from llmtwin.physics.precision import Precision
-from llmtwin.physics.roofline import class_bandwidth_fraction, op_time
+from llmtwin.physics.roofline import class_bandwidth_fraction
 from llmtwin.preserve.config import WorkingSetConfig
 
 

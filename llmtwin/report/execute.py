@@ -12,29 +12,29 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import TextIO, TypeVar
 
 from llmtwin.cluster.run import run_scenario
+from llmtwin.report.assemble_worker import assembler
 from llmtwin.report.outputs import RunOutput
-from llmtwin.report.progress import ProgressBar
+from llmtwin.report.progress import Progress, RunProgress
 from llmtwin.report.summary import Summary, summarize
 from llmtwin.scenario.dump import dump_scenario, scenario_toml
 from llmtwin.scenario.spec import Scenario
 
 T = TypeVar("T")
 
-Progress = Callable[[float, int], None]
-"""``progress(virtual_time_s, completed_requests)``."""
-
 
 def run_output(scenario: Scenario, progress: Progress | None = None) -> RunOutput:
-    """Run one scenario and keep everything (records, summary, effective scenario)."""
-    result = run_scenario(scenario, progress=progress)
+    """Run one scenario and keep what its outputs need (the request table, instance records,
+    summary, effective scenario; not every token time)."""
+    result = run_scenario(scenario, progress=progress, detail=False, sink=assembler)
     return RunOutput(
         result, summarize(result, scenario.slo), dump_scenario(scenario), scenario_toml(scenario)
     )
 
 
 def run_summary(scenario: Scenario, progress: Progress | None = None) -> Summary:
-    """Run one scenario and keep only its summary (sweeps: the records can be large)."""
-    return summarize(run_scenario(scenario, progress=progress), scenario.slo)
+    """Run one scenario and keep only its summary (sweeps)."""
+    result = run_scenario(scenario, progress=progress, detail=False, sink=assembler)
+    return summarize(result, scenario.slo)
 
 
 def run_all(
@@ -47,30 +47,28 @@ def run_all(
 ) -> list[T]:
     """``fn`` on every (label, scenario), in order; ``jobs > 1`` uses that many processes.
 
-    Serial runs draw a progress bar per run; parallel runs print one line per finished run.
+    Progress ("run k of n", time left) goes to ``stream``; runs in worker processes are reported
+    as they finish.
     """
-    if jobs <= 1 or len(scenarios) <= 1:
-        out: list[T] = []
-        for label, scenario in scenarios:
-            bar = ProgressBar(scenario.workload.requests, stream, label=label) if show_progress else None
+    with RunProgress(len(scenarios), stream, enabled=show_progress) as progress:
+        if jobs <= 1 or len(scenarios) <= 1:
+            out: list[T] = []
+            for label, scenario in scenarios:
+                out.append(fn(scenario, progress.start(label, scenario.workload.requests)))
+                progress.done()
+            return out
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures: dict[Future[T], int] = {
+                pool.submit(fn, s, None): i for i, (_, s) in enumerate(scenarios)
+            }
+            results: dict[int, T] = {}
             try:
-                out.append(fn(scenario, bar))
-            finally:
-                if bar is not None:
-                    bar.close()
-        return out
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures: dict[Future[T], int] = {pool.submit(fn, s, None): i for i, (_, s) in enumerate(scenarios)}
-        results: dict[int, T] = {}
-        try:
-            for done, fut in enumerate(as_completed(futures), start=1):
-                i = futures[fut]
-                results[i] = fut.result()
-                if show_progress:
-                    stream.write(f"finished {scenarios[i][0]} ({done}/{len(scenarios)})\n")
-                    stream.flush()
-        except BaseException:
-            # One failed (or Ctrl-C): do not start the runs still queued.
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+                for fut in as_completed(futures):
+                    i = futures[fut]
+                    results[i] = fut.result()
+                    progress.done(scenarios[i][0])
+            except BaseException:
+                # One failed (or Ctrl-C): do not start the runs still queued.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     return [results[i] for i in range(len(scenarios))]

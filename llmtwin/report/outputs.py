@@ -8,19 +8,19 @@ sweep: sweep.json and latency/throughput-versus-load plots.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmtwin.cluster.records import RunResult
-from llmtwin.report.plots import latency_samples, plot_latency_cdfs, plot_run
+from llmtwin.report.plot_data import latency_cdfs, run_plots
 from llmtwin.report.summary import Summary
-from llmtwin.report.sweep_plots import plot_sweep_latency, plot_sweep_throughput
 from llmtwin.report.tables import METRICS, slo_capacity
-from llmtwin.report.writers import instances_csv, json_text, requests_csv, write_text
+from llmtwin.report.writers import instances_csv, json_text, write_requests_csv, write_text, write_with
+from llmtwin.scenario.spec import DEFAULT_SLO_TARGET
 
-DEFAULT_SLO_TARGET = 0.9
 """Fraction of requests within both SLOs that a sweep's SLO capacity asks for."""
 
 
@@ -43,20 +43,42 @@ def summary_document(run: RunOutput) -> dict[str, Any]:
     return doc
 
 
-def write_run(out_dir: Path, run: RunOutput, *, plots: bool = True) -> list[Path]:
-    """Every file of one run into ``out_dir``; returns the paths written."""
+def write_run(
+    out_dir: Path, run: RunOutput, *, plots: bool = True, plotter: Executor | None = None
+) -> list[Path]:
+    """Every file of one run into ``out_dir``; returns the paths written. With a ``plotter``
+    (``plot_worker.plot_worker``), the plots are rendered there while the rest is written."""
     slo = run.summary.slo
+    pending = _plot(plotter, "plot_run", run_plots(run.result), out_dir) if plots else None
     files = [
         write_text(out_dir / "summary.json", json_text(summary_document(run))),
-        write_text(out_dir / "requests.csv", requests_csv(run.result, slo)),
+        write_with(out_dir / "requests.csv", lambda f: write_requests_csv(f, run.result, slo)),
         write_text(out_dir / "instances.csv", instances_csv(run.result)),
         write_text(out_dir / "scenario.json", json_text(dict(run.scenario))),
     ]
     if run.scenario_toml is not None:
         files.append(write_text(out_dir / "scenario.toml", run.scenario_toml))
-    if plots:
-        files += plot_run(run.result, out_dir)
+    if pending is not None:
+        files += pending()
     return files
+
+
+def _plot(plotter: Executor | None, name: str, *args: Any) -> Callable[[], Any]:
+    """Call ``llmtwin.report.plots.<name>(*args)`` in ``plotter`` (or here, when there is none);
+    returns a function that waits for, and returns, its result."""
+    if plotter is None:
+        from llmtwin.report import plots  # matplotlib: only when plotting
+
+        result = getattr(plots, name)(*args)
+        return lambda: result
+    future = plotter.submit(_call_plots, name, *args)
+    return future.result
+
+
+def _call_plots(name: str, *args: Any) -> Any:
+    from llmtwin.report import plots
+
+    return getattr(plots, name)(*args)
 
 
 def relative_changes(summaries: Sequence[Summary]) -> dict[str, dict[str, float | None]]:
@@ -66,11 +88,13 @@ def relative_changes(summaries: Sequence[Summary]) -> dict[str, dict[str, float 
     return {s.policy: {m.label: m.delta(s, base) for m in METRICS} for s in summaries[1:]}
 
 
-def write_compare(out_dir: Path, runs: Sequence[RunOutput], *, plots: bool = True) -> list[Path]:
+def write_compare(
+    out_dir: Path, runs: Sequence[RunOutput], *, plots: bool = True, plotter: Executor | None = None
+) -> list[Path]:
     """Per-policy folders, compare.json and the overlaid CDFs."""
     files: list[Path] = []
     for run in runs:
-        files += write_run(out_dir / run.summary.policy, run, plots=plots)
+        files += write_run(out_dir / run.summary.policy, run, plots=plots, plotter=plotter)
     summaries = [r.summary for r in runs]
     doc = {
         "scenario": summaries[0].scenario,
@@ -81,8 +105,10 @@ def write_compare(out_dir: Path, runs: Sequence[RunOutput], *, plots: bool = Tru
     }
     files.append(write_text(out_dir / "compare.json", json_text(doc)))
     if plots:
-        series = [(r.summary.policy, latency_samples(r.result)) for r in runs]
-        files.append(plot_latency_cdfs(series, out_dir / "latency_cdf.png", summaries[0].scenario))
+        series = [(r.summary.policy, latency_cdfs(r.result)) for r in runs]
+        files.append(
+            _plot(plotter, "plot_latency_cdfs", series, out_dir / "latency_cdf.png", summaries[0].scenario)()
+        )
     return files
 
 
@@ -111,6 +137,8 @@ def write_sweep(
     """sweep.json and the versus-load plots."""
     files = [write_text(out_dir / "sweep.json", json_text(sweep_document(scenario, points, slo_target)))]
     if plots:
+        from llmtwin.report.sweep_plots import plot_sweep_latency, plot_sweep_throughput
+
         files.append(plot_sweep_latency(points, out_dir / "sweep_latency.png", scenario))
         files.append(plot_sweep_throughput(points, out_dir / "sweep_throughput.png", scenario))
     return files

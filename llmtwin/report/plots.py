@@ -2,15 +2,14 @@
 
 Figures are built on matplotlib's object API with an explicit Agg canvas: no pyplot, no global
 figure state, never ``show()``. Long series are reduced before drawing (CDFs to at most
-``MAX_POINTS`` quantiles, timelines to per-chunk maxima) so that a 10k-request run plots in a
-few seconds.
+``MAX_POINTS`` quantiles; KV and role timelines come already reduced to ``timebins.BINS`` time
+bins per instance), so a plot costs the same for a thousand requests as for a million.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +21,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from llmtwin.cluster.records import InstanceRecord, RunResult
+from llmtwin.cluster.records import InstanceRecord
+from llmtwin.report.plot_data import Cdf, LatencyCdfs, RunPlots
 
 FloatArray = npt.NDArray[np.float64]
-
-MAX_POINTS = 2000
-"""Most points drawn per curve."""
 
 MAX_INSTANCE_PANELS = 16
 """Instances shown in per-instance KV plots (the first ones by id); the role strip shows all."""
@@ -53,47 +50,6 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-@dataclass(frozen=True, slots=True)
-class LatencySamples:
-    """The latency samples of one run, seconds."""
-
-    ttft: FloatArray
-    tbt: FloatArray
-    """Every gap between consecutive tokens, pooled over requests."""
-    e2e: FloatArray
-
-
-def latency_samples(result: RunResult) -> LatencySamples:
-    reqs = result.requests
-    gaps = [np.diff(np.asarray(r.token_times_s, dtype=np.float64)) for r in reqs]
-    return LatencySamples(
-        ttft=np.asarray([t for r in reqs if (t := r.ttft_s) is not None], dtype=np.float64),
-        tbt=np.concatenate(gaps) if gaps else np.empty(0),
-        e2e=np.asarray(
-            [t for r in reqs if (t := r.e2e_s) is not None and r.failed_reason is None], dtype=np.float64
-        ),
-    )
-
-
-def cdf_points(samples: FloatArray, max_points: int = MAX_POINTS) -> tuple[FloatArray, FloatArray]:
-    """(values, cumulative fractions) of the empirical CDF, thinned to ``max_points`` ranks."""
-    x = np.sort(samples)
-    n = x.size
-    if n == 0:
-        return x, x
-    ranks = np.unique(np.linspace(0, n - 1, min(n, max_points)).astype(np.int64))
-    return x[ranks], (ranks + 1) / n
-
-
-def chunk_max(values: FloatArray, max_points: int = MAX_POINTS) -> tuple[npt.NDArray[np.int64], FloatArray]:
-    """(first index, max) of ``max_points`` equal-count chunks: an envelope that keeps peaks."""
-    n = values.size
-    if n <= max_points:
-        return np.arange(n, dtype=np.int64), values
-    starts = np.linspace(0, n, max_points, endpoint=False).astype(np.int64)
-    return starts, np.maximum.reduceat(values, starts)
-
-
 def plain_log_axis(axis: Axis) -> None:
     """Log ticks labelled as plain numbers (0.02, not 2 x 10^-2), denser on a short range.
 
@@ -108,6 +64,8 @@ def plain_log_axis(axis: Axis) -> None:
 
 
 def _log_x_if_wide(ax: Axes, samples: Sequence[FloatArray]) -> None:
+    """Log x when the positive values (a CDF's points include its minimum and maximum) span more
+    than a factor 10."""
     pos = [s[s > 0] for s in samples if s.size]
     pos = [p for p in pos if p.size]
     if pos and max(p.max() for p in pos) > 10 * min(p.min() for p in pos):
@@ -115,17 +73,16 @@ def _log_x_if_wide(ax: Axes, samples: Sequence[FloatArray]) -> None:
         plain_log_axis(ax.xaxis)
 
 
-def plot_latency_cdfs(series: Sequence[tuple[str, LatencySamples]], path: Path, title: str = "") -> Path:
+def plot_latency_cdfs(series: Sequence[tuple[str, LatencyCdfs]], path: Path, title: str = "") -> Path:
     """TTFT, TBT and E2E CDFs side by side, one curve per labelled run."""
     fig = new_figure(12.0, 3.6)
     axes = fig.subplots(1, 3)
     panels = (("TTFT", "ttft"), ("TBT (all gaps)", "tbt"), ("E2E (job completion)", "e2e"))
     for ax, (name, attr) in zip(axes, panels, strict=True):
-        arrays = [getattr(s, attr) for _, s in series]
-        for (label, _), a in zip(series, arrays, strict=True):
-            x, y = cdf_points(a)
+        cdfs: list[Cdf] = [getattr(s, attr) for _, s in series]
+        for (label, _), (x, y) in zip(series, cdfs, strict=True):
             ax.step(x, y, where="post", label=label)
-        _log_x_if_wide(ax, arrays)
+        _log_x_if_wide(ax, [x for x, _ in cdfs])
         if ax.get_xscale() == "linear":
             ax.ticklabel_format(axis="x", useOffset=False)
         ax.set_xlabel(f"{name} (s)")
@@ -141,12 +98,10 @@ def plot_latency_cdfs(series: Sequence[tuple[str, LatencySamples]], path: Path, 
 
 def _kv_panel(ax: Axes, inst: InstanceRecord, end_s: float) -> None:
     gib = float(2**30)
-    if inst.kv_timeline:
-        tl = np.asarray(inst.kv_timeline, dtype=np.float64)
-        idx, primary = chunk_max(tl[:, 1])
-        _, total = chunk_max(tl[:, 1] + tl[:, 2])
-        t = np.append(tl[idx, 0], end_s)
-        primary, total = np.append(primary, primary[-1]) / gib, np.append(total, total[-1]) / gib
+    if inst.kv_envelope:
+        env = np.asarray(inst.kv_envelope, dtype=np.float64)
+        t = np.append(env[:, 0], max(end_s, float(env[-1, 0])))
+        primary, total = np.append(env[:, 1], env[-1, 1]) / gib, np.append(env[:, 2], env[-1, 2]) / gib
         ax.fill_between(t, 0.0, primary, step="post", color="tab:blue", alpha=0.7, lw=0, label="primary")
         ax.fill_between(t, primary, total, step="post", color="tab:red", alpha=0.5, lw=0, label="redundant")
     if inst.kv_capacity_bytes > 0:
@@ -156,7 +111,7 @@ def _kv_panel(ax: Axes, inst: InstanceRecord, end_s: float) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def plot_kv_timeline(result: RunResult, path: Path) -> Path:
+def plot_kv_timeline(result: RunPlots, path: Path) -> Path:
     """KV-cache bytes per device over time, primary and redundant stacked, one panel per instance."""
     shown = sorted(result.instances, key=lambda i: i.iid)[:MAX_INSTANCE_PANELS]
     fig = new_figure(10.0, 0.6 + 1.4 * max(1, len(shown)))
@@ -174,27 +129,15 @@ def plot_kv_timeline(result: RunResult, path: Path) -> Path:
     return save(fig, path)
 
 
-def role_segments(inst: InstanceRecord, end_s: float) -> list[tuple[float, float, str]]:
-    """(start s, duration s, role) of each stretch of one role, consecutive repeats merged."""
-    merged: list[tuple[float, str]] = []
-    for t, role in inst.role_timeline:
-        if not merged or merged[-1][1] != role:
-            merged.append((t, role))
-    if not merged:
-        return []
-    ends = [t for t, _ in merged[1:]] + [end_s]
-    return [(t, e - t, role) for (t, role), e in zip(merged, ends, strict=True) if e > t]
-
-
 def role_colors(roles: Sequence[str]) -> dict[str, str]:
     extra = iter(_EXTRA_COLORS * (1 + len(roles) // len(_EXTRA_COLORS)))
     return {r: ROLE_COLORS.get(r) or next(extra) for r in roles}
 
 
-def plot_role_timeline(result: RunResult, path: Path) -> Path:
+def plot_role_timeline(result: RunPlots, path: Path) -> Path:
     """A Gantt-like strip per instance: which role it held when."""
     insts = sorted(result.instances, key=lambda i: i.iid)
-    segs = {i.iid: role_segments(i, result.end_s) for i in insts}
+    segs = {i.iid: i.role_stretches for i in insts}
     roles = sorted({role for s in segs.values() for _, _, role in s})
     colors = role_colors(roles)
     fig = new_figure(10.0, 1.0 + 0.35 * max(1, len(insts)))
@@ -215,16 +158,20 @@ def plot_role_timeline(result: RunResult, path: Path) -> Path:
     return save(fig, path)
 
 
-def plot_batch_histogram(result: RunResult, path: Path) -> Path:
+def plot_batch_histogram(result: RunPlots, path: Path) -> Path:
     """Histogram of iteration batch sizes, all instances pooled."""
-    sizes = np.asarray([b for i in result.instances for b in i.batch_sizes], dtype=np.int64)
+    width = max((len(i.batch_counts) for i in result.instances), default=0)
+    counts = np.zeros(width, dtype=np.int64)
+    for inst in result.instances:
+        counts[: len(inst.batch_counts)] += inst.batch_counts
     fig = new_figure(6.0, 3.6)
     ax = fig.subplots()
-    if sizes.size:
-        top = int(sizes.max())
+    used = np.flatnonzero(counts)
+    if used.size:
+        top = int(used[-1])
         # One bin per size while that is readable, else 64 equal bins.
         bins = [k - 0.5 for k in range(top + 2)] if top <= 64 else [top * k / 64 for k in range(65)]
-        ax.hist(sizes, bins=bins, color="tab:blue")
+        ax.hist(used, bins=bins, weights=counts[used], color="tab:blue")
     ax.set_xlabel("sequences per iteration")
     ax.set_ylabel("iterations")
     ax.set_title(f"Batch sizes ({result.policy})")
@@ -232,11 +179,11 @@ def plot_batch_histogram(result: RunResult, path: Path) -> Path:
     return save(fig, path)
 
 
-def plot_run(result: RunResult, out_dir: Path) -> list[Path]:
+def plot_run(result: RunPlots, out_dir: Path) -> list[Path]:
     """Every per-run plot into ``out_dir``; returns the files written."""
     title = f"{result.scenario} ({result.policy})"
     return [
-        plot_latency_cdfs([(result.policy, latency_samples(result))], out_dir / "latency_cdf.png", title),
+        plot_latency_cdfs([(result.policy, result.latency)], out_dir / "latency_cdf.png", title),
         plot_kv_timeline(result, out_dir / "kv_timeline.png"),
         plot_role_timeline(result, out_dir / "role_timeline.png"),
         plot_batch_histogram(result, out_dir / "batch_sizes.png"),

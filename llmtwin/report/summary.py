@@ -7,7 +7,10 @@ Definitions (docs/results.md repeats them):
   arithmetic mean. A distribution without samples has ``None`` everywhere (``null`` in JSON).
 * **TTFT** = first token - arrival, over requests that produced a first token.
 * **TBT** percentiles pool every gap between consecutive tokens of every request (a long
-  request weighs by its token count). ``tbt_request_mean_s`` is the distribution of the
+  request weighs by its token count). They are exact up to ``quantiles.EXACT_LIMIT`` (16.8
+  million) gaps; a larger run reads them from a log-bucketed sketch, each within 0.0122% of
+  the exact value (``llmtwin/cluster/quantiles.py``). Their mean is the exactly rounded sum of
+  the requests' gap sums over the count. ``tbt_request_mean_s`` is the distribution of the
   per-request mean gap instead (every request weighs the same).
 * **E2E** (job completion time) = completion - arrival, over completed requests.
 * **Span** = first arrival to last completion (to the run's end if nothing completed). Every
@@ -17,7 +20,8 @@ Definitions (docs/results.md repeats them):
   TTFT <= ``slo.ttft_s`` and the TBT SLO when its own ``slo.tbt_stat`` (mean, p90 or p99 of
   its gaps) <= ``slo.tbt_s``; a request with one output token has no gap and meets the TBT SLO.
 * **Idle fraction** = 1 - busy device-seconds / (devices x span), where an instance's busy
-  device-seconds are its busy seconds (all roles) times its device count. ``busy_fraction``
+  device-seconds are its busy seconds (all roles, summed over its iterations and exactly
+  rounded) times its device count. ``busy_fraction``
   splits the busy part by role the same way, and ``idle_fraction_by_role`` the idle part by
   the role the instance held while idle (from ``InstanceRecord.idle_s_by_role``).
 * **Cost**: tokens per accelerator-second = output tokens / (devices x span); cost in USD =
@@ -35,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from llmtwin.cluster.records import InstanceRecord, RequestRecord, RunResult
+from llmtwin.cluster.records import InstanceRecord, RequestTable, RunResult
 from llmtwin.errors import ConfigurationError
 from llmtwin.faults.figures import fault_figures
 from llmtwin.scenario.spec import SLOSpec
@@ -77,43 +81,17 @@ class Distribution:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class RequestTbt:
-    """Per-request statistics of the gaps between tokens, seconds (``None``: fewer than 2 tokens)."""
-
-    mean: float | None
-    p90: float | None
-    p99: float | None
-    max: float | None
-
-    def stat(self, name: str) -> float | None:
-        if name == "mean":
-            return self.mean
-        if name == "p90":
-            return self.p90
-        if name == "p99":
-            return self.p99
-        raise ConfigurationError(f"unknown TBT statistic {name!r}; expected one of {', '.join(TBT_STATS)}")
-
-
-def request_tbt(rec: RequestRecord) -> RequestTbt:
-    """The TBT statistics of one request."""
-    gaps = np.diff(np.asarray(rec.token_times_s, dtype=np.float64))
-    if gaps.size == 0:
-        return RequestTbt(None, None, None, None)
-    p90, p99 = (float(x) for x in np.percentile(gaps, (90.0, 99.0)))
-    return RequestTbt(float(gaps.mean()), p90, p99, float(gaps.max()))
-
-
-def meets_slo(rec: RequestRecord, tbt: RequestTbt, slo: SLOSpec) -> bool:
-    """Whether a request completed within both SLOs (see the module docstring)."""
-    ttft = rec.ttft_s
-    if rec.completion_s is None or rec.failed_reason is not None or ttft is None:
-        return False
-    if ttft > slo.ttft_s:
-        return False
-    stat = tbt.stat(slo.tbt_stat)
-    return stat is None or stat <= slo.tbt_s
+def meets_slo(table: RequestTable, slo: SLOSpec) -> npt.NDArray[np.bool_]:
+    """Per request: whether it completed within both SLOs (see the module docstring)."""
+    if slo.tbt_stat not in TBT_STATS:
+        raise ConfigurationError(
+            f"unknown TBT statistic {slo.tbt_stat!r}; expected one of {', '.join(TBT_STATS)}"
+        )
+    stat = {"mean": table.tbt_mean_s, "p90": table.tbt_p90_s, "p99": table.tbt_p99_s}[slo.tbt_stat]
+    ttft = table.ttft_s
+    with np.errstate(invalid="ignore"):
+        ok_tbt = np.isnan(stat) | (stat <= slo.tbt_s)
+        return table.completed & ~np.isnan(ttft) & (ttft <= slo.ttft_s) & ok_tbt
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,30 +204,43 @@ def _device_seconds_by_role(
 
 def run_span(result: RunResult) -> tuple[float, float]:
     """(start, end) of the span, virtual seconds: first arrival to last completion."""
-    arrivals = [r.arrival_s for r in result.requests]
-    done = [r.completion_s for r in result.requests if r.completion_s is not None]
-    start = min(arrivals) if arrivals else 0.0
-    end = max(done) if done else max(result.end_s, start)
+    t = result.table
+    done = t.completion_s[~np.isnan(t.completion_s)]
+    start = float(t.arrival_s.min()) if len(t) else 0.0
+    end = float(done.max()) if done.size else max(result.end_s, start)
     return start, end
+
+
+def tbt_distribution(result: RunResult) -> Distribution:
+    """Every gap between tokens, pooled over requests (exact percentiles up to
+    ``quantiles.EXACT_LIMIT`` gaps, a sketch within 0.0122% beyond); the mean is the exactly
+    rounded sum of the requests' gap sums over their count."""
+    g = result.tbt_gaps
+    if g.count == 0:
+        return Distribution(0, None, None, None, None, None)
+    p50, p90, p99 = g.percentiles(PERCENTILES)
+    return Distribution(g.count, p50, p90, p99, result.tbt_sum_s / g.count, float(g.max))
 
 
 def summarize(result: RunResult, slo: SLOSpec) -> Summary:
     """Reduce a run to its :class:`Summary` (definitions in the module docstring)."""
     if slo.tbt_stat not in TBT_STATS:
         raise ConfigurationError(f"slo.tbt_stat must be one of {', '.join(TBT_STATS)}, got {slo.tbt_stat!r}")
-    reqs = result.requests
+    t = result.table
     start, end = run_span(result)
     span = end - start
 
-    completed = [r for r in reqs if r.completion_s is not None and r.failed_reason is None]
+    completed = t.completed
+    n_completed = int(completed.sum())
     reasons = Counter(
-        r.failed_reason or "unfinished" for r in reqs if r.completion_s is None or r.failed_reason
+        {
+            t.reasons[c]: int(k)
+            for c, k in zip(*np.unique(t.failure[t.failure >= 0], return_counts=True), strict=True)
+        }
     )
-    tbts = [request_tbt(r) for r in reqs]
-    gaps = [np.diff(np.asarray(r.token_times_s, dtype=np.float64)) for r in reqs]
-    pooled = np.concatenate(gaps) if gaps else np.empty(0)
-    good = sum(1 for r, t in zip(reqs, tbts, strict=True) if meets_slo(r, t, slo))
-    output_tokens = sum(r.generated_tokens for r in reqs)
+    good = int(meets_slo(t, slo).sum())
+    output_tokens = int(t.generated_tokens.sum())
+    ttft = t.ttft_s
 
     devices = sum(i.devices for i in result.instances)
     device_s = devices * span
@@ -261,7 +252,8 @@ def summarize(result: RunResult, slo: SLOSpec) -> Summary:
 
     price = result.usd_per_device_hour
     cost = device_s / 3600.0 * price if price is not None else None
-    batches = [b for inst in result.instances for b in inst.batch_sizes]
+    iterations = sum(sum(i.batch_counts) for i in result.instances)
+    batch_total = sum(int(np.dot(i.batch_counts, np.arange(len(i.batch_counts)))) for i in result.instances)
 
     return Summary(
         policy=result.policy,
@@ -272,21 +264,21 @@ def summarize(result: RunResult, slo: SLOSpec) -> Summary:
         tp=result.tp,
         instances=len(result.instances),
         devices=devices,
-        requests_total=len(reqs),
-        requests_completed=len(completed),
-        requests_failed=len(reqs) - len(completed),
+        requests_total=len(t),
+        requests_completed=n_completed,
+        requests_failed=len(t) - n_completed,
         failure_reasons=dict(sorted(reasons.items())),
-        ttft_s=Distribution.of([t for r in reqs if (t := r.ttft_s) is not None]),
-        tbt_s=Distribution.of(pooled),
-        tbt_request_mean_s=Distribution.of([t.mean for t in tbts if t.mean is not None]),
-        e2e_s=Distribution.of([t for r in completed if (t := r.e2e_s) is not None]),
+        ttft_s=Distribution.of(ttft[~np.isnan(ttft)]),
+        tbt_s=tbt_distribution(result),
+        tbt_request_mean_s=Distribution.of(t.tbt_mean_s[~np.isnan(t.tbt_mean_s)]),
+        e2e_s=Distribution.of(t.e2e_s[completed]),
         span_s=span,
-        prompt_tokens=sum(r.prompt_tokens for r in reqs if r.first_token_s is not None),
+        prompt_tokens=int(t.prompt_tokens[~np.isnan(t.first_token_s)].sum()),
         output_tokens=output_tokens,
         throughput_tokens_per_s=_ratio(output_tokens, span),
-        throughput_requests_per_s=_ratio(len(completed), span),
+        throughput_requests_per_s=_ratio(n_completed, span),
         goodput_requests_per_s=_ratio(good, span),
-        slo_attainment=_ratio(good, len(reqs)),
+        slo_attainment=_ratio(good, len(t)),
         slo=slo,
         idle_fraction=idle,
         busy_fraction=busy_fraction,
@@ -295,11 +287,11 @@ def summarize(result: RunResult, slo: SLOSpec) -> Summary:
         usd_per_device_hour=price,
         cost_usd=cost,
         tokens_per_usd=_ratio(output_tokens, cost) if cost is not None else None,
-        preemptions=sum(r.preemptions for r in reqs),
-        preempted_requests=sum(1 for r in reqs if r.preemptions > 0),
-        kv_bytes_moved=float(sum(r.kv_bytes_moved for r in reqs)),
+        preemptions=int(t.preemptions.sum()),
+        preempted_requests=int((t.preemptions > 0).sum()),
+        kv_bytes_moved=float(sum(t.kv_bytes_moved.tolist())),
         role_switches=sum(i.role_switches for i in result.instances),
-        mean_batch_size=float(np.mean(batches)) if batches else None,
+        mean_batch_size=batch_total / iterations if iterations else None,
         run=dict(sorted(result.stats.items())),
         faults=fault_figures(result, end),
     )

@@ -3,8 +3,9 @@
 Each child runs in its own process group (so a terminal's Ctrl-C reaches only ``up``, which
 then stops the children in order) and, on Linux, gets SIGTERM if ``up`` dies without cleaning
 up (``PR_SET_PDEATHSIG``). Its stdout and stderr go to ``<log_dir>/<name>.log``, whose last
-lines are shown when it fails. ``stop_all`` sends SIGTERM to every group, waits, then SIGKILLs
-whatever is left. Children may be confined to a set of CPUs (``--cpus``; see
+lines are shown when it fails; :meth:`Supervisor.respawn` starts a child that died again with
+the same command and environment, appending to its log. ``stop_all`` sends SIGTERM to every
+group, waits, then SIGKILLs whatever is left. Children may be confined to a set of CPUs (``--cpus``; see
 docs/architecture.md for why one CPU can be faster).
 """
 
@@ -80,6 +81,9 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    argv: tuple[str, ...] = ()
+    env: dict[str, str] | None = None
+    restarts: int = 0
 
     @property
     def pid(self) -> int:
@@ -106,19 +110,29 @@ class Supervisor:
     def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
+        environ = dict(os.environ if env is None else env)
+        child = Child(name, self._popen(argv, environ, log_path, "wb"), log_path, tuple(argv), environ)
+        self.children.append(child)
+        return child
+
+    def respawn(self, child: Child) -> None:
+        """Start ``child`` again (same command and environment; its log goes on)."""
+        child.proc = self._popen(child.argv, child.env, child.log_path, "ab")
+        child.restarts += 1
+
+    def _popen(
+        self, argv: Sequence[str], env: Mapping[str, str] | None, log_path: Path, mode: str
+    ) -> subprocess.Popen[bytes]:
+        with log_path.open(mode) as log:
+            return subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=dict(os.environ if env is None else env),
+                env=None if env is None else dict(env),
                 process_group=0,
                 preexec_fn=preexec(self.cpus),
             )
-        child = Child(name, proc, log_path)
-        self.children.append(child)
-        return child
 
     def exited(self) -> Child | None:
         """The first child that has exited, if any."""

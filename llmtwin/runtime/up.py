@@ -1,11 +1,19 @@
-"""``llmtwin up``'s engine: an embedded nats-server, every service as its own process, runs, cleanup.
+"""``llmtwin up``'s engine: a private nats-server, every service as its own process, runs, cleanup.
 
-:class:`Launcher` starts ``.venv/bin/nats-server`` on a free loopback port and one
-``python -m services ROLE`` process per service, waits until each has said hello, runs the
-runs one after the other through the conductor (showing live progress), and stops everything:
-SIGTERM to every child, a grace period, SIGKILL for stragglers, the server last, temporary
-files removed. The same cleanup runs on Ctrl-C, on SIGTERM, and when a child exits early (then
-the error names it and shows the end of its log).
+:class:`Launcher` starts ``.venv/bin/nats-server`` on a free loopback port with one user per
+process (:mod:`llmtwin.runtime.private_bus`: nkeys generated for this ``up`` only, role
+permissions, no monitoring port) and one ``python -m services ROLE`` process per service, waits
+until each has said hello, runs the runs one after the other through the conductor (showing
+live progress), and stops everything: SIGTERM to every child, a grace period, SIGKILL for
+stragglers, the server last, keys and temporary files removed. The same cleanup runs on
+Ctrl-C, on SIGTERM, and when the run cannot go on.
+
+It supervises: a service other than the conductor that dies is started again (up to
+``max_restarts`` times each) and catches up by replay (``services/recovery.py``); a
+nats-server that dies is started again on the same port, the services reconnect and the open
+window is sent again; the results do not change. A conductor that dies ends the run (its
+window books are gone) with a message naming it, as does a service that keeps dying, a
+nats-server that does not answer for ``server_timeout_s``, and a run someone stopped.
 """
 
 from __future__ import annotations
@@ -19,21 +27,22 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 from llmtwin.errors import ServiceFailure
-from llmtwin.runtime.live import ProgressLine
-from llmtwin.runtime.natsd import EmbeddedNats
-from llmtwin.runtime.processes import Supervisor
-from proto.codec import Codec
+from llmtwin.runtime.private_bus import PrivateBus, TlsFiles
+from llmtwin.runtime.processes import Child, Supervisor
+from llmtwin.runtime.progress_line import ProgressLine
 from proto.control import RunOutcome, RunRequest, RunSpec
 from services.bus import connect
 from services.client import RunClient
 
 T = TypeVar("T")
+
+CONDUCTOR = "conductor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +56,13 @@ class ServiceProc:
 
 def cluster_layout(device_processes: int, planner: bool) -> list[ServiceProc]:
     """The twin's services: conductor, generator, balancer, devices (sharded), planner."""
-    procs = [ServiceProc("conductor", "conductor"), ServiceProc("generator", "generator")]
+    procs = [ServiceProc(CONDUCTOR, "conductor"), ServiceProc("generator", "generator")]
     procs.append(ServiceProc("balancer", "balancer"))
     n = device_processes
     procs += [ServiceProc(f"device-{k}", "device", ("--shard", f"{k}/{n}")) for k in range(1, n + 1)]
     if planner:
         procs.append(ServiceProc("planner", "planner"))
     return procs
-
-
-def toy_layout() -> list[ServiceProc]:
-    """The transport self-test: a conductor and one host for every toy component."""
-    return [ServiceProc("conductor", "conductor"), ServiceProc("toy-host", "host", ("--components", "*"))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +92,11 @@ class Launcher:
         log_dir: Path | None = None,
         start_timeout_s: float = 120.0,
         grace_s: float = 10.0,
-        routing: Literal["relay", "direct"] = "relay",
         cpus: frozenset[int] | None = None,
+        tls: TlsFiles | None = None,
+        env: Mapping[str, str] | None = None,
+        max_restarts: int = 3,
+        server_timeout_s: float = 300.0,
     ) -> None:
         self.layout = list(layout)
         self.cpus = cpus
@@ -99,47 +106,62 @@ class Launcher:
         self.log_dir = log_dir
         self.start_timeout_s = start_timeout_s
         self.grace_s = grace_s
-        self.routing: Literal["relay", "direct"] = routing
+        self.tls = tls
+        self.env = dict(env or {})
+        """Extra environment of every service (e.g. TWIN_SCENARIO_DIRS)."""
+        self.max_restarts = max_restarts
+        """Restarts per service process (and of nats-server) before giving up."""
+        self.server_timeout_s = server_timeout_s
         self.supervisor: Supervisor | None = None
-        self.nats: EmbeddedNats | None = None
+        self.bus: PrivateBus | None = None
+        self.server_restarts = 0
+        self.server_stuck = False
+        """nats-server was not answering when the work ended: the services cannot stop
+        gracefully (they would wait on it), so they get a short grace."""
 
     def run(self, runs: Sequence[UpRun]) -> list[RunOutcome]:
         """Start everything, do ``runs`` in order, stop everything (also on errors and signals)."""
-        tmp = Path(tempfile.mkdtemp(prefix="llmtwin-up-"))
-        self.nats = EmbeddedNats(tmp / "nats", cpus=self.cpus)
-        self.supervisor = Supervisor(self.log_dir or tmp / "logs", cpus=self.cpus)
+        tmp = Path(tempfile.mkdtemp(prefix="llmtwin-up-"))  # 0700: keys and configuration live here
         # SIGTERM outside the event loop (starting the server, spawning) must clean up too.
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        self.supervisor = Supervisor(self.log_dir or tmp / "logs", cpus=self.cpus)
         try:
-            url = self.nats.start()
-            return asyncio.run(self._main(url, self.supervisor, runs))
+            self.bus = PrivateBus(tmp, {p.name: p.role for p in self.layout}, tls=self.tls, cpus=self.cpus)
+            self.bus.start()
+            return asyncio.run(self._main(self.bus, self.supervisor, runs))
         finally:
             signal.signal(signal.SIGTERM, old_term)
             with _signals_ignored():
-                killed = self.supervisor.stop_all(self.grace_s)
-                self.nats.stop()
+                grace = min(self.grace_s, 2.0) if self.server_stuck else self.grace_s
+                killed = self.supervisor.stop_all(grace)
+                if self.bus is not None:
+                    self.bus.server.stop()
                 shutil.rmtree(tmp, ignore_errors=True)
             if killed:
-                self._say(f"killed after {self.grace_s:g} s: {', '.join(killed)}")
+                self._say(f"killed after {grace:g} s: {', '.join(killed)}")
 
-    async def _main(self, url: str, sup: Supervisor, runs: Sequence[UpRun]) -> list[RunOutcome]:
-        bus = await connect(url, "up", reconnect_attempts=2)
-        client = RunClient(bus, Codec())
+    async def _main(self, private: PrivateBus, sup: Supervisor, runs: Sequence[UpRun]) -> list[RunOutcome]:
+        bus = await connect(private.options(drain_timeout_s=2.0))  # little to drain: keep exits quick
+        client = RunClient(bus, name="up", conductor=CONDUCTOR, server_timeout_s=self.server_timeout_s)
         await client.start()
         quit_ = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, quit_.set)
         try:
+            url = private.server.url
             for proc in self.layout:
                 argv = [sys.executable, "-m", "services", proc.role, "--nats", url, "--name", proc.name]
-                sup.spawn(proc.name, [*argv, "--http-port", "0", *proc.flags])
+                env = private.child_env(proc.name, {**os.environ, **self.env})
+                sup.spawn(proc.name, [*argv, "--http-port", "0", *proc.flags], env)
             return await self._guarded(self._work(client, runs), sup, quit_)
         finally:
+            self.server_stuck = client.server_silent_since is not None
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            await client.close()
-            await bus.drain()
+            with contextlib.suppress(TimeoutError):  # the services are stopped next anyway
+                await asyncio.wait_for(client.close(), 5.0)
+            await bus.close()
 
     async def _work(self, client: RunClient, runs: Sequence[UpRun]) -> list[RunOutcome]:
         await client.wait_for([p.name for p in self.layout], self.start_timeout_s)
@@ -152,18 +174,21 @@ class Launcher:
         for i, r in enumerate(runs):
             line = None if self.quiet else ProgressLine(self.stream, label=r.label, total=r.total_requests)
             try:
-                outcomes.append(
-                    await client.run(
-                        RunRequest(run_id(r.label, i), r.spec, self.speed, routing=self.routing), line
-                    )
-                )
+                outcome = await client.run(RunRequest(run_id(r.label, i), r.spec, self.speed), line)
             finally:
                 if line is not None:
                     line.close()
+            if outcome.stats.get("stopped"):
+                raise ServiceFailure(
+                    f"run {r.label} was stopped by {outcome.stopped_by or 'a controller'} at "
+                    f"t={outcome.end_s:.3f} s (virtual); its partial results are not written"
+                )
+            outcomes.append(outcome)
         return outcomes
 
     async def _guarded(self, work: Awaitable[T], sup: Supervisor, quit_: asyncio.Event) -> T:
-        """``work``'s result, unless a signal (KeyboardInterrupt) or a dead child (ServiceFailure) comes first."""
+        """``work``'s result, unless a signal (KeyboardInterrupt) or a failure it cannot recover
+        from (ServiceFailure) comes first; restarts what died meanwhile."""
         task = asyncio.ensure_future(work)
         stop = asyncio.ensure_future(quit_.wait())
         try:
@@ -173,27 +198,53 @@ class Launcher:
                     return task.result()
                 if stop in done:
                     raise KeyboardInterrupt
-                if self.nats is not None and self.nats.proc is not None and self.nats.proc.poll() is not None:
-                    raise ServiceFailure(f"nats-server stopped (exit code {self.nats.proc.returncode})")
+                self._server_alive()
                 child = sup.exited()
                 if child is not None:
-                    code = child.proc.returncode
-                    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-                    tail = child.tail()
-                    self._say(
-                        f"service {child.name} stopped ({how}); last lines of {child.log_path}:\n{tail}"
-                    )
-                    last = tail.splitlines()[-1] if tail else "no output"
-                    raise ServiceFailure(f"service {child.name} stopped ({how}): {last}")
+                    self._revive(sup, child)
         finally:
             for t in (task, stop):
                 t.cancel()
             with contextlib.suppress(BaseException):
-                await task
+                await asyncio.wait([task], timeout=5.0)  # its drains must not hold the exit
+
+    def _server_alive(self) -> None:
+        """Start nats-server again on its port if it died (ServiceFailure past the restarts)."""
+        server = self.bus.server if self.bus is not None else None
+        if server is None or server.proc is None or server.proc.poll() is None:
+            return
+        how = _how(server.proc.returncode)
+        if self.server_restarts >= self.max_restarts:
+            raise ServiceFailure(f"nats-server stopped ({how}), {self.server_restarts} times: giving up")
+        self.server_restarts += 1
+        self._say(f"nats-server stopped ({how}); starting it again on port {server.port}")
+        server.restart()
+
+    def _revive(self, sup: Supervisor, child: Child) -> None:
+        """Start a dead service again, or stop everything naming it."""
+        how = _how(child.proc.returncode)
+        tail = child.tail()
+        last = tail.splitlines()[-1] if tail else "no output"
+        if child.name == CONDUCTOR or child.restarts >= self.max_restarts:
+            self._say(f"service {child.name} stopped ({how}); last lines of {child.log_path}:\n{tail}")
+            why = (
+                "the run cannot go on without it"
+                if child.name == CONDUCTOR
+                else f"it was restarted {child.restarts} times"
+            )
+            raise ServiceFailure(f"service {child.name} stopped ({how}): {why}; {last}")
+        self._say(
+            f"service {child.name} stopped ({how}); restarting it ({child.restarts + 1} of {self.max_restarts})"
+        )
+        sup.respawn(child)
 
     def _say(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def _how(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

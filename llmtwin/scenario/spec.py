@@ -84,6 +84,10 @@ class EngineConfig:
     """Relative width of the iteration-time cache's context buckets (0 = exact, slow)."""
 
 
+DEFAULT_SLO_TARGET = 0.9
+"""Fraction of requests that must meet both SLOs for a load to count as served (SLO capacity)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SLOSpec:
     """Service-level objectives for goodput."""

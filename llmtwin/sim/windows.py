@@ -42,6 +42,14 @@ class WindowPlanner:
     def components(self) -> list[str]:
         return sorted(self._next)
 
+    def next_time(self, component: str) -> float:
+        """The component's next internal event, as last reported."""
+        return self._next[component]
+
+    def pending(self, component: str) -> int:
+        """Messages sent to the component and not yet granted to it."""
+        return len(self._pending[component])
+
     def _wake(self, c: str) -> float:
         pend = self._pending[c]
         return min(self._next[c], pend[0] if pend else INF)
@@ -86,6 +94,3 @@ class WindowPlanner:
             w = self._wake(c)
             if w < INF:
                 heapq.heappush(self._heap, (w, c))
-
-    def idle(self) -> bool:
-        return all(self._wake(c) == INF for c in self._next)

@@ -77,10 +77,12 @@ def load_trace(ref: str) -> Trace:
     """Read and validate the trace ``ref`` (a name or a CSV path)."""
     path = resolve_trace(ref)
     try:
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
     except OSError as exc:
         raise CatalogFileError(f"{path}: cannot read trace: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CatalogFileError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     if not rows or tuple(c.strip() for c in rows[0]) != COLUMNS:
         raise CatalogFileError(f"{path}: a trace's header must be {','.join(COLUMNS)}")
     body = [r for r in rows[1:] if r]

@@ -17,10 +17,9 @@ import argparse
 import shlex
 from pathlib import Path
 
-from llmtwin.calibrate.render import render
-from llmtwin.calibrate.run import Inputs, calibrate, engine_document, hardware_document
 from llmtwin.calibrate.toml_out import write
 from llmtwin.catalog_files import find_files, read_toml
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.errors import CalibrationError, UnknownHardware
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
@@ -30,7 +29,7 @@ from llmtwin.physics.precision import Precision
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "calibrate",
-        help="fit a device's efficiency shape (and an engine profile) to measured timings",
+        help=COMMANDS["calibrate"].help,
         description="Fit kernel-shape efficiency fields to Vidur-format operator and collective "
         "timings, and optionally an engine-overhead profile to splitwise-format iteration times; "
         "write a hardware file (and an engine file) and print the fit-error tables.",
@@ -54,6 +53,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--engine-out", type=Path, help="engine .toml to write (default: beside --out, see docs)")
     p.add_argument("--report", type=Path, help="also write the fit-error tables to this markdown file")
     p.add_argument("--max-tokens", type=int, default=4096, help="fit operator points up to this many tokens")
+    p.add_argument(
+        "--max-batched-tokens", type=int, default=None,
+        help="prompt tokens the measured framework ran per forward pass (default: its longest single prompt)",
+    )  # fmt: skip
     p.add_argument("--precision", default="bf16", help="precision the measurements were taken at")
     p.add_argument("--catalog", action="append", type=Path, default=[], help="extra catalog directory")
     p.set_defaults(func=run)
@@ -95,6 +98,10 @@ def _provenance(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # scipy and matplotlib: imported only when calibrating.
+    from llmtwin.calibrate.render import render
+    from llmtwin.calibrate.run import Inputs, calibrate, engine_document, hardware_document
+
     if not (args.ops or args.collectives or args.iterations):
         raise CalibrationError("nothing to fit: give --ops, --collectives and/or --iterations")
     extra: list[Path] = args.catalog
@@ -110,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         iteration_hardware=args.iterations_hardware,
         engine_name=args.engine_name,
         max_tokens=args.max_tokens,
+        max_batched_tokens=args.max_batched_tokens,
         precision=prec,
     )
     result = calibrate(inputs, models.get)

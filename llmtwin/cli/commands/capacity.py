@@ -12,12 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from llmtwin.capacity.driver import Progress, run_study
-from llmtwin.capacity.study import make_study
-from llmtwin.capacity.table import study_document, study_heading, study_table
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.commands.compare import name_list
 from llmtwin.errors import ConfigurationError
-from llmtwin.report.outputs import DEFAULT_SLO_TARGET
+from llmtwin.scenario.spec import DEFAULT_SLO_TARGET
 
 SLO_KEYS = ("ttft_s", "tbt_s", "tbt_stat", "attainment")
 
@@ -25,7 +23,7 @@ SLO_KEYS = ("ttft_s", "tbt_s", "tbt_stat", "attainment")
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "capacity",
-        help="highest rate each policy serves within the SLOs (or the smallest cluster for a rate)",
+        help=COMMANDS["capacity"].help,
         description="Per policy and seed: the highest arrival rate at which the SLO attainment target "
         "holds (bisection over rate), or with --rate the fewest instances that hold that rate. Baselines "
         "with a configuration knob (disaggregated split, chunked-prefill budget) appear at the "
@@ -88,6 +86,12 @@ def slo_overrides(text: str) -> tuple[list[str], float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `llmtwin --help` and the other commands need none of it.
+    from llmtwin.capacity.driver import run_study
+    from llmtwin.capacity.study import make_study
+    from llmtwin.capacity.table import study_document, study_heading, study_table
+    from llmtwin.report.progress import RunProgress
+
     if args.jobs < 1 or args.seeds < 1:
         raise ConfigurationError("--jobs and --seeds must be >= 1")
     if not 0.0 < args.tolerance < 1.0:
@@ -105,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
         max_instances=args.max_instances,
         tune=not args.no_tune,
     )
-    progress = None if args.quiet else Progress(sys.stderr, f"capacity {base.name}")
     wall0 = time.perf_counter()
-    ordered, runs = run_study(study, rows, jobs=args.jobs, progress=progress)
+    with RunProgress(1, sys.stderr, enabled=not args.quiet) as progress:
+        ordered, runs = run_study(study, rows, jobs=args.jobs, progress=progress)
     wall = time.perf_counter() - wall0
     print(study_heading(base, study, runs, wall))
     print()

@@ -12,6 +12,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.common import int_list, print_json
 from llmtwin.errors import ConfigurationError
 from llmtwin.hardware import HardwareCatalog
@@ -19,16 +20,18 @@ from llmtwin.physics.collectives import Collective, collective_time
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("collective", help="predicted collective times over message sizes (Vidur CSV format)")
+    p = sub.add_parser("collective", help=COMMANDS["collective"].help)
     p.add_argument("--hardware", required=True, help="hardware name (see `llmtwin list`) or a .toml path")
-    p.add_argument("--op", choices=("all_reduce", "all_gather", "send_recv"), default="all_reduce")
+    p.add_argument(
+        "--op", choices=("all_reduce", "all_gather", "send_recv"), default="all_reduce", help="the collective"
+    )
     p.add_argument("--world", type=int, required=True, help="devices taking part")
     p.add_argument("--bytes", required=True, help="comma-separated payload sizes per rank, bytes")
     p.add_argument(
         "--devices-per-node", type=int, default=None,
         help="devices of the group per node (default: as many as the node holds); fewer spans nodes",
     )  # fmt: skip
-    p.add_argument("--format", choices=("vidur-csv", "json", "table"), default="table")
+    p.add_argument("--format", choices=("vidur-csv", "json", "table"), default="table", help="output format")
     p.add_argument("--catalog", action="append", type=Path, default=[], help="extra catalog directory")
     p.set_defaults(func=run)
 

@@ -14,21 +14,22 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.commands.compare import name_list
 from llmtwin.cli.commands.simulate import add_jobs_arg, check_jobs
-from llmtwin.cluster.run import run_scenario
 from llmtwin.errors import ConfigurationError
-from llmtwin.faults.impact import FaultImpact, fault_impact
-from llmtwin.report.execute import Progress, run_all
-from llmtwin.report.tables import format_table
-from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.overrides import fault_override
 from llmtwin.scenario.spec import Scenario
 
+if TYPE_CHECKING:
+    from llmtwin.faults.impact import FaultImpact
+    from llmtwin.report.progress import Progress
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("faults", help="what a simulated accelerator failure costs each policy")
+    p = sub.add_parser("faults", help=COMMANDS["faults"].help)
     p.add_argument("scenario", metavar="SCENARIO", help="scenario name or .toml path")
     p.add_argument(
         "--fault", action="append", default=[], metavar="engine=I@Ts[,recover=Ts]",
@@ -53,12 +54,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def impact_of(scenario: Scenario, progress: Progress | None = None) -> FaultImpact:
     """The scenario with its faults against the same scenario without them."""
+    from llmtwin.cluster.run import run_scenario
+    from llmtwin.faults.impact import fault_impact
+
     faulty = run_scenario(scenario)
     clean = run_scenario(dataclasses.replace(scenario, faults=()))
     return fault_impact(faulty, clean, scenario.slo)
 
 
 def run(args: argparse.Namespace) -> int:
+    from llmtwin.report.execute import run_all
+    from llmtwin.scenario.loader import load_scenario
+
     jobs = check_jobs(args.jobs)
     if not args.fault:
         raise ConfigurationError("faults: give at least one --fault engine=I@Ts[,recover=Ts]")
@@ -125,4 +132,6 @@ def impact_table(by_policy: Sequence[Sequence[FaultImpact]], markdown: bool = Fa
                 f"{mean(lambda r: r.unfinished):.0f}",
             ]
         )
+    from llmtwin.report.tables import format_table
+
     return format_table(header, rows, markdown=markdown)

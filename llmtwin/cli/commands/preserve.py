@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.common import add_device_args, int_list, print_json, step_model
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
@@ -13,7 +14,6 @@ from llmtwin.physics.step import StepModel
 from llmtwin.preserve import FusedConfig, PreserveConfig, StepComparison, compare_step, step_times
 from llmtwin.preserve.config import CONTENTIONS, PRIORITIES
 from llmtwin.preserve.die_cost import MIB
-from llmtwin.preserve.plots import timeline_png
 from llmtwin.preserve.report import layer_detail, layer_rows
 
 DEFAULT_OUT = Path("out/preserve")
@@ -22,7 +22,7 @@ DEFAULT_OUT = Path("out/preserve")
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "preserve",
-        help="one decode step: vanilla vs fused GEMM+allreduce vs PRESERVE L2 prefetching",
+        help=COMMANDS["preserve"].help,
         description="Plan PRESERVE prefetches for one decode step and compare the step time with the "
         "serial (vanilla) and fused GEMM+allreduce baselines. See docs/preserve.md.",
     )
@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     title = (f"{sm.model.name} TP{sm.tp} {sm.prec.label()} on {sm.hw.name}, batch {args.batch} x "
              f"{args.context}: vanilla {out['vanilla_step_s'] * 1e3:.2f} ms, fused {out['fused_step_s'] * 1e3:.2f} ms, "
              f"PRESERVE {out['preserve_step_s'] * 1e3:.2f} ms ({out['speedup']:.3f}x)")  # fmt: skip
+    from llmtwin.preserve.plots import timeline_png  # matplotlib: only when plotting
+
     path = timeline_png(cmp, layer, 2, args.out / "preserve_timeline.png", title)
     print(f"wrote {path}")
     return 0

@@ -6,12 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from llmtwin.cli.common import print_json
+from llmtwin.cli.commands import COMMANDS
+from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
-from llmtwin.report.execute import run_all, run_output
-from llmtwin.report.outputs import describe_written, summary_document, write_run
-from llmtwin.report.tables import summary_table
-from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.overrides import fault_override
 
 
@@ -63,22 +60,52 @@ def check_jobs(jobs: int) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("simulate", help="run one scenario and summarise it")
+    p = sub.add_parser("simulate", help=COMMANDS["simulate"].help)
     add_run_args(p)
     p.add_argument("--policy", help="serving policy (colocated, disaggregated, accellm, ...)")
     p.add_argument("--json", action="store_true", help="print summary.json on stdout instead of the table")
+    p.add_argument(
+        "--band", action="store_true",
+        help="also run the cluster with every iteration at the low and at the high edge of its "
+        "calibration band (engine NAME@low / NAME@high) and report the range of each headline metric",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `llmtwin --help` and the other commands need none of it.
+    from llmtwin.cli.band import band_runs, band_table
+    from llmtwin.cli.common import print_json
+    from llmtwin.report.execute import run_all, run_output
+    from llmtwin.report.outputs import describe_written, summary_document, write_run
+    from llmtwin.report.plot_worker import plot_worker
+    from llmtwin.report.tables import summary_table
+    from llmtwin.scenario.loader import load_scenario
+
+    check_out(args.out)
     scenario = load_scenario(args.scenario, args.overrides, args.policy)
+    check_fits([scenario])
     label = f"{scenario.name}/{scenario.policy.name}"
-    (out,) = run_all(run_output, [(label, scenario)], jobs=1, stream=sys.stderr, show_progress=not args.quiet)
-    if args.json:
-        print_json(summary_document(out))
-    else:
-        print(summary_table(out.summary, markdown=args.markdown))
-    if args.out is not None:
-        files = write_run(args.out, out, plots=not args.no_plots)
-        print(describe_written(args.out, files), file=sys.stderr)
+    # Started first: it imports matplotlib while the scenario runs.
+    with plot_worker(args.out is not None and not args.no_plots) as plotter:
+        (out,) = run_all(
+            run_output, [(label, scenario)], jobs=1, stream=sys.stderr, show_progress=not args.quiet
+        )
+        edges = (
+            band_runs(args.scenario, args.overrides, args.policy, scenario.cluster.engine, args.quiet)
+            if args.band
+            else {}
+        )
+        if args.json:
+            doc = summary_document(out)
+            if edges:
+                doc["band"] = {edge: run.summary.to_dict() for edge, run in edges.items()}
+            print_json(doc)
+        else:
+            print(summary_table(out.summary, markdown=args.markdown))
+            if edges:
+                print(band_table(out.summary.to_dict(), {e: r.summary.to_dict() for e, r in edges.items()}))
+        if args.out is not None:
+            files = write_run(args.out, out, plots=not args.no_plots, plotter=plotter)
+            print(describe_written(args.out, files), file=sys.stderr)
     return 0

@@ -1,8 +1,10 @@
 """``llmtwin step``: the cost of one iteration, op by op.
 
-``--json`` prints ``{"time_s", "device_time_s", "engine_overhead_s", "ops": [{"name", "layer",
-"time_s", "hbm_bytes", "l2_bytes", "flops"}, ...]}``; ``time_s`` includes the engine profile
-(``--engine``), the ops are device work only. ``--preserve`` serves the weights and KV that the
+``--json`` prints ``{"time_s", "time_low_s", "time_high_s", "band", "device_time_s",
+"engine_overhead_s", "ops": [{"name", "layer", "time_s", "hbm_bytes", "l2_bytes", "flops"}, ...]}``;
+``time_s`` includes the engine profile (``--engine``), the ops are device work only.
+``time_low_s`` / ``time_high_s`` bound the measured time for 80% of the calibration points of this
+region (``band``: the multipliers and where they come from; docs/device-model.md, section 5b). ``--preserve`` serves the weights and KV that the
 PRESERVE planner (llmtwin/preserve, docs/preserve.md) prefetches during allreduces from L2.
 """
 
@@ -11,16 +13,18 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.common import add_device_args, print_json, step_model
 from llmtwin.errors import ConfigurationError
 from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.uncertainty import iteration_band
 from llmtwin.preserve import plan_step_l2
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("step", help="cost of one prefill or decode iteration, op by op")
+    p = sub.add_parser("step", help=COMMANDS["step"].help)
     add_device_args(p)
-    p.add_argument("--phase", choices=("prefill", "decode"), required=True)
+    p.add_argument("--phase", choices=("prefill", "decode"), required=True, help="which iteration")
     p.add_argument("--batch", type=int, default=1, help="sequences in the batch")
     p.add_argument("--prompt", type=int, help="prefill: prompt tokens per sequence")
     p.add_argument("--context", type=int, help="decode: cached tokens per sequence")
@@ -62,12 +66,17 @@ def run(args: argparse.Namespace) -> int:
     # exactly 0 for the ``none`` engine; with one, time() prices the prefetched op times.
     engine_s = sm.time(shape, l2) - (device_s if l2 else sm.device_time(shape))
     total_s = device_s + engine_s
+    band = sm.band(shape)
+    source = "engine iterations" if iteration_band(sm.hw, sm.engine, sm.tp, shape) else "device ops"
     if args.json:
         print_json(
             {
                 "hardware": sm.hw.name, "model": sm.model.name, "tp": sm.tp, "phase": args.phase,
                 "batch": args.batch, "engine": sm.engine.name, "preserve": bool(args.preserve),
-                "time_s": total_s, "device_time_s": device_s, "engine_overhead_s": engine_s,
+                "time_s": total_s, "time_low_s": total_s * band.low, "time_high_s": total_s * band.high,
+                "band": {"low": band.low, "high": band.high, "from": source,
+                         "transfer_uncertainty": sm.hw.transfer_uncertainty},
+                "device_time_s": device_s, "engine_overhead_s": engine_s,
                 "ops": [
                     {"name": t.name, "layer": t.layer, "time_s": t.time_s, "hbm_bytes": t.hbm_bytes,
                      "l2_bytes": t.l2_bytes, "flops": t.flops}
@@ -81,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         per_op[t.name] += t.time_s
     print(
         f"{sm.model.name} on {sm.tp} x {sm.hw.name}, {args.phase} batch {args.batch}: "
-        f"{total_s * 1e3:.3f} ms ({device_s * 1e3:.3f} ms device, engine {sm.engine.name})"
+        f"{total_s * 1e3:.3f} ms ({device_s * 1e3:.3f} ms device, engine {sm.engine.name}); "
+        f"80% band {total_s * band.low * 1e3:.3f}-{total_s * band.high * 1e3:.3f} ms ({source})"
     )
     for name, s in sorted(per_op.items(), key=lambda kv: -kv[1]):
         print(f"  {name:26s} {s * 1e3:10.3f} ms  {100 * s / device_s:5.1f}%")

@@ -6,13 +6,12 @@ import argparse
 import math
 import sys
 
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.commands.compare import name_list
 from llmtwin.cli.commands.simulate import add_jobs_arg, add_run_args, check_jobs
+from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
-from llmtwin.report.execute import run_all, run_summary
-from llmtwin.report.outputs import DEFAULT_SLO_TARGET, describe_written, write_sweep
-from llmtwin.report.tables import capacity_table, sweep_table, versus_table
-from llmtwin.scenario.loader import load_scenario
+from llmtwin.scenario.spec import DEFAULT_SLO_TARGET
 
 
 def rate_list(text: str) -> list[float]:
@@ -27,21 +26,27 @@ def rate_list(text: str) -> list[float]:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("sweep", help="run a scenario over several arrival rates (latency versus load)")
+    p = sub.add_parser("sweep", help=COMMANDS["sweep"].help)
     add_run_args(p)
     p.add_argument("--rates", help="arrival rates, req/s, comma-separated (default: the scenario's [sweep])")
     p.add_argument("--policies", help="comma-separated policies (default: the scenario's policy)")
     p.add_argument("--versus", metavar="POLICY", help="also print POLICY's change against each other policy")
     p.add_argument(
         "--slo-target", type=float, default=DEFAULT_SLO_TARGET,
-        help="fraction of requests within both SLOs that defines a policy's capacity (default 0.9)",
+        help="fraction of requests within both SLOs that defines a policy's capacity",
     )  # fmt: skip
     add_jobs_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from llmtwin.report.execute import run_all, run_summary
+    from llmtwin.report.outputs import describe_written, write_sweep
+    from llmtwin.report.tables import capacity_table, sweep_table, versus_table
+    from llmtwin.scenario.loader import load_scenario
+
     jobs = check_jobs(args.jobs)
+    check_out(args.out)
     if not 0.0 < args.slo_target <= 1.0:
         raise ConfigurationError(f"--slo-target must be in (0, 1], got {args.slo_target}")
     base = load_scenario(args.scenario, args.overrides)
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         for r in rates
         for p in policies
     ]
+    check_fits([s for _, s in labelled], copies=min(jobs, len(labelled)))
     summaries = run_all(run_summary, labelled, jobs=jobs, stream=sys.stderr, show_progress=not args.quiet)
     points = list(zip([r for r in rates for _ in policies], summaries, strict=True))
     print(sweep_table(points, markdown=args.markdown))

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.common import print_json
 from llmtwin.models import ModelCatalog
 from llmtwin.scenario.loader import load_scenario, scenario_path
@@ -19,7 +20,7 @@ from llmtwin.workload.traces import load_trace, trace_names
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "trace-stats",
-        help="statistics of request traces (count, rate, inter-arrival CV, token percentiles)",
+        help=COMMANDS["trace-stats"].help,
         description="Print count, duration, arrival rate, inter-arrival CV and prompt/output token "
         "statistics of traces (names or CSV paths; all named traces by default), or of the requests "
         "a scenario generates together with a physics-only estimate of its saturation load.",

@@ -1,33 +1,41 @@
 """``llmtwin up SCENARIO``: the twin as services over NATS, on this machine, with no set-up.
 
 Starts a private nats-server and every service as its own process (conductor, generator,
-balancer, device shards, planner), runs the scenario (or, with ``--policies``, one run per
-policy, compared), shows live progress, writes the same outputs as ``simulate``/``compare``,
-and stops everything -- also on Ctrl-C or when a service fails.
+balancer, device shards, planner), each authenticated as its own user, runs the scenario (or,
+with ``--policies``, one run per policy, compared), shows live progress, writes the same
+outputs as ``simulate``/``compare``, and stops everything -- also on Ctrl-C or when the run
+cannot go on. A service or nats-server that dies is started again and the results do not
+change. Everything the run needs is checked before any process starts: the scenario, the
+limits of a run, the memory, the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from llmtwin.cli.commands.compare import name_list
 from llmtwin.cli.commands.simulate import add_run_args
+from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
 from llmtwin.report.outputs import RunOutput, describe_written, write_compare, write_run
 from llmtwin.report.summary import summarize
 from llmtwin.report.tables import compare_table, summary_table
+from llmtwin.runtime.private_bus import TlsFiles
 from llmtwin.runtime.processes import parse_cpus
-from llmtwin.runtime.up import Launcher, ServiceProc, UpRun, cluster_layout, toy_layout
+from llmtwin.runtime.run_size import MAX_PROCESSES, check_files, check_run_size, looks_like_path
+from llmtwin.runtime.up import Launcher, UpRun, cluster_layout
 from llmtwin.scenario.dump import dump_scenario, scenario_toml
 from llmtwin.scenario.loader import load_scenario
+from llmtwin.scenario.overrides import parse_override
 from llmtwin.scenario.spec import Scenario
-from proto.codec import Codec
 from proto.control import RunSpec
 from services.cluster import ClusterFactory
+from services.config import ConductorConfig, from_sources
 
 
 def parse_speed(text: str) -> float:
@@ -64,19 +72,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--device-processes", type=int, default=1, help="device service processes (instances sharded)"
     )
     p.add_argument(
-        "--routing", choices=("relay", "direct"), default="relay",
-        help="envelopes travel with the grants through the conductor (relay) or host to host (direct)",
-    )  # fmt: skip
-    p.add_argument(
         "--cpus", default="all", metavar="LIST",
         help="run nats-server and every service on these CPUs, e.g. 0 or 0-1 (default: all, the OS decides); "
         "one CPU is often faster, see docs/architecture.md",
     )  # fmt: skip
     p.add_argument("--logs", type=Path, help="keep the services' logs in this folder (default: OUT/logs)")
     p.add_argument(
-        "--factory", choices=("cluster", "toy"), default="cluster",
-        help="`toy` runs the transport self-test components (SCENARIO: pingpong or fan) instead of the twin",
+        "--max-restarts", type=int, default=3, metavar="N",
+        help="start a service (or nats-server) that dies again up to N times; the results do not change",
     )  # fmt: skip
+    tls = p.add_argument_group("TLS (optional; the server stays on loopback)")
+    tls.add_argument("--tls-cert", metavar="PEM", help="the server's certificate")
+    tls.add_argument("--tls-key", metavar="PEM", help="the server's private key")
+    tls.add_argument(
+        "--tls-ca", metavar="PEM", help="the CA that signed the certificate (clients verify with it)"
+    )
     p.set_defaults(func=run)
 
 
@@ -85,18 +95,28 @@ def run(args: argparse.Namespace) -> int:
     cpus = parse_cpus(args.cpus)
     if args.device_processes < 1:
         raise ConfigurationError(f"--device-processes must be >= 1, got {args.device_processes}")
+    if args.max_restarts < 0:
+        raise ConfigurationError(f"--max-restarts must be >= 0, got {args.max_restarts}")
     if args.policy and args.policies:
         raise ConfigurationError("give --policy or --policies, not both")
+    tls = _tls(args)
+    check_out(args.out)
     log_dir = args.logs or (args.out / "logs" if args.out is not None else None)
-    if args.factory == "toy":
-        return _toy(args, speed, log_dir, cpus)
     policies: list[str | None] = (
         list(name_list(args.policies, "policies")) if args.policies else [args.policy]
     )
-    # Load (and so validate) every variant before any process starts.
+    # Load (and so validate) every variant, and check it fits, before any process starts.
     scenarios = [load_scenario(args.scenario, args.overrides, p) for p in policies]
     specs = [RunSpec("cluster", args.scenario, tuple(args.overrides), p) for p in policies]
-    factory = ClusterFactory()
+    services = from_sources(ConductorConfig, "conductor", {}, os.environ)  # what the services accept
+    dirs = _named_dirs(args.scenario, args.overrides)
+    limits = services.run_limits()
+    for s in scenarios:
+        check_run_size(s, limits)
+        _check_processes(s, args.device_processes)
+    check_files(args.scenario, args.overrides, dirs)
+    check_fits(scenarios, copies=len(cluster_layout(args.device_processes, planner=True)) + 1)
+    factory = ClusterFactory(limits=limits)
     layout = cluster_layout(args.device_processes, any(factory.needs_planner(s) for s in specs))
     runs = [
         UpRun(f"{s.name}/{s.policy.name}", spec, s.workload.requests)
@@ -104,11 +124,22 @@ def run(args: argparse.Namespace) -> int:
     ]
     if not args.quiet:
         print(_headline(scenarios[0], [s.policy.name for s in scenarios]), file=sys.stderr)
-    outcomes = _launcher(args, layout, speed, log_dir, cpus).run(runs)
-    codec = Codec()
+    launcher = Launcher(
+        layout,
+        speed=speed,
+        stream=sys.stderr,
+        quiet=args.quiet,
+        log_dir=log_dir,
+        cpus=cpus,
+        tls=tls,
+        env={"TWIN_SCENARIO_DIRS": os.pathsep.join(dirs)} if dirs else {},
+        max_restarts=args.max_restarts,
+        server_timeout_s=services.window_timeout_s,
+    )
+    outcomes = launcher.run(runs)
     outs = []
     for scenario, spec, outcome in zip(scenarios, specs, outcomes, strict=True):
-        result = factory.result(spec, outcome, codec)
+        result = factory.result(spec, outcome)
         outs.append(
             RunOutput(
                 result, summarize(result, scenario.slo), dump_scenario(scenario), scenario_toml(scenario)
@@ -129,23 +160,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launcher(
-    args: argparse.Namespace,
-    layout: Sequence[ServiceProc],
-    speed: float,
-    log_dir: Path | None,
-    cpus: frozenset[int] | None,
-) -> Launcher:
-    """The launcher for these command-line options (cluster runs and the toy self-test alike)."""
-    return Launcher(
-        layout,
-        speed=speed,
-        stream=sys.stderr,
-        quiet=args.quiet,
-        log_dir=log_dir,
-        routing=args.routing,
-        cpus=cpus,
-    )
+def _tls(args: argparse.Namespace) -> TlsFiles | None:
+    given = [args.tls_ca, args.tls_cert, args.tls_key]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ConfigurationError("TLS needs --tls-ca, --tls-cert and --tls-key together")
+    for flag, path in zip(("--tls-ca", "--tls-cert", "--tls-key"), given, strict=True):
+        if not Path(path).is_file():
+            raise ConfigurationError(f"{flag} {path}: no such file")
+    return TlsFiles(*(str(Path(p).resolve()) for p in given))
+
+
+def _named_dirs(scenario: str, overrides: Sequence[str]) -> list[str]:
+    """The folders of the files this command line names (the scenario, path-valued overrides):
+    the only ones ``up``'s services may read files from."""
+    named = [scenario] if looks_like_path(scenario) else []
+    for text in overrides:
+        _, value = parse_override(text)
+        if isinstance(value, str) and looks_like_path(value):
+            named.append(value)
+    return sorted({str(Path(n).resolve().parent) for n in named})
+
+
+def _check_processes(s: Scenario, device_processes: int) -> None:
+    """One instance per device process at least; at most MAX_PROCESSES processes."""
+    if device_processes > s.cluster.instances:
+        raise ConfigurationError(
+            f"--device-processes {device_processes}: scenario {s.name!r} has {s.cluster.instances} "
+            "instances, one device process per instance at most"
+        )
+    if device_processes + 4 > MAX_PROCESSES:
+        raise ConfigurationError(
+            f"--device-processes {device_processes}: at most {MAX_PROCESSES} service processes per run"
+        )
 
 
 def _headline(s: Scenario, policies: list[str]) -> str:
@@ -157,16 +205,3 @@ def _headline(s: Scenario, policies: list[str]) -> str:
         f"({w.arrival} {w.rate_rps:g} req/s, {w.lengths} lengths); policies: {', '.join(policies)}; "
         "each service its own process on an embedded nats-server"
     )
-
-
-def _toy(args: argparse.Namespace, speed: float, log_dir: Path | None, cpus: frozenset[int] | None) -> int:
-    """The transport self-test: run a toy over the services and print what came back."""
-    spec = RunSpec("toy", args.scenario, tuple(args.overrides))
-    (outcome,) = _launcher(args, toy_layout(), speed, log_dir, cpus).run(
-        [UpRun(f"toy/{args.scenario}", spec)]
-    )
-    stats = ", ".join(f"{k} {v:g}" for k, v in outcome.stats.items())
-    print(f"toy {args.scenario}: ended at t={outcome.end_s!r} s; {stats}")
-    for cid, part in outcome.parts.items():
-        print(f"  {cid}: {len(part)} bytes of export")
-    return 0

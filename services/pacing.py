@@ -1,0 +1,37 @@
+"""Pacing: the wall-clock deadline of each window, so virtual time runs at ``--speed``."""
+
+from __future__ import annotations
+
+import math
+import time
+
+
+class Pacer:
+    """Maps virtual time to a wall-clock deadline: ``start + T / speed``, pauses excluded.
+
+    ``speed`` is virtual seconds per wall second (1.0 = real time); ``inf`` never waits.
+    """
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.start = time.perf_counter()
+        self.paused_s = 0.0
+        self.lag_s = 0.0
+
+    def delay_s(self, virtual_s: float) -> float:
+        """Wall seconds to wait before opening a window at ``virtual_s`` (<= 0: open now)."""
+        if math.isinf(self.speed):
+            return 0.0
+        deadline = self.start + self.paused_s + virtual_s / self.speed
+        return deadline - time.perf_counter()
+
+    def restart(self) -> None:
+        """Count the pace from now (the first window), not from the run request."""
+        self.start = time.perf_counter()
+
+    def opened(self, virtual_s: float) -> None:
+        """Record the lag behind the pace at the moment a window opens."""
+        self.lag_s = max(0.0, -self.delay_s(virtual_s))
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.start

@@ -1,0 +1,284 @@
+"""The conductor's state of one run, and what opening and closing a window does to it."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+
+from llmtwin.sim.windows import Grant, WindowPlanner
+from proto import subjects
+from proto.chunks import Reassembler
+from proto.control import (
+    DoneBatch,
+    ExportBatch,
+    GrantBatch,
+    Progress,
+    Ready,
+    RunConfig,
+    RunRequest,
+    WireEnvelope,
+)
+from services.bus import Subscription
+from services.pacing import Pacer
+from services.recovery import Recovery
+
+
+class RunFailed(Exception):
+    """Ends a run early; carries the service to blame (empty if none) and why."""
+
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(message)
+        self.service, self.message = service, message
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything the conductor tracks while it runs one run."""
+
+    req: RunRequest
+    config: RunConfig
+    """What every host must build (with the digests it must match)."""
+    components: list[str]
+    planner: WindowPlanner
+    pacer: Pacer
+    leaders: dict[str, str] = field(default_factory=dict)
+    """Component -> the service that leads it."""
+    followers: dict[str, list[str]] = field(default_factory=dict)
+    """Component -> services that replicate it."""
+    ready_services: set[str] = field(default_factory=set)
+    boots: dict[str, str] = field(default_factory=dict)
+    """Service -> the process start (``Hello.boot``) whose components the run uses."""
+    hosts: dict[str, list[str]] = field(default_factory=dict)
+    """Component -> every service stepping it (leader first), set when the windows start and
+    changed only by a failover (``services/recovery.py``)."""
+    grant_subjects: dict[str, str] = field(default_factory=dict)
+    """Service -> the subject of its grants (built once, not per window)."""
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once every component has a leader."""
+    joined: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set on every Ready taken during set-up."""
+    phase: str = "setup"
+    """setup -> running -> collecting -> done."""
+    window: int = 0
+    now_s: float = 0.0
+    window_opened: float = 0.0
+    """perf_counter() when the current window's grants went out."""
+    grants: list[Grant] = field(default_factory=list)
+    """The current window's grants, in component-id order."""
+    planned: list[Grant] | None = None
+    """The next window, when it was planned but could not open at once (pace, pause, stop)."""
+    expected: set[str] = field(default_factory=set)
+    """Services that owe a DoneBatch for the current window."""
+    open: bool = False
+    """A window is open (its grants out, not every DoneBatch in)."""
+    batches: dict[str, GrantBatch] = field(default_factory=dict)
+    """The current window's grant to each service, as last sent (re-sent when lost)."""
+    last_sent: float = 0.0
+    """perf_counter() when grants of the current window last went out."""
+    dones: dict[str, DoneBatch] = field(default_factory=dict)
+    handback: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the chain of windows driven by DoneBatch arrivals stops and the run loop must act
+    (pace, pause, stop, end, failure)."""
+    exports: dict[str, ExportBatch] = field(default_factory=dict)
+    all_exported: asyncio.Event = field(default_factory=asyncio.Event)
+    chunks: Reassembler = field(default_factory=Reassembler)
+    """Export chunks being put back together (bounded: ``max_result_bytes``)."""
+    completed: dict[str, int] = field(default_factory=dict)
+    relay: dict[str, list[WireEnvelope]] = field(default_factory=dict)
+    """Envelopes waiting for the next grant to each service."""
+    messages: int = 0
+    failure: RunFailed | None = None
+    stop: bool = False
+    stopped_by: str = ""
+    recovering: dict[str, Recovery] = field(default_factory=dict)
+    """Restarted services replaying the run to rejoin it."""
+    lost: dict[str, float] = field(default_factory=dict)
+    """Silent services waiting to be restarted -> monotonic time they were declared lost."""
+    restarts: dict[str, int] = field(default_factory=dict)
+    server_stuck_since: float | None = None
+    """monotonic() since when nats-server has not answered the conductor (None: it answers)."""
+    resumed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while running, cleared while paused."""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Interrupts a pacing wait (stop, pause)."""
+    subs: list[Subscription] = field(default_factory=list)
+    last_progress: float = 0.0
+    marks: dict[str, float] = field(default_factory=lambda: {"requested": time.perf_counter()})
+    """Wall-clock (perf_counter) time of each phase change: requested, ready, windows_done."""
+
+    @property
+    def run(self) -> str:
+        return self.req.run
+
+    def fail(self, service: str, message: str) -> None:
+        """Record the first failure and wake every wait so the run loop sees it."""
+        if self.failure is None:
+            self.failure = RunFailed(service, message)
+        self.handback.set()
+        self.all_exported.set()
+        self.ready.set()
+        self.joined.set()
+        self.resumed.set()
+        self.wake.set()
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def join(self, ready: Ready) -> None:
+        """A host's ``Ready``: record what it leads and follows; fail the run if it built
+        something else than the conductor (digests), or claims a component it must not."""
+        who = ready.service
+        if ready.error:
+            self.fail(who, ready.error)
+            return
+        if ready.code_digest != self.config.code_digest:
+            self.fail(
+                who,
+                f"{who} runs another installation of the twin (code digest {ready.code_digest[:12]}, "
+                f"the conductor's {self.config.code_digest[:12]}): install the same version everywhere",
+            )
+            return
+        if ready.scenario_digest != self.config.scenario_digest:
+            self.fail(
+                who,
+                f"{who} resolved run {self.run} to other contents (scenario digest "
+                f"{ready.scenario_digest[:12]}, the conductor's {self.config.scenario_digest[:12]}): "
+                "a stale scenario, catalog or trace file on that host?",
+            )
+            return
+        for cid in ready.leaders:
+            if cid not in self.planner.components:
+                self.fail(who, f"{who} hosts {cid!r}, which run {self.run} does not have")
+            elif self.leaders.setdefault(cid, who) != who:
+                self.fail(who, f"{cid} is led by both {self.leaders[cid]} and {who}")
+        for cid in ready.followers:
+            if who not in self.followers.setdefault(cid, []):
+                self.followers[cid].append(who)
+        self.ready_services.add(who)
+        self.boots[who] = ready.boot
+        self.joined.set()
+        if len(self.leaders) == len(self.components):
+            self.ready.set()
+
+    def hosting_services(self) -> set[str]:
+        """Services that lead a component now (whose exports make the results)."""
+        if self.hosts:
+            return {hosts[0] for hosts in self.hosts.values()}
+        return set(self.leaders.values())
+
+    def fix_hosts(self) -> None:
+        """Who steps each component, once every service is ready (the windows then start)."""
+        self.hosts = {c: [s, *self.followers.get(c, ())] for c, s in self.leaders.items()}
+        self.grant_subjects = {svc: subjects.grant(self.run, svc) for svc in self.ready_services}
+
+    def open_window(self, grants: list[Grant]) -> dict[str, GrantBatch]:
+        """Start a window: one GrantBatch per service that steps any of ``grants``, with the
+        envelopes produced for it since its last grant."""
+        first = grants[0]
+        self.window, self.now_s, self.grants = first.window, first.time, grants
+        self.window_opened = self.last_sent = time.perf_counter()
+        self.dones = {}
+        self.open = True
+        self.batches = {}
+        for svc in sorted({svc for g in grants for svc in self.hosts[g.component]}):
+            self.batches[svc] = self.batch_for(svc, 0, self.relay.pop(svc, []))
+        self.expected = set(self.batches)
+        return self.batches
+
+    def batch_for(self, svc: str, attempt: int, envelopes: list[WireEnvelope]) -> GrantBatch:
+        """The current window's grant to ``svc``: the granted components it hosts (those it does
+        not lead in ``follow``), with ``envelopes``."""
+        comps, expect, follow = [], [], []
+        for g in self.grants:
+            hosts = self.hosts[g.component]
+            if svc in hosts:
+                comps.append(g.component)
+                expect.append(g.expect)
+                if hosts[0] != svc:
+                    follow.append(g.component)
+        return GrantBatch(self.run, self.window, self.now_s, comps, expect, envelopes, follow, attempt)
+
+    def owing(self) -> set[str]:
+        """Services whose DoneBatch for the open window is still missing."""
+        return self.expected - set(self.dones) if self.open else set()
+
+    def close_window(self) -> int:
+        """Every DoneBatch is in: report each granted component to the planner in component-id
+        order, exactly as LocalRunner does, and keep relayed envelopes for their hosts' next
+        grants. Returns the envelopes sent; RunFailed on a diverging replica or a bad report."""
+        window = self.window
+        self.open = False
+        items = {(svc, it.component): it for svc, batch in self.dones.items() for it in batch.items}
+        sent = 0
+        for g in self.grants:
+            lead, *followers = self.hosts[g.component]
+            item = items.get((lead, g.component))
+            if item is None:
+                raise RunFailed(lead, f"{lead} did not report {g.component} in window {window}")
+            for follower in followers:
+                other = items.get((follower, g.component))
+                if other is None or other.digest != item.digest or other.next_time_s != item.next_time_s:
+                    raise RunFailed(
+                        follower, f"replica of {g.component} on {follower} diverged in window {window}"
+                    )
+            bad = [t for t in (item.next_time_s, *item.sent_time_s) if math.isnan(t) or t < self.now_s]
+            if bad:
+                raise RunFailed(
+                    lead,
+                    f"{lead} reported {g.component} at t={bad[0]!r} in window {window} (t={self.now_s!r})",
+                )
+            try:
+                self.planner.report(
+                    g.component, item.next_time_s, zip(item.sent_dst, item.sent_time_s, strict=True)
+                )
+            except KeyError as exc:
+                raise RunFailed(
+                    lead, f"{g.component} sent a message to an unknown component: {exc}"
+                ) from None
+            except ValueError:  # zip(strict=True): as many destinations as times
+                raise RunFailed(lead, f"{lead} reported {g.component}'s messages inconsistently") from None
+            sent += len(item.sent_dst)
+        self.messages += sent
+        for batch in self.dones.values():  # to every host of each destination
+            for env in batch.envelopes:
+                for svc in self.hosts[env.dst]:
+                    self.relay.setdefault(svc, []).append(env)
+        return sent
+
+    def completed_total(self) -> int:
+        """Requests completed, summed over services that count them (-1 when none does)."""
+        counts = [c for c in self.completed.values() if c >= 0]
+        return sum(counts) if counts else -1
+
+    def stats(self) -> dict[str, float]:
+        """The run's statistics for ``RunOutcome.stats`` (wall-clock figures in seconds)."""
+        now = time.perf_counter()
+        ready = self.marks.get("ready", now)
+        loop_end = self.marks.get("windows_done", now)
+        return {
+            "wall_s": now - self.marks["requested"],
+            "setup_wall_s": ready - self.marks["requested"],
+            "windows_wall_s": loop_end - ready,
+            "collect_wall_s": now - loop_end,
+            "paused_wall_s": self.pacer.paused_s,
+            "windows": float(self.window),
+            "messages": float(self.messages),
+            "services": float(len(self.ready_services)),
+            "stopped": 1.0 if self.stop else 0.0,
+            "restarts": float(sum(self.restarts.values())),
+        }
+
+    def progress(self) -> Progress:
+        return Progress(
+            self.run,
+            self.window,
+            self.now_s,
+            self.pacer.elapsed_s(),
+            self.messages,
+            self.completed_total(),
+            self.pacer.lag_s,
+            not self.resumed.is_set(),
+        )

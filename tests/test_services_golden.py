@@ -1,0 +1,34 @@
+"""The golden run over the services: the ``demo`` scenario's requests.csv under each policy.
+
+The digests are the ones ``tests/test_report_golden.py`` pins for ``llmtwin simulate demo`` in
+``tests/golden/digests.json``, the one place a change of results is acknowledged: the services
+must write exactly what the in-process run writes. Re-pin there, on purpose, and say why in
+the commit message.
+"""
+
+from __future__ import annotations
+
+import pytest
+from service_builders import GOLDEN_REQUESTS_CSV, Connect, check_golden, run_cluster
+
+from llmtwin.cluster.run import run_scenario
+from llmtwin.report.writers import instances_csv, requests_csv
+from llmtwin.scenario.loader import load_scenario
+from proto.control import RunSpec
+from services.cluster import ClusterFactory
+
+POLICIES = sorted(GOLDEN_REQUESTS_CSV)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_demo_over_the_services_gives_the_golden_requests_csv(transport: Connect, policy: str) -> None:
+    """The twin as services (generator, balancer, two device processes), every one on its own
+    connection: the pinned requests.csv, and instances.csv equal to the in-process run's."""
+    spec = RunSpec("cluster", "demo", (), policy)
+    outcome, _ = await run_cluster(transport, spec)
+    scenario = load_scenario("demo", (), policy)
+    remote = ClusterFactory().result(spec, outcome)
+    check_golden(policy, requests_csv(remote, scenario.slo), "over the services")
+    local = run_scenario(scenario)
+    assert instances_csv(remote) == instances_csv(local)
+    assert outcome.stats["windows"] == local.stats["windows"]
