@@ -4,22 +4,31 @@ its partner's requests alive, the in-flight iteration dies with the instance, an
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
+import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from test_cluster_colocated import check_conservation, make_requests, make_scenario, run_checked
 from test_engine import load, make_engine
 
+from llmtwin.cluster.components import Instance
 from llmtwin.cluster.engine_events import Finished
+from llmtwin.cluster.policies.accellm_agent import AcceLLMAgent
 from llmtwin.cluster.records import RunResult
-from llmtwin.cluster.run import run_scenario
+from llmtwin.cluster.run import build_components, run_scenario
+from llmtwin.cluster.seqs import Role
 from llmtwin.errors import ScenarioError
 from llmtwin.faults.figures import fault_figures
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.overrides import fault_override
 from llmtwin.scenario.spec import EngineConfig, FaultSpec, Scenario
+from llmtwin.sim.kernel import Outbox
+from llmtwin.sim.local import LocalRunner
+from llmtwin.workload.request import RequestSpec
 
 POLICIES = ["colocated", "colocated-chunked", "disaggregated", "accellm"]
 
@@ -50,21 +59,84 @@ def test_every_request_is_served_whole_despite_a_failure(policy: str, fault: Fau
         assert res.faults.affected
 
 
+@dataclasses.dataclass(frozen=True)
+class Moment:
+    """A virtual time at which an AcceLLM instance decodes only requests its decoding partner
+    holds a current copy of, and holds nothing else."""
+
+    iid: int
+    at_s: float
+    copied: frozenset[int]
+
+
+def copied_decode_moments(s: Scenario, reqs: list[RequestSpec]) -> list[Moment]:
+    """Every such moment of a fault-free run of ``s``, one per interval between two steps of an
+    instance, taken halfway through it (between its steps an instance only runs decode
+    iterations: a finished request, a message or a released batch is a step); the partner must be
+    decoding too, holding nothing but copied decodes, so a failure then recomputes nothing."""
+    comps = build_components(s, reqs)
+    seen: dict[int, list[tuple[float, bool, dict[int, float]]]] = {}
+    for c in comps:
+        if isinstance(c, Instance):
+            agent = c.agent
+            assert isinstance(agent, AcceLLMAgent)
+            seen[c.iid] = []
+            agent.end_step = functools.partial(record_step, agent, seen[c.iid], agent.end_step)  # type: ignore[method-assign]
+    LocalRunner(comps).run()
+
+    def clean_at(iid: int, t: float) -> dict[int, float] | None:
+        """The decodes of ``iid`` at ``t`` if all have a copy landed by then and nothing else is held."""
+        state = [(decodes, only) for at, only, decodes in seen[iid] if at <= t]
+        if not state or not state[-1][1]:
+            return None
+        decodes = state[-1][0]
+        return decodes if all(lands <= t for lands in decodes.values()) else None
+
+    moments = []
+    for iid, steps in seen.items():
+        for (t0, _, _), (t1, _, _) in itertools.pairwise(steps):
+            mid = (t0 + t1) / 2
+            decodes = clean_at(iid, mid)
+            if t1 > t0 and decodes and clean_at(iid ^ 1, mid) is not None:
+                moments.append(Moment(iid, mid, frozenset(decodes)))
+    return moments
+
+
+def record_step(
+    agent: AcceLLMAgent,
+    into: list[tuple[float, bool, dict[int, float]]],
+    end_step: Callable[[float, Outbox], None],
+    now: float,
+    out: Outbox,
+) -> None:
+    """After ``end_step`` (the engine settled at ``now``, not yet projected ahead): whether the
+    instance decodes and holds nothing but running requests, and when each one's copy lands."""
+    end_step(now, out)
+    eng = agent.engine
+    only = agent.role == Role.DECODE and not (eng.held or eng.waiting or agent.landing or agent.prompts)
+    into.append((now, only, {r: agent.peer.get(r, math.inf) for r in eng.running}))
+
+
 def test_accellm_partner_decodes_the_failed_instances_requests_without_recompute() -> None:
     """Eager copies: every request the failed instance owned and had copied goes on at its
-    partner from the token it had reached (nothing recomputed for those), while colocated serving
-    prefills every one of its lost requests again."""
+    partner from the token it had reached (nothing recomputed), while colocated serving prefills
+    every one of its lost requests again. The failure hits the instance and moment of the
+    fault-free run that decodes the most copied requests (not a time that depends on iteration
+    lengths)."""
     reqs = make_requests(150, rate_rps=40.0, seed=3)
-    fault = FaultSpec(0, 2.5, 4.0)
+    best = max(copied_decode_moments(loaded("accellm"), reqs), key=lambda m: (len(m.copied), -m.at_s))
+    assert len(best.copied) >= 20
+    fault = FaultSpec(best.iid, best.at_s, best.at_s + 1.5)
     acc = run_scenario(with_faults(loaded("accellm"), fault), requests=reqs)
     col = run_scenario(with_faults(loaded("colocated"), fault), requests=reqs)
     kept = set(acc.faults.affected) - set(acc.faults.recomputed_kv_tokens)
-    assert len(kept) >= 20
+    assert kept == best.copied
     assert not acc.faults.recomputed_kv_tokens
     for rid in kept:  # decoding went on at the partner within a few steps
         t = acc.requests[rid].token_times_s
         assert max(b - a for a, b in itertools.pairwise(t)) < 0.1
-        assert 1 in acc.requests[rid].instances
+        assert best.iid ^ 1 in acc.requests[rid].instances
+    assert col.faults.affected
     assert set(col.faults.affected) == set(col.faults.recomputed_kv_tokens)
     assert sum(col.faults.recomputed_kv_tokens.values()) > 0
     figs = fault_figures(acc, acc.end_s)
