@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.commands.compare import name_list
+from llmtwin.cli.commands.simulate import add_jobs_arg, add_policies_arg, add_scenario_args, add_table_args
 from llmtwin.errors import ConfigurationError
 from llmtwin.scenario.spec import DEFAULT_SLO_TARGET
 
@@ -29,17 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "with a configuration knob (disaggregated split, chunked-prefill budget) appear at the "
         "scenario's fixed setting and tuned by the same search.",
     )
-    p.add_argument(
-        "scenario", metavar="SCENARIO", help="scenario name (e.g. paper-h100-conv) or a .toml path"
-    )
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a scenario field, e.g. workload.requests=2000 (repeatable)",
-    )  # fmt: skip
-    p.add_argument(
-        "--policies", default="colocated,colocated-chunked,disaggregated,accellm",
-        help="comma-separated policies (default: all four)",
-    )  # fmt: skip
+    add_scenario_args(p, "paper-h100-conv")
+    add_policies_arg(p)
     p.add_argument(
         "--slo", default="",
         help="SLO overrides, e.g. ttft_s=1.5,tbt_s=0.3,tbt_stat=p99,attainment=0.9 (default: the "
@@ -53,13 +45,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--start-rate", type=float, help="rate search: first rate tried (default: the scenario's)")
     p.add_argument("--max-instances", type=int, default=0, help="size search: largest cluster (default 8x)")
     p.add_argument("--no-tune", action="store_true", help="only the fixed configuration of each baseline")
-    p.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1,
-        help="runs in parallel worker processes (default: one per CPU; results do not depend on it)",
-    )  # fmt: skip
+    add_jobs_arg(p, os.cpu_count() or 1)
     p.add_argument("--out", type=Path, help="write capacity.json and capacity.md into this folder")
-    p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
-    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    add_table_args(p)
     p.set_defaults(func=run)
 
 

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 
 from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.commands.compare import name_list
-from llmtwin.cli.commands.simulate import add_jobs_arg, check_jobs
+from llmtwin.cli.commands.simulate import (
+    add_jobs_arg,
+    add_policies_arg,
+    add_scenario_args,
+    add_table_args,
+    check_jobs,
+)
 from llmtwin.errors import ConfigurationError
 from llmtwin.scenario.overrides import fault_override
 from llmtwin.scenario.spec import Scenario
@@ -30,24 +36,15 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("faults", help=COMMANDS["faults"].help)
-    p.add_argument("scenario", metavar="SCENARIO", help="scenario name or .toml path")
+    add_scenario_args(p, "paper-h100-conv")
     p.add_argument(
         "--fault", action="append", default=[], metavar="engine=I@Ts[,recover=Ts]",
         help="instance I fails at T s of virtual time (back at the recover time, empty); repeatable",
     )  # fmt: skip
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a scenario field (repeatable)",
-    )  # fmt: skip
-    p.add_argument(
-        "--policies",
-        default="colocated,colocated-chunked,disaggregated,accellm",
-        help="comma-separated policies",
-    )
+    add_policies_arg(p)
     p.add_argument("--seeds", type=int, default=1, help="seeds (the scenario's and the next ones)")
     p.add_argument("--out", type=Path, help="write faults.json into this folder")
-    p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
-    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    add_table_args(p)
     add_jobs_arg(p)
     p.set_defaults(func=run)
 
