@@ -11,9 +11,10 @@ import pytest
 from llmtwin.cluster.components import Instance
 from llmtwin.cluster.cost import Buckets, IterationCost, causal_pairs
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.engine_events import Finished
 from llmtwin.cluster.records import RunResult
 from llmtwin.cluster.run import assemble_result, build_components, step_model
-from llmtwin.cluster.seqs import DONE, Job
+from llmtwin.cluster.seqs import Job
 from llmtwin.physics.graph import BatchShape
 from llmtwin.scenario.spec import ClusterSpec, EngineConfig, Scenario, WorkloadSpec
 from llmtwin.sim.kernel import INF, Component, Envelope, MessagePriority
@@ -62,7 +63,7 @@ def test_every_block_comes_back() -> None:
     assert not e.waiting
     assert not e.held
     assert e.free == e.capacity
-    assert sum(1 for ev in e.events if ev.kind == DONE) == 60
+    assert sum(1 for ev in e.events if isinstance(ev, Finished)) == 60
     assert e.log.preempted_rids  # 3000 blocks cannot hold 60 such requests at once
 
 

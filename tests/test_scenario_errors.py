@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,19 @@ def test_empty_policy_argument_is_refused(tmp_path: Path) -> None:
     """--policy with an empty name is an error, not the file's policy."""
     with pytest.raises(ScenarioError, match="--policy"):
         load_scenario(str(write_scenario(tmp_path)), policy=" ")
+
+
+def test_phase_errors_name_the_phase(tmp_path: Path) -> None:
+    """A phase is checked like a workload: its range checks, a duration, no nesting."""
+    base = 'name = "x"\nmodel = "llama-2-7b"\n[cluster]\nhardware = "h100-sxm"\ninstances = 2\n'
+    cases = {
+        "[[workload.phases]]\nrate_rps = 2.0\nrequests = 10\n": "workload.phases[0].duration_s' is missing",
+        "[[workload.phases]]\nrate_rps = 2.0\nduration_s = 5.0\n[[workload.phases]]\nrate_rps = -1.0\n"
+        "duration_s = 5.0\n": "workload.phases[1].rate_rps' must be > 0",
+        '[[workload.phases]]\nduration_s = 5.0\narrival = "trace"\n': "workload.phases[0].trace' is missing",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        f = tmp_path / f"s{i}.toml"
+        f.write_text(base + text)
+        with pytest.raises(ScenarioError, match=re.escape(message)):
+            load_scenario(str(f))

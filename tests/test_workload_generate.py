@@ -155,3 +155,31 @@ def test_workload_without_a_size_is_refused() -> None:
     """A Poisson workload with neither requests nor duration_s cannot be generated."""
     with pytest.raises(ConfigurationError, match="requests or duration_s"):
         generate_requests(workload(requests=None), 0, CONTEXT)
+
+
+def test_a_single_phase_is_its_workload_alone() -> None:
+    """A workload of one phase gives the requests that phase gives on its own."""
+    phase = workload(requests=None, duration_s=20.0, arrival="gamma", cv=2.0)
+    alone = generate_requests(phase, 4, CONTEXT)
+    assert generate_requests(WorkloadSpec(phases=(phase,)), 4, CONTEXT) == alone
+
+
+def test_phases_follow_each_other_with_their_own_arrivals_and_lengths() -> None:
+    """Conversation at 10 req/s for 30 s, then fixed long prompts at 2 req/s for 20 s: the second
+    phase starts at 30 s, every request has its phase's lengths, and caps apply to the whole."""
+    conv = workload(requests=None, duration_s=30.0)
+    code = workload(
+        requests=None, duration_s=20.0, rate_rps=2.0, lengths="fixed",
+        length_params={"prompt_tokens": 3000, "output_tokens": 5},
+    )  # fmt: skip
+    reqs = generate_requests(WorkloadSpec(phases=(conv, code)), 1, CONTEXT)
+    first = [r for r in reqs if r.arrival_s < 30.0]
+    second = [r for r in reqs if r.arrival_s >= 30.0]
+    assert [r.rid for r in reqs] == list(range(len(reqs)))
+    assert 200 < len(first) < 400
+    assert 20 < len(second) < 60
+    assert second[0].arrival_s == 30.0  # every phase starts with an arrival
+    assert all((r.prompt_tokens, r.output_tokens) == (3000, 5) for r in second)
+    assert all(r.arrival_s < 50.0 for r in second)
+    capped = generate_requests(WorkloadSpec(phases=(conv, code), requests=len(first) + 3), 1, CONTEXT)
+    assert capped == reqs[: len(first) + 3]

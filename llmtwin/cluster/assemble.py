@@ -27,7 +27,7 @@ from llmtwin.cluster.in_flight import Finished, InFlight, positions
 from llmtwin.cluster.instance_stats import InstanceStats
 from llmtwin.cluster.messages import BalancerExport, GeneratorExport, InstanceExport
 from llmtwin.cluster.quantiles import StreamQuantiles
-from llmtwin.cluster.records import InstanceRecord, RequestRecord, RequestTable, RunResult
+from llmtwin.cluster.records import FaultRecord, InstanceRecord, RequestRecord, RequestTable, RunResult
 from llmtwin.cluster.tbt_stats import gap_stats
 from llmtwin.errors import ConfigurationError
 
@@ -164,10 +164,16 @@ class Assembler:
         """The run's result, once every chunk is in (see :meth:`finish`)."""
         table, instances = self.finish(end.balancer, end.end_s)
         rows = self.rows
+        bal = end.balancer
+        faults = FaultRecord(
+            affected=list(bal.fault_rids),
+            recomputed_kv_tokens=dict(zip(bal.recomputed_rids, bal.recomputed_kv_tokens, strict=True)),
+            redirected=list(bal.redirected_rids),
+        )
         return RunResult(
             policy=end.policy, scenario=end.scenario, seed=end.seed, table=table, instances=instances,
             end_s=end.end_s, tbt_gaps=rows.gaps, tbt_sum_s=rows.gap_sum.value, stats=dict(end.stats),
-            token_times=rows.token_times,
+            token_times=rows.token_times, faults=faults,
         )  # fmt: skip
 
 

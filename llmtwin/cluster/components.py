@@ -11,6 +11,8 @@ from typing import Any
 
 from llmtwin.cluster.context import BALANCER, GENERATOR, ClusterContext, instance_id
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.engine_state import EngineSnapshot
+from llmtwin.cluster.faults import FaultSchedule
 from llmtwin.cluster.messages import (
     Arrival,
     BalancerExport,
@@ -19,6 +21,7 @@ from llmtwin.cluster.messages import (
     InstanceExport,
 )
 from llmtwin.cluster.policies.base import Agent, Policy
+from llmtwin.scenario.spec import FaultSpec
 from llmtwin.sim.kernel import INF, Component, Envelope
 from llmtwin.workload.request import RequestSpec
 
@@ -89,7 +92,17 @@ class Balancer(Component):
 
     def export(self) -> BalancerExport:
         failed = sorted(self.failed)
-        return BalancerExport([r for r, _ in failed], [m for _, m in failed], self.completed, self.dispatches)
+        log = self.policy.fault_log
+        return BalancerExport(
+            [r for r, _ in failed],
+            [m for _, m in failed],
+            self.completed,
+            self.dispatches,
+            fault_rids=sorted(log.hit),
+            recomputed_rids=sorted(log.recomputed),
+            recomputed_kv_tokens=[log.recomputed[r] for r in sorted(log.recomputed)],
+            redirected_rids=sorted(log.redirected),
+        )
 
 
 class Instance(Component):
@@ -107,36 +120,78 @@ class Instance(Component):
         self.engine = engine
         self.agent = agent
         self.devices = devices
-        self._snap: tuple[Any, ...] | None = None
+        self._snap: EngineSnapshot | None = None
         self._next = 0.0
         self._emitted = 0
         self.steps = 0
+        self.start_role = engine.role
+        self.faults = FaultSchedule(agent.ctx.faults_of(iid))
+        self._fault_t = self.faults.next_time()
+        """The next down or up transition (inf: none; kept as a plain float, read every step)."""
+        self.down = False
 
     def next_time(self) -> float:
-        return self._next
+        return self._next if self._next < self._fault_t else self._fault_t
 
     def step(self, now: float, inbox: list[Envelope]) -> None:
         eng = self.engine
         self.steps += 1
+        if now >= self._fault_t:
+            self._transitions(now)
+        if self.down:
+            for env in inbox:
+                self.agent.bounce(now, env.body, self.outbox)
+            return
         if inbox or now != self._next:
             if self._snap is not None:
                 eng.restore(self._snap)
             eng.advance(now)
             eng.settle(now)
-        events = eng.events
-        while self._emitted < len(events) and events[self._emitted].time <= now:
-            ev = events[self._emitted]
-            self._emitted += 1
-            if ev.time < now:
-                raise AssertionError(f"{self.id}: event {ev.kind} at {ev.time} handled late, at {now}")
-            self.agent.on_event(now, ev, self.outbox)
+        self._handle_events(now)
         for env in inbox:
             self.agent.on_message(now, env.body, self.outbox)
         self.agent.end_step(now, self.outbox)
         self._snap = eng.snapshot()
+        events = eng.events
         if self._emitted == len(events):
             eng.project()
         self._next = events[self._emitted].time if self._emitted < len(events) else INF
+
+    def _handle_events(self, now: float) -> None:
+        events = self.engine.events
+        while self._emitted < len(events) and events[self._emitted].time <= now:
+            ev = events[self._emitted]
+            self._emitted += 1
+            if ev.time < now:
+                raise AssertionError(
+                    f"{self.id}: event {type(ev).__name__} at {ev.time} handled late, at {now}"
+                )
+            self.agent.on_event(now, ev, self.outbox)
+
+    def _transitions(self, now: float) -> None:
+        for goes_down, fault in self.faults.due(now):
+            if goes_down:
+                self._fail(now, fault)
+            else:
+                self.engine.recover(now, self.start_role)
+                self.down = False
+                self._next = now
+                self.agent.on_up(now, self.outbox)
+        self._fault_t = self.faults.next_time()
+
+    def _fail(self, now: float, fault: FaultSpec) -> None:
+        """What ran to completion by ``now`` is reported as usual; then the memory is gone."""
+        eng = self.engine
+        if self._snap is not None:
+            eng.restore(self._snap)
+            self._snap = None
+        eng.advance_to_failure(now)
+        self._handle_events(now)
+        lost, copies = eng.wipe(now)
+        self._emitted = len(eng.events)
+        self._next = INF
+        self.down = True
+        self.agent.on_down(now, fault, lost, copies, self.outbox)
 
     def finish(self, now: float) -> None:
         """The run ended at ``now``. A projection that found no further event is the truth (no

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from llmtwin.errors import ConfigurationError
 from llmtwin.hardware.spec import HardwareSpec
 from llmtwin.physics.collectives import p2p_time
-from llmtwin.scenario.spec import EngineConfig
+from llmtwin.scenario.spec import EngineConfig, FaultSpec
 
 LINK_MODES = ("auto", "scale_up", "scale_out")
 
@@ -77,6 +77,21 @@ class ClusterContext:
     kv_bytes_per_token: float
     """KV bytes one token occupies on the whole instance (all devices)."""
     link: LinkModel
+    faults: tuple[FaultSpec, ...] = ()
+    """The scenario's simulated failures: every component knows them from the start (a failure
+    detector's schedule), so each can tell whether an instance is down at a given time."""
+
+    def down(self, iid: int, t: float) -> bool:
+        """Whether instance ``iid`` is down at virtual time ``t`` (down from ``at_s`` on, up again
+        from ``recover_s`` on)."""
+        return any(
+            f.instance == iid and f.at_s <= t and (f.recover_s is None or t < f.recover_s)
+            for f in self.faults
+        )
+
+    def faults_of(self, iid: int) -> list[FaultSpec]:
+        """Instance ``iid``'s failures in time order."""
+        return sorted((f for f in self.faults if f.instance == iid), key=lambda f: f.at_s)
 
     @property
     def block_tokens(self) -> int:

@@ -23,25 +23,16 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 
 from llmtwin.cluster.cost import causal_pairs
+from llmtwin.cluster.engine_events import Drained, Finished, Prefilled, Recompute, Released
 from llmtwin.cluster.engine_state import EngineState
-from llmtwin.cluster.seqs import (
-    DECODE,
-    DONE,
-    DRAINED,
-    MIXED,
-    PREEMPTED,
-    PREFILL,
-    PREFILLED,
-    RELEASED,
-    Event,
-    Held,
-    Job,
-    Run,
-)
+from llmtwin.cluster.seqs import Held, Job, LostSeq, Role, Run
 
 INF = math.inf
+# The roles bound once: an enum member lookup costs more than the comparison in the hot loop.
+MIXED, PREFILL, DECODE, DOWN = Role.MIXED, Role.PREFILL, Role.DECODE, Role.DOWN
 
 
 class Engine(EngineState):
@@ -55,6 +46,48 @@ class Engine(EngineState):
     def project(self) -> None:
         """Run until the first external event (or until idle). The caller snapshots first."""
         self._run(INF, stop=True)
+
+    # -- failures ---------------------------------------------------------------------------------
+    def advance_to_failure(self, at: float) -> None:
+        """Commit every iteration that ends by ``at``: the one in flight when the instance fails
+        produces nothing."""
+        self.deadline = at
+        try:
+            self._run(at, stop=False)
+        finally:
+            self.deadline = INF
+
+    def wipe(self, at: float) -> tuple[list[LostSeq], list[int]]:
+        """The instance failed at ``at`` and its memory is gone: the requests it held (decoding,
+        held or queued, in that order) and the redundant copies it held; it is then empty, in
+        the ``down`` role."""
+        lost = []
+        for rid in list(self.running):
+            r = self._stop_run(rid, keep=False)
+            gen = r.g0 + self.it
+            lost.append(LostSeq(rid, r.arrival_s, r.prompt, r.output, gen, r.prompt + gen - 1))
+        lost += [
+            LostSeq(h.rid, h.arrival_s, h.prompt, h.output, h.generated, h.kv_tokens)
+            for h in self.held.values()
+        ]
+        lost += [LostSeq(j.rid, j.arrival_s, j.prompt, j.output, j.generated, j.done) for j in self.waiting]
+        copies = sorted(self.replicas)
+        self.held, self.replicas, self.waiting = {}, {}, deque()
+        self.heap, self.cnt = [], [0] * self.B
+        self.free, self.redundant = self.capacity, 0
+        self.to_release, self.to_pause, self.to_resume = [], [], []
+        self.next_role, self.drain_pending = None, False
+        self.t = max(self.t, at)
+        self.recover(self.t, DOWN)
+        return lost, copies
+
+    def recover(self, at: float, role: Role) -> None:
+        """Take ``role`` at ``at`` (back from a failure, or down for one)."""
+        self.t = max(self.t, at)
+        self.role = role
+        self.log.role(self.t, role)
+        self.version += 1
+        self._sample_kv()
 
     def _run(self, until: float, stop: bool) -> None:
         events = self.events
@@ -76,7 +109,7 @@ class Engine(EngineState):
             for rid in rids:
                 self._stop_run(rid)
             if rids:
-                self.events.append(Event(self.t, RELEASED, rids=tuple(rids)))
+                self.events.append(Released(self.t, tuple(rids)))
         if self.to_pause:
             for rid in self.to_pause:
                 if rid in self.running:
@@ -100,7 +133,7 @@ class Engine(EngineState):
         if self.drain_pending and self.role == PREFILL and not self.waiting:
             self.drain_pending = False
             if self.report_drained:
-                self.events.append(Event(self.t, DRAINED))
+                self.events.append(Drained(self.t))
 
     def _iterate(self, until: float) -> bool:
         """Run the next iteration (or a segment of identical ones); False if there is nothing to run."""
@@ -117,12 +150,10 @@ class Engine(EngineState):
                 n = len(self.running)
         chunks = self._admit(n) if self.role != DECODE and self.waiting else []
         if chunks:
-            self._prefill_iteration(j, n, chunks)
-            return True
+            return self._prefill_iteration(j, n, chunks)
         if n == 0:
             return False
-        self._decode_segment(j, n, until)
-        return True
+        return self._decode_segment(j, n, until)
 
     # -- one iteration with prefills -----------------------------------------------------------------
     def _admit(self, n: int) -> list[tuple[Job, int]]:
@@ -161,16 +192,19 @@ class Engine(EngineState):
                 break
         return out
 
-    def _prefill_iteration(self, j: int, n: int, chunks: list[tuple[Job, int]]) -> None:
+    def _prefill_iteration(self, j: int, n: int, chunks: list[tuple[Job, int]]) -> bool:
         tokens = pairs = context = 0
         for job, chunk in chunks:
             tokens += chunk
             pairs += causal_pairs(chunk, job.done)
             context += job.done
-            if job.done == 0:
-                self.log.first_chunk(job.rid, j)
         ctx = self.sum_a + n * j if n else 0
         dt = self.cost.mixed(tokens, len(chunks), pairs, context, n, ctx)
+        if self.t + dt > self.deadline:
+            return False
+        for job, _ in chunks:
+            if job.done == 0:
+                self.log.first_chunk(job.rid, j)
         grow = self.cnt[j % self.B] if n else 0
         alloc = sum(self.blocks(job.done + c) - self.blocks(job.done) for job, c in chunks)
         self._sample_kv()
@@ -198,6 +232,7 @@ class Engine(EngineState):
         if n == 0:
             self.drain_pending = True
         self._sample_kv()  # the prompts' blocks, and those freed by the requests that finished
+        return True
 
     def _prefilled(self, job: Job, j: int, start: float, end: float, batch_tokens: int) -> None:
         """A prompt (or recompute) finished at the end of iteration ``j``: one more token."""
@@ -205,16 +240,16 @@ class Engine(EngineState):
         if gen >= job.output:
             self.free += self.blocks(job.total)
             self.log.tokens(job.rid, j, j)
-            self.events.append(Event(end, DONE, job.rid, gen))
+            self.events.append(Finished(end, job.rid, gen))
         elif self.role == MIXED:
             self._join(job.rid, job.arrival_s, job.prompt, job.output, gen, j + 1, start_it=j)
         else:
             self.held[job.rid] = Held(job.rid, job.arrival_s, job.prompt, job.output, gen)
             self.log.tokens(job.rid, j, j)
-            self.events.append(Event(end, PREFILLED, job.rid, gen, start, batch_tokens))
+            self.events.append(Prefilled(end, job.rid, gen, start, batch_tokens))
 
     # -- decode segments --------------------------------------------------------------------------
-    def _decode_segment(self, j: int, n: int, until: float) -> None:
+    def _decode_segment(self, j: int, n: int, until: float) -> bool:
         heap, running = self.heap, self.running
         while heap[0][2] not in running or running[heap[0][2]].serial != heap[0][1]:
             heapq.heappop(heap)
@@ -236,6 +271,12 @@ class Engine(EngineState):
             cut = self._starts_before(until, j, k, at_it, at_t, dt)
             if cut < k:
                 k, grow = cut, -1
+        if self.deadline < INF:
+            cut = self._ends_by(self.deadline, j, k, at_it, at_t, dt)
+            if cut == 0:
+                return False
+            if cut < k:
+                k, grow = cut, -1
         self.free -= grow if grow >= 0 else self._growth(j, k, n)
         if self.free < 0:
             raise AssertionError(f"KV cache over capacity by {-self.free} blocks at iteration {j}")
@@ -245,6 +286,7 @@ class Engine(EngineState):
         if heap[0][0] == last:
             self._finish_runs(last, end)
             self._sample_kv()  # the finished requests' blocks are free
+        return True
 
     def _growth(self, j: int, k: int, n: int) -> int:
         """Blocks the running sequences need for iterations j .. j+k-1."""
@@ -282,7 +324,17 @@ class Engine(EngineState):
             c += 1
         return c
 
-    def _commit(self, j: int, k: int, n: int, pseqs: int, ptokens: int, role: str, end: float) -> None:
+    @staticmethod
+    def _ends_by(limit: float, j: int, k: int, at_it: int, at_t: float, dt: float) -> int:
+        """How many of iterations j .. j+k-1 end by ``limit`` (possibly none)."""
+        c = min(k, max(0, math.floor((limit - at_t) / dt) + at_it - j))
+        while c > 0 and at_t + (j + c - at_it) * dt > limit:
+            c -= 1
+        while c < k and at_t + (j + c + 1 - at_it) * dt <= limit:
+            c += 1
+        return c
+
+    def _commit(self, j: int, k: int, n: int, pseqs: int, ptokens: int, role: Role, end: float) -> None:
         at_it, at_t, dt, _ = self.anchor
         self.log.segment(at_it, at_t, dt, j, k, n, pseqs, ptokens, role)
         self.it = j + k
@@ -297,7 +349,7 @@ class Engine(EngineState):
             if r is None or r.serial != serial:
                 continue
             self._stop_run(rid, keep=False)
-            self.events.append(Event(end, DONE, rid, r.output))
+            self.events.append(Finished(end, rid, r.output))
 
     # -- joining and leaving --------------------------------------------------------------------------
     def _join(
@@ -340,6 +392,4 @@ class Engine(EngineState):
         if self.role == MIXED:
             self.waiting.appendleft(Job(rid, r.arrival_s, r.prompt, r.output, gen))
         else:
-            self.events.append(
-                Event(self.t, PREEMPTED, rid, gen, arrival_s=r.arrival_s, prompt=r.prompt, output=r.output)
-            )
+            self.events.append(Recompute(self.t, rid, gen, r.arrival_s, r.prompt, r.output))

@@ -8,12 +8,14 @@ shallow copy of them plus the lengths of the append-only logs.
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from typing import Any
+from typing import NamedTuple
 
 from llmtwin.cluster.cost import IterationCost
+from llmtwin.cluster.engine_events import EngineEvent, Evicted
 from llmtwin.cluster.engine_log import EngineLog
-from llmtwin.cluster.seqs import EVICTED, MIXED, Event, Held, Job, Run
+from llmtwin.cluster.seqs import Held, Job, Role, Run
 from llmtwin.errors import ConfigurationError
 from llmtwin.scenario.spec import EngineConfig
 
@@ -26,7 +28,7 @@ class EngineState:
         cost: IterationCost,
         cfg: EngineConfig,
         capacity_blocks: int,
-        role: str = MIXED,
+        role: Role = Role.MIXED,
         evict_threshold: float = 0.0,
     ) -> None:
         if cfg.block_size_tokens < 1:
@@ -45,7 +47,7 @@ class EngineState:
         self.report_drained = False
         """Emit a ``drained`` event when the prefill role runs out of prompts (AcceLLM)."""
         self.log = EngineLog()
-        self.events: list[Event] = []
+        self.events: list[EngineEvent] = []
         # -- mutable state (copied by snapshot) --
         self.t = 0.0
         """Start of the next iteration: the end of the last committed one (or the idle time)."""
@@ -74,9 +76,11 @@ class EngineState:
         self.to_release: list[int] = []
         self.to_pause: list[int] = []
         self.to_resume: list[int] = []
-        self.next_role: str | None = None
+        self.next_role: Role | None = None
         self.drain_pending = False
         """A prefill-role iteration ran since the queue was last seen empty (``drained`` is due)."""
+        self.deadline = math.inf
+        """While failing: no iteration may end after this (see ``Engine.advance_to_failure``)."""
         self.log.role(0.0, role)
 
     # -- sizes --------------------------------------------------------------------------------------
@@ -117,6 +121,22 @@ class EngineState:
         """Tokens a running sequence has produced before the next iteration."""
         return self.running[rid].g0 + self.it
 
+    # -- set-up by the policy agent, before the run ----------------------------------------------------
+    def report_drains(self) -> None:
+        """Emit a :class:`Drained` event whenever the prefill role runs out of prompts."""
+        self.report_drained = True
+
+    def cap_prefill_tokens(self, tokens: int) -> None:
+        """Most prompt tokens per iteration; decode-only iterations never use the token budget,
+        so in the prefill and decode roles this caps prefill batches only."""
+        self.max_tokens = tokens
+
+    def chunk_prefills(self, budget_tokens: int) -> None:
+        """Chunked prefill with this token budget per iteration (decodes first, prompt chunks
+        fill the rest), whatever the scenario's ``engine`` table says."""
+        self.chunked = True
+        self.max_tokens = budget_tokens
+
     # -- inputs (take effect at the next iteration boundary) ---------------------------------------
     def settle(self, now: float) -> None:
         """Called after :meth:`advance` (``now``): an idle engine's clock moves to ``now``."""
@@ -128,6 +148,16 @@ class EngineState:
         """Queue a prompt (or a recompute) for prefill."""
         self.waiting.append(job)
         self.version += 1
+
+    def drop_waiting(self) -> list[Job]:
+        """Take every queued prompt (or recompute) out of the queue, freeing the KV of chunks
+        already prefilled; those of the iteration in flight stay (they were admitted)."""
+        jobs = list(self.waiting)
+        self.waiting.clear()
+        for job in jobs:
+            self.free += self.blocks(job.done)
+        self.version += 1
+        return jobs
 
     def hold(self, h: Held) -> bool:
         """Take in a request's KV (received from elsewhere); False if the blocks are not free."""
@@ -153,6 +183,11 @@ class EngineState:
         self.to_resume.append(rid)
         self.version += 1
 
+    def cancel_resume(self, rids: set[int]) -> None:
+        """Resumes asked for and not applied yet no longer hold for these requests (the batch is
+        unchanged until a boundary applies them, so the time anchor stays)."""
+        self.to_resume = [r for r in self.to_resume if r not in rids]
+
     def release(self, rids: list[int]) -> None:
         """Running requests stop here at the next boundary (held, ``released`` event)."""
         self.to_release.extend(rids)
@@ -163,13 +198,15 @@ class EngineState:
         self.to_pause.extend(rids)
         self.version += 1
 
-    def set_role(self, role: str) -> None:
+    def set_role(self, role: Role) -> None:
         self.next_role = role
         self.version += 1
 
     def add_replica(self, rid: int, tokens: int) -> bool:
         """Reserve a redundant copy of ``tokens`` KV tokens; False (nothing reserved) if no room
         above the eviction floor."""
+        if rid in self.replicas:
+            raise AssertionError(f"request {rid} already has a redundant copy here")
         need = self.blocks(tokens)
         if need > self.free - max(self.evict_floor, self.watermark):
             return False
@@ -224,7 +261,7 @@ class EngineState:
             self.drop_replica(rid)
             gone.append(rid)
         if gone:
-            self.events.append(Event(self.t, EVICTED, rids=tuple(gone)))
+            self.events.append(Evicted(self.t, tuple(gone)))
         return self.free >= want_free
 
     def _sample_kv(self) -> None:
@@ -236,8 +273,8 @@ class EngineState:
         self.log.kv(self.t, self.capacity - self.free - self.redundant, self.redundant)
 
     # -- snapshots --------------------------------------------------------------------------------------
-    def snapshot(self) -> tuple[Any, ...]:
-        return (
+    def snapshot(self) -> EngineSnapshot:
+        return EngineSnapshot(
             self.t, self.it, self.free, self.redundant, self.role, self.sum_a, self.version,
             self.anchor, self.serial, self.next_role, self.drain_pending,
             self.running.copy(), self.heap.copy(), self.cnt.copy(), self.waiting.copy(),
@@ -245,14 +282,44 @@ class EngineState:
             self.to_resume.copy(), len(self.events), self.log.mark(),
         )  # fmt: skip
 
-    def restore(self, snap: tuple[Any, ...]) -> None:
+    def restore(self, snap: EngineSnapshot) -> None:
         """Back to a snapshot (which is consumed: its containers become the engine's)."""
-        (
-            self.t, self.it, self.free, self.redundant, self.role, self.sum_a, self.version,
-            self.anchor, self.serial, self.next_role, self.drain_pending,
-            self.running, self.heap, self.cnt, self.waiting,
-            self.held, self.replicas, self.to_release, self.to_pause,
-            self.to_resume, n_events, mark,
-        ) = snap  # fmt: skip
-        del self.events[n_events:]
-        self.log.rewind(mark)
+        self.t, self.it, self.free, self.redundant = snap.t, snap.it, snap.free, snap.redundant
+        self.role, self.sum_a, self.version, self.anchor = snap.role, snap.sum_a, snap.version, snap.anchor
+        self.serial, self.next_role, self.drain_pending = snap.serial, snap.next_role, snap.drain_pending
+        self.running, self.heap, self.cnt, self.waiting = snap.running, snap.heap, snap.cnt, snap.waiting
+        self.held, self.replicas = snap.held, snap.replicas
+        self.to_release, self.to_pause, self.to_resume = snap.to_release, snap.to_pause, snap.to_resume
+        del self.events[snap.events :]
+        self.log.rewind(snap.log)
+
+
+class EngineSnapshot(NamedTuple):
+    """The mutable state of an engine at one instant (see :meth:`EngineState.snapshot`): the
+    scalars, shallow copies of the containers, and the lengths of the append-only logs. A named
+    tuple: one is taken after every step of an instance, so it must be as cheap as a tuple."""
+
+    t: float
+    it: int
+    free: int
+    redundant: int
+    role: Role
+    sum_a: int
+    version: int
+    anchor: tuple[int, float, float, int]
+    serial: int
+    next_role: Role | None
+    drain_pending: bool
+    running: dict[int, Run]
+    heap: list[tuple[int, int, int]]
+    cnt: list[int]
+    waiting: deque[Job]
+    held: dict[int, Held]
+    replicas: dict[int, int]
+    to_release: list[int]
+    to_pause: list[int]
+    to_resume: list[int]
+    events: int
+    """Events emitted so far."""
+    log: tuple[int, ...]
+    """:meth:`EngineLog.mark` at the snapshot."""

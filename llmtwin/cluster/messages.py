@@ -205,6 +205,79 @@ class PartnerDone(msgspec.Struct, frozen=True, tag="twin.v1.partner_done"):
     rids: list[int]
 
 
+# -- faults (llmtwin/cluster/faults.py) ---------------------------------------------------------
+
+
+class InstanceDown(msgspec.Struct, frozen=True, tag="twin.v1.instance_down"):
+    """An instance failed (the failure detector's report, at the fault's virtual time): route
+    nothing to it until :class:`InstanceUp`. Lists every request it held (for the fault log;
+    which of them are lost comes with :class:`LostRequests`)."""
+
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.ROLE
+    instance: int
+    recover_s: float
+    """When it comes back (-1: never)."""
+    rids: list[int]
+
+
+class InstanceUp(msgspec.Struct, frozen=True, tag="twin.v1.instance_up"):
+    """A failed instance is back, empty, in its starting role (to the balancer and, AcceLLM,
+    to its partner)."""
+
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.ROLE
+    instance: int
+
+
+class LostRequests(msgspec.Struct, frozen=True, tag="twin.v1.lost_requests"):
+    """Requests whose KV a failure destroyed (or that reached a failed instance): the balancer
+    has them prefilled again elsewhere, over prompt + the tokens already produced. With
+    ``kv_at[i] >= 0`` (disaggregated) the KV is intact on that prefill instance and only needs a
+    new decode instance. Parallel lists, one entry per request."""
+
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.PREEMPTION
+    instance: int
+    """The instance that reports them."""
+    rids: list[int]
+    arrival_s: list[float]
+    prompt_tokens: list[int]
+    output_tokens: list[int]
+    generated_tokens: list[int]
+    kv_tokens: list[int]
+    """KV tokens computed for the request and lost (what a recompute does again)."""
+    kv_at: list[int]
+
+
+class PartnerDown(msgspec.Struct, frozen=True, tag="twin.v1.partner_down"):
+    """AcceLLM: the sender failed, losing these requests' primaries (it owned them). The receiver
+    decodes those it holds a current copy of and reports the others lost. Handled after KV
+    transfers of the same instant (timer priority), so a hand-over that landed by the fault counts."""
+
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.TIMER
+    src: int
+    owned: LostRequests
+    """The requests, as the balancer would be told of them."""
+    current: list[bool]
+    """Whether the receiver's copy (if it has one) holds every token's KV (eager sync)."""
+
+
+class KVAbandoned(msgspec.Struct, frozen=True, tag="twin.v1.kv_abandoned"):
+    """Disaggregated: the prefill instance ``src`` failed while these requests' KV was on its way
+    to the receiver (or waiting for room there): those not fully landed are lost."""
+
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.FREE
+    src: int
+    rids: list[int]
+
+
+class Redirect(msgspec.Struct, frozen=True, tag="twin.v1.redirect"):
+    """Disaggregated: the decode instance chosen for this request failed before taking its KV;
+    offer it to ``target`` instead (the whole KV crosses the link from now)."""
+
+    PRIORITY: ClassVar[MessagePriority] = MessagePriority.TRANSFER
+    rid: int
+    target: int
+
+
 # -- exports (each component's part of the results) ---------------------------------------------
 
 
@@ -225,6 +298,13 @@ class BalancerExport(msgspec.Struct, frozen=True, tag="twin.v1.balancer_export")
     completed: int
     dispatches: int
     """Prefills dispatched (recomputes included)."""
+    fault_rids: list[int] = msgspec.field(default_factory=list)
+    """Requests an instance held when it failed, or that reached a failed instance."""
+    recomputed_rids: list[int] = msgspec.field(default_factory=list)
+    recomputed_kv_tokens: list[int] = msgspec.field(default_factory=list)
+    """Requests prefilled again because a failure destroyed their KV, and the KV tokens lost."""
+    redirected_rids: list[int] = msgspec.field(default_factory=list)
+    """Disaggregated: requests whose intact KV went to another decode instance after a failure."""
 
 
 class InstanceExport(msgspec.Struct, frozen=True, tag="twin.v1.instance_export"):

@@ -200,6 +200,20 @@ class InstanceRecord:
 
 
 @dataclass(slots=True)
+class FaultRecord:
+    """What simulated failures did (``scenario.faults``; see llmtwin/cluster/faults.py)."""
+
+    down: list[tuple[int, float, float | None]] = field(default_factory=list)
+    """(instance, down at s, back at s or None) of every failure."""
+    affected: list[int] = field(default_factory=list)
+    """Requests a failed instance held, or that were sent to one."""
+    recomputed_kv_tokens: dict[int, int] = field(default_factory=dict)
+    """Requests prefilled again because their KV was lost: the KV tokens lost."""
+    redirected: list[int] = field(default_factory=list)
+    """Disaggregated: requests whose intact KV went to another decode instance."""
+
+
+@dataclass(slots=True)
 class RunResult:
     """The outcome of one run of one scenario under one policy."""
 
@@ -220,6 +234,8 @@ class RunResult:
     usd_per_device_hour: float | None = None
     stats: dict[str, float] = field(default_factory=dict)
     """Run statistics: wall_s, events, windows, messages."""
+    faults: FaultRecord = field(default_factory=FaultRecord)
+    """What simulated failures did (empty without faults)."""
     token_times: list[list[float]] | None = None
     """Detail runs only: every request's token times, by request id."""
 

@@ -70,6 +70,7 @@ def cluster_context(scenario: Scenario, step: StepModel) -> ClusterContext:
         routing_latency_s=scenario.routing_latency_s,
         kv_bytes_per_token=step.kv_bytes_per_token_per_device() * c.tp,
         link=LinkModel(step.hw, c.tp, c.inter_instance_link),
+        faults=scenario.faults,
     )
 
 
@@ -121,6 +122,7 @@ def _describe(scenario: Scenario, result: RunResult) -> RunResult:
     result.model = step.model.name
     result.tp = scenario.cluster.tp
     result.usd_per_device_hour = step.hw.usd_per_hour
+    result.faults.down = [(f.instance, f.at_s, f.recover_s) for f in scenario.faults]
     return result
 
 

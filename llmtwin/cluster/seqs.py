@@ -1,4 +1,4 @@
-"""The states a request's sequence takes inside one engine, and the engine's external events.
+"""The states a request's sequence takes inside one engine, and the roles an engine takes.
 
 Entries are never changed in place once created (a state change makes a new entry), so an
 engine snapshot is a shallow copy of its containers.
@@ -7,14 +7,20 @@ engine snapshot is a shallow copy of its containers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-MIXED = "mixed"
-"""Role: prefills join the running decodes in one iteration (colocated, vLLM-style)."""
-PREFILL = "prefill"
-"""Role: prefill-only iterations; a prefilled request's KV is held for the policy to move."""
-DECODE = "decode"
-"""Role: decode-only iterations."""
-ROLES = (MIXED, PREFILL, DECODE)
+
+class Role(StrEnum):
+    """What an engine's iterations may compute."""
+
+    MIXED = "mixed"
+    """Prefills join the running decodes in one iteration (colocated, vLLM-style)."""
+    PREFILL = "prefill"
+    """Prefill-only iterations; a prefilled request's KV is held for the policy to move."""
+    DECODE = "decode"
+    """Decode-only iterations."""
+    DOWN = "down"
+    """Failed (a simulated fault): no iterations, no memory, until it recovers."""
 
 
 @dataclass(slots=True)
@@ -64,6 +70,19 @@ class Run:
         return self.output - 1 - self.g0
 
 
+@dataclass(frozen=True, slots=True)
+class LostSeq:
+    """A request whose KV a failure destroyed: what it had produced, and the KV lost."""
+
+    rid: int
+    arrival_s: float
+    prompt: int
+    output: int
+    generated: int
+    kv_tokens: int
+    """KV tokens the failed instance had computed for it (what a recompute does again)."""
+
+
 @dataclass(slots=True)
 class Held:
     """A request whose KV is resident but which is not decoding here (prefilled and waiting to
@@ -79,33 +98,3 @@ class Held:
     @property
     def kv_tokens(self) -> int:
         return self.prompt + self.generated - 1
-
-
-@dataclass(slots=True)
-class Event:
-    """Something the engine did that its policy agent must act on (a message to send)."""
-
-    time: float
-    """Virtual time it happened (an iteration end, or an iteration boundary)."""
-    kind: str
-    """``done``, ``prefilled``, ``preempted``, ``released``, ``evicted`` or ``drained``."""
-    rid: int = -1
-    generated: int = 0
-    start_s: float = 0.0
-    """``prefilled``: start of the prefill iteration."""
-    batch_tokens: int = 0
-    """``prefilled``: prompt tokens the whole iteration prefilled (they share the link)."""
-    rids: tuple[int, ...] = ()
-    """``released``/``evicted``: the requests concerned."""
-    arrival_s: float = 0.0
-    prompt: int = 0
-    output: int = 0
-    """``preempted``: the request's arrival and lengths (its KV is gone from the engine)."""
-
-
-DONE = "done"
-PREFILLED = "prefilled"
-PREEMPTED = "preempted"
-RELEASED = "released"
-EVICTED = "evicted"
-DRAINED = "drained"

@@ -19,8 +19,8 @@ from llmtwin.report.plot_data import latency_cdfs, run_plots
 from llmtwin.report.summary import Summary
 from llmtwin.report.tables import METRICS, slo_capacity
 from llmtwin.report.writers import instances_csv, json_text, write_requests_csv, write_text, write_with
+from llmtwin.scenario.spec import DEFAULT_SLO_TARGET
 
-DEFAULT_SLO_TARGET = 0.9
 """Fraction of requests within both SLOs that a sweep's SLO capacity asks for."""
 
 

@@ -98,6 +98,11 @@ class RunProgress:
             self._write(self.summary_line())
             self._last_draw = self.clock()
 
+    def note(self, text: str) -> None:
+        """A line of its own between progress lines (a search's finished row, say)."""
+        if self.enabled:
+            self._write(text)
+
     def close(self) -> None:
         """End the in-place line (if one was drawn) so later output starts on a fresh line."""
         if self.tty and self._line_len:

@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 from llmtwin.cluster.records import InstanceRecord, RequestTable, RunResult
 from llmtwin.errors import ConfigurationError
+from llmtwin.faults.figures import fault_figures
 from llmtwin.scenario.spec import SLOSpec
 
 PERCENTILES = (50.0, 90.0, 99.0)
@@ -139,6 +140,8 @@ class Summary:
     mean_batch_size: float | None
     run: dict[str, float] = field(default_factory=dict)
     """Wall-clock statistics of the run (not deterministic; kept apart on purpose)."""
+    faults: dict[str, float] = field(default_factory=dict)
+    """Simulated failures' figures (llmtwin/faults/figures.py); empty without failures."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping; the keys of the issue's summary.json come first."""
@@ -180,6 +183,7 @@ class Summary:
             "role_switches": self.role_switches,
             "mean_batch_size": self.mean_batch_size,
             "run": dict(self.run),
+            **({"faults": dict(self.faults)} if self.faults else {}),
         }
 
 
@@ -289,4 +293,5 @@ def summarize(result: RunResult, slo: SLOSpec) -> Summary:
         role_switches=sum(i.role_switches for i in result.instances),
         mean_batch_size=batch_total / iterations if iterations else None,
         run=dict(sorted(result.stats.items())),
+        faults=fault_figures(result, end),
     )

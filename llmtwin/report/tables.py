@@ -85,6 +85,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("role switches", lambda s: s.role_switches, fmt="{:.0f}"),
     Metric("mean batch size", lambda s: s.mean_batch_size, fmt="{:.1f}"),
     Metric("span (s)", lambda s: s.span_s, fmt="{:.1f}"),
+    Metric("requests hit by faults", lambda s: s.faults.get("requests_affected"), fmt="{:.0f}"),
+    Metric("  recomputed", lambda s: s.faults.get("requests_recomputed"), fmt="{:.0f}"),
+    Metric("  recomputed KV (k tokens)", lambda s: s.faults.get("recomputed_kv_tokens"), 1e-3, "{:.1f}"),
+    Metric("  kept (no recompute)", lambda s: s.faults.get("requests_kept"), fmt="{:.0f}"),
+    Metric("down (device-s)", lambda s: s.faults.get("down_device_s"), fmt="{:.1f}"),
 )
 """Rows of the run and compare tables, in order."""
 

@@ -16,6 +16,7 @@ Every problem is a :class:`ScenarioError` of one line naming the file and the fi
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -121,6 +122,7 @@ def load_scenario(ref: str, overrides: Sequence[str] = (), policy: str | None = 
     model = _check_cluster(scenario, reader)
     _check_workload(scenario.workload, model, reader)
     _check_engine(scenario, model, reader)
+    _check_faults(scenario, reader)
     return _select_policy(scenario, policy)
 
 
@@ -146,7 +148,14 @@ def _resolve_paths(s: Scenario, base: Path) -> Scenario:
     def file_ref(ref: str, suffix: str) -> str:
         return resolve(ref) if ref.endswith(suffix) else ref
 
-    trace = s.workload.trace
+    def workload(w: WorkloadSpec) -> WorkloadSpec:
+        trace = w.trace
+        return dataclasses.replace(
+            w,
+            trace=resolve(trace) if trace is not None and is_trace_path(trace) else trace,
+            phases=tuple(workload(p) for p in w.phases),
+        )
+
     return dataclasses.replace(
         s,
         model=file_ref(s.model, ".toml"),
@@ -155,9 +164,7 @@ def _resolve_paths(s: Scenario, base: Path) -> Scenario:
             hardware=file_ref(s.cluster.hardware, ".toml"),
             engine=file_ref(s.cluster.engine, ".toml"),
         ),
-        workload=dataclasses.replace(
-            s.workload, trace=resolve(trace) if trace is not None and is_trace_path(trace) else trace
-        ),
+        workload=workload(s.workload),
     )
 
 
@@ -182,27 +189,47 @@ def _check_cluster(s: Scenario, reader: TableReader) -> ModelSpec:
     return model
 
 
-def _check_workload(w: WorkloadSpec, model: ModelSpec, reader: TableReader) -> None:
+def _check_workload(w: WorkloadSpec, model: ModelSpec, reader: TableReader, at: str = "workload") -> None:
     needs_trace = [what for what, kind in (("arrival", w.arrival), ("lengths", w.lengths)) if kind == "trace"]
+    if w.phases:
+        for i, phase in enumerate(w.phases):
+            _check_phase(phase, model, reader, f"{at}.phases[{i}]")
+        return
     if needs_trace and w.trace is None:
-        raise reader.error("workload.trace", f"is missing ({' and '.join(needs_trace)} = 'trace' replays it)")
+        raise reader.error(f"{at}.trace", f"is missing ({' and '.join(needs_trace)} = 'trace' replays it)")
     if w.trace is not None and needs_trace:
         ref = w.trace
-        trace = _lookup(reader, "workload.trace", lambda: load_trace(ref))
+        trace = _lookup(reader, f"{at}.trace", lambda: load_trace(ref))
         if w.arrival == "trace" and w.requests is not None and w.requests > len(trace):
             raise reader.error(
-                "workload.requests", f"({w.requests}) exceeds the {len(trace)} requests of trace {ref}"
+                f"{at}.requests", f"({w.requests}) exceeds the {len(trace)} requests of trace {ref}"
             )
     if w.arrival != "trace" and w.requests is None and w.duration_s is None:
-        raise reader.error("workload.requests", "is missing (give requests, duration_s or both)")
+        raise reader.error(f"{at}.requests", "is missing (give requests, duration_s or both)")
     problem = length_param_problem(w.lengths, w.length_params)
     if problem is not None:
-        raise reader.error(f"workload.length_params.{problem[0]}", problem[1])
+        raise reader.error(f"{at}.length_params.{problem[0]}", problem[1])
     if w.max_prompt_tokens is not None and w.max_prompt_tokens >= model.max_context:
         raise reader.error(
-            "workload.max_prompt_tokens",
+            f"{at}.max_prompt_tokens",
             f"({w.max_prompt_tokens}) must be below the {model.max_context}-token context of {model.name}",
         )
+
+
+def _check_phase(phase: WorkloadSpec, model: ModelSpec, reader: TableReader, at: str) -> None:
+    """A phase is checked as a workload of its own (the same range checks), lasting a duration."""
+    for f in dataclasses.fields(phase):
+        check = CHECKS.get(f"workload.{f.name}")
+        value = getattr(phase, f.name)
+        if check is not None and value is not None:
+            problem = check(value)
+            if problem is not None:
+                raise reader.error(f"{at}.{f.name}", f"{problem}, got {value!r}")
+    if phase.phases:
+        raise reader.error(f"{at}.phases", "is not allowed: phases do not nest")
+    if phase.duration_s is None:
+        raise reader.error(f"{at}.duration_s", "is missing (a phase lasts a duration)")
+    _check_workload(phase, model, reader, at)
 
 
 def _check_engine(s: Scenario, model: ModelSpec, reader: TableReader) -> None:
@@ -215,6 +242,27 @@ def _check_engine(s: Scenario, model: ModelSpec, reader: TableReader) -> None:
             f"({s.engine.max_batch_tokens}) must hold the longest prompt ({longest} tokens) "
             "unless engine.chunked_prefill = true",
         )
+
+
+def _check_faults(s: Scenario, reader: TableReader) -> None:
+    """Each fault names an instance of the cluster, at a time >= 0, recovering after it; the
+    down intervals of one instance do not overlap."""
+    spans: dict[int, list[tuple[float, float]]] = {}
+    for i, f in enumerate(s.faults):
+        at = f"faults[{i}]"
+        if not 0 <= f.instance < s.cluster.instances:
+            raise reader.error(
+                f"{at}.instance", f"= {f.instance} is not an instance (0 .. {s.cluster.instances - 1})"
+            )
+        if f.at_s < 0:
+            raise reader.error(f"{at}.at_s", f"must be >= 0, got {f.at_s}")
+        end = math.inf if f.recover_s is None else f.recover_s
+        if end <= f.at_s:
+            raise reader.error(f"{at}.recover_s", f"({f.recover_s}) must be after at_s ({f.at_s})")
+        for a, b in spans.get(f.instance, []):
+            if f.at_s < b and a < end:
+                raise reader.error(at, f"overlaps another fault of instance {f.instance}")
+        spans.setdefault(f.instance, []).append((f.at_s, end))
 
 
 def _select_policy(s: Scenario, policy: str | None) -> Scenario:

@@ -40,6 +40,33 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
+_FAULT = re.compile(
+    r"\s*(?:engine|instance)\s*=\s*(\d+)\s*@\s*([0-9.eE+-]+)\s*s?\s*"
+    r"(?:,\s*recover\s*=\s*([0-9.eE+-]+)\s*s?\s*)?"
+)
+
+
+def fault_override(specs: Sequence[str]) -> str:
+    """``--fault engine=3@30s[,recover=90s]`` (repeatable) as one ``--set faults=[...]`` override:
+    instance 3 goes down at 30 s of virtual time and comes back (empty) at 90 s."""
+    items = []
+    for text in specs:
+        m = _FAULT.fullmatch(text)
+        if m is None:
+            raise ScenarioError(
+                f"--fault {text!r}: expected engine=INSTANCE@TIMEs[,recover=TIMEs], e.g. engine=3@30s,recover=90s"
+            )
+        try:
+            at, recover = float(m.group(2)), None if m.group(3) is None else float(m.group(3))
+        except ValueError:
+            raise ScenarioError(f"--fault {text!r}: the times must be numbers of seconds") from None
+        fields = [f"instance = {int(m.group(1))}", f"at_s = {at!r}"]
+        if recover is not None:
+            fields.append(f"recover_s = {recover!r}")
+        items.append("{" + ", ".join(fields) + "}")
+    return f"faults=[{', '.join(items)}]"
+
+
 def apply_overrides(table: dict[str, Any], overrides: Sequence[str]) -> set[str]:
     """Set each override in ``table`` (creating tables on the way); returns the dotted keys set."""
     done: set[str] = set()

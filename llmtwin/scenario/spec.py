@@ -57,6 +57,11 @@ class WorkloadSpec:
     as well, generation stops at whichever limit is reached first."""
     max_prompt_tokens: int | None = None
     """Prompts longer than this are clipped (defaults to the model's context minus outputs)."""
+    phases: tuple[WorkloadSpec, ...] = ()
+    """A workload that changes over time: each phase is a workload of its own (arrivals, lengths,
+    trace) lasting its ``duration_s``, starting where the previous one ended. When given, the
+    top-level arrival and length fields are not used; ``requests`` and ``duration_s`` still cap
+    the whole run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,10 @@ class EngineConfig:
     """Decode iterations use PRESERVE prefetch plans (needs TP > 1 to matter)."""
     shape_bucket: float = 0.02
     """Relative width of the iteration-time cache's context buckets (0 = exact, slow)."""
+
+
+DEFAULT_SLO_TARGET = 0.9
+"""Fraction of requests that must meet both SLOs for a load to count as served (SLO capacity)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +117,17 @@ class SweepSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class FaultSpec:
+    """A simulated accelerator failure: instance ``instance`` goes down at ``at_s`` (virtual
+    seconds) losing everything in its memory, and comes back empty at ``recover_s`` (never if
+    unset). See docs/policies.md, "Faults", for what each policy does about it."""
+
+    instance: int
+    at_s: float
+    recover_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     """One runnable experiment."""
 
@@ -126,3 +146,5 @@ class Scenario:
     """Per-policy parameter tables from the file (``[policies.accellm]`` ...), so that
     ``--policy P`` picks P's parameters."""
     sweep: SweepSpec = field(default_factory=SweepSpec)
+    faults: tuple[FaultSpec, ...] = ()
+    """Simulated accelerator failures (``--fault engine=3@30s,recover=90s``)."""

@@ -8,6 +8,7 @@ compares the same requests arriving differently.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -23,7 +24,7 @@ from llmtwin.workload.lengths import (
     parametric_sampler,
 )
 from llmtwin.workload.request import RequestSpec
-from llmtwin.workload.traces import IntArray, Trace, load_trace
+from llmtwin.workload.traces import FloatArray, IntArray, Trace, load_trace
 
 STREAM_ARRIVALS = 0
 STREAM_PROMPTS = 1
@@ -49,8 +50,13 @@ def generate_requests(
     """The run's requests, ``rid`` 0..n-1 in arrival order, the first arriving at 0 s.
 
     The first ``workload.requests`` arrivals, or every arrival in ``[0, duration_s)``, or the
-    fewer of the two when both are given, or else (trace replay only) the whole trace. Lengths are clipped so prompt + output fits
-    ``max_context_tokens`` (see :func:`clip_lengths`).
+    fewer of the two when both are given, or else (trace replay only) the whole trace. Lengths
+    are clipped so prompt + output fits ``max_context_tokens`` (see :func:`clip_lengths`).
+
+    With ``workload.phases``, phase ``k`` is generated the same way from its own random streams
+    (numbers ``3k + stream``, so a single phase gives what its workload alone gives) and shifted
+    to start where phase ``k - 1``'s ``duration_s`` ended; ``requests`` and ``duration_s`` of
+    the whole workload then cap the concatenation.
     """
     loaded: dict[str, Trace] = {}
 
@@ -61,7 +67,48 @@ def generate_requests(
             loaded[ref] = traces(ref)
         return loaded[ref]
 
-    arrivals = _arrival_process(workload, rng_stream(seed, STREAM_ARRIVALS), trace)
+    if not workload.phases:
+        times, prompt, output = _one_workload(workload, seed, 0, max_context_tokens, trace)
+    else:
+        parts = []
+        start = 0.0
+        for k, phase in enumerate(workload.phases):
+            length_s = phase.duration_s
+            if length_s is None:
+                raise ConfigurationError(f"workload phase {k} needs duration_s")
+            limit = phase.max_prompt_tokens or workload.max_prompt_tokens
+            phase = dataclasses.replace(phase, max_prompt_tokens=limit)
+            t, p, o = _one_workload(phase, seed, PHASE_STREAMS * k, max_context_tokens, trace)
+            parts.append((t + start, p, o))
+            start += length_s
+        times = np.concatenate([t for t, _, _ in parts])
+        prompt = np.concatenate([p for _, p, _ in parts])
+        output = np.concatenate([o for _, _, o in parts])
+        keep = len(times)
+        if workload.duration_s is not None:
+            keep = int(np.searchsorted(times, workload.duration_s, side="left"))
+        if workload.requests is not None:
+            keep = min(keep, workload.requests)
+        times, prompt, output = times[:keep], prompt[:keep], output[:keep]
+    return [
+        RequestSpec(rid=i, arrival_s=float(t), prompt_tokens=int(p), output_tokens=int(o))
+        for i, (t, p, o) in enumerate(zip(times, prompt, output, strict=True))
+    ]
+
+
+PHASE_STREAMS = 3
+"""Random streams each phase of a workload uses (arrivals, prompts, outputs)."""
+
+
+def _one_workload(
+    workload: WorkloadSpec,
+    seed: int,
+    base: int,
+    max_context_tokens: int,
+    trace: Callable[[str | None], Trace],
+) -> tuple[FloatArray, IntArray, IntArray]:
+    """Arrival times, prompt and output lengths of a workload without phases."""
+    arrivals = _arrival_process(workload, rng_stream(seed, base + STREAM_ARRIVALS), trace)
     if workload.duration_s is not None:
         times = arrivals.within(workload.duration_s)
         if workload.requests is not None:
@@ -72,13 +119,10 @@ def generate_requests(
         times = arrivals.all()
     else:
         raise ConfigurationError("the workload needs requests or duration_s")
-    sampler = _length_sampler(workload, seed, trace)
+    sampler = _length_sampler(workload, seed, base, trace)
     prompt, output = sampler.sample(len(times))
     prompt, output = clip_lengths(prompt, output, max_context_tokens, workload.max_prompt_tokens)
-    return [
-        RequestSpec(rid=i, arrival_s=float(t), prompt_tokens=int(p), output_tokens=int(o))
-        for i, (t, p, o) in enumerate(zip(times, prompt, output, strict=True))
-    ]
+    return times, prompt, output
 
 
 def clip_lengths(
@@ -122,13 +166,17 @@ def _arrival_process(
     raise ConfigurationError(f"arrival {workload.arrival!r} is not one of poisson, gamma, trace")
 
 
-def _length_sampler(workload: WorkloadSpec, seed: int, trace: Callable[[str | None], Trace]) -> LengthSampler:
+def _length_sampler(
+    workload: WorkloadSpec, seed: int, base: int, trace: Callable[[str | None], Trace]
+) -> LengthSampler:
     kind = workload.lengths
-    prompt_rng = rng_stream(seed, STREAM_PROMPTS)
+    prompt_rng = rng_stream(seed, base + STREAM_PROMPTS)
     if kind in TRACE_KINDS:
         return TraceLengths(trace(kind), prompt_rng)
     if kind == "trace":
         if workload.arrival == "trace":
             return ReplayLengths(trace(workload.trace))
         return TraceLengths(trace(workload.trace), prompt_rng)
-    return parametric_sampler(kind, workload.length_params, prompt_rng, rng_stream(seed, STREAM_OUTPUTS))
+    return parametric_sampler(
+        kind, workload.length_params, prompt_rng, rng_stream(seed, base + STREAM_OUTPUTS)
+    )

@@ -21,11 +21,15 @@ COMMANDS: dict[str, Command] = {
     "calibrate": Command(
         "calibrate", "fit a device's efficiency shape (and an engine profile) to measured timings"
     ),
+    "capacity": Command(
+        "capacity", "highest rate each policy serves within the SLOs (or the smallest cluster for a rate)"
+    ),
     "collective": Command("collective", "predicted collective times over message sizes (Vidur CSV format)"),
     "compare": Command("compare", "run one scenario under several policies side by side"),
     "dashboards": Command(
         "dashboards", "write or check the Grafana dashboards, or render them to PNG from a Prometheus"
     ),
+    "faults": Command("faults", "what a simulated accelerator failure costs each policy"),
     "keys": Command(
         "keys", "generate the NATS users' keys of compose.yaml (.env) and nats-server's configuration"
     ),

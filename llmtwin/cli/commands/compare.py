@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from llmtwin.cli.commands import COMMANDS
-from llmtwin.cli.commands.simulate import add_jobs_arg, add_run_args, check_jobs
+from llmtwin.cli.commands.simulate import add_jobs_arg, add_policies_arg, add_run_args, check_jobs
 from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
 
@@ -24,10 +24,7 @@ def name_list(text: str, what: str) -> list[str]:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("compare", help=COMMANDS["compare"].help)
     add_run_args(p)
-    p.add_argument(
-        "--policies", default="colocated,disaggregated,accellm",
-        help="comma-separated policies; the first is the baseline of the %% columns",
-    )  # fmt: skip
+    add_policies_arg(p, "comma-separated policies; the first is the baseline of the %% columns")
     add_jobs_arg(p)
     p.set_defaults(func=run)
 

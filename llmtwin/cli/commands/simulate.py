@@ -9,25 +9,65 @@ from pathlib import Path
 from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
+from llmtwin.scenario.overrides import fault_override
+
+ALL_POLICIES = "colocated,colocated-chunked,disaggregated,accellm"
+"""The default of every command that compares the policies."""
 
 
-def add_run_args(p: argparse.ArgumentParser) -> None:
-    """SCENARIO, --set, --out, --no-plots, --quiet, --markdown: shared by simulate, compare and sweep."""
-    p.add_argument("scenario", metavar="SCENARIO", help="scenario name (e.g. w1, demo) or a .toml path")
+def add_scenario_args(p: argparse.ArgumentParser, example: str = "w1, demo") -> None:
+    """SCENARIO and --set: every command that runs a scenario."""
+    p.add_argument("scenario", metavar="SCENARIO", help=f"scenario name (e.g. {example}) or a .toml path")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a scenario field, e.g. workload.requests=500 (repeatable)",
     )  # fmt: skip
-    p.add_argument("--out", type=Path, help="write result files into this folder")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def add_table_args(p: argparse.ArgumentParser) -> None:
+    """--quiet and --markdown: every command that prints a table while it shows progress."""
     p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
 
 
-def add_jobs_arg(p: argparse.ArgumentParser) -> None:
+def add_policies_arg(p: argparse.ArgumentParser, help: str = "comma-separated policies") -> None:
+    p.add_argument("--policies", default=ALL_POLICIES, help=f"{help} (default: {ALL_POLICIES})")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """SCENARIO, --set, --fault, --out, --no-plots, --quiet, --markdown: shared by simulate,
+    compare and sweep."""
+    add_scenario_args(p)
     p.add_argument(
-        "--jobs", type=int, default=1,
-        help="runs in parallel worker processes (results do not depend on it)",
+        "--fault", dest="overrides", action=FaultAction, metavar="engine=I@Ts[,recover=Ts]",
+        help="simulate a failure: instance I goes down at T s of virtual time (back at the recover "
+        "time, empty); repeatable",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, help="write result files into this folder")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    add_table_args(p)
+
+
+class FaultAction(argparse.Action):
+    """``--fault`` specs, all of them as one ``faults=[...]`` override among the ``--set`` ones."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        ns: argparse.Namespace,
+        value: object,
+        option: str | None = None,
+    ) -> None:
+        specs = [*getattr(ns, "fault_specs", []), str(value)]
+        ns.fault_specs = specs
+        overrides = [o for o in getattr(ns, "overrides", None) or [] if not o.startswith("faults=")]
+        ns.overrides = [*overrides, fault_override(specs)]
+
+
+def add_jobs_arg(p: argparse.ArgumentParser, default: int = 1) -> None:
+    p.add_argument(
+        "--jobs", type=int, default=default,
+        help=f"runs in parallel worker processes (default: {default}; results do not depend on it)",
     )  # fmt: skip
 
 

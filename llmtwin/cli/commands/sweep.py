@@ -11,7 +11,7 @@ from llmtwin.cli.commands.compare import name_list
 from llmtwin.cli.commands.simulate import add_jobs_arg, add_run_args, check_jobs
 from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
-from llmtwin.report.outputs import DEFAULT_SLO_TARGET
+from llmtwin.scenario.spec import DEFAULT_SLO_TARGET
 
 
 def rate_list(text: str) -> list[float]:

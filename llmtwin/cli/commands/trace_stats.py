@@ -10,8 +10,8 @@ from typing import Any
 from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.common import print_json
 from llmtwin.models import ModelCatalog
-from llmtwin.scenario.capacity import CapacityEstimate, estimate_capacity
 from llmtwin.scenario.loader import load_scenario, scenario_path
+from llmtwin.scenario.saturation import SaturationEstimate, estimate_saturation
 from llmtwin.workload.generate import generate_requests
 from llmtwin.workload.stats import StreamStats, Summary, request_stats, trace_stats
 from llmtwin.workload.traces import load_trace, trace_names
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                 "name": f"scenario {s.name}",
                 "path": str(scenario_path(args.scenario)),
                 "stats": request_stats(requests),
-                "capacity": estimate_capacity(s),
+                "capacity": estimate_saturation(s),
                 "engine": s.cluster.engine,
             }
         )
@@ -82,10 +82,10 @@ def _print_entry(entry: dict[str, Any]) -> None:
     print(f"  {'':16s}{header}")
     for label, summary in (("prompt tokens", st.prompt_tokens), ("output tokens", st.output_tokens)):
         print(f"  {label:16s}{_row(summary)}")
-    cap: CapacityEstimate | None = entry.get("capacity")
+    cap: SaturationEstimate | None = entry.get("capacity")
     if cap is not None:
         print(
-            f"  capacity estimate (device physics, engine {entry['engine']!r}, no queueing; scenario/capacity.py):"
+            f"  saturation estimate (device physics, engine {entry['engine']!r}, no queueing; scenario/saturation.py):"
         )
         print(f"    KV capacity per instance      {cap.kv_capacity_tokens} tokens")
         print(

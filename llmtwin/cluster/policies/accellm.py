@@ -1,7 +1,8 @@
 """AcceLLM (arXiv 2411.05555): instances in pairs, dynamic roles, redundant KV copies.
 
 Balancer side (the paper's Scheduling Manager). Instances ``2k`` and ``2k+1`` form pair ``k``
-for the whole run. A new request goes to a pair (``pair_routing``) and, inside it, to the
+for the whole run. A new request goes to a pair (``pair_routing``, by default the pair whose
+prefill side is idle, else the one with the fewest queued prompt tokens) and, inside it, to the
 instance that currently prefills for the pair; when none does, the balancer makes one of the two
 the prefill instance (``prefill_choice``). That instance hands its decoding requests to its
 partner (no data moves: the partner holds copies), prefills the pair's prompts in prefill-only
@@ -22,13 +23,27 @@ from typing import Any, ClassVar
 
 from llmtwin.cluster.context import ClusterContext, instance_id
 from llmtwin.cluster.engine import Engine
-from llmtwin.cluster.messages import Arrival, Dispatch, Done, Preempted, PrefillDone, RoleChanged
+from llmtwin.cluster.faults import entries
+from llmtwin.cluster.messages import (
+    Arrival,
+    Dispatch,
+    Done,
+    InstanceDown,
+    InstanceUp,
+    LostRequests,
+    Preempted,
+    PrefillDone,
+    RoleChanged,
+)
 from llmtwin.cluster.policies.accellm_agent import AcceLLMAgent, AgentConfig
 from llmtwin.cluster.policies.base import Agent, Param, Policy
 from llmtwin.cluster.policies.routing import ROUTINGS, Router
-from llmtwin.cluster.seqs import DECODE
+from llmtwin.cluster.seqs import Role
 from llmtwin.errors import ConfigurationError
 from llmtwin.sim.kernel import Outbox
+
+PREFILL_AWARE = "prefill_aware"
+"""Pair routing that sees each pair's queued prompt tokens (AcceLLM only)."""
 
 
 class AcceLLM(Policy):
@@ -37,10 +52,12 @@ class AcceLLM(Policy):
     name: ClassVar[str] = "accellm"
     PARAMS: ClassVar[dict[str, Param]] = {
         "pair_routing": Param(
-            "least_outstanding_tokens",
-            "Which pair gets a new request: round_robin, least_outstanding_tokens (prompt + requested "
-            "output tokens not yet completed, summed over the pair) or least_kv (KV blocks in use).",
-            ROUTINGS,
+            "prefill_aware",
+            "Which pair gets a new request: prefill_aware (among pairs with no prompt queued or being "
+            "prefilled, least outstanding tokens; if none, the fewest queued prompt tokens), "
+            "round_robin, least_outstanding_tokens (prompt + requested output tokens not yet "
+            "completed, summed over the pair) or least_kv (KV blocks in use).",
+            (PREFILL_AWARE, *ROUTINGS),
         ),
         "prefill_choice": Param(
             "least_loaded",
@@ -115,7 +132,10 @@ class AcceLLM(Policy):
         if self.params["rebuild_threshold"] < self.params["redundancy_evict_threshold"]:
             raise ConfigurationError("accellm: rebuild_threshold must be >= redundancy_evict_threshold")
         pairs = ctx.instances // 2
-        self.router = Router(self.params["pair_routing"], range(pairs))
+        self.prefill_aware = self.params["pair_routing"] == PREFILL_AWARE
+        rule = "least_outstanding_tokens" if self.prefill_aware else self.params["pair_routing"]
+        self.router = Router(rule, range(pairs))
+        """Outstanding tokens per pair (and the pick of every rule but prefill_aware)."""
         self.prefillers: list[list[int]] = [[] for _ in range(pairs)]
         """The instances prefilling for each pair, the first one first (at most max_prefill_per_pair)."""
         self.max_prefill = int(self.params["max_prefill_per_pair"])
@@ -125,35 +145,61 @@ class AcceLLM(Policy):
             or ctx.engine.max_batch_tokens
         )
         self.queued = [0] * ctx.instances
-        """Prompt tokens dispatched to each instance and not yet prefilled (max_prefill_per_pair = 2)."""
+        """Prompt tokens dispatched to each instance and not yet prefilled (``PrefillDone``)."""
         self._queued_rid: dict[int, tuple[int, int]] = {}
         self.last_prefiller = [1] * pairs
         self.dispatched = [0] * ctx.instances
         self.pinned = [0] * ctx.instances
         self.used = [0] * ctx.instances
         self._reqs: dict[int, Arrival] = {}
+        self.down: set[int] = set()
+        """Failed instances (their pairs take no new request while a healthy pair exists)."""
+        self.parked: list[tuple[Arrival, int]] = []
+        """Requests waiting for an instance to come back (every one is down)."""
 
-    def role(self, iid: int) -> str:
-        return DECODE
+    def role(self, iid: int) -> Role:
+        return Role.DECODE
 
     def evict_threshold(self) -> float:
         return float(self.params["redundancy_evict_threshold"])
 
     def on_arrival(self, now: float, a: Arrival, out: Outbox) -> None:
         self._reqs[a.rid] = a
-        k = self.router.pick()
+        self._route(now, a, 0, out)
+
+    def _route(self, now: float, a: Arrival, generated: int, out: Outbox) -> None:
+        k = self._pick_pair()
+        if k is None:
+            self.parked.append((a, generated))
+            return
         self.router.assign(k, a.rid, a.prompt_tokens + a.output_tokens, self.ctx.blocks(a.prompt_tokens))
-        self._dispatch(now, k, a, 0, out)
+        self._dispatch(now, k, a, generated, out)
 
     def _dispatch(self, now: float, k: int, a: Arrival, generated: int, out: Outbox) -> None:
         p = self._target(k)
         self.dispatched[p] += 1
-        if self.max_prefill > 1:
-            tokens = a.prompt_tokens + generated
-            self.queued[p] += tokens
-            self._queued_rid[a.rid] = (p, tokens)
+        tokens = a.prompt_tokens + generated
+        self.queued[p] += tokens
+        self._queued_rid[a.rid] = (p, tokens)
         body = Dispatch(a.rid, a.arrival_s, a.prompt_tokens, a.output_tokens, generated)
         out.send(instance_id(p), now + self.ctx.routing_latency_s, body)
+
+    def _pick_pair(self) -> int | None:
+        """The pair for a new request among the healthy ones (the router's ``down`` holds the pairs
+        with a failed instance); if none is healthy, the least loaded pair with an instance up;
+        None if every instance is down."""
+        load = self.router.outstanding
+        if not self.router.any_up():
+            alive = [k for k in range(len(self.prefillers)) if not {2 * k, 2 * k + 1} <= self.down]
+            return min(alive, key=lambda k: (load[k], k)) if alive else None
+        if not self.prefill_aware:
+            return self.router.pick()
+        up = [k for k in range(len(self.prefillers)) if k not in self.router.down]
+        queued = {k: self.queued[2 * k] + self.queued[2 * k + 1] for k in up}
+        idle = [k for k in up if queued[k] == 0]
+        if idle:
+            return min(idle, key=lambda k: (load[k], k))
+        return min(up, key=lambda k: (queued[k], load[k], k))
 
     def _target(self, k: int) -> int:
         """The instance of pair ``k`` that prefills the next prompt (made a prefill instance if needed)."""
@@ -162,7 +208,7 @@ class AcceLLM(Policy):
             ps.append(self._choose(k))
             return ps[0]
         first = ps[0]
-        if self.max_prefill == 1 or self.queued[first] < self.trigger:
+        if self.max_prefill == 1 or self.queued[first] < self.trigger or first ^ 1 in self.down:
             return first
         if len(ps) == 1:
             # A full prefill batch already waits there: the partner prefills too (its decodes pause).
@@ -177,7 +223,9 @@ class AcceLLM(Policy):
 
     def _choose(self, k: int) -> int:
         x, y = 2 * k, 2 * k + 1
-        if self.params["prefill_choice"] == "alternate":
+        if x in self.down or y in self.down:
+            choice = y if x in self.down else x
+        elif self.params["prefill_choice"] == "alternate":
             choice = x if self.last_prefiller[k] == y else y
         else:
             choice = min((x, y), key=lambda i: (self.pinned[i], self.used[i], i))
@@ -200,11 +248,51 @@ class AcceLLM(Policy):
             self.pinned[i] = body.pinned
             # Back to decoding with every prompt sent to it done: it no longer prefills for the pair.
             ps = self.prefillers[i // 2]
-            if body.role == DECODE and i in ps and body.prefilled == self.dispatched[i]:
+            if body.role == Role.DECODE and i in ps and body.prefilled == self.dispatched[i]:
                 ps.remove(i)
+        elif isinstance(body, InstanceDown | InstanceUp | LostRequests):
+            self._fault_message(now, body, out)
         elif isinstance(body, Preempted):
-            # Recompute inside the same pair (its prefill instance prefills prompt + tokens so far).
-            self._dispatch(now, body.instance // 2, self._reqs[body.rid], body.generated_tokens, out)
+            # Recompute inside the same pair (its prefill instance prefills prompt + tokens so far),
+            # unless a failure left it one instance while a healthy pair exists.
+            k = body.instance // 2
+            if k in self.router.down and self.router.any_up():
+                self.router.finish(body.rid)
+                self._route(now, self._reqs[body.rid], body.generated_tokens, out)
+            else:
+                self._dispatch(now, k, self._reqs[body.rid], body.generated_tokens, out)
+
+    def _fault_message(self, now: float, body: InstanceDown | InstanceUp | LostRequests, out: Outbox) -> None:
+        if isinstance(body, InstanceDown):
+            i = body.instance
+            self.fault_log.affected(body.rids)
+            self.down.add(i)
+            self.router.set_down(i // 2, True)
+            # Its queue is gone (its partner, or the instance itself, reports what it held).
+            self.prefillers[i // 2] = [p for p in self.prefillers[i // 2] if p != i]
+            self.queued[i] = self.dispatched[i] = self.pinned[i] = self.used[i] = 0
+            for rid in [r for r, (p, _) in self._queued_rid.items() if p == i]:
+                del self._queued_rid[rid]
+        elif isinstance(body, InstanceUp):
+            i = body.instance
+            self.down.discard(i)
+            if i ^ 1 not in self.down:
+                self.router.set_down(i // 2, False)
+            parked, self.parked = self.parked, []
+            for a, generated in parked:
+                self._route(now, a, generated, out)
+        else:
+            # Served again by a healthy pair; a report from a pair the request left is stale.
+            for e in entries(body):
+                rid = e.arrival.rid
+                if self.router.owner(rid) != body.instance // 2:
+                    continue
+                # Still counted as dispatched to the instance that dropped it, as that instance
+                # counts it as received: its next RoleChanged matches them up.
+                self._unqueue(rid)
+                self.router.finish(rid)
+                self.fault_log.recompute(rid, e.kv_tokens)
+                self._route(now, self._reqs[rid], e.generated, out)
 
     def agent(self, iid: int, engine: Engine) -> Agent:
         cfg = AgentConfig(

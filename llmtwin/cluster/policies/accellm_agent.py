@@ -1,4 +1,5 @@
-"""AcceLLM, instance side: roles, the pair's copies, hand-overs, eviction and rebuilds.
+"""AcceLLM, instance side: roles, the pair's copies, eviction and rebuilds (hand-overs are in
+``accellm_handover.py``, failures in ``accellm_faults.py``).
 
 Words used below. A request of the pair is *owned* by the instance that decodes it (or would,
 if paused); the owner's copy is the *primary*. The partner may hold a *redundant* copy (an
@@ -10,14 +11,17 @@ resumed only after ``hold``/``replica_to_held`` succeeded, and after the KV land
 keeps its primary until the receiver acknowledged a hand-over; eviction only ever touches
 redundant copies (the engine's ``replicas``).
 
-When both instances of a pair may prefill (``max_prefill``), a prefill instance also tells the
-balancer of every finished prompt (``PrefillDone``: the balancer's view of its queue) and its
-partner of its role change (``RoleChanged``), and it keeps no paused request of which its
-partner holds a copy while that partner decodes: it hands them over, so they decode there
-instead of waiting for this queue to drain (and do not fill this memory while prompts wait).
-While both prefill, an instance whose next prompt does not fit its KV (even after evicting every
-copy) goes back to decoding, its prompts kept queued, and takes the prefill role again once the
-prompt fits: otherwise two prefill instances full of paused requests would wait for each other.
+A prefill instance tells the balancer of every finished prompt (``PrefillDone``: the balancer's
+view of its queue, for prefill-aware routing). No request waits for a prefill queue to drain
+while the decoding partner holds a usable copy of it: a prefilling instance refuses hand-overs,
+and hands its partner at the end of every step whatever it holds paused that the partner has a
+copy of (``stuck_behind_prefill``).
+
+When both instances of a pair may prefill (``max_prefill``), a prefill instance also tells its
+partner of its role change (``RoleChanged``). While both prefill, an instance whose next prompt
+does not fit its KV (even after evicting every copy) goes back to decoding, its prompts kept
+queued, and takes the prefill role again once the prompt fits: otherwise two prefill instances
+full of paused requests would wait for each other.
 """
 
 from __future__ import annotations
@@ -29,12 +33,23 @@ from typing import Any
 
 from llmtwin.cluster.context import BALANCER, ClusterContext, instance_id
 from llmtwin.cluster.engine import Engine
+from llmtwin.cluster.engine_events import (
+    Drained,
+    EngineEvent,
+    Evicted,
+    Finished,
+    Prefilled,
+    Recompute,
+    Released,
+)
 from llmtwin.cluster.messages import (
     Dispatch,
     Handover,
     HandoverAck,
+    InstanceUp,
     KVLanded,
     PartnerDone,
+    PartnerDown,
     Preempted,
     PrefillDone,
     RebuildRequest,
@@ -42,20 +57,10 @@ from llmtwin.cluster.messages import (
     RoleChanged,
     SwitchBack,
 )
+from llmtwin.cluster.policies import accellm_faults, accellm_handover
 from llmtwin.cluster.policies.base import Agent
-from llmtwin.cluster.seqs import (
-    DECODE,
-    DONE,
-    DRAINED,
-    EVICTED,
-    PREEMPTED,
-    PREFILL,
-    PREFILLED,
-    RELEASED,
-    Event,
-    Held,
-    Job,
-)
+from llmtwin.cluster.seqs import Held, Job, LostSeq, Role
+from llmtwin.scenario.spec import FaultSpec
 from llmtwin.sim.kernel import Outbox
 
 
@@ -77,15 +82,18 @@ class AcceLLMAgent(Agent):
 
     def __init__(self, iid: int, ctx: ClusterContext, engine: Engine, cfg: AgentConfig) -> None:
         super().__init__(iid, ctx, engine)
-        engine.report_drained = True
+        engine.report_drains()
         if cfg.prefill_batch_tokens:
-            # Decode-only iterations never use the token budget, so this caps prefill batches only.
-            engine.max_tokens = cfg.prefill_batch_tokens
-        self.epoch = 0
-        """Bumped by every prompt, so a switch-back timer set before it is ignored."""
+            engine.cap_prefill_tokens(cfg.prefill_batch_tokens)
         self.cfg = cfg
         self.partner = instance_id(cfg.partner)
-        self.role = DECODE
+        self.reset()
+
+    def reset(self) -> None:
+        """The state of an instance that holds nothing (at the start, and back from a failure)."""
+        self.epoch = 0
+        """Bumped by every prompt, so a switch-back timer set before it is ignored."""
+        self.role = Role.DECODE
         self.received = 0
         """Prompts dispatched to this instance so far."""
         self.notice = False
@@ -94,6 +102,8 @@ class AcceLLMAgent(Agent):
         """A notice to the partner that this instance prefills is due (max_prefill > 1)."""
         self.partner_decodes = True
         """As last heard (max_prefill > 1): whether the partner is in the decode role."""
+        self.partner_down = False
+        """The partner failed and is not back (see ``accellm_faults.py``)."""
         self.peer: dict[int, float] = {}
         """Owned requests whose partner copy is usable from the given time."""
         self.synced: dict[int, int] = {}
@@ -112,9 +122,13 @@ class AcceLLMAgent(Agent):
         self.taken_t = -1.0
         self.taken: set[int] = set()
         """Requests taken over from the partner at ``taken_t`` (not handed straight back)."""
+        self.refused_t = -1.0
+        self.refused: set[int] = set()
+        """Requests the partner refused at ``refused_t`` (not handed to it again at that instant:
+        a hand-over and its refusal must not repeat forever at one virtual time)."""
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _final_tokens(self, h: Held) -> int:
+    def final_tokens(self, h: Held) -> int:
         return h.prompt + h.output - 1
 
     def _paused(self) -> list[int]:
@@ -128,93 +142,90 @@ class AcceLLMAgent(Agent):
     def _has_copy(self, rid: int, now: float) -> bool:
         return self.peer.get(rid, math.inf) <= now
 
-    def _sync_bytes(self, rid: int, generated: int) -> float:
+    def sync_bytes(self, rid: int, generated: int) -> float:
         """KV of the tokens made since the partner's copy was last brought up to date."""
         last = self.synced.pop(rid, generated)
         return self.ctx.kv_bytes(max(0, generated - last))
 
     # -- engine events ------------------------------------------------------------------------------
-    def on_event(self, now: float, ev: Event, out: Outbox) -> None:
-        kind = ev.kind
-        self.prompts.discard(ev.rid)
-        if kind == DONE:
-            self.done(now, ev, out)
-            if ev.rid in self.peer:
-                del self.peer[ev.rid]
-                if self.cfg.eager:
-                    self.moved(ev.rid, self._sync_bytes(ev.rid, ev.generated))
-                out.send(self.partner, now, PartnerDone(self.iid, [ev.rid]))
-            self.synced.pop(ev.rid, None)
-        elif kind == PREFILLED:
-            h = self.engine.held[ev.rid]
-            lands = self.ctx.link.layerwise_landing(
-                self.iid,
-                self.cfg.partner,
-                self.ctx.kv_bytes(ev.batch_tokens),
-                ev.start_s,
-                now,
-                self.ctx.layers,
-            )
-            self.moved(h.rid, self.ctx.kv_bytes(h.kv_tokens))
-            self.awaiting.add(h.rid)
-            self._fresh[lands].append(h)
-            if self.cfg.max_prefill > 1:
-                out.send(BALANCER, now, PrefillDone(h.rid, self.iid, h.prompt, h.generated, self.engine.used))
-        elif kind == RELEASED:
-            self._hand_over(now, list(ev.rids), out)
-        elif kind == EVICTED:
-            # Taking a hand-over can evict the copy of a request later in the same hand-over,
-            # which is then this instance's own (no longer a partner request to rebuild).
-            self.lost.update(r for r in ev.rids if r in self.final)
-            out.send(self.partner, now, ReplicaDropped(self.iid, list(ev.rids)))
-        elif kind == PREEMPTED:
-            body = Preempted(ev.rid, self.iid, ev.arrival_s, ev.prompt, ev.output, ev.generated)
-            out.send(BALANCER, now, body)
-            if self.peer.pop(ev.rid, None) is not None:
-                out.send(self.partner, now, PartnerDone(self.iid, [ev.rid]))
-            self.synced.pop(ev.rid, None)
-        elif kind == DRAINED:
-            if self.cfg.linger_s > 0:
-                out.send(instance_id(self.iid), now + self.cfg.linger_s, SwitchBack(self.epoch))
-            else:
-                self._become(DECODE)
+    def on_event(self, now: float, ev: EngineEvent, out: Outbox) -> None:
+        match ev:
+            case Finished():
+                self.prompts.discard(ev.rid)
+                self._finished(now, ev, out)
+            case Prefilled():
+                self.prompts.discard(ev.rid)
+                self._prefilled(now, ev, out)
+            case Released():
+                accellm_handover.hand_over(self, now, list(ev.rids), out)
+            case Evicted():
+                # Taking a hand-over can evict the copy of a request later in the same hand-over,
+                # which is then this instance's own (no longer a partner request to rebuild).
+                self.lost.update(r for r in ev.rids if r in self.final)
+                if not self.partner_down:
+                    out.send(self.partner, now, ReplicaDropped(self.iid, list(ev.rids)))
+            case Recompute():
+                self.prompts.discard(ev.rid)
+                body = Preempted(ev.rid, self.iid, ev.arrival_s, ev.prompt, ev.output, ev.generated)
+                out.send(BALANCER, now, body)
+                if self.peer.pop(ev.rid, None) is not None:
+                    out.send(self.partner, now, PartnerDone(self.iid, [ev.rid]))
+                self.synced.pop(ev.rid, None)
+            case Drained():
+                if self.cfg.linger_s > 0:
+                    out.send(instance_id(self.iid), now + self.cfg.linger_s, SwitchBack(self.epoch))
+                else:
+                    self.become(Role.DECODE)
 
-    def _hand_over(self, now: float, rids: list[int], out: Outbox) -> None:
-        """Send released requests to the partner (its copy is current once the delta crossed)."""
-        held = [self.engine.held[r] for r in rids]
-        delta = 0.0
-        for h in held:
-            nbytes = self._sync_bytes(h.rid, h.generated) if h.rid in self.peer else 0.0
-            self.moved(h.rid, nbytes)
-            delta += nbytes
-            self.peer.pop(h.rid, None)
-            self.synced.pop(h.rid, None)
-            self.awaiting.add(h.rid)
-        # Eager sync streamed those bytes as the tokens were made; on hand-over they go now.
-        wait = 0.0 if self.cfg.eager else self.ctx.link.time(self.iid, self.cfg.partner, delta)
-        out.send(self.partner, now + self.cfg.handover_delay_s + wait, _handover(self.iid, held, fresh=False))
+    def _finished(self, now: float, ev: Finished, out: Outbox) -> None:
+        self.done(now, ev, out)
+        if ev.rid in self.peer:
+            del self.peer[ev.rid]
+            if self.cfg.eager:
+                self.moved(ev.rid, self.sync_bytes(ev.rid, ev.generated))
+            out.send(self.partner, now, PartnerDone(self.iid, [ev.rid]))
+        self.synced.pop(ev.rid, None)
+
+    def _prefilled(self, now: float, ev: Prefilled, out: Outbox) -> None:
+        """Stream the new KV to the partner layer by layer; it decodes the request once landed."""
+        h = self.engine.held[ev.rid]
+        if self.partner_down:  # no partner to stream to: it decodes here, without a copy
+            if self.role == Role.DECODE:
+                self.engine.resume(h.rid)
+            out.send(BALANCER, now, PrefillDone(h.rid, self.iid, h.prompt, h.generated, self.engine.used))
+            return
+        lands = self.ctx.link.layerwise_landing(
+            self.iid, self.cfg.partner, self.ctx.kv_bytes(ev.batch_tokens), ev.start_s, now, self.ctx.layers
+        )
+        self.moved(h.rid, self.ctx.kv_bytes(h.kv_tokens))
+        self.awaiting.add(h.rid)
+        self._fresh[lands].append(h)
+        out.send(BALANCER, now, PrefillDone(h.rid, self.iid, h.prompt, h.generated, self.engine.used))
 
     # -- messages -------------------------------------------------------------------------------------
     def on_message(self, now: float, body: Any, out: Outbox) -> None:
         if isinstance(body, Dispatch):
             self.received += 1
             self.prompts.add(body.rid)
+            # A recompute of a partner request whose copy this instance had evicted: no rebuild.
+            self.lost.discard(body.rid)
             self.epoch += 1
             self.engine.submit(
                 Job(body.rid, body.arrival_s, body.prompt_tokens, body.output_tokens, body.generated_tokens)
             )
-            if self.role != PREFILL:
+            if self.role != Role.PREFILL and self._head_fits():
                 self._start_prefill(now)
         elif isinstance(body, Handover):
-            self._take(now, body, out)
+            if not self.partner_down:  # sent before the partner failed: its KV never all came
+                accellm_handover.take(self, now, body, out)
         elif isinstance(body, HandoverAck):
-            self._acked(now, body, out)
+            accellm_handover.acked(self, now, body, out)
         elif isinstance(body, SwitchBack):
-            if body.epoch == self.epoch and self.role == PREFILL and not self.engine.waiting:
-                self._become(DECODE)
+            if body.epoch == self.epoch and self.role == Role.PREFILL and not self.engine.waiting:
+                self.become(Role.DECODE)
         elif isinstance(body, KVLanded):
             self.landing.discard(body.rid)
-            if self.role == DECODE:
+            if self.role == Role.DECODE:
                 self.engine.resume(body.rid)
         elif isinstance(body, ReplicaDropped):
             for rid in body.rids:
@@ -226,68 +237,14 @@ class AcceLLMAgent(Agent):
                 self.lost.discard(rid)
         elif isinstance(body, RebuildRequest):
             self._rebuild_for_partner(now, body.rids, out)
+        elif isinstance(body, PartnerDown):
+            accellm_faults.partner_failed(self, now, body, out)
+        elif isinstance(body, InstanceUp):
+            accellm_faults.partner_back(self, now, out)
         elif isinstance(body, RoleChanged):
-            self.partner_decodes = body.role == DECODE
-            if body.role == DECODE and self.role == DECODE:
+            self.partner_decodes = body.role == Role.DECODE
+            if body.role == Role.DECODE and self.role == Role.DECODE:
                 self._rebalance(now, body.decode_seqs, body.decode_kv_tokens)
-
-    def _take(self, now: float, m: Handover, out: Outbox) -> None:
-        eng = self.engine
-        taken, kept = [], []
-        for i, rid in enumerate(m.rids):
-            h = Held(rid, m.arrival_s[i], m.prompt_tokens[i], m.output_tokens[i], m.generated_tokens[i])
-            lands = now
-            if rid in eng.replicas:
-                ok = eng.replica_to_held(h)
-            else:
-                ok = eng.hold(h)
-                if ok and not m.fresh:  # no copy here: the whole KV must come over first
-                    nbytes = self.ctx.kv_bytes(h.kv_tokens)
-                    self.moved(rid, nbytes)
-                    lands = now + self.ctx.link.time(m.src, self.iid, nbytes)
-            taken.append(ok)
-            kept.append(not ok and rid in eng.replicas)
-            if not ok:
-                continue
-            self.final.pop(rid, None)
-            self.lost.discard(rid)
-            self.peer[rid] = now  # the sender keeps a copy unless it says otherwise
-            self.synced[rid] = h.generated
-            if lands > now:
-                self.landing.add(rid)
-                out.send(instance_id(self.iid), lands, KVLanded(rid))
-            elif self.role == DECODE:
-                eng.resume(rid)
-        out.send(self.partner, now, HandoverAck(self.iid, list(m.rids), taken, kept))
-        if self.taken_t != now:
-            self.taken_t, self.taken = now, set()
-        self.taken.update(m.rids)
-
-    def _acked(self, now: float, m: HandoverAck, out: Outbox) -> None:
-        eng = self.engine
-        dropped = []
-        for rid, ok, kept in zip(m.rids, m.taken, m.kept, strict=True):
-            self.awaiting.discard(rid)
-            h = eng.held[rid]
-            if ok:
-                # The partner decodes it now: this copy becomes the redundant one, if there is room.
-                size = self._final_tokens(h) if self.cfg.eager else h.kv_tokens
-                if eng.held_to_replica(rid, size):
-                    self.final[rid] = self._final_tokens(h)
-                else:
-                    dropped.append(rid)
-                    self.final[rid] = self._final_tokens(h)
-                    self.lost.add(rid)
-            else:
-                # Still ours (pinned unless the partner kept its old copy).
-                if kept:
-                    self.peer[rid] = now
-                else:
-                    self.peer.pop(rid, None)
-                if self.role == DECODE:
-                    eng.resume(rid)
-        if dropped:
-            out.send(self.partner, now, ReplicaDropped(self.iid, dropped))
 
     def _rebuild_for_partner(self, now: float, rids: list[int], out: Outbox) -> None:
         """The partner reserved room for copies again: stream the KV of those still ours."""
@@ -335,7 +292,7 @@ class AcceLLMAgent(Agent):
         """Take the prefill role: decodes with a copy at the partner go there, the others pause."""
         movable = [r for r in self.engine.running if self._has_copy(r, now)]
         self.engine.release(movable)
-        self._become(PREFILL)
+        self.become(Role.PREFILL)
 
     def _head_fits(self) -> bool:
         """Whether the next queued prompt (chunk) would fit this KV, evicting every copy if need be."""
@@ -347,45 +304,82 @@ class AcceLLMAgent(Agent):
         floor = eng.watermark if job.done == 0 else 0
         return eng.free + eng.redundant - need >= floor
 
-    def _become(self, role: str) -> None:
+    def become(self, role: Role) -> None:
         self.engine.set_role(role)
         self.role = role
-        if role == DECODE:
+        if role == Role.DECODE:
             for rid in self._paused():
                 self.engine.resume(rid)
-        self.notice = role == DECODE
-        self.prefill_notice = role == PREFILL and self.cfg.max_prefill > 1
+        self.notice = role == Role.DECODE
+        self.prefill_notice = role == Role.PREFILL and self.cfg.max_prefill > 1
 
     def end_step(self, now: float, out: Outbox) -> None:
-        if self.cfg.max_prefill > 1 and self.engine.waiting:
-            if self.role == PREFILL and not self.partner_decodes and not self._head_fits():
-                self._become(DECODE)  # both prefill and this KV is full: decode to free it
-            elif self.role == DECODE and self._head_fits():
+        if self.engine.waiting:
+            if self.role == Role.PREFILL and not self._head_fits() and not self.stuck_behind_prefill(now):
+                # This KV is full and the partner takes nothing more now: decode to free it.
+                self.become(Role.DECODE)
+            elif self.role == Role.DECODE and self._head_fits():
                 self._start_prefill(now)
         for lands in sorted(self._fresh):
-            out.send(self.partner, lands, _handover(self.iid, self._fresh[lands], fresh=True))
+            out.send(
+                self.partner,
+                lands,
+                accellm_handover.handover_message(self.iid, self._fresh[lands], fresh=True),
+            )
         self._fresh.clear()
         if self.notice:
             self.notice = False
             seqs, tokens = self.engine.decode_load()
             pinned = sum(1 for r in [*self.engine.running, *self._paused()] if r not in self.peer)
-            msg = RoleChanged(self.iid, DECODE, self.received, seqs, tokens, pinned)
+            # Prompts still queued here (the KV was full) keep it the pair's prefill instance.
+            msg = RoleChanged(self.iid, Role.DECODE, self.received - len(self.prompts), seqs, tokens, pinned)
             out.send(BALANCER, now, msg)
-            out.send(self.partner, now, msg)
+            if not self.partner_down:
+                out.send(self.partner, now, msg)
         if self.prefill_notice:
             self.prefill_notice = False
-            out.send(self.partner, now, RoleChanged(self.iid, PREFILL, self.received, 0, 0, 0))
-        if self.cfg.max_prefill > 1 and self.role == PREFILL and self.partner_decodes:
-            # Both prefilled, or a copy landed here while prefilling: the decoding partner takes them.
-            # Not what the partner sent at this very time: its role notice may still be on the way.
-            recent = self.taken if self.taken_t == now else set()
-            movable = [r for r in self._paused() if self._has_copy(r, now) and r not in recent]
-            if movable:
-                # A resume asked for before (and not applied in the prefill role) no longer holds.
-                gone = set(movable)
-                self.engine.to_resume = [r for r in self.engine.to_resume if r not in gone]
-                self._hand_over(now, movable, out)
+            if not self.partner_down:
+                out.send(self.partner, now, RoleChanged(self.iid, Role.PREFILL, self.received, 0, 0, 0))
+        movable = self.stuck_behind_prefill(now)
+        if movable:
+            # A resume asked for before (and not applied in the prefill role) no longer holds.
+            self.engine.cancel_resume(set(movable))
+            accellm_handover.hand_over(self, now, movable, out)
         self._maybe_rebuild(now, out)
+
+    def stuck_behind_prefill(self, now: float) -> list[int]:
+        """Requests held here that would wait for this prefill queue to drain although the
+        decoding partner could decode them: those it holds a usable copy of (taken over just
+        before this prefill began, their resume not yet applied; landed while prefilling; paused
+        while both prefilled), and, when the next prompt does not fit this KV even after evicting
+        every copy, the pinned ones too (their whole KV crosses the link): otherwise a prefill
+        instance full of paused requests would wait for memory only their decoding frees. They go
+        to the partner at the end of every step. Not those the partner refused at this very time,
+        nor (with two prefill instances per pair) those it handed over at this very time: its
+        role notice may still be on the way."""
+        if self.role != Role.PREFILL or not self.partner_decodes:
+            return []
+        recent = self.taken if self.taken_t == now and self.cfg.max_prefill > 1 else set()
+        refused = self.refused if self.refused_t == now else set()
+        paused = [r for r in self._paused() if r not in recent and r not in refused]
+        if self.engine.waiting and not self._head_fits():
+            return paused
+        return [r for r in paused if self._has_copy(r, now)]
+
+    # -- faults (accellm_faults.py) --------------------------------------------------------------------
+    def on_down(
+        self, now: float, fault: FaultSpec, lost: list[LostSeq], copies: list[int], out: Outbox
+    ) -> None:
+        accellm_faults.went_down(self, now, fault, lost, out)
+
+    def on_up(self, now: float, out: Outbox) -> None:
+        accellm_faults.came_up(self, now, out)
+
+    def bounce(self, now: float, body: Any, out: Outbox) -> None:
+        if isinstance(body, Handover):
+            accellm_faults.refuse(self, now, body, out)
+        else:
+            super().bounce(now, body, out)
 
     def _maybe_rebuild(self, now: float, out: Outbox) -> None:
         """Room again: reserve copies of partner requests this instance evicted and ask for them."""
@@ -402,15 +396,3 @@ class AcceLLMAgent(Agent):
             self.lost.discard(rid)
         if asked:
             out.send(self.partner, now, RebuildRequest(self.iid, asked))
-
-
-def _handover(src: int, held: list[Held], fresh: bool) -> Handover:
-    return Handover(
-        src,
-        [h.rid for h in held],
-        [h.arrival_s for h in held],
-        [h.prompt for h in held],
-        [h.output for h in held],
-        [h.generated for h in held],
-        fresh,
-    )

@@ -18,9 +18,12 @@ from typing import Any, ClassVar
 
 from llmtwin.cluster.context import BALANCER, ClusterContext
 from llmtwin.cluster.engine import Engine
-from llmtwin.cluster.messages import Arrival, Done
-from llmtwin.cluster.seqs import DONE, MIXED, Event
+from llmtwin.cluster.engine_events import EngineEvent, Finished
+from llmtwin.cluster.faults import FaultLog, lost_requests, recover_time
+from llmtwin.cluster.messages import Arrival, Dispatch, Done, InstanceDown, InstanceUp
+from llmtwin.cluster.seqs import LostSeq, Role
 from llmtwin.errors import ConfigurationError
+from llmtwin.scenario.spec import FaultSpec
 from llmtwin.sim.kernel import Outbox
 
 
@@ -84,12 +87,12 @@ class Agent(ABC):
             self.moved_rids.append(rid)
             self.moved_bytes.append(nbytes)
 
-    def done(self, now: float, ev: Event, out: Outbox) -> None:
+    def done(self, now: float, ev: Finished, out: Outbox) -> None:
         """Tell the balancer a request finished here."""
         out.send(BALANCER, now, Done(ev.rid, self.iid, self.engine.used))
 
     @abstractmethod
-    def on_event(self, now: float, ev: Event, out: Outbox) -> None:
+    def on_event(self, now: float, ev: EngineEvent, out: Outbox) -> None:
         """The engine did something at ``ev.time == now`` that others must hear about."""
 
     @abstractmethod
@@ -99,12 +102,35 @@ class Agent(ABC):
     def end_step(self, now: float, out: Outbox) -> None:  # noqa: B027 - optional hook
         """After the step's events and messages: send what was decided over the whole step."""
 
+    # -- faults (llmtwin/cluster/faults.py) ----------------------------------------------------------
+    def on_down(
+        self, now: float, fault: FaultSpec, lost: list[LostSeq], copies: list[int], out: Outbox
+    ) -> None:
+        """This instance failed at ``now``: its engine lost ``lost`` (and the redundant ``copies``).
+        By default the balancer hears of it and has every lost request prefilled again."""
+        out.send(BALANCER, now, InstanceDown(self.iid, recover_time(fault), [s.rid for s in lost]))
+        if lost:
+            out.send(BALANCER, now, lost_requests(self.iid, lost))
+
+    def on_up(self, now: float, out: Outbox) -> None:
+        """Back from a failure, empty: forget every request and tell the balancer."""
+        out.send(BALANCER, now, InstanceUp(self.iid))
+
+    def bounce(self, now: float, body: Any, out: Outbox) -> None:
+        """A message reached this instance while it is down, as a refused connection: a request
+        sent to it goes back to the balancer; anything else is dropped."""
+        if isinstance(body, Dispatch):
+            seq = LostSeq(
+                body.rid, body.arrival_s, body.prompt_tokens, body.output_tokens, body.generated_tokens, 0
+            )
+            out.send(BALANCER, now, lost_requests(self.iid, [seq]))
+
 
 class SimpleAgent(Agent):
     """Reports completions; everything else is the subclass's."""
 
-    def on_event(self, now: float, ev: Event, out: Outbox) -> None:
-        if ev.kind == DONE:
+    def on_event(self, now: float, ev: EngineEvent, out: Outbox) -> None:
+        if isinstance(ev, Finished):
             self.done(now, ev, out)
 
 
@@ -117,6 +143,7 @@ class Policy(ABC):
     def __init__(self, params: Mapping[str, Any], ctx: ClusterContext) -> None:
         self.ctx = ctx
         self.params = read_params(self.name, self.PARAMS, params)
+        self.fault_log = FaultLog()
 
     @abstractmethod
     def on_arrival(self, now: float, a: Arrival, out: Outbox) -> None:
@@ -130,9 +157,9 @@ class Policy(ABC):
     def agent(self, iid: int, engine: Engine) -> Agent:
         """The agent driving instance ``iid``'s engine."""
 
-    def role(self, iid: int) -> str:
+    def role(self, iid: int) -> Role:
         """The role instance ``iid`` starts in."""
-        return MIXED
+        return Role.MIXED
 
     def evict_threshold(self) -> float:
         """Free-KV fraction below which an engine evicts redundant copies (AcceLLM)."""

@@ -10,11 +10,12 @@ from llmtwin.cluster.context import ClusterContext
 from llmtwin.cluster.policies.accellm import AcceLLM
 from llmtwin.cluster.policies.base import Policy
 from llmtwin.cluster.policies.colocated import Colocated
+from llmtwin.cluster.policies.colocated_chunked import ColocatedChunked
 from llmtwin.cluster.policies.disaggregated import Disaggregated
 from llmtwin.errors import ConfigurationError
 
 POLICIES: Mapping[str, type[Policy]] = MappingProxyType(
-    {p.name: p for p in (Colocated, Disaggregated, AcceLLM)}
+    {p.name: p for p in (Colocated, ColocatedChunked, Disaggregated, AcceLLM)}
 )
 """Every policy, by the name a scenario uses."""
 

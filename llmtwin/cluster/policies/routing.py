@@ -30,14 +30,40 @@ class Router:
         self.kv_blocks = dict.fromkeys(self.members, 0)
         """KV blocks in use as last reported, plus the prompts dispatched since, per instance."""
         self._assigned: dict[int, tuple[int, int]] = {}
+        self.down: set[int] = set()
+        """Members that failed (never picked until they are back)."""
 
     def pick(self) -> int:
+        """The member the rule chooses among those up (callers check :meth:`any_up` first)."""
+        members = self.members if not self.down else [m for m in self.members if m not in self.down]
+        if not members:
+            raise AssertionError("every member of the routing group is down")
         if self.mode == "round_robin":
-            i = self.members[self._next % len(self.members)]
-            self._next += 1
-            return i
+            while True:
+                i = self.members[self._next % len(self.members)]
+                self._next += 1
+                if i not in self.down:
+                    return i
         load = self.outstanding if self.mode == "least_outstanding_tokens" else self.kv_blocks
-        return min(self.members, key=lambda i: (load[i], i))
+        return min(members, key=lambda i: (load[i], i))
+
+    def any_up(self) -> bool:
+        return len(self.down) < len(self.members)
+
+    def set_down(self, i: int, down: bool) -> None:
+        """Member ``i`` failed (its load forgotten: what it held is reassigned) or is back."""
+        if i not in self.outstanding:
+            return
+        if down:
+            self.down.add(i)
+            self.kv_blocks[i] = 0
+        else:
+            self.down.discard(i)
+
+    def owner(self, rid: int) -> int | None:
+        """The member request ``rid`` is assigned to (None once finished)."""
+        got = self._assigned.get(rid)
+        return None if got is None else got[0]
 
     def assign(self, i: int, rid: int, tokens: int, blocks: int) -> None:
         """Request ``rid`` (``tokens`` outstanding, ``blocks`` of prompt KV) went to ``i``."""

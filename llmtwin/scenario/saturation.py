@@ -29,7 +29,7 @@ LIGHT_DECODE_BATCH = 32
 
 
 @dataclass(frozen=True, slots=True)
-class CapacityEstimate:
+class SaturationEstimate:
     """Per-request service demand on one instance and the load that saturates the cluster."""
 
     kv_capacity_tokens: int
@@ -50,7 +50,7 @@ class CapacityEstimate:
     """Seconds of a decode step of 32 sequences at the mean context (an unloaded TBT)."""
 
 
-def estimate_capacity(s: Scenario, sample: int = 2000) -> CapacityEstimate:
+def estimate_saturation(s: Scenario, sample: int = 2000) -> SaturationEstimate:
     """Estimate from ``sample`` requests of the scenario's own workload (same seed)."""
     hw = HardwareCatalog().get(s.cluster.hardware)
     model = ModelCatalog().get(s.model)
@@ -68,7 +68,7 @@ def estimate_capacity(s: Scenario, sample: int = 2000) -> CapacityEstimate:
     prefill = np.array([step.time(BatchShape.prefill(1, int(p))) for p in prompt])
     decode = output * step_s / batch
     demand_s = float(np.mean(prefill + decode))
-    return CapacityEstimate(
+    return SaturationEstimate(
         kv_capacity_tokens=capacity,
         decode_batch=batch,
         decode_step_s=step_s,
