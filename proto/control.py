@@ -15,6 +15,8 @@ from typing import Literal
 
 import msgspec
 
+from llmtwin.observe.observations import TokenPieces
+
 
 class RunSpec(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_spec"):
     """What every process needs to build the same components for a run."""
@@ -228,6 +230,15 @@ class Chunk(msgspec.Struct, frozen=True, tag="twin.v1.ctl.chunk"):
     index: int
     total: int
     data: bytes
+
+
+class TokenReport(msgspec.Struct, frozen=True, tag="twin.v1.ctl.token_report"):
+    """Device -> the host of the balancer: tokens one instance produced (request metrics only;
+    results never depend on it). ``pieces`` is ``llmtwin.observe.observations.TokenPieces``."""
+
+    run: str
+    service: str
+    pieces: TokenPieces
 
 
 class Progress(msgspec.Struct, frozen=True, tag="twin.v1.ctl.progress"):

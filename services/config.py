@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmtwin.errors import ConfigurationError, ProtocolError
+from llmtwin.observe.families import METRICS_MODES
 from llmtwin.runtime.run_size import MAX_INSTANCES, MAX_REQUESTS, RunLimits
 from proto.limits import RESULT_MAX_BYTES
 from proto.subjects import inbox_prefix, token
@@ -108,8 +109,20 @@ class ServiceConfig(ConnectionConfig):
     )
     max_requests: int = _f(MAX_REQUESTS, "most requests a run may have")
     max_instances: int = _f(MAX_INSTANCES, "most instances a run may have")
+    metrics: str = _f(
+        "vllm+twin",
+        "fleet metrics: vllm+twin (vLLM's metric names, so vLLM dashboards show the twin) or twin "
+        "(the same families named twin_*, for a Prometheus that also scrapes a real vLLM fleet)",
+    )
+    metrics_interval_s: float = _f(
+        0.5, "wall seconds between two updates of the fleet metrics (always updated at the run's end)"
+    )
 
     def __post_init__(self) -> None:
+        if self.metrics not in METRICS_MODES:
+            raise ConfigurationError(f"metrics: {self.metrics!r} is not one of {', '.join(METRICS_MODES)}")
+        if not (self.metrics_interval_s >= 0 and math.isfinite(self.metrics_interval_s)):
+            raise ConfigurationError(f"metrics_interval_s: must be >= 0, got {self.metrics_interval_s}")
         if self.role not in ROLES:
             raise ConfigurationError(f"role: unknown service role {self.role!r} ({', '.join(ROLES)})")
         ConnectionConfig.__post_init__(self)

@@ -19,6 +19,8 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
+import numpy.typing as npt
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
@@ -28,6 +30,7 @@ from llmtwin.observe.families import family, owned_by
 from llmtwin.observe.observations import (
     ClusterWindow,
     ConductorWindow,
+    EngineRequests,
     FinishedRequest,
     InstanceWindow,
     RunInfo,
@@ -64,6 +67,15 @@ class Family:
         v = self.child(labels)
         v[bisect_left(self.bounds, value)] += count
         v[-1] += value * count
+
+    def observe_many(self, labels: tuple[str, ...], values: npt.NDArray[np.float64]) -> None:
+        """Many observations at once (a bucket holds the values <= its bound, as ``observe``)."""
+        v = self.child(labels)
+        if values.size:
+            counts = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(v) - 1)
+            for k, n in enumerate(counts.tolist()):
+                v[k] += n
+            v[-1] += float(values.sum())
 
     def collect(self) -> Metric:
         d, labels = self.d, list(self.d.labels)
@@ -103,6 +115,7 @@ class FleetMetrics:
             buckets = d.buckets.up_to(max_model_len) if isinstance(d.buckets, OneTwoFive) else d.buckets or ()
             self.families[d.name] = Family(d, d.twin_name if mode == "twin" else d.name, buckets)
         self.info: RunInfo | None = None
+        self._engines: set[tuple[str, str]] = set()
         self._met = self._ended = 0
         self._first_arrival: float | None = None
         registry.register(self)
@@ -125,6 +138,7 @@ class FleetMetrics:
             if isinstance(f.d.buckets, OneTwoFive):
                 f.bounds = f.d.buckets.up_to(info.max_model_len)
         self.info = info
+        self._engines.clear()
         self._met = self._ended = 0
         self._first_arrival = None
         m = info.model_name
@@ -137,6 +151,8 @@ class FleetMetrics:
                 self._set("twin_instance_pair_info", (m, b, str(k), a), 1.0)
             for name in ("twin_requests_arrived_total", "twin_slo_met_requests_total"):
                 self._inc(name, (m,), 0.0)
+            for engine in info.engines:
+                self._zeros((m, engine))
         if self.owner is Owner.CONDUCTOR:
             self._set("twin_run_info", (info.run_id, info.scenario, info.policy, m, info.hardware), 1.0)
 
@@ -149,8 +165,7 @@ class FleetMetrics:
     def observe_instance(self, w: InstanceWindow) -> None:
         """One instance's window (device services)."""
         e = (self._model(), w.engine)
-        fresh = not self.families["vllm:num_requests_running"].values.get(e)
-        if fresh:
+        if e not in self._engines:
             self._zeros(e)
         kv_used = w.kv_primary_bytes + w.kv_redundant_bytes
         kv_ratio = kv_used / w.kv_capacity_bytes if w.kv_capacity_bytes > 0 else 0.0
@@ -173,12 +188,10 @@ class FleetMetrics:
             self._set("twin_instance_role", (*e, role), 1.0 if role == w.role else 0.0)
         for name, amount in (
             ("vllm:num_preemptions_total", w.preemptions),
-            ("vllm:prompt_tokens_total", w.prompt_tokens),
             ("vllm:generation_tokens_total", w.generation_tokens),
             ("twin_instance_role_switches_total", w.role_switches),
             ("twin_instance_iterations_total", w.iterations),
             ("twin_instance_kv_moved_bytes_total", w.kv_moved_bytes),
-            ("twin_instance_link_busy_seconds_total", w.link_busy_s),
             ("twin_instance_handovers_total", w.handovers),
             ("twin_instance_allreduce_seconds_total", w.allreduce_s),
             ("twin_preserve_prefetched_bytes_total", w.preserve_prefetched_bytes),
@@ -189,13 +202,18 @@ class FleetMetrics:
             self._inc("twin_instance_busy_seconds_total", (*e, role), s)
         for role, s in w.idle_s.items():
             self._inc("twin_instance_idle_seconds_total", (*e, role), s)
-        self._observe("vllm:time_to_first_token_seconds", e, ((t, 1) for t in w.ttft_s))
-        for name in ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"):
-            self._observe(name, e, w.token_gaps_s)
         self._observe("vllm:iteration_tokens_total", e, w.iteration_tokens)
         self._observe("twin_instance_batch_sequences", e, w.batch_sequences)
-        for r in w.finished:
-            self._finished(e, r)
+
+    def observe_requests(self, r: EngineRequests) -> None:
+        """What the balancer's request tracker learnt about one engine's requests."""
+        e = (self._model(), r.engine)
+        self._inc("vllm:prompt_tokens_total", e, float(r.prompt_tokens))
+        self._observe_many("vllm:time_to_first_token_seconds", e, r.ttft_s)
+        for name in ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"):
+            self._observe_many(name, e, r.token_gaps_s)
+        for f in r.finished:
+            self._finished(e, f)
 
     def observe_cluster(self, w: ClusterWindow) -> None:
         """The balancer's window."""
@@ -239,6 +257,7 @@ class FleetMetrics:
 
     def _zeros(self, e: tuple[str, str]) -> None:
         """Every series of a newly seen instance, at zero, so that queries find them from the start."""
+        self._engines.add(e)
         for f in self.families.values():
             if f.d.labels[:2] != ("model_name", "engine"):
                 continue
@@ -271,6 +290,10 @@ class FleetMetrics:
     def _inc(self, name: str, labels: Sequence[str], amount: float) -> None:
         if (f := self._family(name)) is not None:
             f.inc(tuple(labels), amount)
+
+    def _observe_many(self, name: str, labels: Sequence[str], values: Sequence[float]) -> None:
+        if (f := self._family(name)) is not None:
+            f.observe_many(tuple(labels), np.asarray(values, dtype=np.float64))
 
     def _observe(self, name: str, labels: Sequence[str], values: Iterable[tuple[float, int]]) -> None:
         if (f := self._family(name)) is not None:

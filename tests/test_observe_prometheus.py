@@ -17,23 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
 from llmtwin.cli.main import main
-from llmtwin.cluster.run import run_scenario
 from llmtwin.observe.agreement import summary_mismatches
-from llmtwin.observe.catalog import Owner
 from llmtwin.observe.grafana import all_queries
-from llmtwin.observe.observations import ConductorWindow
 from llmtwin.observe.promql import substitute
-from llmtwin.report.summary import run_span, summarize
 from llmtwin.runtime.prometheusd import EmbeddedPrometheus, QueryError
 from llmtwin.scenario.loader import load_scenario
-from services.fleet_metrics import FleetMetrics
 from services.metrics import BusMetrics, ConductorMetrics, HostMetrics, PlannerMetrics
-from tests.observe_builders import cluster_windows, instance_windows, run_info
+from tests.observe_builders import observed_run
 from tests.prometheus_fixtures import require, serve_registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,34 +47,21 @@ class Observed:
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     require("prometheus")
     scenario = load_scenario("demo", overrides=["workload.requests=80"], policy="accellm")
-    result = run_scenario(scenario)
-    start, end = run_span(result)
-    edges = [float(x) for x in np.linspace(start, end, WINDOWS + 1)[1:]]
-    instances, clusters = instance_windows(result, edges), cluster_windows(scenario, result, edges)
-
     registry = CollectorRegistry()
-    device, balancer = FleetMetrics(registry, Owner.DEVICE), FleetMetrics(registry, Owner.BALANCER)
-    conductor = FleetMetrics(registry, Owner.CONDUCTOR)
     bus, cond, host = BusMetrics(registry), ConductorMetrics(registry), HostMetrics(registry)
     PlannerMetrics(registry)
-    info = run_info(scenario, result)
-    for exporter in (device, balancer, conductor):
-        exporter.start_run(info)
     bus.up.set(1)
+    fed = threading.Event()
+    summary: dict[str, Any] = {}
 
-    def feed(k: int) -> None:
-        for w in instances[k]:
-            device.observe_instance(w)
-        balancer.observe_cluster(clusters[k])
-        conductor.observe_conductor(ConductorWindow(edges[k], 1.0, 0.9))
+    def tick() -> None:  # some transport figures too, so the health dashboard has data
         cond.windows.inc()
-        cond.virtual_time.set(edges[k])
         cond.window_duration.observe(0.002)
         bus.messages_in.inc(10)
         bus.reject("stale")
         host.steps.inc(3)
+        time.sleep(0.25)
 
-    fed = threading.Event()
     with serve_registry(registry) as target:
         prom = EmbeddedPrometheus(
             tmp_path_factory.mktemp("prometheus"),
@@ -89,20 +70,17 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
             rule_files=[ROOT / "prometheus/rules.yml"],
         )
         with prom:
-            for k in range(WINDOWS // 2):
-                feed(k)
 
-            def rest() -> None:  # the other windows while Prometheus scrapes, so rates are non-zero
+            def feed() -> None:  # the run, read while Prometheus scrapes, so rates are non-zero
                 prom.wait_for_samples()
-                for k in range(WINDOWS // 2, WINDOWS):
-                    time.sleep(0.5)
-                    feed(k)
+                run = observed_run(scenario, every=400, registry=registry, on_reading=tick)
+                summary.update(run.summary)
                 time.sleep(2.5)  # two more scrapes and rule evaluations of the final values
                 fed.set()
 
-            feeder = threading.Thread(target=rest, daemon=True)
+            feeder = threading.Thread(target=feed, daemon=True)
             feeder.start()
-            yield Observed(prom, summarize(result, scenario.slo).to_dict(), fed)
+            yield Observed(prom, summary, fed)
             feeder.join(30)
 
 

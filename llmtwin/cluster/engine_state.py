@@ -245,6 +245,12 @@ class EngineState:
             self.to_resume.copy(), len(self.events), self.log.mark(),
         )  # fmt: skip
 
+    @staticmethod
+    def snapshot_view(snap: tuple[Any, ...]) -> tuple[int, int, tuple[int, ...]]:
+        """(prompts waiting, sequences held, log mark) of a snapshot: what an observer reads
+        of the state as of the last step instead of the projection (``cluster/observer.py``)."""
+        return len(snap[14]), len(snap[15]), snap[21]
+
     def restore(self, snap: tuple[Any, ...]) -> None:
         """Back to a snapshot (which is consumed: its containers become the engine's)."""
         (

@@ -288,12 +288,6 @@ PAIRS = Dashboard(
                     "Bps",
                     "Bytes of KV sent per virtual second",
                 ),
-                _engine_panel(
-                    "Link busy fraction",
-                    _by_engine(_rate("twin_instance_link_busy_seconds_total")),
-                    "percentunit",
-                    "Share of time each instance's link carried KV",
-                ),
             ),
         ),
     ),

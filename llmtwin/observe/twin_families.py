@@ -76,7 +76,7 @@ INSTANCE_FAMILIES: tuple[MetricDef, ...] = (
     _instance(
         "twin_instance_busy_seconds_total",
         C,
-        "Time the instance computed, by the role it held",
+        "Time the instance computed, by what its iterations computed (prefill, decode, or both: mixed)",
         "seconds",
         V,
         extra=(("role", BUSY_ROLES),),
@@ -121,17 +121,11 @@ INSTANCE_FAMILIES: tuple[MetricDef, ...] = (
     _instance(
         "twin_instance_kv_moved_bytes_total",
         C,
-        "KV bytes the instance sent to other instances over "
-        "links (disaggregated transfers, AcceLLM replicas and hand-overs)",
+        "KV bytes moved between instances over links for its requests (disaggregated "
+        "transfers, AcceLLM replicas and hand-overs), each transfer counted once, by the side "
+        "that knows when it happens",
         "bytes",
         N,
-    ),
-    _instance(
-        "twin_instance_link_busy_seconds_total",
-        C,
-        "Time the instance's link to other instances was carrying KV",
-        "seconds",
-        V,
     ),
     _instance(
         "twin_instance_handovers_total",
