@@ -17,17 +17,18 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from llmtwin.cluster.records import RunResult
-from llmtwin.cluster.run import assemble_result, build_components, scenario_requests
+from llmtwin.cluster.run import assemble_result, build_components, scenario_requests, step_model
 from llmtwin.observe.catalog import Owner
 from llmtwin.observe.observations import ConductorWindow, TokenPieces
 from llmtwin.observe.run_info import run_info
+from llmtwin.preserve import plan_step_l2
 from llmtwin.report.summary import summarize
 from llmtwin.scenario.spec import Scenario
 from llmtwin.sim.mailbox import Mailbox
 from llmtwin.sim.windows import WindowPlanner
 from services.exposition import classic_text, samples_from_text
 from services.fleet_metrics import FleetMetrics
-from services.fleet_observer import FleetObserver
+from services.fleet_observer import FleetObserver, RecordingPlans
 
 
 @dataclass
@@ -58,7 +59,9 @@ def observed_run(
     run is cut there, requests still in flight; ``on_reading``: called after each reading, e.g.
     to let a Prometheus scrape)."""
     requests = scenario_requests(scenario)
-    comps = {c.id: c for c in build_components(scenario, requests)}
+    step = step_model(scenario)
+    plans = RecordingPlans(lambda shape: plan_step_l2(step, shape)) if scenario.engine.preserve else None
+    comps = {c.id: c for c in build_components(scenario, requests, plan_provider=plans)}
     registry = registry or CollectorRegistry()
     info = run_info("test-0", scenario)
     device = FleetMetrics(registry, Owner.DEVICE, mode)
@@ -73,6 +76,7 @@ def observed_run(
         device=device,
         balancer=FleetMetrics(registry, Owner.BALANCER, mode),
         interval_s=0.0,
+        plans=plans,
     )
 
     def deliver(pieces: list[TokenPieces]) -> None:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from llmtwin.cluster.assemble import UNFINISHED
 from llmtwin.cluster.run import run_scenario
-from llmtwin.observe.agreement import summary_mismatches
+from llmtwin.observe.agreement import Totals, summary_mismatches
 from llmtwin.observe.catalog import Kind, Owner
 from llmtwin.observe.families import CATALOG, owned_by
 from llmtwin.observe.observations import (
@@ -78,6 +78,25 @@ def test_under_memory_pressure_the_totals_agree(policy: str) -> None:
     scenario = _scenario(policy, "model=llama-3-70b", "cluster.tp=2", "workload.requests=150")
     run = observed_run(scenario, every=5)
     assert summary_mismatches(run.samples(), run.summary) == []
+
+
+def test_tensor_parallel_and_preserve_figures() -> None:
+    """TP2 with PRESERVE: allreduce time and share, bytes prefetched into L2 and step time saved
+    (the saving is the plan's: the same step without a plan, minus the step's time)."""
+    run = observed_run(
+        _scenario("accellm", "cluster.tp=2", "engine.preserve=true", "workload.requests=30"), every=3
+    )
+    assert summary_mismatches(run.samples(), run.summary) == []
+    t = Totals(run.samples())
+    busy = t.sum("twin_instance_busy_seconds_total")
+    assert 0 < t.sum("twin_instance_allreduce_seconds_total") < busy
+    assert 0 < t.sum("twin_preserve_saved_seconds_total") < busy
+    assert t.sum("twin_preserve_prefetched_bytes_total") > 0
+    assert 0 < t.sum("twin_instance_allreduce_share_ratio") < 4  # four instances, each a share
+    l2 = t.sum("twin_instance_l2_capacity_bytes") / 4
+    peaks = [v for name, _, v in run.samples() if name == "twin_preserve_l2_prefetch_bytes"]
+    assert len(peaks) == 4
+    assert all(0 < v <= 1.05 * l2 for v in peaks)
 
 
 def test_the_check_finds_a_lost_window() -> None:

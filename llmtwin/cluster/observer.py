@@ -111,6 +111,8 @@ class InstanceObserver:
         self.in_flight = (-math.inf, 0)
         """(end, sequences) of the last iteration observed."""
         self.preserve_l2 = 0.0
+        self.allreduce_share = 0.0
+        """Over the iterations of the latest record that had any."""
         self.handovers = 0
         self.marks: dict[int, list[tuple[float, PieceKind]]] = {}
         """Per request: when it arrived here and how (fresh: FIRST; from elsewhere: HOP)."""
@@ -204,6 +206,8 @@ class InstanceObserver:
         self.h = horizon
         running = in_flight if end > t else 0
         total_busy = sum(busy.values())
+        if total_busy > 0:
+            self.allreduce_share = allreduce / total_busy
         kv_primary, kv_redundant = kv[0] * self.block_bytes, kv[1] * self.block_bytes
         window = InstanceWindow(
             engine=inst.id,
@@ -218,7 +222,7 @@ class InstanceObserver:
             hbm_capacity_bytes=self.step.hw.hbm_capacity,
             l2_capacity_bytes=self.step.hw.l2_capacity,
             preserve_l2_bytes=self.preserve_l2,
-            allreduce_share=allreduce / total_busy if total_busy > 0 else 0.0,
+            allreduce_share=self.allreduce_share,
             iterations=self.j - j0,
             generation_tokens=len(pieces.times_s),
             preemptions=preempted,

@@ -135,7 +135,7 @@ class InstanceWindow:
     preserve_l2_bytes: float = 0.0
     """Bytes the latest decode step's PRESERVE plan placed in L2 (0 without PRESERVE)."""
     allreduce_share: float = 0.0
-    """Allreduce time / step time over this record's iterations (0 when none ran)."""
+    """Allreduce time / step time over the iterations of the latest record that had any."""
     # -- counts since the previous record ----------------------------------------------------------------
     iterations: int = 0
     generation_tokens: int = 0

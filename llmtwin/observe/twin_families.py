@@ -145,7 +145,7 @@ INSTANCE_FAMILIES: tuple[MetricDef, ...] = (
     _instance(
         "twin_instance_allreduce_share_ratio",
         G,
-        "Allreduce time / step time over the iterations of the latest window",
+        "Allreduce time / step time over the iterations of its latest update that had any",
         "ratio",
         N,
     ),
