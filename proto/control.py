@@ -41,6 +41,9 @@ class RunRequest(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_request"):
     """Virtual seconds per wall second: 1.0 = real time, inf = as fast as possible."""
     until_s: float = math.inf
     """Stop opening windows after this virtual time."""
+    metrics: str = ""
+    """Fleet metrics naming for this run: ``vllm+twin`` or ``twin`` (``--metrics``); empty = each
+    service's own setting (``TWIN_METRICS``)."""
 
 
 class Reply(msgspec.Struct, frozen=True, tag="twin.v1.ctl.reply"):
@@ -105,6 +108,8 @@ class RunConfig(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_config"):
     state); 0 = join at the start."""
     to: str = ""
     """Only this service acts on it (a catch-up is for one service); empty = every service."""
+    metrics: str = ""
+    """The run's ``RunRequest.metrics``."""
 
 
 class RunEnd(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_end"):

@@ -29,6 +29,7 @@ from collections import OrderedDict
 
 from llmtwin.errors import TwinError
 from llmtwin.observe.catalog import Owner
+from llmtwin.observe.families import METRICS_MODES
 from llmtwin.observe.observations import ConductorWindow
 from llmtwin.observe.run_info import run_info
 from llmtwin.sim.windows import Grant, WindowPlanner
@@ -117,9 +118,19 @@ class Conductor(Service[ConductorConfig]):
             if factory is None:
                 raise Rejected("malformed", f"unknown component factory {req.spec.factory!r}")
             ids = sorted(c.id for c in factory.build(req.spec))
-            config = RunConfig(req.run, req.spec, factory.digest(req.spec), code_digest())
+            if req.metrics and req.metrics not in METRICS_MODES:
+                raise Rejected(
+                    "malformed", f"metrics {req.metrics!r} is not one of {', '.join(METRICS_MODES)}"
+                )
+            config = RunConfig(
+                req.run, req.spec, factory.digest(req.spec), code_digest(), metrics=req.metrics
+            )
         except TwinError as exc:
             return Reply(False, str(exc))
+        mode = req.metrics or self.cfg.metrics
+        if mode != self.fleet.mode:
+            self.registry.unregister(self.fleet)
+            self.fleet = FleetMetrics(self.registry, Owner.CONDUCTOR, mode)
         if isinstance(factory, ClusterFactory):
             self.fleet.start_run(run_info(req.run, factory.scenario(req.spec)))
         self.speed = SpeedMeter()

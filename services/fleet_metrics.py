@@ -149,6 +149,10 @@ class FleetMetrics:
             for k, (a, b) in enumerate(info.pairs):
                 self._set("twin_instance_pair_info", (m, a, str(k), b), 1.0)
                 self._set("twin_instance_pair_info", (m, b, str(k), a), 1.0)
+            paired = {e for pair in info.pairs for e in pair}
+            for e in info.engines:
+                if e not in paired:
+                    self._set("twin_instance_pair_info", (m, e, "-", "-"), 0.0)
             for name in ("twin_requests_arrived_total", "twin_slo_met_requests_total"):
                 self._inc(name, (m,), 0.0)
             for engine in info.engines:

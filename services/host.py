@@ -50,7 +50,6 @@ from proto.control import (
     Ready,
     RunConfig,
     RunEnd,
-    RunSpec,
     TokenReport,
     WireEnvelope,
 )
@@ -198,7 +197,7 @@ class HostService(Service[HostConfig]):
             boot=self.boot,
         )
         state = HostedRun(run, hosted, offload, ready, mail, done_subject=subjects.done(run, self.name))
-        state.fleet = self._fleet(run, factory, spec, built, hosted, followers, provider)
+        state.fleet = self._fleet(cfg, factory, built, hosted, followers, provider)
         state.last.window = cfg.catch_up
         state.counters = [c for c in hosted.values() if isinstance(getattr(c, "completed", None), int)]
         if hosted:
@@ -375,9 +374,8 @@ class HostService(Service[HostConfig]):
 
     def _fleet(
         self,
-        run: str,
+        cfg: RunConfig,
         factory: Factory,
-        spec: RunSpec,
         built: list[Component],
         hosted: dict[str, Component],
         followers: list[str],
@@ -388,26 +386,32 @@ class HostService(Service[HostConfig]):
             isinstance(c, Instance | Balancer) for c in hosted.values()
         ):
             return None
-        scenario = factory.scenario(spec)
+        scenario = factory.scenario(cfg.spec)
         gen = next(c for c in built if isinstance(c, Generator))
         has = {type(c) for c in hosted.values()}
+        mode = cfg.metrics or self.cfg.metrics
         fleet = FleetObserver(
-            run_info(run, scenario),
+            run_info(cfg.run, scenario),
             hosted,
             followers,
             gen.requests,
             scenario.slo,
-            device=self._fleet_metrics(Owner.DEVICE) if Instance in has else None,
-            balancer=self._fleet_metrics(Owner.BALANCER) if Balancer in has else None,
+            device=self._fleet_metrics(Owner.DEVICE, mode) if Instance in has else None,
+            balancer=self._fleet_metrics(Owner.BALANCER, mode) if Balancer in has else None,
             interval_s=self.cfg.metrics_interval_s,
             plans=plans,
         )
         return fleet
 
-    def _fleet_metrics(self, owner: Owner) -> FleetMetrics:
+    def _fleet_metrics(self, owner: Owner, mode: str) -> FleetMetrics:
+        """This service's exporter of ``owner``'s families, named as ``mode`` says (a run may ask
+        for other names than the last one: the families are made again)."""
         m = self.fleet_metrics.get(owner)
+        if m is not None and m.mode != mode:
+            self.registry.unregister(m)
+            m = None
         if m is None:
-            m = self.fleet_metrics[owner] = FleetMetrics(self.registry, owner, self.cfg.metrics)
+            m = self.fleet_metrics[owner] = FleetMetrics(self.registry, owner, mode)
         return m
 
     async def _on_tokens(self, state: HostedRun, report: TokenReport) -> None:

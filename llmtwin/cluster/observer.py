@@ -204,7 +204,7 @@ class InstanceObserver:
         self.moved = len(inst.agent.moved_bytes)
         self._consume(mark, t)
         self.h = horizon
-        running = in_flight if end > t else 0
+        running = in_flight if end >= t else 0  # the batch running up to t (t may end it)
         total_busy = sum(busy.values())
         if total_busy > 0:
             self.allreduce_share = allreduce / total_busy

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from llmtwin.observe.panels import Dashboard, Panel, Query, Row
 from llmtwin.observe.promql import series
-from llmtwin.observe.recording_rules import QUANTILES, quantile_name, rate_name
+from llmtwin.observe.recording_rules import QUANTILES, quantile_name
 from llmtwin.observe.twin_families import BUSY_ROLES
 
 M = 'model_name=~"$model_name"'
@@ -24,8 +24,18 @@ ME = 'model_name=~"$model_name", engine=~"$engine"'
 RI = "[$__rate_interval]"
 
 
+VIRTUAL_S = f"scalar(sum(delta(twin_conductor_virtual_time_seconds{RI})))"
+"""Virtual seconds that passed in the rate window: what the fleet's own rates divide by."""
+
+
 def _rate(name: str, matchers: str = ME, suffix: str = "") -> str:
     return f"rate({series(name, suffix, matchers)}{RI})"
+
+
+def _per_virtual_s(name: str, matchers: str = ME) -> str:
+    """A counter's increase per *virtual* second: the fleet's rate, at any ``--speed`` (a plain
+    ``rate()`` is per wall second, ``--speed`` times the fleet's)."""
+    return f"increase({series(name, '', matchers)}{RI}) / {VIRTUAL_S}"
 
 
 def _by_engine(expr: str) -> str:
@@ -91,10 +101,8 @@ FLEET = Dashboard(
                 Panel(
                     "Tokens per second",
                     (
-                        Query(f"{rate_name('vllm:prompt_tokens_total')}{{{M}}}", "prompt {{model_name}}"),
-                        Query(
-                            f"{rate_name('vllm:generation_tokens_total')}{{{M}}}", "generated {{model_name}}"
-                        ),
+                        Query(f"sum({_per_virtual_s('vllm:prompt_tokens_total', M)})", "prompt"),
+                        Query(f"sum({_per_virtual_s('vllm:generation_tokens_total', M)})", "generated"),
                     ),
                     unit="short",
                     description="Prompt tokens prefilled and tokens generated per virtual second",
@@ -103,9 +111,9 @@ FLEET = Dashboard(
                 Panel(
                     "Requests per second",
                     (
-                        Query(f"{rate_name('vllm:request_success_total')}{{{M}}}", "finished"),
-                        Query(f"sum(rate(twin_slo_met_requests_total{{{M}}}{RI}))", "met both SLOs"),
-                        Query(f"sum(rate(twin_requests_arrived_total{{{M}}}{RI}))", "arrived"),
+                        Query(f"sum({_per_virtual_s('vllm:request_success_total', M)})", "finished"),
+                        Query(f"sum({_per_virtual_s('twin_slo_met_requests_total', M)})", "met both SLOs"),
+                        Query(f"sum({_per_virtual_s('twin_requests_arrived_total', M)})", "arrived"),
                     ),
                     unit="reqps",
                     description="Arrivals, completions and goodput, per virtual second",
@@ -158,8 +166,8 @@ FLEET = Dashboard(
                 ),
                 Panel(
                     "Preemptions per second",
-                    (Query(f"sum({_rate('vllm:num_preemptions_total', M)})", "preemptions"),),
-                    description="Running sequences evicted to be recomputed",
+                    (Query(f"sum({_per_virtual_s('vllm:num_preemptions_total', M)})", "preemptions"),),
+                    description="Running sequences evicted to be recomputed, per virtual second",
                     width=4,
                 ),
             ),
@@ -188,19 +196,19 @@ INSTANCES = Dashboard(
                     "Busy fraction by role",
                     (
                         Query(
-                            f"sum by (engine, role) ({_rate('twin_instance_busy_seconds_total')})",
+                            f"sum by (engine, role) ({_per_virtual_s('twin_instance_busy_seconds_total')})",
                             "{{engine}} {{role}}",
                         ),
                     ),
                     unit="percentunit",
-                    description="Virtual seconds computing per virtual second, by the role held",
+                    description="Virtual seconds computing per virtual second, by what the iterations computed",
                     stacked=True,
                 ),
                 Panel(
                     "Idle fraction by role",
                     (
                         Query(
-                            f"sum by (engine, role) ({_rate('twin_instance_idle_seconds_total')})",
+                            f"sum by (engine, role) ({_per_virtual_s('twin_instance_idle_seconds_total')})",
                             "{{engine}} {{role}}",
                         ),
                     ),
@@ -261,14 +269,14 @@ PAIRS = Dashboard(
                     "Pair membership",
                     (Query(f"twin_instance_pair_info{{{M}}}", "pair {{pair}}: {{engine}} + {{partner}}"),),
                     kind="stat",
-                    description="1 for each instance of each pair (empty under other policies)",
+                    description="1 for each instance of each pair (0, pair '-', under other policies)",
                     width=24,
                 ),
                 _engine_panel(
                     "Role switches per second",
-                    _by_engine(_rate("twin_instance_role_switches_total")),
+                    _by_engine(_per_virtual_s("twin_instance_role_switches_total")),
                     "short",
-                    "How often instances change role",
+                    "Role changes per virtual second",
                 ),
                 _engine_panel(
                     "Redundant KV per device",
@@ -278,15 +286,15 @@ PAIRS = Dashboard(
                 ),
                 _engine_panel(
                     "Hand-overs per second",
-                    _by_engine(_rate("twin_instance_handovers_total")),
+                    _by_engine(_per_virtual_s("twin_instance_handovers_total")),
                     "short",
-                    "Requests handed to the partner (or to a decode instance)",
+                    "Requests handed to the partner (or to a decode instance), per virtual second",
                 ),
                 _engine_panel(
                     "KV moved over links",
-                    _by_engine(_rate("twin_instance_kv_moved_bytes_total")),
+                    _by_engine(_per_virtual_s("twin_instance_kv_moved_bytes_total")),
                     "Bps",
-                    "Bytes of KV sent per virtual second",
+                    "Bytes of KV moved per virtual second",
                 ),
             ),
         ),
@@ -329,9 +337,9 @@ DEVICE = Dashboard(
             (
                 _engine_panel(
                     "Prefetched bytes per second",
-                    _by_engine(_rate("twin_preserve_prefetched_bytes_total")),
+                    _by_engine(_per_virtual_s("twin_preserve_prefetched_bytes_total")),
                     "Bps",
-                    "Weights and KV moved from HBM into L2 during allreduces",
+                    "Weights and KV moved from HBM into L2 during allreduces, per virtual second",
                     width=8,
                 ),
                 _engine_panel(

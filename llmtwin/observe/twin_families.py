@@ -177,7 +177,8 @@ CLUSTER_FAMILIES: tuple[MetricDef, ...] = (
     _cluster(
         "twin_instance_pair_info",
         G,
-        "1 for each instance of an AcceLLM pair (pair: the pair's number; partner: the other instance)",
+        "1 for each instance of an AcceLLM pair (pair: the pair's number; partner: the other "
+        "instance); 0 for an instance in no pair (pair and partner '-')",
         "boolean",
         N,
         ("engine", "pair", "partner"),
