@@ -89,6 +89,8 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="twin.v1.ctl.heartbeat"):
     """Run the service is in, empty when idle."""
     boot: str = ""
     """The process start it comes from (see ``Hello.boot``)."""
+    role: str = ""
+    """Its service kind (see ``Hello.role``): a controller that joins later learns who is there."""
 
 
 class RunConfig(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_config"):

@@ -206,11 +206,7 @@ class Launcher:
             finally:
                 if line is not None:
                     line.close()
-            if outcome.stats.get("stopped"):
-                raise ServiceFailure(
-                    f"run {r.label} was stopped by {outcome.stopped_by or 'a controller'} at "
-                    f"t={outcome.end_s:.3f} s (virtual); its partial results are not written"
-                )
+            check_not_stopped(r.label, outcome)
             outcomes.append(outcome)
         if self.after is not None:
             await asyncio.to_thread(self.after, outcomes)
@@ -304,6 +300,15 @@ class Launcher:
     def _say(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def check_not_stopped(label: str, outcome: RunOutcome) -> None:
+    """ServiceFailure if someone stopped the run (its results are partial: never written)."""
+    if outcome.stats.get("stopped"):
+        raise ServiceFailure(
+            f"run {label} was stopped by {outcome.stopped_by or 'a controller'} at "
+            f"t={outcome.end_s:.3f} s (virtual); its partial results are not written"
+        )
 
 
 def _how(code: int) -> str:

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     scenarios = [load_scenario(args.scenario, args.overrides, p) for p in policies]
     specs = [RunSpec("cluster", args.scenario, tuple(args.overrides), p) for p in policies]
     services = from_sources(ConductorConfig, "conductor", {}, os.environ)  # what the services accept
-    dirs = _named_dirs(args.scenario, args.overrides)
+    dirs = named_dirs(args.scenario, args.overrides)
     limits = services.run_limits()
     for s in scenarios:
         check_run_size(s, limits)
@@ -234,7 +234,7 @@ def _tls(args: argparse.Namespace) -> TlsFiles | None:
     return TlsFiles(*(str(Path(p).resolve()) for p in given))
 
 
-def _named_dirs(scenario: str, overrides: Sequence[str]) -> list[str]:
+def named_dirs(scenario: str, overrides: Sequence[str]) -> list[str]:
     """The folders of the files this command line names (the scenario, path-valued overrides):
     the only ones ``up``'s services may read files from."""
     named = [scenario] if looks_like_path(scenario) else []
