@@ -113,7 +113,7 @@ class Observatory:
             self.prom.wait_for_samples(timeout_s=30.0)
         except TwinError as exc:
             self.stop()
-            raise ObserveFailure(f"prometheus: {exc}") from None
+            raise ObserveFailure(exc.args[0]) from None
         self.started_wall = time.time()
         return url
 

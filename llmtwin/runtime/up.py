@@ -222,7 +222,7 @@ class Launcher:
         try:
             url = await asyncio.to_thread(obs.start)
         except TwinError as exc:
-            self._say(f"llmtwin up: no Prometheus, the run goes on without it: {exc}")
+            self._say(f"llmtwin up: no Prometheus, the run goes on without it: {exc.args[0]}")
             self.observatory = None
             return ""
         self._say(
@@ -239,7 +239,8 @@ class Launcher:
             await asyncio.to_thread(obs.settle)
             empty = await asyncio.to_thread(obs.render)
         except Exception as exc:
-            self._say(f"llmtwin up: dashboards not drawn: {exc}")
+            why = exc.args[0] if isinstance(exc, TwinError) and exc.args else exc
+            self._say(f"llmtwin up: dashboards not drawn: {why}")
             return
         self._say(f"llmtwin up: dashboards drawn in {obs.opts.out / 'dashboards'}/")
         if empty:
