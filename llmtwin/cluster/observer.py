@@ -30,16 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from llmtwin.arrays import FloatArray, IntArray
 from llmtwin.cluster.components import Instance
 from llmtwin.cluster.messages import Dispatch, Done, Handover, KVTransfer, Preempted
 from llmtwin.observe.observations import InstanceWindow, PieceKind, TokenPieces
 from llmtwin.physics.graph import BatchShape
 from llmtwin.physics.op_time import op_time
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 PlanStats = Mapping[BatchShape, tuple[float, float]]
 """PRESERVE plans a device used, by step shape: (bytes read from L2 per step, largest one op's)."""

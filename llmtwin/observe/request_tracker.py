@@ -29,17 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 
+from llmtwin.arrays import FloatArray, IntArray
 from llmtwin.cluster.records import RequestTable
 from llmtwin.cluster.tbt_stats import gap_stats
 from llmtwin.errors import ProtocolError
 from llmtwin.observe.observations import EngineRequests, FinishedRequest, PieceKind, TokenPieces
 from llmtwin.report.summary import meets_slo
 from llmtwin.scenario.spec import SLOSpec
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,13 @@ import sys
 
 from llmtwin.cli.commands import COMMANDS
 from llmtwin.cli.commands.simulate import add_run_args
-from llmtwin.cli.commands.up import add_metrics_arg, named_dirs, parse_speed, report_outcomes
+from llmtwin.cli.commands.up import (
+    add_metrics_arg,
+    add_speed_arg,
+    named_dirs,
+    parse_speed,
+    report_outcomes,
+)
 from llmtwin.cli.input_checks import check_out
 from llmtwin.errors import ConfigurationError
 from llmtwin.runtime.attached import Attached, drive
@@ -41,10 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_run_args(p)
     p.add_argument("--policy", help="serving policy (colocated, disaggregated, accellm, ...)")
-    p.add_argument(
-        "--speed", default="max",
-        help="virtual seconds per wall second: 1 = real time, 10, or max (default) as fast as possible",
-    )  # fmt: skip
+    add_speed_arg(p)
     p.add_argument(
         "--wait", type=float, default=15.0, metavar="SECONDS",
         help="how long to wait for the services to be heard from (they announce themselves every second)",

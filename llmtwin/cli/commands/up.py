@@ -66,10 +66,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--policies", metavar="A,B,C",
         help="run each policy in turn on the same services and compare them (first = baseline)",
     )  # fmt: skip
-    p.add_argument(
-        "--speed", default="max",
-        help="virtual seconds per wall second: 1 = real time, 10, or max (default) as fast as possible",
-    )  # fmt: skip
+    add_speed_arg(p)
     p.add_argument(
         "--device-processes", type=int, default=1, help="device service processes (instances sharded)"
     )
@@ -171,6 +168,13 @@ def run(args: argparse.Namespace) -> int:
     )
     launcher.run(runs)
     return 0
+
+
+def add_speed_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--speed", default="max",
+        help="virtual seconds per wall second: 1 = real time, 10, or max (default) as fast as possible",
+    )  # fmt: skip
 
 
 def add_metrics_arg(p: argparse.ArgumentParser) -> None:
