@@ -117,6 +117,8 @@ class FleetMetrics:
         self.info: RunInfo | None = None
         self._engines: set[tuple[str, str]] = set()
         self._met = self._ended = 0
+        self._covered_s: dict[tuple[str, ...], float] = {}
+        """Virtual time each engine's (and the cluster's) metrics cover so far."""
         self._first_arrival: float | None = None
         registry.register(self)
 
@@ -140,6 +142,7 @@ class FleetMetrics:
         self.info = info
         self._engines.clear()
         self._met = self._ended = 0
+        self._covered_s.clear()
         self._first_arrival = None
         m = info.model_name
         if self.owner is Owner.BALANCER:
@@ -202,6 +205,7 @@ class FleetMetrics:
             ("twin_preserve_saved_seconds_total", w.preserve_saved_s),
         ):
             self._inc(name, e, float(amount))
+        self._cover("twin_instance_virtual_seconds_total", e, max(w.at_s, w.counted_to_s))
         for role, s in w.busy_s.items():
             self._inc("twin_instance_busy_seconds_total", (*e, role), s)
         for role, s in w.idle_s.items():
@@ -223,6 +227,7 @@ class FleetMetrics:
         """The balancer's window."""
         m = (self._model(),)
         info = self._info()
+        self._cover("twin_cluster_virtual_seconds_total", m, w.at_s)
         self._inc("twin_requests_arrived_total", m, w.arrived)
         self._inc("twin_slo_met_requests_total", m, w.slo_met)
         for reason, n in w.failed.items():
@@ -258,6 +263,12 @@ class FleetMetrics:
         self._observe("vllm:request_max_num_generation_tokens", e, ((r.generated_tokens, 1),))
         if (tpot := r.mean_tpot_s) is not None:
             self._observe("vllm:request_time_per_output_token_seconds", e, ((tpot, 1),))
+
+    def _cover(self, name: str, labels: tuple[str, ...], at_s: float) -> None:
+        """Count the virtual time from the previous reading (the run's start: 0) up to ``at_s``."""
+        before = self._covered_s.get(labels, 0.0)
+        self._inc(name, labels, max(0.0, at_s - before))  # a zero makes the series exist from the start
+        self._covered_s[labels] = max(before, at_s)
 
     def _zeros(self, e: tuple[str, str]) -> None:
         """Every series of a newly seen instance, at zero, so that queries find them from the start."""

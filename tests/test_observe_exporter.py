@@ -8,6 +8,7 @@ inside the services over a bus is checked by tests/test_services_golden.py.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -61,6 +62,35 @@ def test_a_run_cut_short_agrees_too(policy: str) -> None:
     run = observed_run(_scenario(policy), every=4, until=1.0)
     assert run.summary["failure_reasons"].get(UNFINISHED, 0) > 0
     assert summary_mismatches(run.samples(), run.summary) == []
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_counters_never_decrease_and_cover_virtual_time(policy: str) -> None:
+    """Between two readings no counter series goes down (Prometheus would read a reset and inflate
+    increase()), and each instance's busy plus idle time grows exactly as the virtual time its
+    metrics cover, so a dashboard's fractions stay within [0, 1]."""
+    registry = CollectorRegistry()
+    counters = {n for d in CATALOG if d.kind is Kind.COUNTER for n in (d.name, d.twin_name)}
+    readings: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] = []
+
+    def read() -> None:
+        samples = samples_from_text(classic_text(registry).decode())
+        readings.append({(n, tuple(sorted(lab.items()))): v for n, lab, v in samples if n in counters})
+
+    observed_run(_scenario(policy), every=5, registry=registry, on_reading=read)
+    assert len(readings) > 5
+    for before, after in itertools.pairwise(readings):
+        assert [k for k, v in before.items() if after.get(k, v) < v] == []
+        for (name, labels), covered in after.items():
+            if name != "twin_instance_virtual_seconds_total":
+                continue
+            spent = sum(
+                v
+                for (n, lab), v in after.items()
+                if n in ("twin_instance_busy_seconds_total", "twin_instance_idle_seconds_total")
+                and dict(lab)["engine"] == dict(labels)["engine"]
+            )
+            assert spent == pytest.approx(covered, abs=1e-6), (name, labels)
 
 
 def test_observing_changes_no_result() -> None:

@@ -233,6 +233,7 @@ class InstanceObserver:
             allreduce_s=allreduce,
             preserve_prefetched_bytes=prefetched,
             preserve_saved_s=saved,
+            counted_to_s=horizon,
         )
         self.handovers = 0
         return window, pieces
@@ -363,7 +364,9 @@ class InstanceObserver:
             start, stop = role_t[p], role_t[p + 1] if p + 1 < n else math.inf
             held = max(0.0, min(stop, horizon) - max(start, self.h))
             busy = sum(b for at, b in busy_from.items() if start <= at < stop)
-            idle[log.roles[p]] = idle.get(log.roles[p], 0.0) + held - busy
+            # held and busy are sums of the same spans: equal ones can differ by a rounding error
+            # (-1e-15), and a counter that decreases reads as a reset in Prometheus.
+            idle[log.roles[p]] = idle.get(log.roles[p], 0.0) + max(0.0, held - busy)
         return self.kv, role, switches, idle
 
     # -- step-time breakdowns (cached per shape) ----------------------------------------------------

@@ -14,6 +14,8 @@ fleet's histograms every evaluation interval.
 
 from __future__ import annotations
 
+from llmtwin.observe.catalog import Owner
+from llmtwin.observe.families import family
 from llmtwin.observe.panels import Dashboard, Panel, Query, Row
 from llmtwin.observe.promql import series
 from llmtwin.observe.recording_rules import QUANTILES, quantile_name
@@ -24,18 +26,24 @@ ME = 'model_name=~"$model_name", engine=~"$engine"'
 RI = "[$__rate_interval]"
 
 
-VIRTUAL_S = f"scalar(sum(delta(twin_conductor_virtual_time_seconds{RI})))"
-"""Virtual seconds that passed in the rate window: what the fleet's own rates divide by."""
-
-
 def _rate(name: str, matchers: str = ME, suffix: str = "") -> str:
     return f"rate({series(name, suffix, matchers)}{RI})"
 
 
 def _per_virtual_s(name: str, matchers: str = ME) -> str:
     """A counter's increase per *virtual* second: the fleet's rate, at any ``--speed`` (a plain
-    ``rate()`` is per wall second, ``--speed`` times the fleet's)."""
-    return f"increase({series(name, '', matchers)}{RI}) / {VIRTUAL_S}"
+    ``rate()`` is per wall second, ``--speed`` times the fleet's). It divides by the increase of
+    the virtual time covered by the metrics of the same target (an instance's for a device
+    family, the cluster's for a balancer family): both come from one update and one scrape, so
+    a fraction never exceeds 1 however the services' updates and scrapes interleave."""
+    if family(name).owner is Owner.DEVICE:
+        clock, on = (
+            series("twin_instance_virtual_seconds_total", "", matchers),
+            "instance, model_name, engine",
+        )
+    else:
+        clock, on = series("twin_cluster_virtual_seconds_total", "", M), "instance, model_name"
+    return f"increase({series(name, '', matchers)}{RI}) / on({on}) group_left increase({clock}{RI})"
 
 
 def _by_engine(expr: str) -> str:

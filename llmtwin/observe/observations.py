@@ -154,6 +154,9 @@ class InstanceWindow:
     allreduce_s: float = 0.0
     preserve_prefetched_bytes: float = 0.0
     preserve_saved_s: float = 0.0
+    counted_to_s: float = 0.0
+    """Busy and idle seconds are counted up to here: ``at_s``, or the end of the iteration in
+    flight at ``at_s`` when later (never earlier than the previous record's)."""
 
 
 @dataclass(frozen=True, slots=True)

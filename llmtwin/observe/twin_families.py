@@ -92,6 +92,15 @@ INSTANCE_FAMILIES: tuple[MetricDef, ...] = (
     _instance("twin_instance_role_switches_total", C, "Changes of the instance's role", "switches", N),
     _instance("twin_instance_iterations_total", C, "Engine iterations run", "iterations", N),
     _instance(
+        "twin_instance_virtual_seconds_total",
+        C,
+        "Virtual time the instance's busy and idle seconds cover (up to the window time its device service "
+        "last read it at, or the end of the iteration then in flight): the instance's rates and fractions "
+        "divide by its increase, from the same scrape",
+        "seconds",
+        V,
+    ),
+    _instance(
         "twin_instance_batch_sequences",
         H,
         "Sequences per iteration (decoding sequences plus prefill chunks)",
@@ -184,6 +193,14 @@ CLUSTER_FAMILIES: tuple[MetricDef, ...] = (
         ("engine", "pair", "partner"),
     ),
     _cluster("twin_cluster_devices", G, "Accelerators in the cluster", "devices", N),
+    _cluster(
+        "twin_cluster_virtual_seconds_total",
+        C,
+        "Virtual time the balancer's metrics cover (up to the window time it last read them at): the "
+        "cluster's rates divide by its increase, from the same scrape",
+        "seconds",
+        V,
+    ),
     _cluster("twin_requests_arrived_total", C, "Requests that reached the balancer", "requests", N),
     _cluster(
         "twin_requests_failed_total",
