@@ -253,11 +253,16 @@ def add_arguments(parser: argparse.ArgumentParser, classes: Sequence[type[Connec
     """One flag per field of any of ``classes`` (``--http-port``, ...), grouped by class."""
     seen: set[str] = set()
     for cls in classes:
-        group = parser.add_argument_group(cls.__doc__)
+        group = parser.add_argument_group(_group_title(cls))
         for f in dataclasses.fields(cls):
             if f.name not in seen and _flag(f) != "-":
                 seen.add(f.name)
                 _add_field(group, f)
+
+
+def _group_title(cls: type[ConnectionConfig]) -> str:
+    """A config class's docstring as a help heading: "The conductor (clock) service"."""
+    return (cls.__doc__ or cls.__name__).strip().split("\n")[0].rstrip(".").replace("``", "`")
 
 
 def _add_field(parser: argparse._ArgumentGroup, f: dataclasses.Field[Any]) -> None:
