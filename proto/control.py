@@ -15,6 +15,8 @@ from typing import Literal
 
 import msgspec
 
+from llmtwin.observe.observations import TokenPieces
+
 
 class RunSpec(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_spec"):
     """What every process needs to build the same components for a run."""
@@ -39,6 +41,9 @@ class RunRequest(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_request"):
     """Virtual seconds per wall second: 1.0 = real time, inf = as fast as possible."""
     until_s: float = math.inf
     """Stop opening windows after this virtual time."""
+    metrics: str = ""
+    """Fleet metrics naming for this run: ``vllm+twin`` or ``twin`` (``--metrics``); empty = each
+    service's own setting (``TWIN_METRICS``)."""
 
 
 class Reply(msgspec.Struct, frozen=True, tag="twin.v1.ctl.reply"):
@@ -84,6 +89,8 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="twin.v1.ctl.heartbeat"):
     """Run the service is in, empty when idle."""
     boot: str = ""
     """The process start it comes from (see ``Hello.boot``)."""
+    role: str = ""
+    """Its service kind (see ``Hello.role``): a controller that joins later learns who is there."""
 
 
 class RunConfig(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_config"):
@@ -103,6 +110,8 @@ class RunConfig(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_config"):
     state); 0 = join at the start."""
     to: str = ""
     """Only this service acts on it (a catch-up is for one service); empty = every service."""
+    metrics: str = ""
+    """The run's ``RunRequest.metrics``."""
 
 
 class RunEnd(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_end"):
@@ -228,6 +237,15 @@ class Chunk(msgspec.Struct, frozen=True, tag="twin.v1.ctl.chunk"):
     index: int
     total: int
     data: bytes
+
+
+class TokenReport(msgspec.Struct, frozen=True, tag="twin.v1.ctl.token_report"):
+    """Device -> the host of the balancer: tokens one instance produced (request metrics only;
+    results never depend on it). ``pieces`` is ``llmtwin.observe.observations.TokenPieces``."""
+
+    run: str
+    service: str
+    pieces: TokenPieces
 
 
 class Progress(msgspec.Struct, frozen=True, tag="twin.v1.ctl.progress"):

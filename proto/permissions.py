@@ -6,9 +6,10 @@ exactly the subjects it uses:
 
 * every service publishes its own ``hello.<name>`` and ``heartbeat.<name>``;
 * a hosting service (generator, balancer, device) publishes only the run subjects that end with
-  its own name (``ready``, ``done``, ``export``) and receives only its own grants, so one host
-  can never speak for another; each may ask the planner (a restarted service replays every
-  component of the run, devices included, before it rejoins);
+  its own name (``ready``, ``done``, ``export``, ``tokens``) and receives only its own grants, so
+  one host can never speak for another; each may ask the planner (a restarted service replays
+  every component of the run, devices included, before it rejoins) and receive every host's
+  token reports (whichever hosts the balancer follows the requests with them);
 * the conductor alone publishes run configurations, grants, collects, progress and outcomes,
   and answers run requests (``allow_responses``);
 * the planner subscribes to plan requests only in its queue group and answers them
@@ -77,12 +78,14 @@ def for_role(role: str, service: str) -> Permissions:
                 subjects.ready(ANY, service),
                 subjects.done(ANY, service),
                 subjects.export(ANY, service),
+                subjects.tokens(ANY, service),
                 subjects.plan(),
             ),
             subscribe=(
                 subjects.config(),
                 subjects.grant(ANY, service),
                 subjects.collect(ANY),
+                subjects.tokens(ANY, ANY),
                 inbox(service),
             ),
         )

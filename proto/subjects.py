@@ -130,6 +130,12 @@ def export(run: str, service: str) -> str:
     return f"{run_prefix(run)}.export.{token(service, 'service name')}"
 
 
+def tokens(run: str, service: str) -> str:
+    """Pub/sub, device -> the balancer's host: ``TokenReport`` (tokens its instances produced,
+    for the request metrics; ``services/fleet_observer.py``)."""
+    return f"{run_prefix(run)}.tokens.{token(service, 'service name')}"
+
+
 def progress(run: str) -> str:
     """Pub/sub, conductor -> controllers: ``Progress`` a few times per wall second."""
     return f"{run_prefix(run)}.progress"

@@ -247,6 +247,8 @@ class NatsBus:
         self.reconnects = 0
         self._refused_auth = False
         self._last_error = ""
+        self._opened = False
+        """Connected once: from then on errors are logged (before, open() raises them as one line)."""
         """The last error nats-py reported (named when the first connection fails)."""
         """The server said "Authorization Violation" (reported by nats-py's error callback)."""
         self.unanswered = False
@@ -282,6 +284,7 @@ class NatsBus:
         # nats-py would retry the first connection as often as a lost one (a minute by default):
         # the configured count applies from now on (nats-py reads it when the connection is lost).
         self.nc.options["max_reconnect_attempts"] = self.options.reconnect_attempts
+        self._opened = True
 
     def listen(self, listener: BusListener) -> None:
         if listener not in self._listeners:
@@ -296,6 +299,9 @@ class NatsBus:
         self._last_error = text
         if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in text.lower():
             self._refused_auth = True
+        if not self._opened:
+            log.debug("nats (%s): while connecting: %s", self.options.name, text)
+            return
         if "permissions violation" in text.lower():
             operation = "subscribe" if "subscription" in text.lower() else "publish"
             self._errors.warn(f"refused-{operation}", f"nats ({self.options.name}): {text}")

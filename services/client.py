@@ -67,6 +67,8 @@ class RunClient:
         self.present: dict[str, float] = {}
         """Service name -> monotonic time it was last heard from."""
         self.hellos: dict[str, Hello] = {}
+        self.roles: dict[str, str] = {}
+        """Service name -> its role, as announced (hello, heartbeats)."""
         self.boots: dict[str, str] = {}
         """Service name -> its process start, as last heard."""
         self.rejected: Counter[str] = Counter()
@@ -109,12 +111,12 @@ class RunClient:
         hello = self._decode(msg, Hello)
         if hello is not None and self._from(msg, hello.service):
             self.hellos[hello.service] = hello
-            self._heard(hello.service, hello.boot)
+            self._heard(hello.service, hello.boot, hello.role)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         beat = self._decode(msg, Heartbeat)
         if beat is not None and self._from(msg, beat.service):
-            self._heard(beat.service, beat.boot)
+            self._heard(beat.service, beat.boot, beat.role)
 
     def _from(self, msg: Msg, service: str) -> bool:
         """Whether a message's service is its subject's (nobody speaks for another)."""
@@ -123,10 +125,12 @@ class RunClient:
         self._reject(msg, "forged", f"a message of {service!r}")
         return False
 
-    def _heard(self, service: str, boot: str) -> None:
+    def _heard(self, service: str, boot: str, role: str) -> None:
         self.present[service] = time.monotonic()
         if boot:
             self.boots[service] = boot
+        if role:
+            self.roles[service] = role
         self._changed.set()
 
     # -- the bus's news ---------------------------------------------------------------------------
@@ -154,6 +158,23 @@ class RunClient:
             except TimeoutError:
                 missing = ", ".join(sorted(wanted - set(self.present)))
                 raise ServiceFailure(f"services not up after {timeout_s:g} s: {missing}") from None
+
+    async def wait_for_roles(self, roles: Iterable[str], timeout_s: float, where: str) -> None:
+        """Return once a service of every role in ``roles`` has been heard from; else
+        ServiceFailure naming the roles missing on ``where`` and the services heard."""
+        wanted = set(roles)
+        deadline = time.monotonic() + timeout_s
+        while not wanted <= set(self.roles.values()):
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                missing = ", ".join(sorted(wanted - set(self.roles.values())))
+                heard = ", ".join(f"{s} ({r})" for s, r in sorted(self.roles.items())) or "none"
+                raise ServiceFailure(
+                    f"no {missing} service on {where} after {timeout_s:g} s (heard: {heard}); start them "
+                    "first (`llmtwin service ROLE --nats URL`, or `docker compose up`)"
+                ) from None
 
     async def run(self, req: RunRequest, on_progress: ProgressCallback | None = None) -> RunOutcome:
         """Start ``req`` and return its outcome (ServiceFailure if the run failed, or if the

@@ -28,6 +28,10 @@ import time
 from collections import OrderedDict
 
 from llmtwin.errors import TwinError
+from llmtwin.observe.catalog import Owner
+from llmtwin.observe.families import METRICS_MODES
+from llmtwin.observe.observations import ConductorWindow
+from llmtwin.observe.run_info import run_info
 from llmtwin.sim.windows import Grant, WindowPlanner
 from proto import chunks, subjects
 from proto.chunks import Reassembler
@@ -48,10 +52,12 @@ from proto.control import (
 )
 from proto.subjects import ANY
 from services.base import Rejected, Service
+from services.cluster import ClusterFactory
 from services.config import ConductorConfig
 from services.factory import code_digest
+from services.fleet_metrics import FleetMetrics
 from services.metrics import ConductorMetrics
-from services.pacing import Pacer
+from services.pacing import Pacer, SpeedMeter
 from services.run_state import RunFailed, RunState
 from services.watchdog import Watchdog
 
@@ -66,6 +72,8 @@ class Conductor(Service[ConductorConfig]):
 
     def setup(self) -> None:
         self.cmetrics = ConductorMetrics(self.registry)
+        self.fleet = FleetMetrics(self.registry, Owner.CONDUCTOR, self.cfg.metrics)
+        self.speed = SpeedMeter()
         self.active: RunState | None = None
         self.watch: Watchdog | None = None
         """The active run's watchdog."""
@@ -110,9 +118,22 @@ class Conductor(Service[ConductorConfig]):
             if factory is None:
                 raise Rejected("malformed", f"unknown component factory {req.spec.factory!r}")
             ids = sorted(c.id for c in factory.build(req.spec))
-            config = RunConfig(req.run, req.spec, factory.digest(req.spec), code_digest())
+            if req.metrics and req.metrics not in METRICS_MODES:
+                raise Rejected(
+                    "malformed", f"metrics {req.metrics!r} is not one of {', '.join(METRICS_MODES)}"
+                )
+            config = RunConfig(
+                req.run, req.spec, factory.digest(req.spec), code_digest(), metrics=req.metrics
+            )
         except TwinError as exc:
             return Reply(False, str(exc))
+        mode = req.metrics or self.cfg.metrics
+        if mode != self.fleet.mode:
+            self.registry.unregister(self.fleet)
+            self.fleet = FleetMetrics(self.registry, Owner.CONDUCTOR, mode)
+        if isinstance(factory, ClusterFactory):
+            self.fleet.start_run(run_info(req.run, factory.scenario(req.spec)))
+        self.speed = SpeedMeter()
         state = RunState(req, config, ids, WindowPlanner(ids), Pacer(req.speed))
         state.chunks = Reassembler(max_bytes=self.cfg.max_result_bytes)
         state.resumed.set()
@@ -217,6 +238,9 @@ class Conductor(Service[ConductorConfig]):
             m.envelopes.inc(sent)
             m.virtual_time.set(state.now_s)
             m.lag.set(state.pacer.lag_s)
+            self.fleet.observe_conductor(
+                ConductorWindow(state.now_s, state.pacer.speed, self.speed.add(state.now_s))
+            )
             await self._progress(state)
             if not state.stop and state.resumed.is_set():
                 grants = state.planner.next_window(state.req.until_s)
@@ -299,6 +323,7 @@ class Conductor(Service[ConductorConfig]):
         finally:
             watchdog.cancel()
             state.phase = "done"
+            self.fleet.end_run()
         await self._progress(state, force=True)
         for sub in state.subs:
             await self.forget(sub)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmtwin.errors import ConfigurationError, ProtocolError
+from llmtwin.observe.families import METRICS_MODES
 from llmtwin.runtime.run_size import MAX_INSTANCES, MAX_REQUESTS, RunLimits
 from proto.limits import RESULT_MAX_BYTES
 from proto.subjects import inbox_prefix, token
@@ -108,8 +109,20 @@ class ServiceConfig(ConnectionConfig):
     )
     max_requests: int = _f(MAX_REQUESTS, "most requests a run may have")
     max_instances: int = _f(MAX_INSTANCES, "most instances a run may have")
+    metrics: str = _f(
+        "vllm+twin",
+        "fleet metrics: vllm+twin (vLLM's metric names, so vLLM dashboards show the twin) or twin "
+        "(the same families named twin_*, for a Prometheus that also scrapes a real vLLM fleet)",
+    )
+    metrics_interval_s: float = _f(
+        0.5, "wall seconds between two updates of the fleet metrics (always updated at the run's end)"
+    )
 
     def __post_init__(self) -> None:
+        if self.metrics not in METRICS_MODES:
+            raise ConfigurationError(f"metrics: {self.metrics!r} is not one of {', '.join(METRICS_MODES)}")
+        if not (self.metrics_interval_s >= 0 and math.isfinite(self.metrics_interval_s)):
+            raise ConfigurationError(f"metrics_interval_s: must be >= 0, got {self.metrics_interval_s}")
         if self.role not in ROLES:
             raise ConfigurationError(f"role: unknown service role {self.role!r} ({', '.join(ROLES)})")
         ConnectionConfig.__post_init__(self)
@@ -240,11 +253,16 @@ def add_arguments(parser: argparse.ArgumentParser, classes: Sequence[type[Connec
     """One flag per field of any of ``classes`` (``--http-port``, ...), grouped by class."""
     seen: set[str] = set()
     for cls in classes:
-        group = parser.add_argument_group(cls.__doc__)
+        group = parser.add_argument_group(_group_title(cls))
         for f in dataclasses.fields(cls):
             if f.name not in seen and _flag(f) != "-":
                 seen.add(f.name)
                 _add_field(group, f)
+
+
+def _group_title(cls: type[ConnectionConfig]) -> str:
+    """A config class's docstring as a help heading: "The conductor (clock) service"."""
+    return (cls.__doc__ or cls.__name__).strip().split("\n")[0].rstrip(".").replace("``", "`")
 
 
 def _add_field(parser: argparse._ArgumentGroup, f: dataclasses.Field[Any]) -> None:

@@ -19,6 +19,8 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
+import numpy.typing as npt
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
@@ -28,6 +30,7 @@ from llmtwin.observe.families import family, owned_by
 from llmtwin.observe.observations import (
     ClusterWindow,
     ConductorWindow,
+    EngineRequests,
     FinishedRequest,
     InstanceWindow,
     RunInfo,
@@ -64,6 +67,15 @@ class Family:
         v = self.child(labels)
         v[bisect_left(self.bounds, value)] += count
         v[-1] += value * count
+
+    def observe_many(self, labels: tuple[str, ...], values: npt.NDArray[np.float64]) -> None:
+        """Many observations at once (a bucket holds the values <= its bound, as ``observe``)."""
+        v = self.child(labels)
+        if values.size:
+            counts = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(v) - 1)
+            for k, n in enumerate(counts.tolist()):
+                v[k] += n
+            v[-1] += float(values.sum())
 
     def collect(self) -> Metric:
         d, labels = self.d, list(self.d.labels)
@@ -103,7 +115,10 @@ class FleetMetrics:
             buckets = d.buckets.up_to(max_model_len) if isinstance(d.buckets, OneTwoFive) else d.buckets or ()
             self.families[d.name] = Family(d, d.twin_name if mode == "twin" else d.name, buckets)
         self.info: RunInfo | None = None
+        self._engines: set[tuple[str, str]] = set()
         self._met = self._ended = 0
+        self._covered_s: dict[tuple[str, ...], float] = {}
+        """Virtual time each engine's (and the cluster's) metrics cover so far."""
         self._first_arrival: float | None = None
         registry.register(self)
 
@@ -125,7 +140,9 @@ class FleetMetrics:
             if isinstance(f.d.buckets, OneTwoFive):
                 f.bounds = f.d.buckets.up_to(info.max_model_len)
         self.info = info
+        self._engines.clear()
         self._met = self._ended = 0
+        self._covered_s.clear()
         self._first_arrival = None
         m = info.model_name
         if self.owner is Owner.BALANCER:
@@ -135,8 +152,14 @@ class FleetMetrics:
             for k, (a, b) in enumerate(info.pairs):
                 self._set("twin_instance_pair_info", (m, a, str(k), b), 1.0)
                 self._set("twin_instance_pair_info", (m, b, str(k), a), 1.0)
+            paired = {e for pair in info.pairs for e in pair}
+            for e in info.engines:
+                if e not in paired:
+                    self._set("twin_instance_pair_info", (m, e, "-", "-"), 0.0)
             for name in ("twin_requests_arrived_total", "twin_slo_met_requests_total"):
                 self._inc(name, (m,), 0.0)
+            for engine in info.engines:
+                self._zeros((m, engine))
         if self.owner is Owner.CONDUCTOR:
             self._set("twin_run_info", (info.run_id, info.scenario, info.policy, m, info.hardware), 1.0)
 
@@ -149,8 +172,7 @@ class FleetMetrics:
     def observe_instance(self, w: InstanceWindow) -> None:
         """One instance's window (device services)."""
         e = (self._model(), w.engine)
-        fresh = not self.families["vllm:num_requests_running"].values.get(e)
-        if fresh:
+        if e not in self._engines:
             self._zeros(e)
         kv_used = w.kv_primary_bytes + w.kv_redundant_bytes
         kv_ratio = kv_used / w.kv_capacity_bytes if w.kv_capacity_bytes > 0 else 0.0
@@ -173,34 +195,39 @@ class FleetMetrics:
             self._set("twin_instance_role", (*e, role), 1.0 if role == w.role else 0.0)
         for name, amount in (
             ("vllm:num_preemptions_total", w.preemptions),
-            ("vllm:prompt_tokens_total", w.prompt_tokens),
             ("vllm:generation_tokens_total", w.generation_tokens),
             ("twin_instance_role_switches_total", w.role_switches),
             ("twin_instance_iterations_total", w.iterations),
             ("twin_instance_kv_moved_bytes_total", w.kv_moved_bytes),
-            ("twin_instance_link_busy_seconds_total", w.link_busy_s),
             ("twin_instance_handovers_total", w.handovers),
             ("twin_instance_allreduce_seconds_total", w.allreduce_s),
             ("twin_preserve_prefetched_bytes_total", w.preserve_prefetched_bytes),
             ("twin_preserve_saved_seconds_total", w.preserve_saved_s),
         ):
             self._inc(name, e, float(amount))
+        self._cover("twin_instance_virtual_seconds_total", e, max(w.at_s, w.counted_to_s))
         for role, s in w.busy_s.items():
             self._inc("twin_instance_busy_seconds_total", (*e, role), s)
         for role, s in w.idle_s.items():
             self._inc("twin_instance_idle_seconds_total", (*e, role), s)
-        self._observe("vllm:time_to_first_token_seconds", e, ((t, 1) for t in w.ttft_s))
-        for name in ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"):
-            self._observe(name, e, w.token_gaps_s)
         self._observe("vllm:iteration_tokens_total", e, w.iteration_tokens)
         self._observe("twin_instance_batch_sequences", e, w.batch_sequences)
-        for r in w.finished:
-            self._finished(e, r)
+
+    def observe_requests(self, r: EngineRequests) -> None:
+        """What the balancer's request tracker learnt about one engine's requests."""
+        e = (self._model(), r.engine)
+        self._inc("vllm:prompt_tokens_total", e, float(r.prompt_tokens))
+        self._observe_many("vllm:time_to_first_token_seconds", e, r.ttft_s)
+        for name in ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"):
+            self._observe_many(name, e, r.token_gaps_s)
+        for f in r.finished:
+            self._finished(e, f)
 
     def observe_cluster(self, w: ClusterWindow) -> None:
         """The balancer's window."""
         m = (self._model(),)
         info = self._info()
+        self._cover("twin_cluster_virtual_seconds_total", m, w.at_s)
         self._inc("twin_requests_arrived_total", m, w.arrived)
         self._inc("twin_slo_met_requests_total", m, w.slo_met)
         for reason, n in w.failed.items():
@@ -237,8 +264,15 @@ class FleetMetrics:
         if (tpot := r.mean_tpot_s) is not None:
             self._observe("vllm:request_time_per_output_token_seconds", e, ((tpot, 1),))
 
+    def _cover(self, name: str, labels: tuple[str, ...], at_s: float) -> None:
+        """Count the virtual time from the previous reading (the run's start: 0) up to ``at_s``."""
+        before = self._covered_s.get(labels, 0.0)
+        self._inc(name, labels, max(0.0, at_s - before))  # a zero makes the series exist from the start
+        self._covered_s[labels] = max(before, at_s)
+
     def _zeros(self, e: tuple[str, str]) -> None:
         """Every series of a newly seen instance, at zero, so that queries find them from the start."""
+        self._engines.add(e)
         for f in self.families.values():
             if f.d.labels[:2] != ("model_name", "engine"):
                 continue
@@ -271,6 +305,10 @@ class FleetMetrics:
     def _inc(self, name: str, labels: Sequence[str], amount: float) -> None:
         if (f := self._family(name)) is not None:
             f.inc(tuple(labels), amount)
+
+    def _observe_many(self, name: str, labels: Sequence[str], values: Sequence[float]) -> None:
+        if (f := self._family(name)) is not None:
+            f.observe_many(tuple(labels), np.asarray(values, dtype=np.float64))
 
     def _observe(self, name: str, labels: Sequence[str], values: Iterable[tuple[float, int]]) -> None:
         if (f := self._family(name)) is not None:

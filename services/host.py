@@ -31,7 +31,11 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmtwin.cluster.components import Balancer, Generator, Instance
 from llmtwin.errors import ProtocolError, TwinError
+from llmtwin.observe.catalog import Owner
+from llmtwin.observe.observations import TokenPieces, split_pieces
+from llmtwin.observe.run_info import run_info
 from llmtwin.sim.kernel import Component, Envelope
 from llmtwin.sim.local import LocalRunner
 from llmtwin.sim.mailbox import Mailbox
@@ -46,12 +50,17 @@ from proto.control import (
     Ready,
     RunConfig,
     RunEnd,
+    TokenReport,
     WireEnvelope,
 )
+from proto.subjects import ANY
 from services.base import Rejected, Service
 from services.bus import Subscription
+from services.cluster import ClusterFactory
 from services.config import HostConfig
-from services.factory import code_digest
+from services.factory import Factory, code_digest
+from services.fleet_metrics import FleetMetrics
+from services.fleet_observer import FleetObserver, RecordingPlans
 from services.metrics import HostMetrics
 from services.planner import RemotePlanProvider
 
@@ -89,6 +98,8 @@ class HostedRun:
     last: Stepped = field(default_factory=Stepped)
     exported: list[Chunk] | None = None
     """The export, once made (a repeated Collect gets the same chunks)."""
+    fleet: FleetObserver | None = None
+    """Its fleet metrics (runs of the twin's cluster)."""
 
 
 class HostService(Service[HostConfig]):
@@ -97,6 +108,7 @@ class HostService(Service[HostConfig]):
     def setup(self) -> None:
         self.selector = self.cfg.selector()
         self.host_metrics = HostMetrics(self.registry)
+        self.fleet_metrics: dict[Owner, FleetMetrics] = {}
         self.runs: dict[str, HostedRun] = {}
         self._configuring: set[str] = set()
 
@@ -138,13 +150,15 @@ class HostService(Service[HostConfig]):
             if factory is None:
                 raise ProtocolError(f"unknown component factory {spec.factory!r}")
             provider = (
-                RemotePlanProvider(
-                    self.bus,
-                    self.codec,
-                    asyncio.get_running_loop(),
-                    spec,
-                    self.cfg.plan_timeout_s,
-                    self.cfg.plan_retry_s,
+                RecordingPlans(
+                    RemotePlanProvider(
+                        self.bus,
+                        self.codec,
+                        asyncio.get_running_loop(),
+                        spec,
+                        self.cfg.plan_timeout_s,
+                        self.cfg.plan_retry_s,
+                    )
                 )
                 if factory.needs_planner(spec)
                 else None
@@ -183,6 +197,7 @@ class HostService(Service[HostConfig]):
             boot=self.boot,
         )
         state = HostedRun(run, hosted, offload, ready, mail, done_subject=subjects.done(run, self.name))
+        state.fleet = self._fleet(cfg, factory, built, hosted, followers, provider)
         state.last.window = cfg.catch_up
         state.counters = [c for c in hosted.values() if isinstance(getattr(c, "completed", None), int)]
         if hosted:
@@ -197,6 +212,16 @@ class HostService(Service[HostConfig]):
                 ),
                 await self.subscribe(subjects.collect(run), Collect, lambda c: self._on_collect(state, c)),
             ]
+            if state.fleet is not None and state.fleet.tracker is not None:
+                state.subs.append(
+                    await self.subscribe(
+                        subjects.tokens(run, ANY),
+                        TokenReport,
+                        lambda r: self._on_tokens(state, r),
+                        max_bytes=bulk,
+                        sender=lambda r: r.service,
+                    )
+                )
         self.host_metrics.components.set(len(hosted))
         log.info("%s: run %s: leading %s, following %s", self.name, run, leaders, followers)
         # Subscriptions go to the server before Ready on this one connection, so every
@@ -218,18 +243,27 @@ class HostService(Service[HostConfig]):
             raise Rejected("unknown_run", f"grant of run {grant.run!r} on the subject of run {state.run}")
         if grant.window < state.last.window:
             raise Rejected("stale", f"grant for window {grant.window}, already past {state.last.window}")
-        if grant.window > state.last.window:
+        stepped = grant.window > state.last.window
+        if stepped:
             state.last = await self._step(state, grant)
         await self.publish(state.done_subject, self._answer(state, grant))
+        fleet = state.fleet
+        if stepped and not state.last.error and fleet is not None and fleet.due():
+            await self._publish_tokens(state.run, fleet.observe(grant.time_s))
 
     async def _step(self, state: HostedRun, grant: GrantBatch) -> Stepped:
         """Step the granted components; what they did (or the error)."""
         out = Stepped(grant.window)
+        fleet = state.fleet
         try:
             self._file(state, grant)
+            if fleet is not None:
+                fleet.granted(grant.components, grant.follow, grant.time_s)
             for cid, expect in zip(grant.components, grant.expect, strict=True):
                 inbox = self._inputs(state, grant, cid, expect)
                 comp = state.comps[cid]
+                if fleet is not None:
+                    fleet.received(cid, grant.time_s, [e.body for e in inbox])
                 t0 = time.perf_counter()
                 if cid in state.offload:  # may block on the planner: keep the loop free
                     await asyncio.to_thread(comp.step, grant.time_s, inbox)
@@ -237,7 +271,7 @@ class HostService(Service[HostConfig]):
                     comp.step(grant.time_s, inbox)
                 self.host_metrics.step_duration.observe(time.perf_counter() - t0)
                 self.host_metrics.steps.inc()
-                out.items[cid], out.wires[cid] = self._sent(comp)
+                out.items[cid], out.wires[cid] = self._sent(comp, fleet)
         except Exception as exc:  # anything after the grant is understood: an error DoneBatch
             if not isinstance(exc, TwinError):
                 log.error("%s: step failed in window %d", self.name, grant.window, exc_info=exc)
@@ -293,10 +327,12 @@ class HostService(Service[HostConfig]):
             )
         return inbox
 
-    def _sent(self, comp: Component) -> tuple[DoneItem, list[WireEnvelope]]:
+    def _sent(self, comp: Component, fleet: FleetObserver | None) -> tuple[DoneItem, list[WireEnvelope]]:
         """What a step sent: its DoneItem, with a digest that every replica's must match, and
         the envelopes."""
         sent = comp.outbox.drain()
+        if fleet is not None:
+            fleet.sent(comp.id, [e.body for e in sent])
         wires = [self.codec.to_wire(e) for e in sent]
         digest = zlib.crc32(self.codec.encode(wires)) if wires else 0
         item = DoneItem(comp.id, comp.next_time(), [e.dst for e in sent], [e.time for e in sent], digest)
@@ -307,6 +343,14 @@ class HostService(Service[HostConfig]):
             return
         if state.exported is None:
             state.exported = self._export(state, cmd)
+            fleet = state.fleet
+            if fleet is not None and not fleet.ended:
+                try:
+                    pieces = fleet.observe(cmd.end_s, final=True)
+                except Exception:  # the results matter more than the metrics
+                    log.exception("%s: run %s: the final fleet metrics failed", self.name, state.run)
+                else:
+                    await self._publish_tokens(state.run, pieces)
         for chunk in state.exported:
             await self.publish(subjects.export(cmd.run, self.name), chunk)
 
@@ -325,3 +369,67 @@ class HostService(Service[HostConfig]):
             parts, error = {}, f"{self.name}: export failed: {exc}"
         data = self.codec.encode(ExportBatch(cmd.run, self.name, parts, error))
         return chunks.split(self.name, data, self.bus.max_payload)
+
+    # -- fleet metrics ---------------------------------------------------------------------------
+
+    def _fleet(
+        self,
+        cfg: RunConfig,
+        factory: Factory,
+        built: list[Component],
+        hosted: dict[str, Component],
+        followers: list[str],
+        plans: RecordingPlans | None,
+    ) -> FleetObserver | None:
+        """The fleet metrics of a run of the twin's cluster that hosts an instance or the balancer."""
+        if not isinstance(factory, ClusterFactory) or not any(
+            isinstance(c, Instance | Balancer) for c in hosted.values()
+        ):
+            return None
+        scenario = factory.scenario(cfg.spec)
+        gen = next(c for c in built if isinstance(c, Generator))
+        has = {type(c) for c in hosted.values()}
+        mode = cfg.metrics or self.cfg.metrics
+        fleet = FleetObserver(
+            run_info(cfg.run, scenario),
+            hosted,
+            followers,
+            gen.requests,
+            scenario.slo,
+            device=self._fleet_metrics(Owner.DEVICE, mode) if Instance in has else None,
+            balancer=self._fleet_metrics(Owner.BALANCER, mode) if Balancer in has else None,
+            interval_s=self.cfg.metrics_interval_s,
+            plans=plans,
+        )
+        return fleet
+
+    def _fleet_metrics(self, owner: Owner, mode: str) -> FleetMetrics:
+        """This service's exporter of ``owner``'s families, named as ``mode`` says (a run may ask
+        for other names than the last one: the families are made again)."""
+        m = self.fleet_metrics.get(owner)
+        if m is not None and m.mode != mode:
+            self.registry.unregister(m)
+            m = None
+        if m is None:
+            m = self.fleet_metrics[owner] = FleetMetrics(self.registry, owner, mode)
+        return m
+
+    async def _on_tokens(self, state: HostedRun, report: TokenReport) -> None:
+        if report.run != state.run:
+            raise Rejected(
+                "unknown_run", f"token report of run {report.run!r} on the subject of run {state.run}"
+            )
+        if state.fleet is not None:
+            state.fleet.report(report.pieces)
+
+    async def _publish_tokens(self, run: str, pieces: list[TokenPieces]) -> None:
+        """Each instance's pieces, split in as many reports as the server's payload needs."""
+        limit = self.bus.max_payload // 2
+        todo = list(pieces)
+        while todo:
+            p = todo.pop(0)
+            data = self.codec.encode(TokenReport(run, self.name, p))
+            if len(data) <= limit or len(p.rid) < 2:
+                await self.publish(subjects.tokens(run, self.name), data)
+            else:
+                todo[:0] = split_pieces(p)

@@ -1,4 +1,4 @@
-"""The /metrics (Prometheus) and /healthz endpoint every service serves on its own port."""
+"""The /metrics (Prometheus, classic text format) and /healthz endpoint every service serves on its own port."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
+
+from services.exposition import metrics_handler
 
 
 class HttpEndpoint:
@@ -20,7 +21,9 @@ class HttpEndpoint:
         self.port = 0
         self._health = health
         app = web.Application()
-        app.router.add_get("/metrics", make_aiohttp_handler(registry))
+        app.router.add_get(
+            "/metrics", metrics_handler(registry)
+        )  # classic text: vllm: names keep their colon
         app.router.add_get("/healthz", self._healthz)
         self._runner = web.AppRunner(app, access_log=None)
 

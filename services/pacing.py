@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 
 
 class Pacer:
@@ -35,3 +36,21 @@ class Pacer:
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.start
+
+
+class SpeedMeter:
+    """Achieved pace: virtual seconds per wall second over the latest ``span_s`` of windows."""
+
+    def __init__(self, span_s: float = 1.0) -> None:
+        self.span_s = span_s
+        self.samples: deque[tuple[float, float]] = deque()
+
+    def add(self, virtual_s: float) -> float:
+        """A window closed at ``virtual_s`` now; the speed over the span that ends here."""
+        now = time.perf_counter()
+        samples = self.samples
+        samples.append((now, virtual_s))
+        while len(samples) > 2 and now - samples[1][0] >= self.span_s:
+            samples.popleft()
+        wall = now - samples[0][0]
+        return (virtual_s - samples[0][1]) / wall if wall > 0 else 0.0

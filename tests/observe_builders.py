@@ -1,143 +1,117 @@
-"""Per-window observation records cut from a finished in-process run (for the exporter's tests).
+"""An in-process run with the services' fleet metrics attached: observers, tracker, exporters.
 
-Phase 2 builds these records in the services as virtual time advances; here the same records are
-reconstructed after the fact from a :class:`RunResult`, cut at arbitrary window edges, which is
-enough to test that the exporter's totals agree with the summary whatever the windows.
+The same loop as :class:`llmtwin.sim.local.LocalRunner` (so the same results), with what a
+hosting service does around each step: hand the :class:`~services.fleet_observer.FleetObserver`
+the step's inputs and outputs, and every ``every`` windows read the instances and pass their
+token pieces to the tracker (as the bus would, here in order or reversed). The exporters'
+samples then go to :func:`llmtwin.observe.agreement.summary_mismatches`.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections import Counter
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 from llmtwin.cluster.records import RunResult
-from llmtwin.observe.observations import (
-    ClusterWindow,
-    FinishedRequest,
-    InstanceWindow,
-    RunInfo,
-    weighted,
-)
-from llmtwin.report.summary import meets_slo, run_span
+from llmtwin.cluster.run import assemble_result, build_components, scenario_requests, step_model
+from llmtwin.observe.catalog import Owner
+from llmtwin.observe.observations import ConductorWindow, TokenPieces
+from llmtwin.observe.run_info import run_info
+from llmtwin.preserve import plan_step_l2
+from llmtwin.report.summary import summarize
 from llmtwin.scenario.spec import Scenario
+from llmtwin.sim.mailbox import Mailbox
+from llmtwin.sim.windows import WindowPlanner
+from services.exposition import classic_text, samples_from_text
+from services.fleet_metrics import FleetMetrics
+from services.fleet_observer import FleetObserver, RecordingPlans
 
 
-def run_info(scenario: Scenario, result: RunResult) -> RunInfo:
-    return RunInfo(
-        run_id="test-0",
-        scenario=scenario.name,
-        policy=result.policy,
-        model_name=result.model,
-        hardware=result.hardware,
-        devices=sum(i.devices for i in result.instances),
-        usd_per_device_hour=result.usd_per_device_hour,
-        slo_ttft_s=scenario.slo.ttft_s,
-        slo_tbt_s=scenario.slo.tbt_s,
-        slo_tbt_stat=scenario.slo.tbt_stat,
-        pairs=tuple((f"instance-{k}", f"instance-{k + 1}") for k in range(0, len(result.instances), 2))
-        if result.policy == "accellm"
-        else (),
+@dataclass
+class ObservedRun:
+    result: RunResult
+    summary: dict[str, Any]
+    registry: CollectorRegistry
+    observer: FleetObserver
+
+    def samples(self) -> list[tuple[str, dict[str, str], float]]:
+        return samples_from_text(classic_text(self.registry).decode())
+
+
+def observed_run(
+    scenario: Scenario,
+    every: int = 1,
+    *,
+    mode: str = "vllm+twin",
+    lose: int = -1,
+    reverse: bool = False,
+    until: float = math.inf,
+    registry: CollectorRegistry | None = None,
+    on_reading: Callable[[], None] | None = None,
+) -> ObservedRun:
+    """Run ``scenario`` in this process with the fleet metrics of every component, reading the
+    instances every ``every`` windows (``lose``: the device records of that reading are dropped;
+    ``reverse``: each reading's token reports reach the tracker in reverse order; ``until``: the
+    run is cut there, requests still in flight; ``on_reading``: called after each reading, e.g.
+    to let a Prometheus scrape)."""
+    requests = scenario_requests(scenario)
+    step = step_model(scenario)
+    plans = RecordingPlans(lambda shape: plan_step_l2(step, shape)) if scenario.engine.preserve else None
+    comps = {c.id: c for c in build_components(scenario, requests, plan_provider=plans)}
+    registry = registry or CollectorRegistry()
+    info = run_info("test-0", scenario)
+    device = FleetMetrics(registry, Owner.DEVICE, mode)
+    conductor = FleetMetrics(registry, Owner.CONDUCTOR, mode)
+    conductor.start_run(info)
+    fleet = FleetObserver(
+        info,
+        comps,
+        (),
+        requests,
+        scenario.slo,
+        device=device,
+        balancer=FleetMetrics(registry, Owner.BALANCER, mode),
+        interval_s=0.0,
+        plans=plans,
     )
 
+    def deliver(pieces: list[TokenPieces]) -> None:
+        for p in reversed(pieces) if reverse else pieces:
+            fleet.report(p)
 
-def instance_windows(result: RunResult, edges: list[float]) -> list[list[InstanceWindow]]:
-    """Per window (ending at each edge; the last edge must be >= every token) the records of every
-    instance. Tokens go to the last instance a request used; instance totals go to the last window."""
-    n = len(edges)
-    per: dict[tuple[int, int], dict[str, list[float] | int]] = {}
-
-    def slot(iid: int, k: int) -> dict[str, list[float] | int]:
-        return per.setdefault((iid, k), {"ttft": [], "gaps": [], "prompt": 0, "gen": 0, "pre": 0})
-
-    finished: dict[tuple[int, int], list[FinishedRequest]] = {}
-    for r in result.requests:
-        iid = r.instances[-1] if r.instances else 0
-        times = r.token_times_s
-        for j, t in enumerate(times):
-            s = slot(iid, bisect.bisect_left(edges, t))
-            s["gen"] += 1  # type: ignore[operator]
-            if j == 0:
-                s["ttft"].append(t - r.arrival_s)  # type: ignore[union-attr]
-                s["prompt"] += r.prompt_tokens  # type: ignore[operator]
-            else:
-                s["gaps"].append(t - times[j - 1])  # type: ignore[union-attr]
-        slot(iid, n - 1)["pre"] += r.preemptions  # type: ignore[operator]
-        if r.completion_s is not None and r.failed_reason is None and r.first_token_s is not None:
-            k = bisect.bisect_left(edges, r.completion_s)
-            finished.setdefault((iid, k), []).append(
-                FinishedRequest(
-                    r.rid,
-                    r.arrival_s,
-                    r.arrival_s,
-                    r.first_token_s,
-                    r.completion_s,
-                    r.prompt_tokens,
-                    r.generated_tokens,
-                )
-            )
-    moved = Counter[int]()
-    for r in result.requests:
-        moved[r.instances[0] if r.instances else 0] += r.kv_bytes_moved  # type: ignore[assignment]
-    out: list[list[InstanceWindow]] = []
-    for k, at in enumerate(edges):
-        last = k == n - 1
-        row = []
-        for inst in result.instances:
-            s = slot(inst.iid, k)
-            row.append(
-                InstanceWindow(
-                    engine=f"instance-{inst.iid}",
-                    at_s=at,
-                    role="idle" if last else "mixed",
-                    running=0,
-                    waiting=0,
-                    kv_primary_bytes=1.0,
-                    kv_redundant_bytes=1.0,
-                    kv_capacity_bytes=inst.kv_capacity_bytes,
-                    hbm_used_bytes=1.0,
-                    hbm_capacity_bytes=80e9,
-                    l2_capacity_bytes=50e6,
-                    prompt_tokens=int(s["prompt"]),  # type: ignore[arg-type]
-                    generation_tokens=int(s["gen"]),  # type: ignore[arg-type]
-                    preemptions=int(s["pre"]),  # type: ignore[arg-type]
-                    ttft_s=tuple(s["ttft"]),  # type: ignore[arg-type]
-                    token_gaps_s=weighted(s["gaps"]),  # type: ignore[arg-type]
-                    batch_sequences=weighted(map(float, inst.batch_sizes)) if last else (),
-                    busy_s=dict(inst.busy_s) if last else {},
-                    idle_s=dict(inst.idle_s_by_role) if last else {},
-                    role_switches=inst.role_switches if last else 0,
-                    kv_moved_bytes=float(moved[inst.iid]) if last else 0.0,
-                    finished=tuple(finished.get((inst.iid, k), ())),
-                )
-            )
-        out.append(row)
-    return out
-
-
-def cluster_windows(scenario: Scenario, result: RunResult, edges: list[float]) -> list[ClusterWindow]:
-    """The balancer's records for the same windows (the last edge is the run's end)."""
-    start, _ = run_span(result)
-    arrived = Counter(bisect.bisect_left(edges, r.arrival_s) for r in result.requests)
-    done = [r for r in result.requests if r.completion_s is not None and r.failed_reason is None]
-    fin = Counter(bisect.bisect_left(edges, r.completion_s or 0.0) for r in done)
-    ok = meets_slo(result.table, scenario.slo)
-    met = Counter(bisect.bisect_left(edges, r.completion_s or 0.0) for r in done if ok[r.rid])
-    failed = Counter(
-        (bisect.bisect_left(edges, r.arrival_s), r.failed_reason) for r in result.requests if r.failed_reason
-    )
-    out, last = [], None
-    for k, at in enumerate(edges):
-        times = [r.completion_s for r in done if r.completion_s is not None and r.completion_s <= at]
-        last = max(times) if times else last
-        out.append(
-            ClusterWindow(
-                at_s=at,
-                arrived=arrived[k],
-                finished=fin[k],
-                slo_met=met[k],
-                failed={reason: c for (kk, reason), c in failed.items() if kk == k and reason},
-                first_arrival_s=start,
-                last_completion_s=last,
-            )
-        )
-    return out
+    planner, mail = WindowPlanner(comps), {c: Mailbox() for c in comps}
+    now, windows = 0.0, 0
+    while grants := planner.next_window(until):
+        now = grants[0].time
+        windows += 1
+        fleet.granted([g.component for g in grants], (), now)
+        produced = []
+        for g in grants:
+            comp = comps[g.component]
+            inbox = mail[g.component].take(g.time)
+            fleet.received(comp.id, now, [e.body for e in inbox])
+            comp.step(g.time, inbox)
+            sent = comp.outbox.drain()
+            fleet.sent(comp.id, [e.body for e in sent])
+            produced.extend(sent)
+            planner.report(g.component, comp.next_time(), [(e.dst, e.time) for e in sent])
+        for env in produced:
+            mail[env.dst].add(env)
+        if windows % every == 0:
+            fleet.device = None if windows // every == lose else device
+            deliver(fleet.observe(now))
+            fleet.device = device
+            conductor.observe_conductor(ConductorWindow(now, 1.0, 1.0))
+            if on_reading is not None:
+                on_reading()
+    for comp in comps.values():
+        comp.finish(now)
+    deliver(fleet.observe(now, final=True))
+    conductor.end_run()
+    parts = {cid: c.export() for cid, c in comps.items()}
+    result = assemble_result(scenario, scenario.policy.name, parts, now, {"windows": float(windows)})
+    return ObservedRun(result, summarize(result, scenario.slo).to_dict(), registry, fleet)

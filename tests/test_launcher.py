@@ -31,4 +31,4 @@ async def test_a_stopped_run_fails_up_naming_who_stopped_it() -> None:
     stopped it and when."""
     launcher = Launcher(cluster_layout(1, planner=False), quiet=True, stream=io.StringIO())
     with pytest.raises(ServiceFailure, match=r"run demo/colocated was stopped by ops-console at t=4\.200 s"):
-        await launcher._work(StoppedRuns(), [UpRun("demo/colocated", RunSpec())])  # type: ignore[arg-type]
+        await launcher._work(StoppedRuns(), [UpRun("demo/colocated", RunSpec())], "nats://127.0.0.1:4222")  # type: ignore[arg-type]

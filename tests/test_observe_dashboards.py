@@ -15,7 +15,7 @@ from llmtwin.cli.main import main
 from llmtwin.observe import grafana
 from llmtwin.observe.dashboards import DASHBOARDS
 from llmtwin.observe.panels import Dashboard, Panel, Query, Row
-from llmtwin.observe.promql import metric_names, substitute
+from llmtwin.observe.promql import GRAFANA_DEFAULTS, metric_names, substitute
 from tests.prometheus_fixtures import require
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +82,35 @@ def test_valid_dashboard_models() -> None:
                 assert t["expr"]
                 assert t["datasource"]["uid"] == grafana.DATASOURCE_UID
         assert [v["name"] for v in m["templating"]["list"]] == ["model_name", "engine"]
+
+
+def test_extra_dashboards_find_the_provisioned_prometheus() -> None:
+    """Every dashboard in grafana/extra (vLLM's, unmodified) names its datasource either by the
+    provisioned uid or through a datasource variable of type prometheus, which Grafana sets to
+    the stack's only Prometheus: no panel points at a datasource that does not exist. Its
+    queries parse once Grafana's variables are substituted."""
+    extra = sorted((ROOT / "grafana/extra").glob("*.json"))
+    assert extra
+    for path in extra:
+        doc = json.loads(path.read_text())
+        ds_vars = {
+            v["name"]
+            for v in doc.get("templating", {}).get("list", [])
+            if v.get("type") == "datasource" and v.get("query") == "prometheus"
+        }
+        allowed = {grafana.DATASOURCE_UID, *(f"${{{n}}}" for n in ds_vars), *(f"${n}" for n in ds_vars)}
+        panels = list(doc["panels"])
+        while panels:
+            p = panels.pop()
+            panels += p.get("panels", [])
+            for ref in [p.get("datasource"), *(t.get("datasource") for t in p.get("targets", []))]:
+                if isinstance(ref, dict) and ref.get("type") == "prometheus":
+                    assert ref["uid"] in allowed, f"{path.name}: {p.get('title')}: {ref}"
+        queries = grafana.json_queries(doc)
+        variables = {**GRAFANA_DEFAULTS, "$model_name": "m", "$__rate_interval": "20s"}
+        for where, expr in queries:
+            assert metric_names(substitute(expr, variables)), where  # raises if it does not parse
+        assert queries, path.name
 
 
 def test_provisioning_matches_the_dashboards_and_prometheus() -> None:

@@ -1,125 +1,197 @@
-"""The fleet exporter (services/fleet_metrics.py): catalogue-built families, classic text, totals.
+"""The fleet metrics pipeline: instance observers, the request tracker, the exporter's families.
 
-The observation records of a real in-process run, cut into windows after the fact
-(tests/observe_builders.py), go through the exporter; its scraped totals must agree with the
-run's summary for every policy and window cut. The wiring into the live services (phase 2) is
-tested on real runs separately.
+A real in-process run with the services' fleet metrics attached (tests/observe_builders.py):
+the scraped totals must agree with the run's summary for every policy, however often the
+instances are read and in whatever order the token reports reach the tracker. The same pipeline
+inside the services over a bus is checked by tests/test_services_golden.py.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
-import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from llmtwin.cluster.assemble import UNFINISHED
 from llmtwin.cluster.run import run_scenario
-from llmtwin.observe.agreement import summary_mismatches
+from llmtwin.observe.agreement import Totals, summary_mismatches
 from llmtwin.observe.catalog import Kind, Owner
 from llmtwin.observe.families import CATALOG, owned_by
-from llmtwin.observe.observations import ClusterWindow, ConductorWindow, FinishedRequest, InstanceWindow
-from llmtwin.report.summary import run_span, summarize
+from llmtwin.observe.observations import (
+    ClusterWindow,
+    ConductorWindow,
+    EngineRequests,
+    FinishedRequest,
+    InstanceWindow,
+)
+from llmtwin.observe.run_info import run_info
+from llmtwin.report.writers import requests_csv
 from llmtwin.scenario.loader import load_scenario
 from services.exposition import classic_text, samples_from_text
 from services.fleet_metrics import FleetMetrics
-from tests.observe_builders import cluster_windows, instance_windows, run_info
+from tests.observe_builders import ObservedRun, observed_run
+
+POLICIES = ["colocated", "disaggregated", "accellm"]
 
 
-def _run(policy: str) -> tuple[Any, Any, dict[str, Any]]:
-    scenario = load_scenario("demo", overrides=["workload.requests=60"], policy=policy)
-    result = run_scenario(scenario)
-    return scenario, result, summarize(result, scenario.slo).to_dict()
+def _scenario(policy: str, *overrides: str) -> Any:
+    return load_scenario("demo", overrides=["workload.requests=60", *overrides], policy=policy)
 
 
-@pytest.fixture(scope="module", params=["colocated", "disaggregated", "accellm"])
-def run(request: pytest.FixtureRequest) -> tuple[Any, Any, dict[str, Any]]:
-    return _run(request.param)
+@pytest.fixture(scope="module", params=POLICIES)
+def observed(request: pytest.FixtureRequest) -> ObservedRun:
+    return observed_run(_scenario(request.param))
 
 
-def _export(scenario: Any, result: Any, windows: int, mode: str = "vllm+twin") -> str:
-    start, end = run_span(result)
-    edges = [float(x) for x in np.linspace(start, end, windows + 1)[1:]]
+def test_totals_agree_with_the_summary_when_read_every_window(observed: ObservedRun) -> None:
+    assert summary_mismatches(observed.samples(), observed.summary) == []
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_totals_agree_however_often_read_and_whatever_the_report_order(policy: str) -> None:
+    run = observed_run(_scenario(policy), every=7, reverse=True)
+    assert summary_mismatches(run.samples(), run.summary) == []
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_run_cut_short_agrees_too(policy: str) -> None:
+    """Requests still in flight when the run ends: their tokens and gaps count, as in the summary."""
+    run = observed_run(_scenario(policy), every=4, until=1.0)
+    assert run.summary["failure_reasons"].get(UNFINISHED, 0) > 0
+    assert summary_mismatches(run.samples(), run.summary) == []
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_counters_never_decrease_and_cover_virtual_time(policy: str) -> None:
+    """Between two readings no counter series goes down (Prometheus would read a reset and inflate
+    increase()), and each instance's busy plus idle time grows exactly as the virtual time its
+    metrics cover, so a dashboard's fractions stay within [0, 1]."""
     registry = CollectorRegistry()
-    device = FleetMetrics(registry, Owner.DEVICE, mode)
-    balancer = FleetMetrics(registry, Owner.BALANCER, mode)
-    info = run_info(scenario, result)
-    device.start_run(info)
-    balancer.start_run(info)
-    for row, cluster in zip(
-        instance_windows(result, edges), cluster_windows(scenario, result, edges), strict=True
-    ):
-        for w in row:
-            device.observe_instance(w)
-        balancer.observe_cluster(cluster)
-    return classic_text(registry).decode()
+    counters = {n for d in CATALOG if d.kind is Kind.COUNTER for n in (d.name, d.twin_name)}
+    readings: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] = []
+
+    def read() -> None:
+        samples = samples_from_text(classic_text(registry).decode())
+        readings.append({(n, tuple(sorted(lab.items()))): v for n, lab, v in samples if n in counters})
+
+    observed_run(_scenario(policy), every=5, registry=registry, on_reading=read)
+    assert len(readings) > 5
+    for before, after in itertools.pairwise(readings):
+        assert [k for k, v in before.items() if after.get(k, v) < v] == []
+        for (name, labels), covered in after.items():
+            if name != "twin_instance_virtual_seconds_total":
+                continue
+            spent = sum(
+                v
+                for (n, lab), v in after.items()
+                if n in ("twin_instance_busy_seconds_total", "twin_instance_idle_seconds_total")
+                and dict(lab)["engine"] == dict(labels)["engine"]
+            )
+            assert spent == pytest.approx(covered, abs=1e-6), (name, labels)
 
 
-@pytest.mark.parametrize("windows", [1, 7])
-def test_totals_agree_with_the_summary(run: tuple[Any, Any, dict[str, Any]], windows: int) -> None:
-    scenario, result, summary = run
-    text = _export(scenario, result, windows)
-    assert summary_mismatches(samples_from_text(text), summary) == []
+def test_observing_changes_no_result() -> None:
+    """The observers only read: requests.csv is the one ``run_scenario`` writes."""
+    scenario = _scenario("accellm")
+    assert requests_csv(observed_run(scenario, every=3).result, scenario.slo) == requests_csv(
+        run_scenario(scenario), scenario.slo
+    )
 
 
-def test_the_check_finds_a_lost_window(run: tuple[Any, Any, dict[str, Any]]) -> None:
-    """Dropping one window's records is caught (the check can fail)."""
-    scenario, result, summary = run
-    start, end = run_span(result)
-    edges = [start + (end - start) * k / 4 for k in (1, 2, 3, 4)]
-    registry = CollectorRegistry()
-    device = FleetMetrics(registry, Owner.DEVICE)
-    device.start_run(run_info(scenario, result))
-    for row in instance_windows(result, edges)[1:]:
-        for w in row:
-            device.observe_instance(w)
-    problems = summary_mismatches(samples_from_text(classic_text(registry).decode()), summary)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_under_memory_pressure_the_totals_agree(policy: str) -> None:
+    """KV nearly full (tests/test_cluster_streaming.py's PRESSURE): preemptions and recomputed
+    prefills (colocated), evicted and rebuilt replicas (AcceLLM)."""
+    scenario = _scenario(policy, "model=llama-3-70b", "cluster.tp=2", "workload.requests=150")
+    run = observed_run(scenario, every=5)
+    assert summary_mismatches(run.samples(), run.summary) == []
+
+
+def test_tensor_parallel_and_preserve_figures() -> None:
+    """TP2 with PRESERVE: allreduce time and share, bytes prefetched into L2 and step time saved
+    (the saving is the plan's: the same step without a plan, minus the step's time)."""
+    run = observed_run(
+        _scenario("accellm", "cluster.tp=2", "engine.preserve=true", "workload.requests=30"), every=3
+    )
+    assert summary_mismatches(run.samples(), run.summary) == []
+    t = Totals(run.samples())
+    busy = t.sum("twin_instance_busy_seconds_total")
+    assert 0 < t.sum("twin_instance_allreduce_seconds_total") < busy
+    assert 0 < t.sum("twin_preserve_saved_seconds_total") < busy
+    assert t.sum("twin_preserve_prefetched_bytes_total") > 0
+    assert 0 < t.sum("twin_instance_allreduce_share_ratio") < 4  # four instances, each a share
+    l2 = t.sum("twin_instance_l2_capacity_bytes") / 4
+    peaks = [v for name, _, v in run.samples() if name == "twin_preserve_l2_prefetch_bytes"]
+    assert len(peaks) == 4
+    assert all(0 < v <= 1.05 * l2 for v in peaks)
+
+
+def test_the_check_finds_a_lost_window() -> None:
+    """Dropping one reading's device records is caught (the check can fail)."""
+    run = observed_run(_scenario("colocated"), every=10, lose=5)
+    problems = summary_mismatches(run.samples(), run.summary)
     assert any(p.startswith("vllm:generation_tokens_total") for p in problems)
+    registry = CollectorRegistry()
+    FleetMetrics(registry, Owner.DEVICE).start_run(run_info("x", load_scenario("demo")))
+    problems = summary_mismatches(samples_from_text(classic_text(registry).decode()), run.summary)
     assert any("twin_requests_arrived_total: no samples" in p for p in problems)
 
 
-def test_twin_mode_renames_the_vllm_layer(run: tuple[Any, Any, dict[str, Any]]) -> None:
-    scenario, result, summary = run
-    text = _export(scenario, result, 3, mode="twin")
-    names = {name for name, _, _ in samples_from_text(text)}
+def test_twin_mode_renames_the_vllm_layer() -> None:
+    run = observed_run(_scenario("accellm"), every=3, mode="twin")
+    names = {name for name, _, _ in run.samples()}
     assert not any(n.startswith("vllm:") for n in names)
     assert "twin_time_to_first_token_seconds_bucket" in names
     assert "twin_gpu_cache_usage_perc" not in names  # deprecated aliases are dropped
-    assert summary_mismatches(samples_from_text(text), summary) == []
+    assert summary_mismatches(run.samples(), run.summary) == []
 
 
-def test_every_device_family_is_exported_for_every_instance() -> None:
-    scenario, result, _ = _run("accellm")
-    text = _export(scenario, result, 2)
-    samples = samples_from_text(text)
-    for d in owned_by(Owner.DEVICE):
-        series = d.series_names()
-        engines = {labels.get("engine") for name, labels, _ in samples if name in series}
-        assert engines == {f"instance-{i.iid}" for i in result.instances}, d.name
-        assert all("instance" not in labels for _, labels, _ in samples)
+def test_every_engine_family_is_exported_for_every_instance(observed: ObservedRun) -> None:
+    samples = observed.samples()
+    engines = {f"instance-{i.iid}" for i in observed.result.instances}
+    for owner in (Owner.DEVICE, Owner.BALANCER):
+        for d in owned_by(owner):
+            if d.labels[:2] != ("model_name", "engine") or d.name == "twin_instance_pair_info":
+                continue
+            series = d.series_names()
+            assert {labels.get("engine") for name, labels, _ in samples if name in series} == engines, d.name
+    assert all("instance" not in labels for _, labels, _ in samples)
+
+
+def test_queue_and_prefill_times_are_those_of_the_first_iteration() -> None:
+    """Every finished request knew when its first prefill iteration started (queue time > 0
+    for some under load, prefill time > 0 for all)."""
+    run = observed_run(_scenario("disaggregated", "workload.rate_rps=100"), every=2)
+    samples = run.samples()
+    total = dict.fromkeys(("queue", "prefill"), 0.0)
+    for name, _, value in samples:
+        for k in total:
+            if name == f"vllm:request_{k}_time_seconds_sum":
+                total[k] += value
+    assert total["queue"] > 0
+    assert total["prefill"] > 0
+    tracker = run.observer.tracker
+    assert tracker is not None
+    assert tracker.unscheduled == 0
 
 
 def test_histograms_use_the_catalogue_buckets_and_colons_survive() -> None:
     registry = CollectorRegistry()
-    device = FleetMetrics(registry, Owner.DEVICE)
-    scenario, result, _ = _run("colocated")
-    device.start_run(run_info(scenario, result))
+    info = run_info("x", load_scenario("demo"))
+    device, balancer = FleetMetrics(registry, Owner.DEVICE), FleetMetrics(registry, Owner.BALANCER)
+    device.start_run(info)
+    balancer.start_run(info)
     device.observe_instance(
-        InstanceWindow(
+        InstanceWindow("instance-0", 1.0, "decode", 2, 1, 3e9, 1e9, 8e9, 20e9, 80e9, 50e6)
+    )
+    balancer.observe_requests(
+        EngineRequests(
             "instance-0",
-            1.0,
-            "decode",
-            2,
-            1,
-            3e9,
-            1e9,
-            8e9,
-            20e9,
-            80e9,
-            50e6,
             ttft_s=(0.02, 0.02, 3.0),
-            token_gaps_s=((0.05, 10),),
+            token_gaps_s=(0.05,) * 10,
             finished=(FinishedRequest(7, 0.0, 0.5, 0.52, 1.02, 100, 11),),
         )
     )
@@ -140,15 +212,14 @@ def test_histograms_use_the_catalogue_buckets_and_colons_survive() -> None:
     )
     assert 'vllm:request_queue_time_seconds_sum{engine="instance-0",model_name="llama-2-7b"} 0.5' in text
     for d in CATALOG:
-        if d.owner is Owner.DEVICE and d.kind is Kind.HISTOGRAM:
+        if d.owner in (Owner.DEVICE, Owner.BALANCER) and d.kind is Kind.HISTOGRAM:
             assert f"# TYPE {d.name} histogram" in text
 
 
 def test_conductor_pace_and_run_info() -> None:
     registry = CollectorRegistry()
     conductor = FleetMetrics(registry, Owner.CONDUCTOR)
-    scenario, result, _ = _run("colocated")
-    conductor.start_run(run_info(scenario, result))
+    conductor.start_run(run_info("x", load_scenario("demo")))
     conductor.observe_conductor(ConductorWindow(at_s=3.0, pace=math.inf, speed=12.5))
     samples = {
         (n, tuple(sorted(labels.items()))): v
@@ -178,9 +249,8 @@ async def test_the_endpoint_serves_classic_text_to_an_openmetrics_scraper() -> N
     from services.exposition import CLASSIC_CONTENT_TYPE, metrics_handler
 
     registry = CollectorRegistry()
-    scenario, result, _ = _run("colocated")
     device = FleetMetrics(registry, Owner.DEVICE)
-    device.start_run(run_info(scenario, result))
+    device.start_run(run_info("x", load_scenario("demo")))
     device.observe_instance(InstanceWindow("instance-0", 1.0, "idle", 0, 0, 0.0, 0.0, 8e9, 20e9, 80e9, 50e6))
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler(registry))

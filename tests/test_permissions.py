@@ -52,12 +52,14 @@ def test_each_role_gets_exactly_its_subjects() -> None:
         "twin.v1.run.*.ready.device-1",
         "twin.v1.run.*.done.device-1",
         "twin.v1.run.*.export.device-1",
+        "twin.v1.run.*.tokens.device-1",
         "twin.v1.planner.plan",
     )
     assert p("device", "device-1").subscribe == (
         "twin.v1.ctl.config",
         "twin.v1.run.*.grant.device-1",
         "twin.v1.run.*.collect",
+        "twin.v1.run.*.tokens.*",
         "_INBOX.device-1.>",
     )
     assert p("planner", "planner").subscribe == ("twin.v1.planner.plan planner",)

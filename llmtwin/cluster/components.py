@@ -193,6 +193,11 @@ class Instance(Component):
         self.down = True
         self.agent.on_down(now, fault, lost, copies, self.outbox)
 
+    def committed(self) -> tuple[int, int, tuple[int, ...]] | None:
+        """(prompts waiting, sequences held, log mark) as of the last step, not the projection
+        (None before the first step): for observers, which read but never change the engine."""
+        return None if self._snap is None else self.engine.snapshot_view(self._snap)
+
     def finish(self, now: float) -> None:
         """The run ended at ``now``. A projection that found no further event is the truth (no
         input will ever come); one cut short by the run's end is replaced by the iterations that

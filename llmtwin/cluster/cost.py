@@ -19,8 +19,9 @@ test suite bounds the error of both against the cost model itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from types import MappingProxyType
 
 from llmtwin.physics.graph import BatchShape
 from llmtwin.physics.step import StepModel
@@ -81,6 +82,11 @@ class IterationCost:
             shape = BatchShape(decode_seqs=seqs, decode_context_tokens=b.rep(context_tokens))
             t = self._decode[key] = self._time(shape, use_plan=True)
         return t
+
+    def decode_times(self) -> Mapping[tuple[int, int], float]:
+        """The decode step times computed so far, by (sequences, context bucket start): read only
+        (an observer maps a logged step time back to its shape)."""
+        return MappingProxyType(self._decode)
 
     def decode_span(self, context_tokens: int) -> int:
         """First total context past ``context_tokens``'s bucket (the decode time changes there)."""

@@ -282,6 +282,12 @@ class EngineState:
             self.to_resume.copy(), len(self.events), self.log.mark(),
         )  # fmt: skip
 
+    @staticmethod
+    def snapshot_view(snap: EngineSnapshot) -> tuple[int, int, tuple[int, ...]]:
+        """(prompts waiting, sequences held, log mark) of a snapshot: what an observer reads
+        of the state as of the last step instead of the projection (``cluster/observer.py``)."""
+        return len(snap.waiting), len(snap.held), snap.log
+
     def restore(self, snap: EngineSnapshot) -> None:
         """Back to a snapshot (which is consumed: its containers become the engine's)."""
         self.t, self.it, self.free, self.redundant = snap.t, snap.it, snap.free, snap.redundant

@@ -9,7 +9,7 @@ relative 1e-9 (the order of additions differs).
 What is compared (summary key: metrics):
 
 * requests_completed: ``vllm:request_success_total`` (stop, length); requests_total:
-  ``twin_requests_arrived_total``; requests_failed without unfinished ones:
+  ``twin_requests_arrived_total`` (at most, in a run cut short: some never arrived); requests_failed without unfinished ones:
   ``twin_requests_failed_total``; round(slo_attainment x requests_total):
   ``twin_slo_met_requests_total``;
 * prompt_tokens, output_tokens, preemptions, role_switches, kv_bytes_moved: the counters of the
@@ -29,6 +29,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from llmtwin.cluster.assemble import UNFINISHED
 from llmtwin.observe.catalog import Kind, lookup
 from llmtwin.observe.families import CATALOG
 
@@ -109,9 +110,15 @@ def summary_mismatches(samples: Iterable[Sample], summary: Mapping[str, Any]) ->
         return int(d["count"]), (d["mean"] * d["count"] if d["mean"] is not None else None)
 
     completed = int(summary["requests_completed"])
-    unfinished = int(summary["failure_reasons"].get("unfinished", 0))
+    unfinished = int(summary["failure_reasons"].get(UNFINISHED, 0))
     counter("vllm:request_success_total", completed, finished_reason=("stop", "length"))
-    counter("twin_requests_arrived_total", summary["requests_total"])
+    if unfinished == 0:
+        counter("twin_requests_arrived_total", summary["requests_total"])
+    elif (
+        need("twin_requests_arrived_total")
+        and t.sum("twin_requests_arrived_total") > summary["requests_total"]
+    ):
+        out.append("twin_requests_arrived_total: more than the run's requests")
     counter("twin_requests_failed_total", int(summary["requests_failed"]) - unfinished)
     if summary["slo_attainment"] is not None:
         counter("twin_slo_met_requests_total", round(summary["slo_attainment"] * summary["requests_total"]))

@@ -14,9 +14,11 @@ fleet's histograms every evaluation interval.
 
 from __future__ import annotations
 
+from llmtwin.observe.catalog import Owner
+from llmtwin.observe.families import family
 from llmtwin.observe.panels import Dashboard, Panel, Query, Row
 from llmtwin.observe.promql import series
-from llmtwin.observe.recording_rules import QUANTILES, quantile_name, rate_name
+from llmtwin.observe.recording_rules import QUANTILES, quantile_name
 from llmtwin.observe.twin_families import BUSY_ROLES
 
 M = 'model_name=~"$model_name"'
@@ -26,6 +28,22 @@ RI = "[$__rate_interval]"
 
 def _rate(name: str, matchers: str = ME, suffix: str = "") -> str:
     return f"rate({series(name, suffix, matchers)}{RI})"
+
+
+def _per_virtual_s(name: str, matchers: str = ME) -> str:
+    """A counter's increase per *virtual* second: the fleet's rate, at any ``--speed`` (a plain
+    ``rate()`` is per wall second, ``--speed`` times the fleet's). It divides by the increase of
+    the virtual time covered by the metrics of the same target (an instance's for a device
+    family, the cluster's for a balancer family): both come from one update and one scrape, so
+    a fraction never exceeds 1 however the services' updates and scrapes interleave."""
+    if family(name).owner is Owner.DEVICE:
+        clock, on = (
+            series("twin_instance_virtual_seconds_total", "", matchers),
+            "instance, model_name, engine",
+        )
+    else:
+        clock, on = series("twin_cluster_virtual_seconds_total", "", M), "instance, model_name"
+    return f"increase({series(name, '', matchers)}{RI}) / on({on}) group_left increase({clock}{RI})"
 
 
 def _by_engine(expr: str) -> str:
@@ -91,10 +109,8 @@ FLEET = Dashboard(
                 Panel(
                     "Tokens per second",
                     (
-                        Query(f"{rate_name('vllm:prompt_tokens_total')}{{{M}}}", "prompt {{model_name}}"),
-                        Query(
-                            f"{rate_name('vllm:generation_tokens_total')}{{{M}}}", "generated {{model_name}}"
-                        ),
+                        Query(f"sum({_per_virtual_s('vllm:prompt_tokens_total', M)})", "prompt"),
+                        Query(f"sum({_per_virtual_s('vllm:generation_tokens_total', M)})", "generated"),
                     ),
                     unit="short",
                     description="Prompt tokens prefilled and tokens generated per virtual second",
@@ -103,9 +119,9 @@ FLEET = Dashboard(
                 Panel(
                     "Requests per second",
                     (
-                        Query(f"{rate_name('vllm:request_success_total')}{{{M}}}", "finished"),
-                        Query(f"sum(rate(twin_slo_met_requests_total{{{M}}}{RI}))", "met both SLOs"),
-                        Query(f"sum(rate(twin_requests_arrived_total{{{M}}}{RI}))", "arrived"),
+                        Query(f"sum({_per_virtual_s('vllm:request_success_total', M)})", "finished"),
+                        Query(f"sum({_per_virtual_s('twin_slo_met_requests_total', M)})", "met both SLOs"),
+                        Query(f"sum({_per_virtual_s('twin_requests_arrived_total', M)})", "arrived"),
                     ),
                     unit="reqps",
                     description="Arrivals, completions and goodput, per virtual second",
@@ -158,8 +174,8 @@ FLEET = Dashboard(
                 ),
                 Panel(
                     "Preemptions per second",
-                    (Query(f"sum({_rate('vllm:num_preemptions_total', M)})", "preemptions"),),
-                    description="Running sequences evicted to be recomputed",
+                    (Query(f"sum({_per_virtual_s('vllm:num_preemptions_total', M)})", "preemptions"),),
+                    description="Running sequences evicted to be recomputed, per virtual second",
                     width=4,
                 ),
             ),
@@ -188,19 +204,19 @@ INSTANCES = Dashboard(
                     "Busy fraction by role",
                     (
                         Query(
-                            f"sum by (engine, role) ({_rate('twin_instance_busy_seconds_total')})",
+                            f"sum by (engine, role) ({_per_virtual_s('twin_instance_busy_seconds_total')})",
                             "{{engine}} {{role}}",
                         ),
                     ),
                     unit="percentunit",
-                    description="Virtual seconds computing per virtual second, by the role held",
+                    description="Virtual seconds computing per virtual second, by what the iterations computed",
                     stacked=True,
                 ),
                 Panel(
                     "Idle fraction by role",
                     (
                         Query(
-                            f"sum by (engine, role) ({_rate('twin_instance_idle_seconds_total')})",
+                            f"sum by (engine, role) ({_per_virtual_s('twin_instance_idle_seconds_total')})",
                             "{{engine}} {{role}}",
                         ),
                     ),
@@ -261,14 +277,14 @@ PAIRS = Dashboard(
                     "Pair membership",
                     (Query(f"twin_instance_pair_info{{{M}}}", "pair {{pair}}: {{engine}} + {{partner}}"),),
                     kind="stat",
-                    description="1 for each instance of each pair (empty under other policies)",
+                    description="1 for each instance of each pair (0, pair '-', under other policies)",
                     width=24,
                 ),
                 _engine_panel(
                     "Role switches per second",
-                    _by_engine(_rate("twin_instance_role_switches_total")),
+                    _by_engine(_per_virtual_s("twin_instance_role_switches_total")),
                     "short",
-                    "How often instances change role",
+                    "Role changes per virtual second",
                 ),
                 _engine_panel(
                     "Redundant KV per device",
@@ -278,21 +294,15 @@ PAIRS = Dashboard(
                 ),
                 _engine_panel(
                     "Hand-overs per second",
-                    _by_engine(_rate("twin_instance_handovers_total")),
+                    _by_engine(_per_virtual_s("twin_instance_handovers_total")),
                     "short",
-                    "Requests handed to the partner (or to a decode instance)",
+                    "Requests handed to the partner (or to a decode instance), per virtual second",
                 ),
                 _engine_panel(
                     "KV moved over links",
-                    _by_engine(_rate("twin_instance_kv_moved_bytes_total")),
+                    _by_engine(_per_virtual_s("twin_instance_kv_moved_bytes_total")),
                     "Bps",
-                    "Bytes of KV sent per virtual second",
-                ),
-                _engine_panel(
-                    "Link busy fraction",
-                    _by_engine(_rate("twin_instance_link_busy_seconds_total")),
-                    "percentunit",
-                    "Share of time each instance's link carried KV",
+                    "Bytes of KV moved per virtual second",
                 ),
             ),
         ),
@@ -335,9 +345,9 @@ DEVICE = Dashboard(
             (
                 _engine_panel(
                     "Prefetched bytes per second",
-                    _by_engine(_rate("twin_preserve_prefetched_bytes_total")),
+                    _by_engine(_per_virtual_s("twin_preserve_prefetched_bytes_total")),
                     "Bps",
-                    "Weights and KV moved from HBM into L2 during allreduces",
+                    "Weights and KV moved from HBM into L2 during allreduces, per virtual second",
                     width=8,
                 ),
                 _engine_panel(

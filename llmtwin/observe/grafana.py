@@ -10,6 +10,7 @@ variables are substituted), or one that names a metric the catalogue does not de
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,22 @@ def all_queries() -> list[tuple[str, str]]:
         for v in dashboard_json(d)["templating"]["list"]:
             out.append((f"{d.uid} / variable {v['name']}", _label_values_selector(v["definition"])))
     out += [(f"rule {r.record}", r.expr) for r in rules()]
+    return out
+
+
+def json_queries(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(where, PromQL) of every panel query of a Grafana dashboard's JSON (rows' panels too), e.g.
+    vLLM's published dashboards in grafana/extra."""
+    out = []
+    panels = list(doc.get("panels", []))
+    while panels:
+        p = panels.pop(0)
+        panels += p.get("panels", [])
+        out += [
+            (f"{doc.get('title')} / {p.get('title')}", t["expr"])
+            for t in p.get("targets", [])
+            if t.get("expr")
+        ]
     return out
 
 

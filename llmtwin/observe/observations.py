@@ -1,11 +1,16 @@
 """What the services report at each window boundary, as plain numbers: the metrics exporter's input.
 
 A proposed contract between the simulation and ``services/fleet_metrics.py``. At the end of
-every virtual-time window, each device service builds one :class:`InstanceWindow` per instance
-it leads, the balancer one :class:`ClusterWindow`, and the conductor one
-:class:`ConductorWindow`; at the start of a run every exporter gets the run's :class:`RunInfo`.
+a virtual-time window (at most every ``metrics_interval_s`` of wall time, and at the run's end),
+each device service builds one :class:`InstanceWindow` and one :class:`TokenPieces` per instance
+it leads, the balancer one :class:`ClusterWindow` and its tracker's :class:`EngineRequests`, and
+the conductor one :class:`ConductorWindow` per window; at the start of a run every exporter gets
+the run's :class:`RunInfo`.
 Gauges are values *now* (at ``at_s``); everything else counts what happened *since the previous
-window* of the same run, so the exporter only adds.
+record* of the same run, so the exporter only adds. A request's tokens may come from two
+instances (AcceLLM, disaggregated), so what needs the whole request (TTFT, gaps, finished
+requests, SLOs) is worked out by the balancer's :class:`~llmtwin.observe.request_tracker.RequestTracker`
+from every instance's :class:`TokenPieces`; each device reports only what its instances did.
 
 Why the totals then agree with summary.json: every token, first token, preemption, iteration and
 finished request is reported exactly once, by the instance that produced it, in the window in
@@ -20,8 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import IntEnum
 
-from llmtwin.cluster.records import RequestRecord
+import msgspec
 
 Weighted = tuple[tuple[float, int], ...]
 """Observations as (value, how many times) pairs."""
@@ -57,6 +63,8 @@ class RunInfo:
     """AcceLLM pairs as (engine, engine); pair k is ``pairs[k]``."""
     max_model_len: int = 8192
     """The model's context length, tokens: the top of the token-count buckets."""
+    engines: tuple[str, ...] = ()
+    """Every instance of the cluster (``engine`` label values)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,27 +109,13 @@ class FinishedRequest:
         return self.decode_s / n if n > 0 else None
 
 
-def finished_request(rec: RequestRecord, scheduled_s: float) -> FinishedRequest:
-    """The observation of a completed request's record (``scheduled_s``: its first iteration's
-    start, which :class:`RequestRecord` does not hold)."""
-    if rec.first_token_s is None or rec.completion_s is None:
-        raise ValueError(f"request {rec.rid} has not completed")
-    return FinishedRequest(
-        rid=rec.rid,
-        arrival_s=rec.arrival_s,
-        scheduled_s=scheduled_s,
-        first_token_s=rec.first_token_s,
-        completion_s=rec.completion_s,
-        prompt_tokens=rec.prompt_tokens,
-        generated_tokens=rec.generated_tokens,
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class InstanceWindow:
-    """One instance at the end of a window (gauges) and what it did during the window (the rest).
+    """One instance at the end of a window (gauges) and what it did since its last record (the rest).
 
-    Memory in bytes per device of the instance; times in virtual seconds.
+    Built by :class:`llmtwin.cluster.observer.InstanceObserver` from the iterations that started
+    before the window's time (final: no later message can change them). Memory in bytes per device
+    of the instance; times in virtual seconds.
     """
 
     engine: str
@@ -129,7 +123,7 @@ class InstanceWindow:
     at_s: float
     # -- gauges: the state at at_s ---------------------------------------------------------------------
     role: str
-    """``prefill``, ``decode``, ``mixed`` or ``idle`` (nothing to run)."""
+    """``prefill``, ``decode``, ``mixed`` or ``idle`` (no iteration in flight)."""
     running: int
     waiting: int
     kv_primary_bytes: float
@@ -141,34 +135,43 @@ class InstanceWindow:
     preserve_l2_bytes: float = 0.0
     """Bytes the latest decode step's PRESERVE plan placed in L2 (0 without PRESERVE)."""
     allreduce_share: float = 0.0
-    """Allreduce time / step time over this window's iterations (0 when none ran)."""
-    # -- counts since the previous window ------------------------------------------------------------
+    """Allreduce time / step time over the iterations of the latest record that had any."""
+    # -- counts since the previous record ----------------------------------------------------------------
     iterations: int = 0
-    prompt_tokens: int = 0
-    """Prompt tokens of the requests whose first token this instance produced in the window."""
     generation_tokens: int = 0
     preemptions: int = 0
-    ttft_s: tuple[float, ...] = ()
-    """TTFT of each first token produced in the window."""
-    token_gaps_s: Weighted = ()
-    """Gap before each non-first token produced in the window."""
     iteration_tokens: Weighted = ()
     """Tokens per iteration (prefill tokens + decoding sequences)."""
     batch_sequences: Weighted = ()
     """Sequences per iteration."""
     busy_s: dict[str, float] = field(default_factory=dict)
-    """Seconds computing, by the role held (``prefill``, ``decode``, ``mixed``)."""
+    """Seconds computing, by what the iterations computed (``prefill``, ``decode``, ``mixed``)."""
     idle_s: dict[str, float] = field(default_factory=dict)
     """Seconds with nothing to compute, by the role held."""
     role_switches: int = 0
     kv_moved_bytes: float = 0.0
-    link_busy_s: float = 0.0
     handovers: int = 0
     allreduce_s: float = 0.0
     preserve_prefetched_bytes: float = 0.0
     preserve_saved_s: float = 0.0
+    counted_to_s: float = 0.0
+    """Busy and idle seconds are counted up to here: ``at_s``, or the end of the iteration in
+    flight at ``at_s`` when later (never earlier than the previous record's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRequests:
+    """What the request tracker (:mod:`llmtwin.observe.request_tracker`) learnt about one engine's
+    requests since its last record: first tokens, gaps between tokens, finished requests."""
+
+    engine: str
+    prompt_tokens: int = 0
+    """Prompt tokens of the requests whose first token this engine produced."""
+    ttft_s: tuple[float, ...] = ()
+    token_gaps_s: tuple[float, ...] = ()
+    """Gap before each non-first token this engine produced (values in no particular order)."""
     finished: tuple[FinishedRequest, ...] = ()
-    """Requests whose last token this instance produced in the window."""
+    """Requests whose last token this engine produced."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,3 +202,54 @@ class ConductorWindow:
     """Requested virtual seconds per wall second; ``inf`` = as fast as possible."""
     speed: float
     """Achieved virtual seconds per wall second over the latest wall second of windows."""
+
+
+class PieceKind(IntEnum):
+    """How a piece of tokens follows the request's previous token."""
+
+    FIRST = 0
+    """It starts with the request's first token (its TTFT)."""
+    CONT = 1
+    """Its previous token was produced on the same instance, at ``prev_s``."""
+    HOP = 2
+    """Its previous token was produced elsewhere (or is unknown here): the tracker finds it."""
+
+
+class TokenPieces(msgspec.Struct, frozen=True):
+    """The tokens one instance produced in iterations ``[from_it, to_it)``, as pieces: piece ``p`` is
+    ``count[p]`` tokens of request ``rid[p]`` in consecutive iterations from ``first_it[p]``, whose
+    times are the next ``count[p]`` values of ``times_s``. Plain lists: the same record travels
+    from a device service to the balancer's (``proto.control.TokenReport``)."""
+
+    engine: str
+    from_it: int
+    to_it: int
+    rid: list[int]
+    first_it: list[int]
+    count: list[int]
+    kind: list[int]
+    """:class:`PieceKind` of each piece."""
+    prev_s: list[float]
+    """The previous token's time for ``CONT`` pieces (NaN otherwise)."""
+    times_s: list[float]
+    scheduled_rid: list[int]
+    scheduled_s: list[float]
+    """New requests whose first prefill iteration started in these iterations, and its start."""
+    final: bool = False
+    """The instance's last record of the run (it has finished)."""
+
+
+def split_pieces(p: TokenPieces) -> list[TokenPieces]:
+    """``p`` as two records, half the pieces each, that add up to ``p`` when read in order (the
+    first covers no iterations of its own, so the second's pieces are not taken as repeats)."""
+    h = len(p.rid) // 2
+    cut = sum(p.count[:h])
+    first = TokenPieces(
+        p.engine, p.from_it, p.from_it, p.rid[:h], p.first_it[:h], p.count[:h], p.kind[:h], p.prev_s[:h],
+        p.times_s[:cut], p.scheduled_rid, p.scheduled_s,
+    )  # fmt: skip
+    second = TokenPieces(
+        p.engine, p.from_it, p.to_it, p.rid[h:], p.first_it[h:], p.count[h:], p.kind[h:], p.prev_s[h:],
+        p.times_s[cut:], [], [], p.final,
+    )  # fmt: skip
+    return [first, second]

@@ -76,7 +76,7 @@ INSTANCE_FAMILIES: tuple[MetricDef, ...] = (
     _instance(
         "twin_instance_busy_seconds_total",
         C,
-        "Time the instance computed, by the role it held",
+        "Time the instance computed, by what its iterations computed (prefill, decode, or both: mixed)",
         "seconds",
         V,
         extra=(("role", BUSY_ROLES),),
@@ -91,6 +91,15 @@ INSTANCE_FAMILIES: tuple[MetricDef, ...] = (
     ),
     _instance("twin_instance_role_switches_total", C, "Changes of the instance's role", "switches", N),
     _instance("twin_instance_iterations_total", C, "Engine iterations run", "iterations", N),
+    _instance(
+        "twin_instance_virtual_seconds_total",
+        C,
+        "Virtual time the instance's busy and idle seconds cover (up to the window time its device service "
+        "last read it at, or the end of the iteration then in flight): the instance's rates and fractions "
+        "divide by its increase, from the same scrape",
+        "seconds",
+        V,
+    ),
     _instance(
         "twin_instance_batch_sequences",
         H,
@@ -121,17 +130,11 @@ INSTANCE_FAMILIES: tuple[MetricDef, ...] = (
     _instance(
         "twin_instance_kv_moved_bytes_total",
         C,
-        "KV bytes the instance sent to other instances over "
-        "links (disaggregated transfers, AcceLLM replicas and hand-overs)",
+        "KV bytes moved between instances over links for its requests (disaggregated "
+        "transfers, AcceLLM replicas and hand-overs), each transfer counted once, by the side "
+        "that knows when it happens",
         "bytes",
         N,
-    ),
-    _instance(
-        "twin_instance_link_busy_seconds_total",
-        C,
-        "Time the instance's link to other instances was carrying KV",
-        "seconds",
-        V,
     ),
     _instance(
         "twin_instance_handovers_total",
@@ -151,7 +154,7 @@ INSTANCE_FAMILIES: tuple[MetricDef, ...] = (
     _instance(
         "twin_instance_allreduce_share_ratio",
         G,
-        "Allreduce time / step time over the iterations of the latest window",
+        "Allreduce time / step time over the iterations of its latest update that had any",
         "ratio",
         N,
     ),
@@ -183,12 +186,21 @@ CLUSTER_FAMILIES: tuple[MetricDef, ...] = (
     _cluster(
         "twin_instance_pair_info",
         G,
-        "1 for each instance of an AcceLLM pair (pair: the pair's number; partner: the other instance)",
+        "1 for each instance of an AcceLLM pair (pair: the pair's number; partner: the other "
+        "instance); 0 for an instance in no pair (pair and partner '-')",
         "boolean",
         N,
         ("engine", "pair", "partner"),
     ),
     _cluster("twin_cluster_devices", G, "Accelerators in the cluster", "devices", N),
+    _cluster(
+        "twin_cluster_virtual_seconds_total",
+        C,
+        "Virtual time the balancer's metrics cover (up to the window time it last read them at): the "
+        "cluster's rates divide by its increase, from the same scrape",
+        "seconds",
+        V,
+    ),
     _cluster("twin_requests_arrived_total", C, "Requests that reached the balancer", "requests", N),
     _cluster(
         "twin_requests_failed_total",

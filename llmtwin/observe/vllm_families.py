@@ -4,8 +4,16 @@ Names, types, label names and bucket boundaries are vLLM V1's (``vllm/v1/metrics
 ``vllm/v1/metrics/buckets.py``; ../shared/reference/observability-security.md section 1), so a
 dashboard made for a vLLM fleet shows the twin without edits. ``model_name`` is the scenario's
 model; ``engine`` is the simulated instance (``instance-3``). Latencies are virtual seconds:
-at ``--speed 1`` they move as a real fleet's would. Each device service exports them for the
-instances it leads; a request's families go to the instance that produced its last token.
+at ``--speed 1`` they move as a real fleet's would.
+
+Who exports what: each device service the families of an engine's own state and iterations
+(running, waiting, KV use, preemptions, generated tokens, tokens per iteration), for the
+instances it leads; the balancer the families of requests (TTFT, gaps, per-request latencies
+and lengths, finished requests, prompt tokens), still labelled with the engine concerned: under
+AcceLLM and disaggregated serving a request's tokens come from two instances, and only the
+balancer's request tracker (``llmtwin/observe/request_tracker.py``) sees all of them. A first
+token goes to the instance that produced it, a gap to the instance of the token after it, a
+finished request to the instance of its last token.
 
 Not exported: the prefix-cache counters, ``cache_config_info`` and the LoRA and speculative-
 decoding families (the twin models none of them), ``request_params_max_tokens`` and
@@ -64,13 +72,14 @@ def _vllm(
     extra_labels: tuple[str, ...] = (),
     label_values: tuple[tuple[str, tuple[str, ...]], ...] = (),
     alias_of: str | None = None,
+    owner: Owner = Owner.DEVICE,
 ) -> MetricDef:
     return MetricDef(
         name=name,
         kind=kind,
         help=help,
         labels=ENGINE_LABELS + extra_labels,
-        owner=Owner.DEVICE,
+        owner=owner,
         clock=clock,
         unit=unit,
         buckets=buckets,
@@ -82,6 +91,7 @@ def _vllm(
 
 C, G, H = Kind.COUNTER, Kind.GAUGE, Kind.HISTOGRAM
 V, N = Clock.VIRTUAL, Clock.NONE
+B = Owner.BALANCER
 
 VLLM_FAMILIES: tuple[MetricDef, ...] = (
     _vllm("vllm:num_requests_running", G, "Requests in the instance's running batch", "requests", N),
@@ -118,9 +128,10 @@ VLLM_FAMILIES: tuple[MetricDef, ...] = (
         "vllm:prompt_tokens_total",
         C,
         "Prompt tokens prefilled, counted once per request when its "
-        "first token is produced (recomputation after a preemption is not counted)",
+        "first token is reported (recomputation after a preemption is not counted)",
         "tokens",
         N,
+        owner=B,
     ),
     _vllm("vllm:generation_tokens_total", C, "Tokens generated (first tokens included)", "tokens", N),
     _vllm(
@@ -131,23 +142,27 @@ VLLM_FAMILIES: tuple[MetricDef, ...] = (
         N,
         extra_labels=("finished_reason",),
         label_values=(("finished_reason", FINISHED_REASONS),),
+        owner=B,
     ),
     _vllm(
         "vllm:time_to_first_token_seconds",
         H,
         "Time to first token: first token - arrival at the "
-        "balancer, observed when the first token is produced",
+        "balancer, observed when the instance that produced the first token reports it",
         "seconds",
         V,
         TTFT_BUCKETS_S,
+        owner=B,
     ),
     _vllm(
         "vllm:inter_token_latency_seconds",
         H,
-        "Gap between consecutive tokens of a request, observed per token",
+        "Gap between consecutive tokens of a request, observed when the instance that produced "
+        "the later token reports it (a gap across two instances: when the request completes)",
         "seconds",
         V,
         ITL_BUCKETS_S,
+        owner=B,
     ),
     _vllm(
         "vllm:time_per_output_token_seconds",
@@ -157,6 +172,7 @@ VLLM_FAMILIES: tuple[MetricDef, ...] = (
         V,
         ITL_BUCKETS_S,
         alias_of="vllm:inter_token_latency_seconds",
+        owner=B,
     ),
     _vllm(
         "vllm:request_time_per_output_token_seconds",
@@ -165,6 +181,7 @@ VLLM_FAMILIES: tuple[MetricDef, ...] = (
         "seconds",
         V,
         ITL_BUCKETS_S,
+        owner=B,
     ),
     _vllm(
         "vllm:e2e_request_latency_seconds",
@@ -173,6 +190,7 @@ VLLM_FAMILIES: tuple[MetricDef, ...] = (
         "seconds",
         V,
         REQUEST_BUCKETS_S,
+        owner=B,
     ),
     _vllm(
         "vllm:request_queue_time_seconds",
@@ -181,6 +199,7 @@ VLLM_FAMILIES: tuple[MetricDef, ...] = (
         "seconds",
         V,
         REQUEST_BUCKETS_S,
+        owner=B,
     ),
     _vllm(
         "vllm:request_inference_time_seconds",
@@ -189,6 +208,7 @@ VLLM_FAMILIES: tuple[MetricDef, ...] = (
         "seconds",
         V,
         REQUEST_BUCKETS_S,
+        owner=B,
     ),
     _vllm(
         "vllm:request_prefill_time_seconds",
@@ -197,6 +217,7 @@ VLLM_FAMILIES: tuple[MetricDef, ...] = (
         "seconds",
         V,
         REQUEST_BUCKETS_S,
+        owner=B,
     ),
     _vllm(
         "vllm:request_decode_time_seconds",
@@ -205,6 +226,7 @@ VLLM_FAMILIES: tuple[MetricDef, ...] = (
         "seconds",
         V,
         REQUEST_BUCKETS_S,
+        owner=B,
     ),
     _vllm(
         "vllm:request_prompt_tokens",
@@ -213,6 +235,7 @@ VLLM_FAMILIES: tuple[MetricDef, ...] = (
         "tokens",
         N,
         TOKEN_COUNT_BUCKETS,
+        owner=B,
     ),
     _vllm(
         "vllm:request_generation_tokens",
@@ -221,6 +244,7 @@ VLLM_FAMILIES: tuple[MetricDef, ...] = (
         "tokens",
         N,
         TOKEN_COUNT_BUCKETS,
+        owner=B,
     ),
     _vllm(
         "vllm:request_max_num_generation_tokens",
@@ -230,6 +254,7 @@ VLLM_FAMILIES: tuple[MetricDef, ...] = (
         "tokens",
         N,
         TOKEN_COUNT_BUCKETS,
+        owner=B,
     ),
     _vllm(
         "vllm:iteration_tokens_total",

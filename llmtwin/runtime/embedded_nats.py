@@ -12,10 +12,8 @@ parent, so that no server outlives ``llmtwin up`` even when ``up`` is killed wit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +25,7 @@ from typing import Self
 
 from llmtwin.errors import ServiceFailure
 from llmtwin.runtime.nats_auth import write_private
-from llmtwin.runtime.processes import preexec
+from llmtwin.runtime.processes import preexec, stop_process
 
 
 def nats_server_binary() -> Path:
@@ -118,15 +116,7 @@ class EmbeddedNats:
         return self.start()
 
     def _terminate(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGCONT)  # a frozen server must see the SIGTERM
-            self.proc.terminate()
-            try:
-                self.proc.wait(5.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, wake=True)  # a frozen server must see the SIGTERM
 
     def stop(self) -> None:
         """Terminate the server (SIGKILL after 5 s) and remove its directory if we made it."""

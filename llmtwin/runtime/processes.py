@@ -161,6 +161,22 @@ class Supervisor:
         return killed
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float = 5.0, wake: bool = False) -> None:
+    """Terminate ``proc`` if it still runs: SIGTERM, up to ``grace_s`` to exit, then SIGKILL.
+    ``wake``: send SIGCONT first (a stopped process only sees the SIGTERM once it runs again)."""
+    if proc is None or proc.poll() is not None:
+        return
+    if wake:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGCONT)
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _signal_group(child: Child, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
         os.killpg(child.pid, sig)

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from llmtwin.errors import ConfigurationError, ServiceFailure, TwinError
-from llmtwin.runtime.processes import preexec
+from llmtwin.runtime.processes import preexec, stop_process
 
 INSTALL_HINT = (
     "install Prometheus: on Debian or Ubuntu `apt-get install -y --no-install-recommends prometheus` "
@@ -196,13 +196,7 @@ class EmbeddedPrometheus:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5.0)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def __enter__(self) -> Self:
         self.start()

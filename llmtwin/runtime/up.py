@@ -27,12 +27,13 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from llmtwin.errors import ServiceFailure
+from llmtwin.errors import ServiceFailure, TwinError
+from llmtwin.runtime.observing import Observatory, ObserveOptions, write_endpoints
 from llmtwin.runtime.private_bus import PrivateBus, TlsFiles
 from llmtwin.runtime.processes import Child, Supervisor
 from llmtwin.runtime.progress_line import ProgressLine
@@ -97,6 +98,10 @@ class Launcher:
         env: Mapping[str, str] | None = None,
         max_restarts: int = 3,
         server_timeout_s: float = 300.0,
+        metrics: str = "",
+        observe: ObserveOptions | None = None,
+        endpoints: Path | None = None,
+        after: Callable[[list[RunOutcome]], None] | None = None,
     ) -> None:
         self.layout = list(layout)
         self.cpus = cpus
@@ -112,6 +117,14 @@ class Launcher:
         self.max_restarts = max_restarts
         """Restarts per service process (and of nats-server) before giving up."""
         self.server_timeout_s = server_timeout_s
+        self.metrics = metrics
+        """Fleet metrics naming of the runs (``--metrics``; empty: the services' default)."""
+        self.observe = observe
+        self.observatory: Observatory | None = None
+        self.endpoints = endpoints
+        """Where to write endpoints.json (None: nowhere)."""
+        self.after = after
+        """Called with the outcomes once the runs are done, services still up (write results)."""
         self.supervisor: Supervisor | None = None
         self.bus: PrivateBus | None = None
         self.server_restarts = 0
@@ -125,6 +138,8 @@ class Launcher:
         # SIGTERM outside the event loop (starting the server, spawning) must clean up too.
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         self.supervisor = Supervisor(self.log_dir or tmp / "logs", cpus=self.cpus)
+        if self.observe is not None:
+            self.observatory = Observatory(self.observe, [p.name for p in self.layout])
         try:
             self.bus = PrivateBus(tmp, {p.name: p.role for p in self.layout}, tls=self.tls, cpus=self.cpus)
             self.bus.start()
@@ -134,6 +149,8 @@ class Launcher:
             with _signals_ignored():
                 grace = min(self.grace_s, 2.0) if self.server_stuck else self.grace_s
                 killed = self.supervisor.stop_all(grace)
+                if self.observatory is not None:
+                    self.observatory.stop()
                 if self.bus is not None:
                     self.bus.server.stop()
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -150,11 +167,19 @@ class Launcher:
             loop.add_signal_handler(sig, quit_.set)
         try:
             url = private.server.url
+            ports = self.observatory.ports if self.observatory is not None else {}
             for proc in self.layout:
                 argv = [sys.executable, "-m", "services", proc.role, "--nats", url, "--name", proc.name]
                 env = private.child_env(proc.name, {**os.environ, **self.env})
-                sup.spawn(proc.name, [*argv, "--http-port", "0", *proc.flags], env)
-            return await self._guarded(self._work(client, runs), sup, quit_)
+                port = str(ports.get(proc.name, 0))
+                sup.spawn(proc.name, [*argv, "--http-port", port, *proc.flags], env)
+            outcomes = await self._guarded(self._work(client, runs, url), sup, quit_)
+            linger = self.observe.linger_s if self.observe is not None else 0.0
+            if linger > 0:
+                self._say(f"llmtwin up: everything stays up for {linger:g} s (Ctrl-C ends it)")
+                with contextlib.suppress(KeyboardInterrupt):
+                    await self._guarded(asyncio.sleep(linger), sup, quit_)
+            return outcomes
         finally:
             self.server_stuck = client.server_silent_since is not None
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -163,28 +188,63 @@ class Launcher:
                 await asyncio.wait_for(client.close(), 5.0)
             await bus.close()
 
-    async def _work(self, client: RunClient, runs: Sequence[UpRun]) -> list[RunOutcome]:
+    async def _work(self, client: RunClient, runs: Sequence[UpRun], nats_url: str) -> list[RunOutcome]:
         await client.wait_for([p.name for p in self.layout], self.start_timeout_s)
+        ports = {h.service: h.http_port for h in client.hellos.values()}
         if not self.quiet:
-            ports = ", ".join(
-                f"{h.service}:{h.http_port}" for h in sorted(client.hellos.values(), key=lambda h: h.service)
-            )
-            self._say(f"services up (metrics ports {ports})")
+            listed = ", ".join(f"{name}:{port}" for name, port in sorted(ports.items()))
+            self._say(f"services up (metrics ports {listed})")
+        prometheus = await self._start_observing()
+        if self.endpoints is not None:
+            write_endpoints(self.endpoints, nats_url, ports, prometheus)
         outcomes = []
         for i, r in enumerate(runs):
             line = None if self.quiet else ProgressLine(self.stream, label=r.label, total=r.total_requests)
             try:
-                outcome = await client.run(RunRequest(run_id(r.label, i), r.spec, self.speed), line)
+                req = RunRequest(run_id(r.label, i), r.spec, self.speed, metrics=self.metrics)
+                outcome = await client.run(req, line)
             finally:
                 if line is not None:
                     line.close()
-            if outcome.stats.get("stopped"):
-                raise ServiceFailure(
-                    f"run {r.label} was stopped by {outcome.stopped_by or 'a controller'} at "
-                    f"t={outcome.end_s:.3f} s (virtual); its partial results are not written"
-                )
+            check_not_stopped(r.label, outcome)
             outcomes.append(outcome)
+        if self.after is not None:
+            await asyncio.to_thread(self.after, outcomes)
+        await self._draw()
         return outcomes
+
+    async def _start_observing(self) -> str:
+        """Start Prometheus (``--observe``); its URL, or "" (a failure is said, the run goes on)."""
+        obs = self.observatory
+        if obs is None:
+            return ""
+        self._say("llmtwin up: starting Prometheus (its first scrape takes about 5 s)")
+        try:
+            url = await asyncio.to_thread(obs.start)
+        except TwinError as exc:
+            self._say(f"llmtwin up: no Prometheus, the run goes on without it: {exc.args[0]}")
+            self.observatory = None
+            return ""
+        self._say(
+            f"llmtwin up: Prometheus at {url} scraping every service (its data in {obs.opts.out / 'prometheus'})"
+        )
+        return url
+
+    async def _draw(self) -> None:
+        """The dashboards as pictures, once Prometheus has the final values (never fatal)."""
+        obs = self.observatory
+        if obs is None or not obs.opts.render:
+            return
+        try:
+            await asyncio.to_thread(obs.settle)
+            empty = await asyncio.to_thread(obs.render)
+        except Exception as exc:
+            why = exc.args[0] if isinstance(exc, TwinError) and exc.args else exc
+            self._say(f"llmtwin up: dashboards not drawn: {why}")
+            return
+        self._say(f"llmtwin up: dashboards drawn in {obs.opts.out / 'dashboards'}/")
+        if empty:
+            self._say(f"llmtwin up: panels without data: {', '.join(empty)}")
 
     async def _guarded(self, work: Awaitable[T], sup: Supervisor, quit_: asyncio.Event) -> T:
         """``work``'s result, unless a signal (KeyboardInterrupt) or a failure it cannot recover
@@ -241,6 +301,15 @@ class Launcher:
     def _say(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def check_not_stopped(label: str, outcome: RunOutcome) -> None:
+    """ServiceFailure if someone stopped the run (its results are partial: never written)."""
+    if outcome.stats.get("stopped"):
+        raise ServiceFailure(
+            f"run {label} was stopped by {outcome.stopped_by or 'a controller'} at "
+            f"t={outcome.end_s:.3f} s (virtual); its partial results are not written"
+        )
 
 
 def _how(code: int) -> str:

@@ -39,6 +39,9 @@ COMMANDS: dict[str, Command] = {
     "preserve": Command(
         "preserve", "one decode step: vanilla vs fused GEMM+allreduce vs PRESERVE L2 prefetching"
     ),
+    "run": Command(
+        "run", "drive one run on services already attached to a NATS server (compose, `llmtwin service`)"
+    ),
     "service": Command(
         "service",
         "run one twin service (conductor, generator, balancer, device, planner) against a NATS server",

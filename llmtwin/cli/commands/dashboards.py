@@ -21,8 +21,7 @@ from llmtwin.cli.commands import COMMANDS
 from llmtwin.errors import ConfigurationError
 from llmtwin.observe.dashboards import DASHBOARDS
 from llmtwin.observe.grafana import check_generated, write_generated
-from llmtwin.observe.promql import GRAFANA_DEFAULTS, substitute
-from llmtwin.observe.render import Series, render_dashboard
+from llmtwin.observe.snapshot import render_all
 from llmtwin.runtime.prometheusd import PrometheusApi
 
 
@@ -89,22 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _render(api: PrometheusApi, out: Path, last_s: float, require_data: bool) -> int:
     end = time.time()
-    start = end - last_s
-    step = max(1.0, last_s / 300.0)
-    variables = {**GRAFANA_DEFAULTS, "$__rate_interval": f"{max(4 * step, 20.0):g}s"}
-
-    def fetch(expr: str) -> list[Series]:
-        result = api.query_range(substitute(expr, variables), start, end, step)
-        return [
-            Series(dict(r["metric"]), tuple((float(t), float(v)) for t, v in r["values"])) for r in result
-        ]
-
-    empty = []
+    empty = render_all(api, out, end - last_s, end)
     for d in DASHBOARDS:
-        path = out / f"{d.uid}.png"
-        counts = render_dashboard(d, fetch, path, start)
-        empty += [f"{d.uid} / {title}" for title, n in counts.items() if n == 0]
-        print(f"wrote {path}", file=sys.stderr)
+        print(f"wrote {out / d.uid}.png", file=sys.stderr)
     if empty:
         print(f"panels without data: {', '.join(empty)}", file=sys.stderr)
     return 1 if empty and require_data else 0

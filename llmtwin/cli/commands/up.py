@@ -22,9 +22,11 @@ from llmtwin.cli.commands.compare import name_list
 from llmtwin.cli.commands.simulate import add_run_args
 from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
+from llmtwin.observe.families import METRICS_MODES
 from llmtwin.report.outputs import RunOutput, describe_written, write_compare, write_run
 from llmtwin.report.summary import summarize
 from llmtwin.report.tables import compare_table, summary_table
+from llmtwin.runtime.observing import ObserveOptions
 from llmtwin.runtime.private_bus import TlsFiles
 from llmtwin.runtime.processes import parse_cpus
 from llmtwin.runtime.run_size import MAX_PROCESSES, check_files, check_run_size, looks_like_path
@@ -33,7 +35,7 @@ from llmtwin.scenario.dump import dump_scenario, scenario_toml
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.overrides import parse_override
 from llmtwin.scenario.spec import Scenario
-from proto.control import RunSpec
+from proto.control import RunOutcome, RunSpec
 from services.cluster import ClusterFactory
 from services.config import ConductorConfig, from_sources
 
@@ -64,10 +66,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--policies", metavar="A,B,C",
         help="run each policy in turn on the same services and compare them (first = baseline)",
     )  # fmt: skip
-    p.add_argument(
-        "--speed", default="max",
-        help="virtual seconds per wall second: 1 = real time, 10, or max (default) as fast as possible",
-    )  # fmt: skip
+    add_speed_arg(p)
     p.add_argument(
         "--device-processes", type=int, default=1, help="device service processes (instances sharded)"
     )
@@ -80,6 +79,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--max-restarts", type=int, default=3, metavar="N",
         help="start a service (or nats-server) that dies again up to N times; the results do not change",
+    )  # fmt: skip
+    add_metrics_arg(p)
+    obs = p.add_argument_group("watching the run (docs/observability.md)")
+    obs.add_argument(
+        "--observe", action="store_true",
+        help="also start Prometheus (the system's `prometheus`) scraping every service, print its URL, "
+        "keep its data in OUT/prometheus and draw every dashboard to OUT/dashboards/*.png at the end "
+        "(OUT defaults to out/SCENARIO)",
+    )  # fmt: skip
+    obs.add_argument(
+        "--linger", type=float, default=0.0, metavar="SECONDS",
+        help="with --observe: keep the services and Prometheus up this long after the run (default: 0)",
+    )  # fmt: skip
+    obs.add_argument(
+        "--prometheus-port", type=int, default=0, metavar="PORT",
+        help="with --observe: Prometheus's port on 127.0.0.1 (default: 0, a free one)",
     )  # fmt: skip
     tls = p.add_argument_group("TLS (optional; the server stays on loopback)")
     tls.add_argument("--tls-cert", metavar="PEM", help="the server's certificate")
@@ -100,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     if args.policy and args.policies:
         raise ConfigurationError("give --policy or --policies, not both")
     tls = _tls(args)
+    observe = _observe(args)
+    if observe is not None:
+        args.out = observe.out
     check_out(args.out)
     log_dir = args.logs or (args.out / "logs" if args.out is not None else None)
     policies: list[str | None] = (
@@ -109,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     scenarios = [load_scenario(args.scenario, args.overrides, p) for p in policies]
     specs = [RunSpec("cluster", args.scenario, tuple(args.overrides), p) for p in policies]
     services = from_sources(ConductorConfig, "conductor", {}, os.environ)  # what the services accept
-    dirs = _named_dirs(args.scenario, args.overrides)
+    dirs = named_dirs(args.scenario, args.overrides)
     limits = services.run_limits()
     for s in scenarios:
         check_run_size(s, limits)
@@ -124,6 +142,14 @@ def run(args: argparse.Namespace) -> int:
     ]
     if not args.quiet:
         print(_headline(scenarios[0], [s.policy.name for s in scenarios]), file=sys.stderr)
+    outs: list[RunOutput] = []
+
+    def write(outcomes: list[RunOutcome]) -> None:
+        """The results, written while the services are still up (before pictures and lingering)."""
+        outs.extend(report_outcomes(args, factory, scenarios, specs, outcomes))
+        if log_dir is not None and args.out is not None:
+            print(f"service logs in {log_dir}/", file=sys.stderr)
+
     launcher = Launcher(
         layout,
         speed=speed,
@@ -135,8 +161,38 @@ def run(args: argparse.Namespace) -> int:
         env={"TWIN_SCENARIO_DIRS": os.pathsep.join(dirs)} if dirs else {},
         max_restarts=args.max_restarts,
         server_timeout_s=services.window_timeout_s,
+        metrics=args.metrics,
+        observe=observe,
+        endpoints=args.out / "endpoints.json" if args.out is not None else None,
+        after=write,
     )
-    outcomes = launcher.run(runs)
+    launcher.run(runs)
+    return 0
+
+
+def add_speed_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--speed", default="max",
+        help="virtual seconds per wall second: 1 = real time, 10, or max (default) as fast as possible",
+    )  # fmt: skip
+
+
+def add_metrics_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics", choices=METRICS_MODES, default="",
+        help="fleet metrics naming: vllm+twin (vLLM's names: vLLM dashboards show the twin) or twin "
+        "(the same families named twin_*, beside a real vLLM fleet) (default: the services' own, vllm+twin)",
+    )  # fmt: skip
+
+
+def report_outcomes(
+    args: argparse.Namespace,
+    factory: ClusterFactory,
+    scenarios: Sequence[Scenario],
+    specs: Sequence[RunSpec],
+    outcomes: Sequence[RunOutcome],
+) -> list[RunOutput]:
+    """The runs' results as ``simulate`` (one) or ``compare`` (several) prints and writes them."""
     outs = []
     for scenario, spec, outcome in zip(scenarios, specs, outcomes, strict=True):
         result = factory.result(spec, outcome)
@@ -146,18 +202,28 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     if len(outs) == 1:
-        print(summary_table(outs[0].summary))
+        print(summary_table(outs[0].summary), flush=True)
     else:
-        print(compare_table([o.summary for o in outs]))
+        print(compare_table([o.summary for o in outs]), flush=True)
     if args.out is not None:
         if len(outs) == 1:
             files = write_run(args.out, outs[0], plots=not args.no_plots)
         else:
             files = write_compare(args.out, outs, plots=not args.no_plots)
         print(describe_written(args.out, files), file=sys.stderr)
-        if log_dir is not None:
-            print(f"service logs in {log_dir}/", file=sys.stderr)
-    return 0
+    return outs
+
+
+def _observe(args: argparse.Namespace) -> ObserveOptions | None:
+    """``--observe``'s options, checked (no prometheus binary, a busy port: one line)."""
+    if not args.observe:
+        if args.linger or args.prometheus_port:
+            raise ConfigurationError("--linger and --prometheus-port go with --observe")
+        return None
+    out = args.out if args.out is not None else Path("out") / Path(args.scenario).stem
+    opts = ObserveOptions(out, linger_s=args.linger, prometheus_port=args.prometheus_port)
+    opts.check()
+    return opts
 
 
 def _tls(args: argparse.Namespace) -> TlsFiles | None:
@@ -172,7 +238,7 @@ def _tls(args: argparse.Namespace) -> TlsFiles | None:
     return TlsFiles(*(str(Path(p).resolve()) for p in given))
 
 
-def _named_dirs(scenario: str, overrides: Sequence[str]) -> list[str]:
+def named_dirs(scenario: str, overrides: Sequence[str]) -> list[str]:
     """The folders of the files this command line names (the scenario, path-valued overrides):
     the only ones ``up``'s services may read files from."""
     named = [scenario] if looks_like_path(scenario) else []

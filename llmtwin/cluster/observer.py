@@ -1,0 +1,439 @@
+"""What one instance did up to a window's time, read from its engine without changing it.
+
+A device service builds one :class:`InstanceObserver` per instance it leads and, at the end of a
+window (time ``T``), calls :meth:`InstanceObserver.observe`: the instance's
+:class:`~llmtwin.observe.observations.InstanceWindow` (gauges at ``T``, counts since the last
+call) and its :class:`~llmtwin.observe.observations.TokenPieces` (every token it produced since,
+with its time, for the balancer's request tracker).
+
+Which iterations are final: every iteration that *starts before* ``T``. No message stamped
+before the window's time can arrive any more (the window protocol's causality), and a message
+takes effect at the first iteration boundary at or after its time, so whatever the engine
+logged for iterations starting before ``T``, committed in a step or computed ahead in its
+projection, is what the run will keep (a restore re-logs them identically). Iterations are
+numbered by the engine (``it``), so each is read exactly once however the log was cut into
+segments. Entries without an iteration number (preemptions) are read once committed.
+
+The observer only reads: the engine, its log (never drained in a service: ``run_scenario``,
+which drains, does not use observers), the agent's KV moves, and the messages its host hands
+the instance and takes from it (:meth:`received`, :meth:`sent`), which say when a request
+arrives fresh (its first token comes here), arrives from elsewhere (the gap before its next
+token spans two instances) or leaves. It never runs in ``llmtwin simulate``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from llmtwin.arrays import FloatArray, IntArray
+from llmtwin.cluster.components import Instance
+from llmtwin.cluster.messages import Dispatch, Done, Handover, KVTransfer, Preempted
+from llmtwin.observe.observations import InstanceWindow, PieceKind, TokenPieces
+from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.op_time import op_time
+
+PlanStats = Mapping[BatchShape, tuple[float, float]]
+"""PRESERVE plans a device used, by step shape: (bytes read from L2 per step, largest one op's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Segments:
+    """The log's segments from a position on, as arrays, clipped to the iterations observed."""
+
+    it: IntArray
+    """First iteration of each segment."""
+    lo: IntArray
+    """First observed iteration of each segment."""
+    n: IntArray
+    """Observed iterations of each segment (0: none)."""
+    anchor_it: IntArray
+    anchor_t: FloatArray
+    dt: FloatArray
+    decode: IntArray
+    pseqs: IntArray
+    ptokens: IntArray
+    role: list[str]
+
+    def ends(self, its: IntArray) -> FloatArray:
+        """End time of each iteration (the engine's and the assembler's expression, so the
+        floats are the same as in the results)."""
+        s = np.searchsorted(self.it, its, side="right") - 1
+        m = (its - self.anchor_it[s]).astype(np.float64)
+        out: FloatArray = self.anchor_t[s] + (m + 1.0) * self.dt[s]
+        return out
+
+
+def starts_before(t: float, lo: int, hi: int, anchor_it: int, anchor_t: float, dt: float) -> int:
+    """How many of iterations ``lo .. hi-1`` (of one segment) start before ``t``."""
+    n = hi - lo
+    if n <= 0 or anchor_t + (lo - anchor_it) * dt >= t:
+        return 0
+    if math.isinf(t):
+        return n
+    c = min(n, max(1, math.ceil((t - anchor_t) / dt) + anchor_it - lo)) if dt > 0 else n
+    while c > 1 and anchor_t + (lo + c - 1 - anchor_it) * dt >= t:
+        c -= 1
+    while c < n and anchor_t + (lo + c - anchor_it) * dt < t:
+        c += 1
+    return c
+
+
+class InstanceObserver:
+    """Reads one instance's progress window by window (see the module docstring)."""
+
+    def __init__(self, inst: Instance, plans: PlanStats | None = None) -> None:
+        self.inst = inst
+        eng = inst.engine
+        self.step = eng.cost.step
+        self.plans = plans
+        self.block_bytes = eng.B * inst.agent.ctx.kv_bytes_per_token / inst.devices
+        self.kv_capacity = eng.capacity * self.block_bytes
+        self.weights = self.step.weight_bytes_per_device()
+        self.j = 0
+        """Next iteration to observe."""
+        self.h = 0.0
+        """Horizon of the last record: idle time is counted up to it."""
+        self.pos = [0] * 6
+        """Committed log entries already read, per group (see ``engine_log.py``)."""
+        self.moved = 0
+        self.kv = (0, 0)
+        self.roles_seen = 1
+        """Role entries counted (the first is the initial role, no switch)."""
+        self.in_flight = (-math.inf, 0)
+        """(end, sequences) of the last iteration observed."""
+        self.preserve_l2 = 0.0
+        self.allreduce_share = 0.0
+        """Over the iterations of the latest record that had any."""
+        self.handovers = 0
+        self.marks: dict[int, list[tuple[float, PieceKind]]] = {}
+        """Per request: when it arrived here and how (fresh: FIRST; from elsewhere: HOP)."""
+        self.prev: dict[int, float] = {}
+        """Per request still here: its latest token's time."""
+        self.next_kind: dict[int, PieceKind] = {}
+        """Per request that arrived but has produced nothing here since: its next piece's kind."""
+        self.fresh: set[int] = set()
+        """New requests whose first prefill iteration has not been seen yet."""
+        self.gone: set[int] = set()
+        self._allreduce: dict[int, float] = {}
+        self._unplanned: dict[BatchShape, float] = {}
+        self._shapes: dict[float, BatchShape] = {}
+
+    # -- what the host hands the instance, and what it sends ---------------------------------------
+    def received(self, now: float, bodies: Iterable[Any]) -> None:
+        """Messages the instance handles at ``now``: requests arriving."""
+        for b in bodies:
+            if isinstance(b, Dispatch):
+                fresh = b.generated_tokens == 0
+                self._mark(b.rid, now, PieceKind.FIRST if fresh else PieceKind.HOP)
+                if fresh:
+                    self.fresh.add(b.rid)
+            elif isinstance(b, KVTransfer):
+                self._mark(b.rid, now, PieceKind.HOP)
+            elif isinstance(b, Handover):
+                for rid in b.rids:
+                    self._mark(rid, now, PieceKind.HOP)
+
+    def sent(self, bodies: Iterable[Any]) -> None:
+        """Messages the instance sent: requests handed over, finished or given up."""
+        for b in bodies:
+            if isinstance(b, Handover):
+                self.handovers += len(b.rids)
+                self.gone.update(b.rids)
+            elif isinstance(b, KVTransfer):
+                self.handovers += 1
+                self.gone.add(b.rid)
+            elif isinstance(b, Done | Preempted):
+                self.gone.add(b.rid)
+
+    def _mark(self, rid: int, now: float, kind: PieceKind) -> None:
+        self.marks.setdefault(rid, []).append((now, kind))
+
+    # -- one record ---------------------------------------------------------------------------------
+    def observe(self, t: float, final: bool = False) -> tuple[InstanceWindow, TokenPieces]:
+        """The record at window time ``t`` (``final``: the run ended at ``t`` and the instance has
+        finished, so its whole log is committed)."""
+        inst, eng, log = self.inst, self.inst.engine, self.inst.engine.log
+        if log.segments != len(log.seg_k):
+            raise AssertionError("an observer reads an undrained log (services only)")
+        seen = inst.committed()
+        if final or seen is None:
+            waiting, held = len(eng.waiting), len(eng.held)
+            mark: tuple[int, ...] = (len(log.seg_k), len(log.range_rid), len(log.kv_t), len(log.role_t),
+                    len(log.preempted_rids), len(log.chunk_rid))  # fmt: skip
+        else:
+            waiting, held, mark = seen
+        j0 = self.j
+        seg = self._segments(math.inf if final else t)
+        busy: dict[str, float] = {}
+        idle_minus: dict[float, float] = {}
+        allreduce = saved = prefetched = 0.0
+        batch: list[tuple[float, int]] = []
+        tokens: list[tuple[float, int]] = []
+        for s in np.flatnonzero(seg.n).tolist():
+            n, dt, role = int(seg.n[s]), float(seg.dt[s]), seg.role[s]
+            busy[role] = busy.get(role, 0.0) + n * dt
+            start = float(seg.anchor_t[s] + (seg.lo[s] - seg.anchor_it[s]) * dt)
+            idle_minus[start] = idle_minus.get(start, 0.0) + n * dt
+            b = int(seg.decode[s] + seg.pseqs[s])
+            m = int(seg.decode[s] + seg.ptokens[s])
+            batch.append((float(b), n))
+            tokens.append((float(m), n))
+            allreduce += n * self._allreduce_s(m)
+            if seg.pseqs[s] == 0:
+                more = self._preserve(int(seg.decode[s]), dt)
+                if more is not None:
+                    saved, prefetched = saved + n * more[0], prefetched + n * more[1]
+            last = int(seg.lo[s] + n - 1)
+            self.j = last + 1
+            self.in_flight = (float(seg.ends(np.array([last]))[0]), b)
+        end, in_flight = self.in_flight
+        horizon = max(t, end, self.h)
+        pieces = self._pieces(j0, seg, final)
+        kv, role, switches, idle = self._kv_roles(t, horizon, mark, idle_minus)
+        preempted = mark[4] - self.pos[4]
+        moved = float(sum(inst.agent.moved_bytes[self.moved :]))
+        self.moved = len(inst.agent.moved_bytes)
+        self._consume(mark, t)
+        self.h = horizon
+        running = in_flight if end >= t else 0  # the batch running up to t (t may end it)
+        total_busy = sum(busy.values())
+        if total_busy > 0:
+            self.allreduce_share = allreduce / total_busy
+        kv_primary, kv_redundant = kv[0] * self.block_bytes, kv[1] * self.block_bytes
+        window = InstanceWindow(
+            engine=inst.id,
+            at_s=t,
+            role=role if running else "idle",
+            running=running,
+            waiting=waiting + held,
+            kv_primary_bytes=kv_primary,
+            kv_redundant_bytes=kv_redundant,
+            kv_capacity_bytes=self.kv_capacity,
+            hbm_used_bytes=self.weights + kv_primary + kv_redundant,
+            hbm_capacity_bytes=self.step.hw.hbm_capacity,
+            l2_capacity_bytes=self.step.hw.l2_capacity,
+            preserve_l2_bytes=self.preserve_l2,
+            allreduce_share=self.allreduce_share,
+            iterations=self.j - j0,
+            generation_tokens=len(pieces.times_s),
+            preemptions=preempted,
+            iteration_tokens=tuple(tokens),
+            batch_sequences=tuple(batch),
+            busy_s=busy,
+            idle_s=idle,
+            role_switches=switches,
+            kv_moved_bytes=moved,
+            handovers=self.handovers,
+            allreduce_s=allreduce,
+            preserve_prefetched_bytes=prefetched,
+            preserve_saved_s=saved,
+            counted_to_s=horizon,
+        )
+        self.handovers = 0
+        return window, pieces
+
+    def _consume(self, mark: tuple[int, ...], t: float) -> None:
+        """Move past the committed entries this record has read for good. Not simply to the mark:
+        an iteration starting exactly at ``t`` may be committed by a step at ``t`` and is read
+        by a later record (``starts before t`` is the rule), so entries about it stay."""
+        log, pos = self.inst.engine.log, self.pos
+        j = self.j
+
+        def upto(group: int, done: Callable[[int], bool]) -> int:
+            k = pos[group]
+            while k < mark[group] and done(k):
+                k += 1
+            return k
+
+        pos[0] = upto(0, lambda k: log.seg_it[k] + log.seg_k[k] <= j)
+        pos[1] = upto(1, lambda k: log.range_last[k] < j)
+        pos[2] = upto(2, lambda k: log.kv_t[k] <= t)
+        pos[4] = mark[4]
+        pos[5] = upto(5, lambda k: log.chunk_it[k] < j)
+
+    def _segments(self, t: float) -> _Segments:
+        """The segments from the first unread committed one on (projected ones included), each
+        clipped to the iterations from :attr:`j` on that start before ``t``."""
+        log, a = self.inst.engine.log, self.pos[0]
+        anchor_it = np.asarray(log.seg_anchor_it[a:], dtype=np.int64)
+        anchor_t = np.asarray(log.seg_anchor_t[a:], dtype=np.float64)
+        dt = np.asarray(log.seg_dt[a:], dtype=np.float64)
+        first = np.asarray(log.seg_it[a:], dtype=np.int64)
+        k = np.asarray(log.seg_k[a:], dtype=np.int64)
+        lo = np.maximum(first, self.j)
+        n = np.zeros(first.size, dtype=np.int64)
+        for s in range(first.size):
+            hi = int(first[s] + k[s])
+            if lo[s] < hi:
+                c = starts_before(t, int(lo[s]), hi, int(anchor_it[s]), float(anchor_t[s]), float(dt[s]))
+                n[s] = c
+                if c < hi - lo[s]:
+                    break  # later segments start later still
+        return _Segments(
+            first, lo, n, anchor_it, anchor_t, dt,
+            np.asarray(log.seg_decode[a:], dtype=np.int64), np.asarray(log.seg_prefill_seqs[a:], dtype=np.int64),
+            np.asarray(log.seg_prefill_tokens[a:], dtype=np.int64), log.seg_role[a:],
+        )  # fmt: skip
+
+    # -- tokens ---------------------------------------------------------------------------------------
+    def _pieces(self, j0: int, seg: _Segments, final: bool) -> TokenPieces:
+        """The tokens of iterations ``j0 .. self.j - 1``, per request, split where it arrived."""
+        eng, log = self.inst.engine, self.inst.engine.log
+        b = self.pos[1]
+        rid = list(log.range_rid[b:])
+        first = list(log.range_first[b:])
+        last = list(log.range_last[b:])
+        for run in eng.running.values():  # still running: its tokens so far
+            if eng.it - 1 >= run.start_it:
+                rid.append(run.rid)
+                first.append(run.start_it)
+                last.append(eng.it - 1)
+        lo = np.maximum(np.asarray(first, dtype=np.int64), j0)
+        hi = np.minimum(np.asarray(last, dtype=np.int64), self.j - 1)
+        keep = np.flatnonzero(lo <= hi)
+        order = keep[np.lexsort((lo[keep], np.asarray(rid, dtype=np.int64)[keep]))]
+        out = _PieceBuilder()
+        by_rid: dict[int, list[int]] = {}
+        for p in order.tolist():
+            by_rid.setdefault(rid[p], []).append(p)
+        for r in sorted(set(by_rid) | set(self.marks)):
+            marks = self.marks.pop(r, [])
+            for p in by_rid.get(r, []):
+                its = np.arange(lo[p], hi[p] + 1, dtype=np.int64)
+                times = seg.ends(its)
+                k = 0
+                while k < its.size:
+                    while marks and marks[0][0] < times[k]:  # it arrived (again) before this token
+                        self._restart(r, marks.pop(0)[1])
+                    stop = int(np.searchsorted(times, marks[0][0], side="right")) if marks else its.size
+                    prev = self.prev.get(r)
+                    kind = PieceKind.CONT if prev is not None else self.next_kind.pop(r, PieceKind.HOP)
+                    out.add(r, int(its[k]), times[k:stop], kind, prev)
+                    self.prev[r] = float(times[stop - 1])
+                    k = stop
+            for _, kind in marks:  # arrived after its last token here
+                self._restart(r, kind)
+        for r in self.gone:  # left (or finished): a later piece here, if any, follows a hop
+            self.prev.pop(r, None)
+            self.next_kind.pop(r, None)
+        self.gone.clear()
+        self._scheduled(j0, seg, out)
+        return out.build(self.inst.id, j0, self.j, final)
+
+    def _restart(self, rid: int, kind: PieceKind) -> None:
+        """The request arrived here: its next piece does not follow a token of this instance."""
+        self.prev.pop(rid, None)
+        self.next_kind[rid] = kind
+
+    def _scheduled(self, j0: int, seg: _Segments, out: _PieceBuilder) -> None:
+        """First prefill iterations of new requests in the observed iterations."""
+        log, c = self.inst.engine.log, self.pos[5]
+        for rid, it in zip(log.chunk_rid[c:], log.chunk_it[c:], strict=True):
+            if j0 <= it < self.j and rid in self.fresh:
+                self.fresh.discard(rid)
+                s = int(np.searchsorted(seg.it, it, side="right") - 1)
+                out.scheduled(rid, float(seg.anchor_t[s] + (it - seg.anchor_it[s]) * seg.dt[s]))
+
+    # -- memory and roles -------------------------------------------------------------------------------
+    def _kv_roles(
+        self, t: float, horizon: float, mark: tuple[int, ...], busy_from: dict[float, float]
+    ) -> tuple[tuple[int, int], str, int, dict[str, float]]:
+        """KV blocks in use at ``t``, the role held at ``t``, role switches since the last record,
+        and idle seconds by role held in ``[previous horizon, horizon)`` (``busy_from``: busy
+        seconds by the start of the iterations that were busy)."""
+        log = self.inst.engine.log
+        c = self.pos[2]
+        upto = c + int(
+            np.searchsorted(np.asarray(log.kv_t[c:], dtype=np.float64), t, side="right")
+        )  # all seen
+        if upto > c:
+            self.kv = (log.kv_primary[upto - 1], log.kv_redundant[upto - 1])
+        role_t = log.role_t
+        n = bisect.bisect_left(role_t, horizon)
+        switches = max(0, n - self.roles_seen)
+        self.roles_seen = max(self.roles_seen, n)
+        role = log.roles[max(0, bisect.bisect_right(role_t, t) - 1)] if log.roles else ""
+        idle: dict[str, float] = {}
+        for p in range(max(0, bisect.bisect_right(role_t, self.h) - 1), n):
+            start, stop = role_t[p], role_t[p + 1] if p + 1 < n else math.inf
+            held = max(0.0, min(stop, horizon) - max(start, self.h))
+            busy = sum(b for at, b in busy_from.items() if start <= at < stop)
+            # held and busy are sums of the same spans: equal ones can differ by a rounding error
+            # (-1e-15), and a counter that decreases reads as a reset in Prometheus.
+            idle[log.roles[p]] = idle.get(log.roles[p], 0.0) + max(0.0, held - busy)
+        return self.kv, role, switches, idle
+
+    # -- step-time breakdowns (cached per shape) ----------------------------------------------------
+    def _allreduce_s(self, tokens: int) -> float:
+        """Seconds of tensor-parallel allreduce in one iteration of ``tokens`` tokens (their size
+        depends on the tokens only)."""
+        got = self._allreduce.get(tokens)
+        if got is None:
+            step = self.step
+            shape = BatchShape(decode_seqs=tokens, decode_context_tokens=tokens)
+            got = 0.0
+            for op in step.ops_one_layer(shape):
+                if "allreduce" in op.name:
+                    dt = op_time(step.hw, op, step.prec, step.tp)
+                    got += dt * (step.model.layers if op.layer == 0 else 1)
+            self._allreduce[tokens] = got
+        return got
+
+    def _preserve(self, seqs: int, dt: float) -> tuple[float, float] | None:
+        """(seconds saved, bytes prefetched) by PRESERVE in one decode iteration that took ``dt``;
+        None without a plan for it."""
+        if not self.plans:
+            return None
+        shape = self._shapes.get(dt)
+        if shape is None:
+            cost = self.inst.engine.cost
+            for (n, lo), step_t in cost.decode_times().items():
+                self._shapes[step_t] = BatchShape(decode_seqs=n, decode_context_tokens=cost.buckets.rep(lo))
+            shape = self._shapes.get(dt)
+        stats = self.plans.get(shape) if shape is not None and shape.decode_seqs == seqs else None
+        if shape is None or stats is None:
+            return None
+        self.preserve_l2 = stats[1]
+        unplanned = self._unplanned.get(shape)
+        if unplanned is None:
+            unplanned = self._unplanned[shape] = self.step.time(shape)
+        return max(0.0, unplanned - dt), stats[0]
+
+
+class _PieceBuilder:
+    """Collects pieces and scheduled times into the lists of a :class:`TokenPieces`."""
+
+    def __init__(self) -> None:
+        self.rid: list[int] = []
+        self.first_it: list[int] = []
+        self.count: list[int] = []
+        self.kind: list[int] = []
+        self.prev_s: list[float] = []
+        self.times: list[FloatArray] = []
+        self.sched_rid: list[int] = []
+        self.sched_s: list[float] = []
+
+    def add(self, rid: int, first_it: int, times: FloatArray, kind: PieceKind, prev: float | None) -> None:
+        self.rid.append(rid)
+        self.first_it.append(first_it)
+        self.count.append(int(times.size))
+        self.kind.append(int(kind))
+        self.prev_s.append(math.nan if prev is None else prev)
+        self.times.append(times)
+
+    def scheduled(self, rid: int, start_s: float) -> None:
+        self.sched_rid.append(rid)
+        self.sched_s.append(start_s)
+
+    def build(self, engine: str, from_it: int, to_it: int, final: bool) -> TokenPieces:
+        times = np.concatenate(self.times).tolist() if self.times else []
+        return TokenPieces(
+            engine, from_it, to_it, self.rid, self.first_it, self.count, self.kind, self.prev_s, times,
+            self.sched_rid, self.sched_s, final,
+        )  # fmt: skip
