@@ -30,11 +30,12 @@ from llmtwin.observe.observations import (
 from llmtwin.observe.run_info import run_info
 from llmtwin.report.writers import requests_csv
 from llmtwin.scenario.loader import load_scenario
+from llmtwin.scenario.overrides import fault_override
 from services.exposition import classic_text, samples_from_text
 from services.fleet_metrics import FleetMetrics
 from tests.observe_builders import ObservedRun, observed_run
 
-POLICIES = ["colocated", "disaggregated", "accellm"]
+POLICIES = ["colocated", "colocated-chunked", "disaggregated", "accellm"]
 
 
 def _scenario(policy: str, *overrides: str) -> Any:
@@ -107,6 +108,16 @@ def test_under_memory_pressure_the_totals_agree(policy: str) -> None:
     prefills (colocated), evicted and rebuilt replicas (AcceLLM)."""
     scenario = _scenario(policy, "model=llama-3-70b", "cluster.tp=2", "workload.requests=150")
     run = observed_run(scenario, every=5)
+    assert summary_mismatches(run.samples(), run.summary) == []
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_an_accelerator_failure_agrees_too(policy: str) -> None:
+    """An instance down from 0.5 s to 1.5 s of virtual time (issue 10's faults): the requests it
+    held are recomputed elsewhere or kept by the AcceLLM partner, and the totals still agree."""
+    fault = fault_override(["engine=1@0.5s,recover=1.5s"])
+    run = observed_run(_scenario(policy, fault, "workload.requests=80"), every=3)
+    assert run.result.faults.affected, "the failure must have hit requests in flight"
     assert summary_mismatches(run.samples(), run.summary) == []
 
 
