@@ -39,9 +39,9 @@ from llmtwin.runtime.up import cluster_layout
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.spec import Scenario
 from proto.control import RunOutcome, RunRequest, RunSpec
-from services.bus import NatsOptions, connect
 from services.client import RunClient
 from services.cluster import ClusterFactory
+from services.nats_bus import NatsOptions, connect
 
 
 def varz(monitor_url: str) -> dict[str, Any]:

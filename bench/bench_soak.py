@@ -34,9 +34,9 @@ from llmtwin.runtime.processes import Supervisor
 from llmtwin.runtime.up import CONDUCTOR, cluster_layout
 from llmtwin.scenario.loader import load_scenario
 from proto.control import Progress, RunRequest, RunSpec
-from services.bus import connect
 from services.client import RunClient
 from services.cluster import ClusterFactory
+from services.nats_bus import connect
 
 MEMORY_GROWTH_TARGET = 0.10
 LAG_P99_TARGET_S = 0.100

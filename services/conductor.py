@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 
 from llmtwin.errors import TwinError
 from llmtwin.observe.catalog import Owner
@@ -39,7 +38,6 @@ from proto.control import (
     Chunk,
     Collect,
     DoneBatch,
-    ExportBatch,
     Heartbeat,
     Hello,
     Ready,
@@ -55,14 +53,12 @@ from services.base import Rejected, Service
 from services.cluster import ClusterFactory
 from services.config import ConductorConfig
 from services.factory import code_digest
-from services.fleet_metrics import FleetMetrics
+from services.fleet_metrics import FleetExporters
 from services.metrics import ConductorMetrics
 from services.pacing import Pacer, SpeedMeter
+from services.run_results import KeptOutcomes, run_outcome, take_export
 from services.run_state import RunFailed, RunState
 from services.watchdog import Watchdog
-
-KEPT_OUTCOMES = 4
-"""Outcomes of ended runs kept to publish again on request (a controller that lost one)."""
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +68,8 @@ class Conductor(Service[ConductorConfig]):
 
     def setup(self) -> None:
         self.cmetrics = ConductorMetrics(self.registry)
-        self.fleet = FleetMetrics(self.registry, Owner.CONDUCTOR, self.cfg.metrics)
+        self.exporters = FleetExporters(self.registry)
+        self.fleet = self.exporters.get(Owner.CONDUCTOR, self.cfg.metrics)
         self.speed = SpeedMeter()
         self.active: RunState | None = None
         self.watch: Watchdog | None = None
@@ -80,8 +77,7 @@ class Conductor(Service[ConductorConfig]):
         self.task: asyncio.Task[None] | None = None
         self.seen: dict[str, float] = {}
         """Service -> monotonic time of its last hello or heartbeat."""
-        self.outcomes: OrderedDict[str, list[Chunk]] = OrderedDict()
-        """The last runs' outcomes, as published (chunks)."""
+        self.outcomes = KeptOutcomes()
         self.roles: dict[str, str] = {}
         """Service -> its role, from its hello."""
 
@@ -127,10 +123,7 @@ class Conductor(Service[ConductorConfig]):
             )
         except TwinError as exc:
             return Reply(False, str(exc))
-        mode = req.metrics or self.cfg.metrics
-        if mode != self.fleet.mode:
-            self.registry.unregister(self.fleet)
-            self.fleet = FleetMetrics(self.registry, Owner.CONDUCTOR, mode)
+        self.fleet = self.exporters.get(Owner.CONDUCTOR, req.metrics or self.cfg.metrics)
         if isinstance(factory, ClusterFactory):
             self.fleet.start_run(run_info(req.run, factory.scenario(req.spec)))
         self.speed = SpeedMeter()
@@ -256,23 +249,7 @@ class Conductor(Service[ConductorConfig]):
         state.handback.set()
 
     async def _on_export(self, state: RunState, chunk: Chunk) -> None:
-        if state.phase != "collecting" or chunk.stream not in state.ready_services - set(state.exports):
-            raise Rejected("stale", f"result chunk of {chunk.stream!r} while {state.phase}")
-        try:
-            data = state.chunks.add(chunk)
-        except TwinError as exc:
-            raise Rejected("flood", str(exc.args[0])) from None
-        if data is None:
-            return
-        batch = self.codec.decode(data, ExportBatch)
-        if batch.service != chunk.stream or batch.run != state.run:
-            raise Rejected("forged", f"results of {batch.service!r} in the chunks of {chunk.stream!r}")
-        if batch.error:
-            state.fail(batch.service, batch.error)
-            return
-        state.exports[batch.service] = batch
-        if state.hosting_services() <= set(state.exports):
-            state.all_exported.set()
+        take_export(state, chunk, self.codec)
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -330,9 +307,7 @@ class Conductor(Service[ConductorConfig]):
         self.active, self.watch = None, None  # ready for the next run before anyone hears this one ended
         await self.publish(subjects.config(), RunEnd(run, outcome.error))
         pieces = chunks.split(f"{self.name}-{run}", self.codec.encode(outcome), self.bus.max_payload)
-        self.outcomes[run] = pieces
-        while len(self.outcomes) > KEPT_OUTCOMES:
-            self.outcomes.popitem(last=False)
+        self.outcomes.keep(run, pieces)
         for chunk in pieces:
             await self.publish(subjects.outcome(run), chunk)
 
@@ -395,13 +370,7 @@ class Conductor(Service[ConductorConfig]):
                 missing[0], f"no results from {', '.join(missing)} after {timeout_s:g} s"
             ) from None
         state.check()
-        parts = {}
-        for cid in state.components:  # each component's export from its leader
-            batch = state.exports.get(state.hosts[cid][0] if state.hosts else state.leaders[cid])
-            if batch is None or cid not in batch.parts:
-                raise RunFailed("", f"no export for {cid}")
-            parts[cid] = batch.parts[cid]
-        return RunOutcome(state.run, state.now_s, parts, state.stats(), stopped_by=state.stopped_by)
+        return run_outcome(state)
 
     async def _progress(self, state: RunState, force: bool = False) -> None:
         wall = time.perf_counter()

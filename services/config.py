@@ -26,8 +26,8 @@ from llmtwin.observe.families import METRICS_MODES
 from llmtwin.runtime.run_size import MAX_INSTANCES, MAX_REQUESTS, RunLimits
 from proto.limits import RESULT_MAX_BYTES
 from proto.subjects import inbox_prefix, token
-from services.bus import NatsOptions
 from services.credentials import read_seed
+from services.nats_bus import NatsOptions
 from services.selection import Selector, for_role
 
 ROLES = ("conductor", "generator", "balancer", "device", "planner", "host")

@@ -316,3 +316,23 @@ class FleetMetrics:
             f.child(key)
             for value, count in values:
                 f.observe(key, value, count)
+
+
+class FleetExporters:
+    """A service's :class:`FleetMetrics`, one per owner, made on first use. A run may ask for
+    other names than the last one (``RunConfig.metrics``): that owner's families are then made
+    again under the new names, and the old ones leave the registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.by_owner: dict[Owner, FleetMetrics] = {}
+
+    def get(self, owner: Owner, mode: str) -> FleetMetrics:
+        """``owner``'s families, named as ``mode`` says."""
+        m = self.by_owner.get(owner)
+        if m is not None and m.mode != mode:
+            self.registry.unregister(m)
+            m = None
+        if m is None:
+            m = self.by_owner[owner] = FleetMetrics(self.registry, owner, mode)
+        return m

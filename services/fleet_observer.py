@@ -21,17 +21,22 @@ from typing import Any
 
 import numpy as np
 
-from llmtwin.cluster.components import Balancer, Instance
+from llmtwin.cluster.components import Balancer, Generator, Instance
 from llmtwin.cluster.cost import PlanProvider
 from llmtwin.cluster.messages import Arrival
 from llmtwin.cluster.observer import InstanceObserver
+from llmtwin.observe.catalog import Owner
 from llmtwin.observe.observations import ClusterWindow, RunInfo, TokenPieces
 from llmtwin.observe.request_tracker import RequestTracker
+from llmtwin.observe.run_info import run_info
 from llmtwin.physics.graph import BatchShape
 from llmtwin.scenario.spec import SLOSpec
 from llmtwin.sim.kernel import Component
 from llmtwin.workload.request import RequestSpec
-from services.fleet_metrics import FleetMetrics
+from proto.control import RunConfig
+from services.cluster import ClusterFactory
+from services.factory import Factory
+from services.fleet_metrics import FleetExporters, FleetMetrics
 
 
 class RecordingPlans:
@@ -177,3 +182,38 @@ class FleetObserver:
             )
         )
         self.arrived = 0
+
+
+def hosted_fleet_observer(
+    cfg: RunConfig,
+    factory: Factory,
+    built: Sequence[Component],
+    hosted: dict[str, Component],
+    followers: Iterable[str],
+    plans: RecordingPlans | None,
+    *,
+    exporters: FleetExporters,
+    mode: str,
+    interval_s: float,
+) -> FleetObserver | None:
+    """The fleet observer of a run of the twin's cluster whose host holds an instance or the
+    balancer (``built``: every component of the run, ``hosted``: the host's); None for any other
+    run. It feeds the host's exporters of the families it owns, named as ``mode`` says."""
+    if not isinstance(factory, ClusterFactory) or not any(
+        isinstance(c, Instance | Balancer) for c in hosted.values()
+    ):
+        return None
+    scenario = factory.scenario(cfg.spec)
+    gen = next(c for c in built if isinstance(c, Generator))
+    has = {type(c) for c in hosted.values()}
+    return FleetObserver(
+        run_info(cfg.run, scenario),
+        hosted,
+        followers,
+        gen.requests,
+        scenario.slo,
+        device=exporters.get(Owner.DEVICE, mode) if Instance in has else None,
+        balancer=exporters.get(Owner.BALANCER, mode) if Balancer in has else None,
+        interval_s=interval_s,
+        plans=plans,
+    )

@@ -28,14 +28,10 @@ import asyncio
 import logging
 import time
 import zlib
-from dataclasses import dataclass, field
 from typing import Any
 
-from llmtwin.cluster.components import Balancer, Generator, Instance
 from llmtwin.errors import ProtocolError, TwinError
-from llmtwin.observe.catalog import Owner
 from llmtwin.observe.observations import TokenPieces, split_pieces
-from llmtwin.observe.run_info import run_info
 from llmtwin.sim.kernel import Component, Envelope
 from llmtwin.sim.local import LocalRunner
 from llmtwin.sim.mailbox import Mailbox
@@ -55,51 +51,15 @@ from proto.control import (
 )
 from proto.subjects import ANY
 from services.base import Rejected, Service
-from services.bus import Subscription
-from services.cluster import ClusterFactory
 from services.config import HostConfig
-from services.factory import Factory, code_digest
-from services.fleet_metrics import FleetMetrics
-from services.fleet_observer import FleetObserver, RecordingPlans
+from services.factory import code_digest
+from services.fleet_metrics import FleetExporters
+from services.fleet_observer import FleetObserver, RecordingPlans, hosted_fleet_observer
+from services.hosted_run import HostedRun, Stepped
 from services.metrics import HostMetrics
 from services.planner import RemotePlanProvider
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Stepped:
-    """A host's answer to the last window it stepped, kept to answer that window again."""
-
-    window: int = 0
-    items: dict[str, DoneItem] = field(default_factory=dict)
-    wires: dict[str, list[WireEnvelope]] = field(default_factory=dict)
-    """What each component sent (leaders' and followers' alike: a follower may be promoted)."""
-    completed: int = -1
-    error: str = ""
-
-
-@dataclass(slots=True)
-class HostedRun:
-    """What a host keeps for one run."""
-
-    run: str
-    comps: dict[str, Component]
-    offload: set[str]
-    """Components stepped in a worker thread (their steps may block on the planner service)."""
-    ready: Ready
-    """What it announced (sent again when the conductor repeats the run's configuration)."""
-    mail: dict[str, Mailbox] = field(default_factory=dict)
-    """Per component: envelopes not yet handed to a step."""
-    subs: list[Subscription] = field(default_factory=list)
-    done_subject: str = ""
-    counters: list[Any] = field(default_factory=list)
-    """Hosted components that count completed requests (``completed``: the balancer)."""
-    last: Stepped = field(default_factory=Stepped)
-    exported: list[Chunk] | None = None
-    """The export, once made (a repeated Collect gets the same chunks)."""
-    fleet: FleetObserver | None = None
-    """Its fleet metrics (runs of the twin's cluster)."""
 
 
 class HostService(Service[HostConfig]):
@@ -108,7 +68,7 @@ class HostService(Service[HostConfig]):
     def setup(self) -> None:
         self.selector = self.cfg.selector()
         self.host_metrics = HostMetrics(self.registry)
-        self.fleet_metrics: dict[Owner, FleetMetrics] = {}
+        self.fleet_exporters = FleetExporters(self.registry)
         self.runs: dict[str, HostedRun] = {}
         self._configuring: set[str] = set()
 
@@ -197,7 +157,17 @@ class HostService(Service[HostConfig]):
             boot=self.boot,
         )
         state = HostedRun(run, hosted, offload, ready, mail, done_subject=subjects.done(run, self.name))
-        state.fleet = self._fleet(cfg, factory, built, hosted, followers, provider)
+        state.fleet = hosted_fleet_observer(
+            cfg,
+            factory,
+            built,
+            hosted,
+            followers,
+            provider,
+            exporters=self.fleet_exporters,
+            mode=cfg.metrics or self.cfg.metrics,
+            interval_s=self.cfg.metrics_interval_s,
+        )
         state.last.window = cfg.catch_up
         state.counters = [c for c in hosted.values() if isinstance(getattr(c, "completed", None), int)]
         if hosted:
@@ -371,49 +341,6 @@ class HostService(Service[HostConfig]):
         return chunks.split(self.name, data, self.bus.max_payload)
 
     # -- fleet metrics ---------------------------------------------------------------------------
-
-    def _fleet(
-        self,
-        cfg: RunConfig,
-        factory: Factory,
-        built: list[Component],
-        hosted: dict[str, Component],
-        followers: list[str],
-        plans: RecordingPlans | None,
-    ) -> FleetObserver | None:
-        """The fleet metrics of a run of the twin's cluster that hosts an instance or the balancer."""
-        if not isinstance(factory, ClusterFactory) or not any(
-            isinstance(c, Instance | Balancer) for c in hosted.values()
-        ):
-            return None
-        scenario = factory.scenario(cfg.spec)
-        gen = next(c for c in built if isinstance(c, Generator))
-        has = {type(c) for c in hosted.values()}
-        mode = cfg.metrics or self.cfg.metrics
-        fleet = FleetObserver(
-            run_info(cfg.run, scenario),
-            hosted,
-            followers,
-            gen.requests,
-            scenario.slo,
-            device=self._fleet_metrics(Owner.DEVICE, mode) if Instance in has else None,
-            balancer=self._fleet_metrics(Owner.BALANCER, mode) if Balancer in has else None,
-            interval_s=self.cfg.metrics_interval_s,
-            plans=plans,
-        )
-        return fleet
-
-    def _fleet_metrics(self, owner: Owner, mode: str) -> FleetMetrics:
-        """This service's exporter of ``owner``'s families, named as ``mode`` says (a run may ask
-        for other names than the last one: the families are made again)."""
-        m = self.fleet_metrics.get(owner)
-        if m is not None and m.mode != mode:
-            self.registry.unregister(m)
-            m = None
-        if m is None:
-            m = self.fleet_metrics[owner] = FleetMetrics(self.registry, owner, mode)
-        return m
-
     async def _on_tokens(self, state: HostedRun, report: TokenReport) -> None:
         if report.run != state.run:
             raise Rejected(

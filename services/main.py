@@ -25,11 +25,12 @@ except ImportError:  # optional (no Windows build): asyncio's loop does the same
 from llmtwin.errors import TwinError
 from services import config as cfgmod
 from services.base import Service
-from services.bus import Bus, connect
+from services.bus import Bus
 from services.cluster import ClusterFactory
 from services.conductor import Conductor
 from services.factory import Factory
 from services.host import HostService
+from services.nats_bus import connect
 from services.planner import PlannerService
 
 log = logging.getLogger("services")

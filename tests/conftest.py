@@ -11,7 +11,8 @@ from service_builders import Connect, SecureNats, start_secure_nats
 from llmtwin.hardware import HardwareCatalog
 from llmtwin.models import ModelCatalog
 from llmtwin.runtime.embedded_nats import EmbeddedNats
-from services.bus import Bus, NatsOptions, connect
+from services.bus import Bus
+from services.nats_bus import NatsOptions, connect
 
 
 @pytest.fixture(scope="session")

@@ -32,13 +32,14 @@ from proto.control import RunOutcome, RunRequest, RunSpec
 from proto.permissions import Permissions
 from proto.subjects import inbox_prefix
 from services.base import Service
-from services.bus import Bus, NatsBus, NatsOptions, connect
+from services.bus import Bus
 from services.client import ProgressCallback, RunClient
 from services.cluster import ClusterFactory
 from services.conductor import Conductor
 from services.config import ConductorConfig, HostConfig, PlannerConfig
 from services.factory import Factory
 from services.host import HostService
+from services.nats_bus import NatsBus, NatsOptions, connect
 from services.planner import PlannerService
 
 Connect = Callable[[str], Awaitable[Bus]]

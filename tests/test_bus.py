@@ -1,4 +1,4 @@
-"""The bus (``services.bus``) on a real nats-server and in memory: delivery, requests, drain,
+"""The bus (``services.bus``, ``services.nats_bus``) on a real nats-server and in memory: delivery, requests, drain,
 and, on NATS, the nats-py flush defect survived, reconnection, a server that cannot be reached."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from service_builders import Connect
 
 from llmtwin.errors import BusError
 from llmtwin.runtime.embedded_nats import EmbeddedNats, nats_server_binary
-from services.bus import Bus, Msg, NatsBus, NatsOptions, ServerNotAnswering, connect
+from services.bus import Bus, Msg, ServerNotAnswering
+from services.nats_bus import NatsBus, NatsOptions, connect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -234,7 +235,7 @@ async def test_the_nats_py_flush_defect_is_real_and_our_bus_survives_it(tmp_path
     the late PONG arrives, silently. Through our Bus the same situation (a flush given up on, by
     its deadline and by cancellation) leaves the connection working.
 
-    If the first half fails, nats-py fixed the defect and the workaround in services/bus.py
+    If the first half fails, nats-py fixed the defect and the workaround in services/nats_bus.py
     (shielded flushes, our own subscription drain) can go."""
     with EmbeddedNats(tmp_path / "nats") as server:
         assert server.proc is not None

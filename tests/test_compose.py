@@ -166,7 +166,7 @@ def test_the_compose_configuration_authenticates_on_a_real_server(tmp_path: Path
 
     from llmtwin.errors import BusError
     from proto import subjects
-    from services.bus import NatsOptions, connect
+    from services.nats_bus import NatsOptions, connect
 
     with compose_nats(tmp_path) as url:
 

@@ -24,7 +24,8 @@ from proto import permissions, subjects
 from proto.codec import Codec
 from proto.control import DoneBatch, Heartbeat, RunControl, RunSpec
 from proto.subjects import ANY
-from services.bus import Bus, Msg, NatsOptions, connect
+from services.bus import Bus, Msg
+from services.nats_bus import NatsOptions, connect
 
 pytestmark = pytest.mark.timeout(60)
 

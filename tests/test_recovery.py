@@ -36,7 +36,8 @@ from llmtwin.report.writers import requests_csv
 from llmtwin.scenario.loader import load_scenario
 from proto.control import GrantBatch, RunOutcome, RunSpec
 from services.cluster import ClusterFactory
-from services.host import HostedRun, HostService
+from services.host import HostService
+from services.hosted_run import HostedRun
 
 pytestmark = pytest.mark.timeout(90)
 

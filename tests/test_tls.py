@@ -15,7 +15,8 @@ from llmtwin.runtime.embedded_nats import EmbeddedNats
 from llmtwin.runtime.nats_auth import ServerTls, new_identities, users_config
 from proto.control import RunSpec
 from proto.subjects import inbox_prefix
-from services.bus import Bus, NatsOptions, connect
+from services.bus import Bus
+from services.nats_bus import NatsOptions, connect
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(60)]
 

@@ -28,7 +28,7 @@ from llmtwin.report.execute import run_output
 from llmtwin.report.outputs import write_run
 from llmtwin.runtime.nats_auth import new_seed
 from llmtwin.scenario.loader import load_scenario
-from services.bus import NatsOptions, connect
+from services.nats_bus import NatsOptions, connect
 
 pytestmark = [
     pytest.mark.nats,

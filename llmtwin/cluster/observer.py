@@ -19,69 +19,27 @@ which drains, does not use observers), the agent's KV moves, and the messages it
 the instance and takes from it (:meth:`received`, :meth:`sent`), which say when a request
 arrives fresh (its first token comes here), arrives from elsewhere (the gap before its next
 token spans two instances) or leaves. It never runs in ``llmtwin simulate``.
+
+The log's segments are read as arrays by :mod:`llmtwin.cluster.log_segments`; how many seconds
+of an iteration are allreduce, and what PRESERVE saved, come from
+:mod:`llmtwin.cluster.step_breakdown`.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
-from llmtwin.arrays import FloatArray, IntArray
+from llmtwin.arrays import FloatArray
 from llmtwin.cluster.components import Instance
+from llmtwin.cluster.log_segments import Segments, read_segments
 from llmtwin.cluster.messages import Dispatch, Done, Handover, KVTransfer, Preempted
+from llmtwin.cluster.step_breakdown import PlanStats, StepBreakdown
 from llmtwin.observe.observations import InstanceWindow, PieceKind, TokenPieces
-from llmtwin.physics.graph import BatchShape
-from llmtwin.physics.op_time import op_time
-
-PlanStats = Mapping[BatchShape, tuple[float, float]]
-"""PRESERVE plans a device used, by step shape: (bytes read from L2 per step, largest one op's)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Segments:
-    """The log's segments from a position on, as arrays, clipped to the iterations observed."""
-
-    it: IntArray
-    """First iteration of each segment."""
-    lo: IntArray
-    """First observed iteration of each segment."""
-    n: IntArray
-    """Observed iterations of each segment (0: none)."""
-    anchor_it: IntArray
-    anchor_t: FloatArray
-    dt: FloatArray
-    decode: IntArray
-    pseqs: IntArray
-    ptokens: IntArray
-    role: list[str]
-
-    def ends(self, its: IntArray) -> FloatArray:
-        """End time of each iteration (the engine's and the assembler's expression, so the
-        floats are the same as in the results)."""
-        s = np.searchsorted(self.it, its, side="right") - 1
-        m = (its - self.anchor_it[s]).astype(np.float64)
-        out: FloatArray = self.anchor_t[s] + (m + 1.0) * self.dt[s]
-        return out
-
-
-def starts_before(t: float, lo: int, hi: int, anchor_it: int, anchor_t: float, dt: float) -> int:
-    """How many of iterations ``lo .. hi-1`` (of one segment) start before ``t``."""
-    n = hi - lo
-    if n <= 0 or anchor_t + (lo - anchor_it) * dt >= t:
-        return 0
-    if math.isinf(t):
-        return n
-    c = min(n, max(1, math.ceil((t - anchor_t) / dt) + anchor_it - lo)) if dt > 0 else n
-    while c > 1 and anchor_t + (lo + c - 1 - anchor_it) * dt >= t:
-        c -= 1
-    while c < n and anchor_t + (lo + c - anchor_it) * dt < t:
-        c += 1
-    return c
 
 
 class InstanceObserver:
@@ -91,7 +49,7 @@ class InstanceObserver:
         self.inst = inst
         eng = inst.engine
         self.step = eng.cost.step
-        self.plans = plans
+        self.breakdown = StepBreakdown(eng.cost, plans)
         self.block_bytes = eng.B * inst.agent.ctx.kv_bytes_per_token / inst.devices
         self.kv_capacity = eng.capacity * self.block_bytes
         self.weights = self.step.weight_bytes_per_device()
@@ -107,7 +65,6 @@ class InstanceObserver:
         """Role entries counted (the first is the initial role, no switch)."""
         self.in_flight = (-math.inf, 0)
         """(end, sequences) of the last iteration observed."""
-        self.preserve_l2 = 0.0
         self.allreduce_share = 0.0
         """Over the iterations of the latest record that had any."""
         self.handovers = 0
@@ -120,9 +77,6 @@ class InstanceObserver:
         self.fresh: set[int] = set()
         """New requests whose first prefill iteration has not been seen yet."""
         self.gone: set[int] = set()
-        self._allreduce: dict[int, float] = {}
-        self._unplanned: dict[BatchShape, float] = {}
-        self._shapes: dict[float, BatchShape] = {}
 
     # -- what the host hands the instance, and what it sends ---------------------------------------
     def received(self, now: float, bodies: Iterable[Any]) -> None:
@@ -169,7 +123,7 @@ class InstanceObserver:
         else:
             waiting, held, mark = seen
         j0 = self.j
-        seg = self._segments(math.inf if final else t)
+        seg = read_segments(eng.log, self.pos[0], self.j, math.inf if final else t)
         busy: dict[str, float] = {}
         idle_minus: dict[float, float] = {}
         allreduce = saved = prefetched = 0.0
@@ -184,9 +138,9 @@ class InstanceObserver:
             m = int(seg.decode[s] + seg.ptokens[s])
             batch.append((float(b), n))
             tokens.append((float(m), n))
-            allreduce += n * self._allreduce_s(m)
+            allreduce += n * self.breakdown.allreduce_s(m)
             if seg.pseqs[s] == 0:
-                more = self._preserve(int(seg.decode[s]), dt)
+                more = self.breakdown.preserve(int(seg.decode[s]), dt)
                 if more is not None:
                     saved, prefetched = saved + n * more[0], prefetched + n * more[1]
             last = int(seg.lo[s] + n - 1)
@@ -218,7 +172,7 @@ class InstanceObserver:
             hbm_used_bytes=self.weights + kv_primary + kv_redundant,
             hbm_capacity_bytes=self.step.hw.hbm_capacity,
             l2_capacity_bytes=self.step.hw.l2_capacity,
-            preserve_l2_bytes=self.preserve_l2,
+            preserve_l2_bytes=self.breakdown.preserve_l2,
             allreduce_share=self.allreduce_share,
             iterations=self.j - j0,
             generation_tokens=len(pieces.times_s),
@@ -257,32 +211,8 @@ class InstanceObserver:
         pos[4] = mark[4]
         pos[5] = upto(5, lambda k: log.chunk_it[k] < j)
 
-    def _segments(self, t: float) -> _Segments:
-        """The segments from the first unread committed one on (projected ones included), each
-        clipped to the iterations from :attr:`j` on that start before ``t``."""
-        log, a = self.inst.engine.log, self.pos[0]
-        anchor_it = np.asarray(log.seg_anchor_it[a:], dtype=np.int64)
-        anchor_t = np.asarray(log.seg_anchor_t[a:], dtype=np.float64)
-        dt = np.asarray(log.seg_dt[a:], dtype=np.float64)
-        first = np.asarray(log.seg_it[a:], dtype=np.int64)
-        k = np.asarray(log.seg_k[a:], dtype=np.int64)
-        lo = np.maximum(first, self.j)
-        n = np.zeros(first.size, dtype=np.int64)
-        for s in range(first.size):
-            hi = int(first[s] + k[s])
-            if lo[s] < hi:
-                c = starts_before(t, int(lo[s]), hi, int(anchor_it[s]), float(anchor_t[s]), float(dt[s]))
-                n[s] = c
-                if c < hi - lo[s]:
-                    break  # later segments start later still
-        return _Segments(
-            first, lo, n, anchor_it, anchor_t, dt,
-            np.asarray(log.seg_decode[a:], dtype=np.int64), np.asarray(log.seg_prefill_seqs[a:], dtype=np.int64),
-            np.asarray(log.seg_prefill_tokens[a:], dtype=np.int64), log.seg_role[a:],
-        )  # fmt: skip
-
     # -- tokens ---------------------------------------------------------------------------------------
-    def _pieces(self, j0: int, seg: _Segments, final: bool) -> TokenPieces:
+    def _pieces(self, j0: int, seg: Segments, final: bool) -> TokenPieces:
         """The tokens of iterations ``j0 .. self.j - 1``, per request, split where it arrived."""
         eng, log = self.inst.engine, self.inst.engine.log
         b = self.pos[1]
@@ -331,7 +261,7 @@ class InstanceObserver:
         self.prev.pop(rid, None)
         self.next_kind[rid] = kind
 
-    def _scheduled(self, j0: int, seg: _Segments, out: _PieceBuilder) -> None:
+    def _scheduled(self, j0: int, seg: Segments, out: _PieceBuilder) -> None:
         """First prefill iterations of new requests in the observed iterations."""
         log, c = self.inst.engine.log, self.pos[5]
         for rid, it in zip(log.chunk_rid[c:], log.chunk_it[c:], strict=True):
@@ -368,42 +298,6 @@ class InstanceObserver:
             # (-1e-15), and a counter that decreases reads as a reset in Prometheus.
             idle[log.roles[p]] = idle.get(log.roles[p], 0.0) + max(0.0, held - busy)
         return self.kv, role, switches, idle
-
-    # -- step-time breakdowns (cached per shape) ----------------------------------------------------
-    def _allreduce_s(self, tokens: int) -> float:
-        """Seconds of tensor-parallel allreduce in one iteration of ``tokens`` tokens (their size
-        depends on the tokens only)."""
-        got = self._allreduce.get(tokens)
-        if got is None:
-            step = self.step
-            shape = BatchShape(decode_seqs=tokens, decode_context_tokens=tokens)
-            got = 0.0
-            for op in step.ops_one_layer(shape):
-                if "allreduce" in op.name:
-                    dt = op_time(step.hw, op, step.prec, step.tp)
-                    got += dt * (step.model.layers if op.layer == 0 else 1)
-            self._allreduce[tokens] = got
-        return got
-
-    def _preserve(self, seqs: int, dt: float) -> tuple[float, float] | None:
-        """(seconds saved, bytes prefetched) by PRESERVE in one decode iteration that took ``dt``;
-        None without a plan for it."""
-        if not self.plans:
-            return None
-        shape = self._shapes.get(dt)
-        if shape is None:
-            cost = self.inst.engine.cost
-            for (n, lo), step_t in cost.decode_times().items():
-                self._shapes[step_t] = BatchShape(decode_seqs=n, decode_context_tokens=cost.buckets.rep(lo))
-            shape = self._shapes.get(dt)
-        stats = self.plans.get(shape) if shape is not None and shape.decode_seqs == seqs else None
-        if shape is None or stats is None:
-            return None
-        self.preserve_l2 = stats[1]
-        unplanned = self._unplanned.get(shape)
-        if unplanned is None:
-            unplanned = self._unplanned[shape] = self.step.time(shape)
-        return max(0.0, unplanned - dt), stats[0]
 
 
 class _PieceBuilder:

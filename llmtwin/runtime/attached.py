@@ -23,9 +23,9 @@ from llmtwin.errors import TwinError
 from llmtwin.runtime.progress_line import ProgressLine
 from llmtwin.runtime.up import UpRun, check_not_stopped, run_id
 from proto.control import RunOutcome, RunRequest
-from services.bus import connect
 from services.client import RunClient
 from services.config import ControllerConfig
+from services.nats_bus import connect
 
 T = TypeVar("T")
 

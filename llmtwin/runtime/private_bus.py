@@ -19,7 +19,7 @@ from pathlib import Path
 from llmtwin.runtime.embedded_nats import EmbeddedNats
 from llmtwin.runtime.nats_auth import Identity, ServerTls, new_identities, seed_files, users_config
 from proto.subjects import inbox_prefix
-from services.bus import NatsOptions
+from services.nats_bus import NatsOptions
 
 CONTROLLER = "up"
 """``llmtwin up``'s own user (role controller)."""

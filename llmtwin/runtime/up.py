@@ -38,8 +38,8 @@ from llmtwin.runtime.private_bus import PrivateBus, TlsFiles
 from llmtwin.runtime.processes import Child, Supervisor
 from llmtwin.runtime.progress_line import ProgressLine
 from proto.control import RunOutcome, RunRequest, RunSpec
-from services.bus import connect
 from services.client import RunClient
+from services.nats_bus import connect
 
 T = TypeVar("T")
 

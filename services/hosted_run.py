@@ -1,0 +1,47 @@
+"""What a host keeps for each run it hosts, and its answer to the last window it stepped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmtwin.sim.kernel import Component
+from llmtwin.sim.mailbox import Mailbox
+from proto.control import Chunk, DoneItem, Ready, WireEnvelope
+from services.bus import Subscription
+from services.fleet_observer import FleetObserver
+
+
+@dataclass(slots=True)
+class Stepped:
+    """A host's answer to the last window it stepped, kept to answer that window again."""
+
+    window: int = 0
+    items: dict[str, DoneItem] = field(default_factory=dict)
+    wires: dict[str, list[WireEnvelope]] = field(default_factory=dict)
+    """What each component sent (leaders' and followers' alike: a follower may be promoted)."""
+    completed: int = -1
+    error: str = ""
+
+
+@dataclass(slots=True)
+class HostedRun:
+    """What a host keeps for one run."""
+
+    run: str
+    comps: dict[str, Component]
+    offload: set[str]
+    """Components stepped in a worker thread (their steps may block on the planner service)."""
+    ready: Ready
+    """What it announced (sent again when the conductor repeats the run's configuration)."""
+    mail: dict[str, Mailbox] = field(default_factory=dict)
+    """Per component: envelopes not yet handed to a step."""
+    subs: list[Subscription] = field(default_factory=list)
+    done_subject: str = ""
+    counters: list[Any] = field(default_factory=list)
+    """Hosted components that count completed requests (``completed``: the balancer)."""
+    last: Stepped = field(default_factory=Stepped)
+    exported: list[Chunk] | None = None
+    """The export, once made (a repeated Collect gets the same chunks)."""
+    fleet: FleetObserver | None = None
+    """Its fleet metrics (runs of the twin's cluster)."""
