@@ -11,6 +11,7 @@ and forgets them. Marks count every entry ever logged, so they stay valid across
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 _FIELDS = (
@@ -30,26 +31,28 @@ class EngineLog:
     """Segments, token ranges, KV and role timelines, preemptions, first prefill chunks."""
 
     def __init__(self) -> None:
-        self.seg_anchor_it: list[int] = []
-        self.seg_anchor_t: list[float] = []
-        self.seg_dt: list[float] = []
-        self.seg_it: list[int] = []
-        self.seg_k: list[int] = []
-        self.seg_decode: list[int] = []
-        self.seg_prefill_seqs: list[int] = []
-        self.seg_prefill_tokens: list[int] = []
+        # Typed arrays, 8 bytes an entry (a list holds a pointer and, for floats and large ints, a
+        # 24-32 byte object): a device service keeps its instances' logs for the whole run.
+        self.seg_anchor_it: array[int] = array("q")
+        self.seg_anchor_t: array[float] = array("d")
+        self.seg_dt: array[float] = array("d")
+        self.seg_it: array[int] = array("q")
+        self.seg_k: array[int] = array("q")
+        self.seg_decode: array[int] = array("q")
+        self.seg_prefill_seqs: array[int] = array("q")
+        self.seg_prefill_tokens: array[int] = array("q")
         self.seg_role: list[str] = []
-        self.range_rid: list[int] = []
-        self.range_first: list[int] = []
-        self.range_last: list[int] = []
-        self.kv_t: list[float] = []
-        self.kv_primary: list[int] = []
-        self.kv_redundant: list[int] = []
-        self.role_t: list[float] = []
+        self.range_rid: array[int] = array("q")
+        self.range_first: array[int] = array("q")
+        self.range_last: array[int] = array("q")
+        self.kv_t: array[float] = array("d")
+        self.kv_primary: array[int] = array("q")
+        self.kv_redundant: array[int] = array("q")
+        self.role_t: array[float] = array("d")
         self.roles: list[str] = []
-        self.preempted_rids: list[int] = []
-        self.chunk_rid: list[int] = []
-        self.chunk_it: list[int] = []
+        self.preempted_rids: array[int] = array("q")
+        self.chunk_rid: array[int] = array("q")
+        self.chunk_it: array[int] = array("q")
         self._drained: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
         """Entries of each group handed over by :meth:`drain` (no longer in the lists)."""
         self._stable: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
@@ -57,7 +60,7 @@ class EngineLog:
         self._last_kv: tuple[int, int] | None = None
         """The last KV entry drained (a new entry is logged only if it differs)."""
 
-    def _lists(self) -> tuple[tuple[list[Any], ...], ...]:
+    def _lists(self) -> tuple[tuple[array[Any] | list[Any], ...], ...]:
         """Each group's lists (the first one gives the group's length)."""
         return (
             (
@@ -140,7 +143,7 @@ class EngineLog:
         for at, done, group, fields in zip(self._stable, self._drained, self._lists(), _FIELDS, strict=True):
             n = at - done
             for lst, name in zip(group, fields, strict=True):
-                out[name] = lst[:n]
+                out[name] = lst[:n].tolist() if isinstance(lst, array) else lst[:n]
                 del lst[:n]
         if out["kv_t"]:
             self._last_kv = (out["kv_primary_blocks"][-1], out["kv_redundant_blocks"][-1])

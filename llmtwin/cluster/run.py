@@ -163,8 +163,8 @@ def drain(asm: ResultSink, insts: list[Instance], templates: dict[int, InstanceE
         chunk = msgspec.structs.replace(
             templates[c.iid],
             **c.engine.log.drain(),
-            moved_rids=c.agent.moved_rids[:moved],
-            moved_bytes=c.agent.moved_bytes[:moved],
+            moved_rids=c.agent.moved_rids[:moved].tolist(),
+            moved_bytes=c.agent.moved_bytes[:moved].tolist(),
         )
         del c.agent.moved_rids[:moved], c.agent.moved_bytes[:moved]
         asm.add(chunk, first_open_iteration(c))

@@ -12,6 +12,7 @@ A policy has two halves that only talk through messages (``llmtwin/cluster/messa
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -78,9 +79,10 @@ class Agent(ABC):
         self.iid = iid
         self.ctx = ctx
         self.engine = engine
-        self.moved_rids: list[int] = []
-        self.moved_bytes: list[float] = []
-        """KV bytes this instance sent per request (transfers, replicas, syncs)."""
+        self.moved_rids: array[int] = array("q")
+        self.moved_bytes: array[float] = array("d")
+        """KV bytes this instance sent per request (transfers, replicas, syncs); typed arrays, as a
+        device service keeps them for the whole run."""
 
     def moved(self, rid: int, nbytes: float) -> None:
         if nbytes > 0:
