@@ -31,28 +31,30 @@ class EngineLog:
     """Segments, token ranges, KV and role timelines, preemptions, first prefill chunks."""
 
     def __init__(self) -> None:
-        # Typed arrays, 8 bytes an entry (a list holds a pointer and, for floats and large ints, a
-        # 24-32 byte object): a device service keeps its instances' logs for the whole run.
-        self.seg_anchor_it: array[int] = array("q")
+        # Typed arrays, 4 bytes an int and 8 a float (a list holds a pointer and, for floats and
+        # large ints, a 24-32 byte object): a device service keeps its instances' logs for the
+        # whole run. 32-bit ints: request ids, iterations and KV blocks stay far below 2**31 (an
+        # overflow raises, it never wraps).
+        self.seg_anchor_it: array[int] = array("i")
         self.seg_anchor_t: array[float] = array("d")
         self.seg_dt: array[float] = array("d")
-        self.seg_it: array[int] = array("q")
-        self.seg_k: array[int] = array("q")
-        self.seg_decode: array[int] = array("q")
-        self.seg_prefill_seqs: array[int] = array("q")
-        self.seg_prefill_tokens: array[int] = array("q")
+        self.seg_it: array[int] = array("i")
+        self.seg_k: array[int] = array("i")
+        self.seg_decode: array[int] = array("i")
+        self.seg_prefill_seqs: array[int] = array("i")
+        self.seg_prefill_tokens: array[int] = array("i")
         self.seg_role: list[str] = []
-        self.range_rid: array[int] = array("q")
-        self.range_first: array[int] = array("q")
-        self.range_last: array[int] = array("q")
+        self.range_rid: array[int] = array("i")
+        self.range_first: array[int] = array("i")
+        self.range_last: array[int] = array("i")
         self.kv_t: array[float] = array("d")
-        self.kv_primary: array[int] = array("q")
-        self.kv_redundant: array[int] = array("q")
+        self.kv_primary: array[int] = array("i")
+        self.kv_redundant: array[int] = array("i")
         self.role_t: array[float] = array("d")
         self.roles: list[str] = []
-        self.preempted_rids: array[int] = array("q")
-        self.chunk_rid: array[int] = array("q")
-        self.chunk_it: array[int] = array("q")
+        self.preempted_rids: array[int] = array("i")
+        self.chunk_rid: array[int] = array("i")
+        self.chunk_it: array[int] = array("i")
         self._drained: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
         """Entries of each group handed over by :meth:`drain` (no longer in the lists)."""
         self._stable: tuple[int, ...] = (0, 0, 0, 0, 0, 0)

@@ -79,7 +79,7 @@ class Agent(ABC):
         self.iid = iid
         self.ctx = ctx
         self.engine = engine
-        self.moved_rids: array[int] = array("q")
+        self.moved_rids: array[int] = array("i")
         self.moved_bytes: array[float] = array("d")
         """KV bytes this instance sent per request (transfers, replicas, syncs); typed arrays, as a
         device service keeps them for the whole run."""
