@@ -178,6 +178,12 @@ class GrantBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.grant"):
     """Raised when the conductor re-issues the window with other contents (a promotion, a
     rejoin); a ``DoneBatch`` answers one attempt. A host answers a repeated grant for the window
     it last stepped from what it kept, without stepping again."""
+    horizon_s: float = -math.inf
+    """A horizon grant when > ``time_s``: every other component's next event (or, paced, the
+    pace) is at or after it, so the service may go on stepping its own components in windows
+    ``window + 1, ...`` by itself while their time stays below it and nothing it sends goes to
+    another service before it; it delivers its components' envelopes to each other itself
+    (docs/architecture.md, "Horizon grants"). ``-inf``: this window only."""
 
 
 class DoneItem(msgspec.Struct, frozen=True):
@@ -194,6 +200,15 @@ class DoneItem(msgspec.Struct, frozen=True):
     """Hash of what it sent (leaders and followers of a replicated component must agree)."""
 
 
+class AheadWindow(msgspec.Struct, frozen=True):
+    """A window a service stepped by itself under a horizon grant (see ``GrantBatch.horizon_s``)."""
+
+    time_s: float
+    items: list[DoneItem]
+    """Its components that stepped, in component-id order (what the conductor's planner must
+    grant in that window)."""
+
+
 class DoneBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.done"):
     """Hosting service -> conductor: every granted component stepped (or ``error``)."""
 
@@ -205,9 +220,13 @@ class DoneBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.done"):
     """Requests its components have completed so far (progress display), -1 = not counted."""
     error: str = ""
     envelopes: list[WireEnvelope] = msgspec.field(default_factory=list)
-    """What its components sent in this window (the conductor relays them with the next grants)."""
+    """What its components sent in this window (the conductor relays them with the next grants);
+    under a horizon grant, in every window it stepped, less what it delivered to its own
+    components."""
     attempt: int = 0
     """The ``GrantBatch.attempt`` it answers."""
+    ahead: list[AheadWindow] = msgspec.field(default_factory=list)
+    """Under a horizon grant: the windows ``window + 1, ...`` it stepped by itself, in order."""
 
 
 class Collect(msgspec.Struct, frozen=True, tag="twin.v1.ctl.collect"):

@@ -224,10 +224,10 @@ class Conductor(Service[ConductorConfig]):
     async def window_done(self, state: RunState) -> None:
         """Close the window; open the next one now if nothing must be waited for, else hand back."""
         try:
-            sent = state.close_window()
+            closed, sent = state.close_window()
             m = self.cmetrics
             m.window_duration.observe(time.perf_counter() - state.window_opened)
-            m.windows.inc()
+            m.windows.inc(closed)
             m.envelopes.inc(sent)
             m.virtual_time.set(state.now_s)
             m.lag.set(state.pacer.lag_s)

@@ -9,7 +9,9 @@ what it built, and then only reacts:
   it must hold. It hands exactly those to ``step``, sorted by the envelope key (arrival order
   is never used), and answers one ``DoneBatch`` for the whole grant with what the steps sent
   (the conductor relays it to the receivers' hosts; components in the grant's ``follow`` list
-  are stepped but what they send is only digested). Anything that goes wrong after the grant
+  are stepped but what they send is only digested). Under a horizon grant it also steps the
+  windows after w that only its own components have, up to the horizon
+  (``services/window_steps.py``). Anything that goes wrong after the grant
   is understood becomes an error ``DoneBatch``, so the conductor never waits for an answer
   that will not come. It keeps the last window's answer: a grant for that window again (the
   first answer may have been lost) is answered from it, without stepping twice;
@@ -27,37 +29,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from typing import Any
 
 from llmtwin.errors import ProtocolError, TwinError
 from llmtwin.observe.observations import TokenPieces, split_pieces
-from llmtwin.sim.kernel import Component, Envelope
 from llmtwin.sim.local import LocalRunner
 from llmtwin.sim.mailbox import Mailbox
+from llmtwin.sim.windows import WindowPlanner
 from proto import chunks, subjects
 from proto.control import (
     Chunk,
     Collect,
-    DoneBatch,
-    DoneItem,
     ExportBatch,
     GrantBatch,
     Ready,
     RunConfig,
     RunEnd,
     TokenReport,
-    WireEnvelope,
 )
 from proto.subjects import ANY
 from services.base import Rejected, Service
 from services.config import HostConfig
 from services.factory import code_digest
 from services.fleet_metrics import FleetExporters
-from services.fleet_observer import FleetObserver, RecordingPlans, hosted_fleet_observer
-from services.hosted_run import HostedRun, Stepped
+from services.fleet_observer import RecordingPlans, hosted_fleet_observer
+from services.hosted_run import HostedRun
 from services.metrics import HostMetrics
 from services.planner import RemotePlanProvider
+from services.window_steps import WindowStepper
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,7 @@ class HostService(Service[HostConfig]):
     def setup(self) -> None:
         self.selector = self.cfg.selector()
         self.host_metrics = HostMetrics(self.registry)
+        self.stepper = WindowStepper(self.name, self.codec, self.host_metrics)
         self.fleet_exporters = FleetExporters(self.registry)
         self.runs: dict[str, HostedRun] = {}
         self._configuring: set[str] = set()
@@ -156,7 +156,10 @@ class HostService(Service[HostConfig]):
             pending={cid: len(box) for cid, box in mail.items()} if runner else {},
             boot=self.boot,
         )
-        state = HostedRun(run, hosted, offload, ready, mail, done_subject=subjects.done(run, self.name))
+        planner = runner.planner.subset(hosted) if runner else WindowPlanner(hosted)
+        state = HostedRun(
+            run, hosted, offload, ready, mail, planner, done_subject=subjects.done(run, self.name)
+        )
         state.fleet = hosted_fleet_observer(
             cfg,
             factory,
@@ -215,98 +218,12 @@ class HostService(Service[HostConfig]):
             raise Rejected("stale", f"grant for window {grant.window}, already past {state.last.window}")
         stepped = grant.window > state.last.window
         if stepped:
-            state.last = await self._step(state, grant)
-        await self.publish(state.done_subject, self._answer(state, grant))
-        fleet = state.fleet
-        if stepped and not state.last.error and fleet is not None and fleet.due():
-            await self._publish_tokens(state.run, fleet.observe(grant.time_s))
-
-    async def _step(self, state: HostedRun, grant: GrantBatch) -> Stepped:
-        """Step the granted components; what they did (or the error)."""
-        out = Stepped(grant.window)
-        fleet = state.fleet
-        try:
-            self._file(state, grant)
-            if fleet is not None:
-                fleet.granted(grant.components, grant.follow, grant.time_s)
-            for cid, expect in zip(grant.components, grant.expect, strict=True):
-                inbox = self._inputs(state, grant, cid, expect)
-                comp = state.comps[cid]
-                if fleet is not None:
-                    fleet.received(cid, grant.time_s, [e.body for e in inbox])
-                t0 = time.perf_counter()
-                if cid in state.offload:  # may block on the planner: keep the loop free
-                    await asyncio.to_thread(comp.step, grant.time_s, inbox)
-                else:
-                    comp.step(grant.time_s, inbox)
-                self.host_metrics.step_duration.observe(time.perf_counter() - t0)
-                self.host_metrics.steps.inc()
-                out.items[cid], out.wires[cid] = self._sent(comp, fleet)
-        except Exception as exc:  # anything after the grant is understood: an error DoneBatch
-            if not isinstance(exc, TwinError):
-                log.error("%s: step failed in window %d", self.name, grant.window, exc_info=exc)
-            return Stepped(grant.window, error=f"{self.name}: {exc}")
-        out.completed = sum(c.completed for c in state.counters) if state.counters else -1
-        return out
-
-    def _answer(self, state: HostedRun, grant: GrantBatch) -> DoneBatch:
-        """The DoneBatch of ``grant`` from what the last step did; only the components the
-        grant does not list in ``follow`` have their envelopes published."""
-        last = state.last
-        if last.error:
-            return DoneBatch(grant.run, grant.window, self.name, [], error=last.error, attempt=grant.attempt)
-        follow = set(grant.follow)
-        items, out = [], []
-        for cid in grant.components:
-            item = last.items.get(cid)
-            if item is None:
-                return DoneBatch(
-                    grant.run, grant.window, self.name, [],
-                    error=f"{self.name}: window {grant.window} granted {cid} again, which it did not step",
-                    attempt=grant.attempt,
-                )  # fmt: skip
-            items.append(item)
-            if cid not in follow:
-                out.extend(last.wires[cid])
-        if out:
-            self.host_metrics.envelopes_out.inc(len(out))
-        return DoneBatch(grant.run, grant.window, self.name, items, last.completed, "", out, grant.attempt)
-
-    def _file(self, state: HostedRun, grant: GrantBatch) -> None:
-        """Check the grant; put relayed envelopes (produced in earlier windows) in their mailboxes."""
-        if len(grant.components) != len(grant.expect):
-            raise ProtocolError("GrantBatch with components and expect of different lengths")
-        for item in grant.envelopes:
-            box = state.mail.get(item.dst)
-            if box is None:
-                raise ProtocolError(f"relayed envelope for {item.dst!r}, which {self.name} does not host")
-            box.add(self.codec.from_wire(item))
-        if grant.envelopes:
-            self.host_metrics.envelopes_in.inc(len(grant.envelopes))
-
-    def _inputs(self, state: HostedRun, grant: GrantBatch, cid: str, expect: int) -> list[Envelope]:
-        """The ``expect`` envelopes stamped <= the grant's time, in handling order (every one
-        came with this grant or an earlier one)."""
-        box = state.mail.get(cid)
-        if box is None:
-            raise ProtocolError(f"grant for {cid!r}, which {self.name} does not host")
-        inbox = box.take(grant.time_s)
-        if len(inbox) != expect:
-            raise ProtocolError(
-                f"{cid} holds {len(inbox)} messages for window {grant.window}, the conductor counted {expect}"
-            )
-        return inbox
-
-    def _sent(self, comp: Component, fleet: FleetObserver | None) -> tuple[DoneItem, list[WireEnvelope]]:
-        """What a step sent: its DoneItem, with a digest that every replica's must match, and
-        the envelopes."""
-        sent = comp.outbox.drain()
-        if fleet is not None:
-            fleet.sent(comp.id, [e.body for e in sent])
-        wires = [self.codec.to_wire(e) for e in sent]
-        digest = zlib.crc32(self.codec.encode(wires)) if wires else 0
-        item = DoneItem(comp.id, comp.next_time(), [e.dst for e in sent], [e.time for e in sent], digest)
-        return item, wires
+            state.last = await self.stepper.step(state, grant)
+        await self.publish(state.done_subject, self.stepper.answer(state, grant))
+        fleet, last = state.fleet, state.last
+        if stepped and not last.error and fleet is not None and fleet.due():
+            now = last.ahead[-1].time_s if last.ahead else grant.time_s
+            await self._publish_tokens(state.run, fleet.observe(now))
 
     async def _on_collect(self, state: HostedRun, cmd: Collect) -> None:
         if cmd.to and self.name not in cmd.to:

@@ -7,7 +7,8 @@ from typing import Any
 
 from llmtwin.sim.kernel import Component
 from llmtwin.sim.mailbox import Mailbox
-from proto.control import Chunk, DoneItem, Ready, WireEnvelope
+from llmtwin.sim.windows import WindowPlanner
+from proto.control import AheadWindow, Chunk, DoneItem, Ready, WireEnvelope
 from services.bus import Subscription
 from services.fleet_observer import FleetObserver
 
@@ -22,6 +23,10 @@ class Stepped:
     """What each component sent (leaders' and followers' alike: a follower may be promoted)."""
     completed: int = -1
     error: str = ""
+    ahead: list[AheadWindow] = field(default_factory=list)
+    """The windows after ``window`` it stepped by itself under a horizon grant."""
+    ahead_wires: list[WireEnvelope] = field(default_factory=list)
+    """What those windows sent to other services' components."""
 
 
 @dataclass(slots=True)
@@ -36,6 +41,9 @@ class HostedRun:
     """What it announced (sent again when the conductor repeats the run's configuration)."""
     mail: dict[str, Mailbox] = field(default_factory=dict)
     """Per component: envelopes not yet handed to a step."""
+    planner: WindowPlanner = field(default_factory=lambda: WindowPlanner(()))
+    """Its own components' windows, as the conductor's planner has them: it checks each grant
+    against it and plans the windows it runs ahead under a horizon grant."""
     subs: list[Subscription] = field(default_factory=list)
     done_subject: str = ""
     counters: list[Any] = field(default_factory=list)

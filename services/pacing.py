@@ -26,6 +26,12 @@ class Pacer:
         deadline = self.start + self.paused_s + virtual_s / self.speed
         return deadline - time.perf_counter()
 
+    def allowed_s(self) -> float:
+        """The latest virtual time whose window may open now (``inf`` at infinite speed)."""
+        if math.isinf(self.speed):
+            return math.inf
+        return (time.perf_counter() - self.start - self.paused_s) * self.speed
+
     def restart(self) -> None:
         """Count the pace from now (the first window), not from the run request."""
         self.start = time.perf_counter()

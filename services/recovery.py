@@ -124,6 +124,7 @@ def lose(state: RunState, svc: str) -> list[str]:
             hosts.insert(0, live[0])
             state.leaders[cid] = live[0]
             changed.add(live[0])
+    state.hosts_changed()
     if any(svc in hosts for hosts in state.hosts.values()):
         state.lost.setdefault(svc, time.monotonic())
     if not state.open:

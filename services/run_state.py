@@ -12,6 +12,7 @@ from proto import subjects
 from proto.chunks import Reassembler
 from proto.control import (
     DoneBatch,
+    DoneItem,
     ExportBatch,
     GrantBatch,
     Progress,
@@ -53,6 +54,8 @@ class RunState:
     hosts: dict[str, list[str]] = field(default_factory=dict)
     """Component -> every service stepping it (leader first), set when the windows start and
     changed only by a failover (``services/recovery.py``)."""
+    replicated: bool = True
+    """Some component has more than one host (no horizon grants then); set with ``hosts``."""
     grant_subjects: dict[str, str] = field(default_factory=dict)
     """Service -> the subject of its grants (built once, not per window)."""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -67,6 +70,8 @@ class RunState:
     """perf_counter() when the current window's grants went out."""
     grants: list[Grant] = field(default_factory=list)
     """The current window's grants, in component-id order."""
+    horizon_s: float = -math.inf
+    """The current window's horizon (``GrantBatch.horizon_s``), when one service has it all."""
     planned: list[Grant] | None = None
     """The next window, when it was planned but could not open at once (pace, pause, stop)."""
     expected: set[str] = field(default_factory=set)
@@ -89,6 +94,8 @@ class RunState:
     relay: dict[str, list[WireEnvelope]] = field(default_factory=dict)
     """Envelopes waiting for the next grant to each service."""
     messages: int = 0
+    rounds: int = 0
+    """Windows the conductor opened (round trips); the rest were run ahead under horizon grants."""
     failure: RunFailed | None = None
     stop: bool = False
     stopped_by: str = ""
@@ -97,6 +104,8 @@ class RunState:
     lost: dict[str, float] = field(default_factory=dict)
     """Silent services waiting to be restarted -> monotonic time they were declared lost."""
     restarts: dict[str, int] = field(default_factory=dict)
+    _others: dict[str, list[str]] = field(default_factory=dict)
+    """Service -> the components it does not host (whose wakes bound its horizon)."""
     server_stuck_since: float | None = None
     """monotonic() since when nats-server has not answered the conductor (None: it answers)."""
     resumed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -173,17 +182,41 @@ class RunState:
         """Who steps each component, once every service is ready (the windows then start)."""
         self.hosts = {c: [s, *self.followers.get(c, ())] for c, s in self.leaders.items()}
         self.grant_subjects = {svc: subjects.grant(self.run, svc) for svc in self.ready_services}
+        self.hosts_changed()
+
+    def hosts_changed(self) -> None:
+        """Recompute what depends on ``hosts`` (after a failover changed it)."""
+        self.replicated = any(len(h) > 1 for h in self.hosts.values())
+        self._others = {
+            svc: [c for c, h in self.hosts.items() if svc not in h] for svc in self.ready_services
+        }
+
+    def horizon(self, svc: str, now: float) -> float:
+        """How far ``svc`` may run windows by itself after the one at ``now`` granted to it alone
+        (``GrantBatch.horizon_s``): the earliest next event or waiting message of every component
+        it does not host, bounded by the pace and ``until_s``; ``-inf`` when it must not (some
+        component is replicated, some service is catching up or lost)."""
+        if self.replicated or self.recovering or self.lost:
+            return -math.inf
+        others = self._others.get(svc)
+        if others is None:
+            return -math.inf
+        limit = min(self.planner.earliest(others), self.pacer.allowed_s())
+        return min(limit, math.nextafter(self.req.until_s, math.inf))
 
     def open_window(self, grants: list[Grant]) -> dict[str, GrantBatch]:
         """Start a window: one GrantBatch per service that steps any of ``grants``, with the
         envelopes produced for it since its last grant."""
         first = grants[0]
         self.window, self.now_s, self.grants = first.window, first.time, grants
+        self.rounds += 1
         self.window_opened = self.last_sent = time.perf_counter()
         self.dones = {}
         self.open = True
         self.batches = {}
-        for svc in sorted({svc for g in grants for svc in self.hosts[g.component]}):
+        services = sorted({svc for g in grants for svc in self.hosts[g.component]})
+        self.horizon_s = self.horizon(services[0], first.time) if len(services) == 1 else -math.inf
+        for svc in services:
             self.batches[svc] = self.batch_for(svc, 0, self.relay.pop(svc, []))
         self.expected = set(self.batches)
         return self.batches
@@ -199,16 +232,21 @@ class RunState:
                 expect.append(g.expect)
                 if hosts[0] != svc:
                     follow.append(g.component)
-        return GrantBatch(self.run, self.window, self.now_s, comps, expect, envelopes, follow, attempt)
+        horizon = self.horizon_s if not follow else -math.inf
+        return GrantBatch(
+            self.run, self.window, self.now_s, comps, expect, envelopes, follow, attempt, horizon
+        )
 
     def owing(self) -> set[str]:
         """Services whose DoneBatch for the open window is still missing."""
         return self.expected - set(self.dones) if self.open else set()
 
-    def close_window(self) -> int:
+    def close_window(self) -> tuple[int, int]:
         """Every DoneBatch is in: report each granted component to the planner in component-id
-        order, exactly as LocalRunner does, and keep relayed envelopes for their hosts' next
-        grants. Returns the envelopes sent; RunFailed on a diverging replica or a bad report."""
+        order, exactly as LocalRunner does, then the windows a service ran ahead under a horizon
+        grant, checking each is the one the planner opens; keep relayed envelopes for their
+        hosts' next grants. Returns (windows closed, envelopes sent); RunFailed on a diverging
+        replica or a bad report."""
         window = self.window
         self.open = False
         items = {(svc, it.component): it for svc, batch in self.dones.items() for it in batch.items}
@@ -224,29 +262,58 @@ class RunState:
                     raise RunFailed(
                         follower, f"replica of {g.component} on {follower} diverged in window {window}"
                     )
-            bad = [t for t in (item.next_time_s, *item.sent_time_s) if math.isnan(t) or t < self.now_s]
-            if bad:
-                raise RunFailed(
-                    lead,
-                    f"{lead} reported {g.component} at t={bad[0]!r} in window {window} (t={self.now_s!r})",
-                )
-            try:
-                self.planner.report(
-                    g.component, item.next_time_s, zip(item.sent_dst, item.sent_time_s, strict=True)
-                )
-            except KeyError as exc:
-                raise RunFailed(
-                    lead, f"{g.component} sent a message to an unknown component: {exc}"
-                ) from None
-            except ValueError:  # zip(strict=True): as many destinations as times
-                raise RunFailed(lead, f"{lead} reported {g.component}'s messages inconsistently") from None
-            sent += len(item.sent_dst)
+            sent += self._report(lead, item)
+        closed = 1
+        for svc, batch in self.dones.items():
+            if batch.ahead:
+                sent += self._ahead(svc, batch)
+                closed += len(batch.ahead)
         self.messages += sent
         for batch in self.dones.values():  # to every host of each destination
             for env in batch.envelopes:
                 for svc in self.hosts[env.dst]:
                     self.relay.setdefault(svc, []).append(env)
+        return closed, sent
+
+    def _ahead(self, svc: str, batch: DoneBatch) -> int:
+        """Take the windows ``svc`` ran by itself after the open one; the envelopes they sent."""
+        if len(self.dones) != 1 or not self.horizon_s > self.now_s:
+            raise RunFailed(svc, f"{svc} ran ahead of window {self.window} without a horizon grant")
+        sent = 0
+        for ahead in batch.ahead:
+            grants = self.planner.next_window(self.req.until_s)
+            want = [g.component for g in grants]
+            got = [it.component for it in ahead.items]
+            if want != got or grants[0].time != ahead.time_s or not ahead.time_s < self.horizon_s:
+                raise RunFailed(
+                    svc,
+                    f"{svc} ran {got} at t={ahead.time_s!r} ahead of window {self.window}; the run's "
+                    f"next window is {want} at t={grants[0].time if grants else None!r}",
+                )
+            self.window, self.now_s = grants[0].window, ahead.time_s
+            for item in ahead.items:
+                if self.hosts[item.component] != [svc]:
+                    raise RunFailed(svc, f"{svc} ran {item.component} ahead, which it does not host alone")
+                sent += self._report(svc, item)
         return sent
+
+    def _report(self, lead: str, item: DoneItem) -> int:
+        """Give the planner what ``lead`` says its component did in the current window."""
+        bad = [t for t in (item.next_time_s, *item.sent_time_s) if math.isnan(t) or t < self.now_s]
+        if bad:
+            raise RunFailed(
+                lead,
+                f"{lead} reported {item.component} at t={bad[0]!r} in window {self.window} (t={self.now_s!r})",
+            )
+        try:
+            self.planner.report(
+                item.component, item.next_time_s, zip(item.sent_dst, item.sent_time_s, strict=True)
+            )
+        except KeyError as exc:
+            raise RunFailed(lead, f"{item.component} sent a message to an unknown component: {exc}") from None
+        except ValueError:  # zip(strict=True): as many destinations as times
+            raise RunFailed(lead, f"{lead} reported {item.component}'s messages inconsistently") from None
+        return len(item.sent_dst)
 
     def completed_total(self) -> int:
         """Requests completed, summed over services that count them (-1 when none does)."""
@@ -265,6 +332,7 @@ class RunState:
             "collect_wall_s": now - loop_end,
             "paused_wall_s": self.pacer.paused_s,
             "windows": float(self.window),
+            "rounds": float(self.rounds),
             "messages": float(self.messages),
             "services": float(len(self.ready_services)),
             "stopped": 1.0 if self.stop else 0.0,

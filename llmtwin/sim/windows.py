@@ -54,17 +54,29 @@ class WindowPlanner:
         pend = self._pending[c]
         return min(self._next[c], pend[0] if pend else INF)
 
+    def wake(self, component: str) -> float:
+        """When the component must step next: its next event or its earliest waiting message."""
+        return self._wake(component)
+
+    def earliest(self, components: Iterable[str]) -> float:
+        """The earliest wake of ``components`` (``INF`` when none has anything to do)."""
+        return min(map(self._wake, components), default=INF)
+
+    def next_window_time(self) -> float:
+        """The time of the next window (``INF`` when nothing is left), without opening it."""
+        heap = self._heap
+        while heap:
+            t, c = heap[0]
+            if t == self._wake(c):
+                return t
+            heapq.heappop(heap)  # stale entry
+        return INF
+
     def next_window(self, until: float = INF) -> list[Grant]:
         """Grants of the next window (empty when nothing is left before ``until``)."""
-        while self._heap:
-            t, c = self._heap[0]
-            if t != self._wake(c):  # stale entry
-                heapq.heappop(self._heap)
-                continue
-            break
-        if not self._heap or self._heap[0][0] > until or self._heap[0][0] == INF:
+        now = self.next_window_time()
+        if now > until or now == INF:
             return []
-        now = self._heap[0][0]
         members: list[str] = []
         while self._heap and self._heap[0][0] == now:
             _, c = heapq.heappop(self._heap)
@@ -80,6 +92,23 @@ class WindowPlanner:
                 n += 1
             grants.append(Grant(self.window, now, c, n))
         return grants
+
+    def expect(self, component: str, time: float) -> None:
+        """A message for ``component`` at ``time`` from a sender this planner does not follow (a
+        host's planner of its own components learns so of what other services sent them)."""
+        heapq.heappush(self._pending[component], time)
+        heapq.heappush(self._heap, (self._wake(component), component))
+
+    def subset(self, components: Iterable[str]) -> WindowPlanner:
+        """A planner of ``components`` only, in the state this one has them in (a restarted
+        host's planner of its own components, after it replayed the run)."""
+        sub = WindowPlanner(components)
+        for c in sub._next:
+            sub._next[c] = self._next[c]
+            sub._pending[c] = list(self._pending[c])
+        sub._heap = [(w, c) for c in sorted(sub._next) if (w := sub._wake(c)) < INF]
+        heapq.heapify(sub._heap)
+        return sub
 
     def report(self, component: str, next_time: float, sent: Iterable[tuple[str, float]]) -> None:
         """After a step: the component's next internal event and the (dst, time) of each message it sent."""
