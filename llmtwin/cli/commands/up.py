@@ -12,10 +12,12 @@ limits of a run, the memory, the output folder.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 
 from llmtwin.cli.commands.compare import name_list
@@ -24,6 +26,7 @@ from llmtwin.cli.input_checks import check_fits, check_out
 from llmtwin.errors import ConfigurationError
 from llmtwin.observe.families import METRICS_MODES
 from llmtwin.report.outputs import RunOutput, describe_written, write_compare, write_run
+from llmtwin.report.plot_worker import plot_worker
 from llmtwin.report.summary import summarize
 from llmtwin.report.tables import compare_table, summary_table
 from llmtwin.runtime.observing import ObserveOptions
@@ -144,29 +147,34 @@ def run(args: argparse.Namespace) -> int:
         print(_headline(scenarios[0], [s.policy.name for s in scenarios]), file=sys.stderr)
     outs: list[RunOutput] = []
 
+    # Like simulate: the plot worker imports matplotlib while the runs go on.
+    stack = contextlib.ExitStack()
+    plotter = stack.enter_context(plot_worker(args.out is not None and not args.no_plots))
+
     def write(outcomes: list[RunOutcome]) -> None:
         """The results, written while the services are still up (before pictures and lingering)."""
-        outs.extend(report_outcomes(args, factory, scenarios, specs, outcomes))
+        outs.extend(report_outcomes(args, factory, scenarios, specs, outcomes, plotter))
         if log_dir is not None and args.out is not None:
             print(f"service logs in {log_dir}/", file=sys.stderr)
 
-    launcher = Launcher(
-        layout,
-        speed=speed,
-        stream=sys.stderr,
-        quiet=args.quiet,
-        log_dir=log_dir,
-        cpus=cpus,
-        tls=tls,
-        env={"TWIN_SCENARIO_DIRS": os.pathsep.join(dirs)} if dirs else {},
-        max_restarts=args.max_restarts,
-        server_timeout_s=services.window_timeout_s,
-        metrics=args.metrics,
-        observe=observe,
-        endpoints=args.out / "endpoints.json" if args.out is not None else None,
-        after=write,
-    )
-    launcher.run(runs)
+    with stack:
+        launcher = Launcher(
+            layout,
+            speed=speed,
+            stream=sys.stderr,
+            quiet=args.quiet,
+            log_dir=log_dir,
+            cpus=cpus,
+            tls=tls,
+            env={"TWIN_SCENARIO_DIRS": os.pathsep.join(dirs)} if dirs else {},
+            max_restarts=args.max_restarts,
+            server_timeout_s=services.window_timeout_s,
+            metrics=args.metrics,
+            observe=observe,
+            endpoints=args.out / "endpoints.json" if args.out is not None else None,
+            after=write,
+        )
+        launcher.run(runs)
     return 0
 
 
@@ -191,6 +199,7 @@ def report_outcomes(
     scenarios: Sequence[Scenario],
     specs: Sequence[RunSpec],
     outcomes: Sequence[RunOutcome],
+    plotter: Executor | None = None,
 ) -> list[RunOutput]:
     """The runs' results as ``simulate`` (one) or ``compare`` (several) prints and writes them."""
     outs = []
@@ -207,9 +216,9 @@ def report_outcomes(
         print(compare_table([o.summary for o in outs]), flush=True)
     if args.out is not None:
         if len(outs) == 1:
-            files = write_run(args.out, outs[0], plots=not args.no_plots)
+            files = write_run(args.out, outs[0], plots=not args.no_plots, plotter=plotter)
         else:
-            files = write_compare(args.out, outs, plots=not args.no_plots)
+            files = write_compare(args.out, outs, plots=not args.no_plots, plotter=plotter)
         print(describe_written(args.out, files), file=sys.stderr)
     return outs
 
