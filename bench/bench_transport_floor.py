@@ -1,0 +1,142 @@
+"""The fastest a message can go back and forth on this machine: the floor under `llmtwin up`.
+
+    .venv/bin/python bench/bench_transport_floor.py              # processes where the OS puts them
+    .venv/bin/python bench/bench_transport_floor.py --cpus 0     # every process on CPU 0
+
+Prints the round-trip time, in microseconds, of
+
+* a raw socket pair between two processes (blocking send and receive, no event loop): the
+  cost of the operating system's wake-ups alone;
+* nats-py over an embedded nats-server between two processes (uvloop, as the services run):
+  one process publishes 200 bytes and waits for the other's answer, which is what one
+  conductor round trip costs at the least (a grant out, a done back), before any work.
+
+A run over NATS needs one such round trip per window the conductor opens (`rounds` in
+summary.json), so rounds x this floor is a lower bound on its windows' wall time. A benchmark,
+not a test; the figures are in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.msg import Msg
+
+from llmtwin.runtime.embedded_nats import EmbeddedNats
+from llmtwin.runtime.processes import parse_cpus
+
+PAYLOAD = b"x" * 200
+T = TypeVar("T")
+
+
+def socket_pair_us(n: int, cpus: frozenset[int] | None) -> float:
+    """Round trip over a socket pair between this process and a forked echo, in us."""
+    a, b = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # the echo
+        a.close()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        while data := b.recv(4096):
+            b.sendall(data)
+        os._exit(0)
+    b.close()
+    for _ in range(500):
+        a.sendall(PAYLOAD)
+        a.recv(4096)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        a.sendall(PAYLOAD)
+        a.recv(4096)
+    took = time.perf_counter() - t0
+    a.close()
+    os.waitpid(pid, 0)
+    return 1e6 * took / n
+
+
+async def _echo(url: str) -> None:
+    nc = await nats.connect(url)
+
+    async def answer(msg: Msg) -> None:
+        await nc.publish("floor.pong", msg.data)
+
+    await nc.subscribe("floor.ping", cb=answer)
+    await asyncio.Event().wait()
+
+
+async def _ping(url: str, n: int) -> float:
+    nc = await nats.connect(url)
+    answers: asyncio.Queue[None] = asyncio.Queue()
+
+    async def got(msg: Msg) -> None:
+        answers.put_nowait(None)
+
+    await nc.subscribe("floor.pong", cb=got)
+    await nc.flush()
+    for _ in range(500):  # warm up (and wait for the echo's subscription)
+        await nc.publish("floor.ping", PAYLOAD)
+        try:
+            await asyncio.wait_for(answers.get(), 0.5)
+        except TimeoutError:
+            continue
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await nc.publish("floor.ping", PAYLOAD)
+        await answers.get()
+    took = time.perf_counter() - t0
+    await nc.close()
+    return 1e6 * took / n
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """On uvloop where it is installed, as the services run."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def nats_us(n: int, cpus: frozenset[int] | None) -> float:
+    """Round trip between this process and an echo process through an embedded nats-server."""
+    with EmbeddedNats(cpus=cpus) as server:
+        echo = subprocess.Popen(
+            [sys.executable, __file__, "--echo", server.url],
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
+        try:
+            return run_loop(_ping(server.url, n))
+        finally:
+            echo.terminate()
+            echo.wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cpus", default="all", help="CPUs of every process, e.g. 0 (default: all)")
+    ap.add_argument("-n", type=int, default=20_000, help="round trips per measurement")
+    ap.add_argument("--echo", metavar="URL", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.echo:
+        run_loop(_echo(args.echo))
+        return 0
+    cpus = parse_cpus(args.cpus)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    print(f"{os.cpu_count()} CPUs, processes on {args.cpus}; load average {os.getloadavg()[0]:.2f}")
+    print(f"socket pair round trip : {socket_pair_us(args.n, cpus):7.1f} us")
+    print(f"nats-py round trip     : {nats_us(args.n, cpus):7.1f} us  (via nats-server, 200-byte messages)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
