@@ -222,6 +222,9 @@ class HostService(Service[HostConfig]):
         await self.publish(state.done_subject, self.stepper.answer(state, grant))
         fleet, last = state.fleet, state.last
         if stepped and not last.error and fleet is not None and fleet.due():
+            # Let nats-py write the answer first: reading the instances' logs takes
+            # milliseconds, which the run need not wait for.
+            await asyncio.sleep(0)
             now = last.ahead[-1].time_s if last.ahead else grant.time_s
             await self._publish_tokens(state.run, fleet.observe(now))
 
