@@ -284,7 +284,12 @@ class RunState:
             grants = self.planner.next_window(self.req.until_s)
             want = [g.component for g in grants]
             got = [it.component for it in ahead.items]
-            if want != got or grants[0].time != ahead.time_s or not ahead.time_s < self.horizon_s:
+            if (
+                not grants
+                or want != got
+                or grants[0].time != ahead.time_s
+                or not ahead.time_s < self.horizon_s
+            ):
                 raise RunFailed(
                     svc,
                     f"{svc} ran {got} at t={ahead.time_s!r} ahead of window {self.window}; the run's "

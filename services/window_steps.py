@@ -46,7 +46,9 @@ class WindowStepper:
         try:
             self._file(state, grant)
             planned = state.planner.next_window()
-            if [g.component for g in planned] != grant.components or planned[0].time != grant.time_s:
+            if [g.component for g in planned] != grant.components or (
+                planned and planned[0].time != grant.time_s
+            ):
                 raise ProtocolError(
                     f"window {grant.window} grants {grant.components} at t={grant.time_s!r}; by the "
                     f"messages {self.name} holds, {[g.component for g in planned]} step next"

@@ -144,6 +144,16 @@ def test_windows_run_ahead_are_checked_against_the_planner() -> None:
     assert err.value.service == "h1"
 
 
+def test_an_empty_window_run_ahead_fails_the_run_naming_the_host() -> None:
+    state = two_host_state()
+    first_window(state)
+    state.open_window(state.planner.next_window())  # a at t=1, horizon 5
+    state.dones = {"h1": DoneBatch("r", 2, "h1", [DoneItem("a", 9.0, [], [])], ahead=[AheadWindow(9.5, [])])}
+    with pytest.raises(RunFailed, match=r"h1 ran \[\] at t=9.5 ahead of window 2") as err:
+        state.close_window()
+    assert err.value.service == "h1"
+
+
 def test_running_ahead_without_a_horizon_fails_the_run() -> None:
     state = two_host_state()
     state.open_window(state.planner.next_window())  # window 1: both hosts, no horizon
