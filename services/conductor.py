@@ -225,28 +225,22 @@ class Conductor(Service[ConductorConfig]):
         """Close the window; open the next one now if nothing must be waited for, else hand back."""
         try:
             closed, sent = state.close_window()
-            took_s, now_s = time.perf_counter() - state.window_opened, state.now_s
-            opened = False
+            m = self.cmetrics
+            m.window_duration.observe(time.perf_counter() - state.window_opened)
+            m.windows.inc(closed)
+            m.envelopes.inc(sent)
+            m.virtual_time.set(state.now_s)
+            m.lag.set(state.pacer.lag_s)
+            self.fleet.observe_conductor(
+                ConductorWindow(state.now_s, state.pacer.speed, self.speed.add(state.now_s))
+            )
+            await self._progress(state)
             if not state.stop and state.resumed.is_set():
                 grants = state.planner.next_window(state.req.until_s)
                 if grants and state.pacer.delay_s(grants[0].time) <= 0:
                     await self._open(state, grants)
-                    # Let nats-py write the grant now: the bookkeeping below then runs while
-                    # the hosts step, not before they can start.
-                    await asyncio.sleep(0)
-                    opened = True
-                else:
-                    state.planned = grants
-            m = self.cmetrics
-            m.window_duration.observe(took_s)
-            m.windows.inc(closed)
-            m.envelopes.inc(sent)
-            m.virtual_time.set(now_s)
-            m.lag.set(state.pacer.lag_s)
-            self.fleet.observe_conductor(ConductorWindow(now_s, state.pacer.speed, self.speed.add(now_s)))
-            await self._progress(state)
-            if opened:
-                return
+                    return
+                state.planned = grants
         except RunFailed as exc:
             state.fail(exc.service, exc.message)
         except Exception as exc:  # a bug here must still end the run with a message
