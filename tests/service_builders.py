@@ -24,7 +24,7 @@ from typing import Any
 
 from memory_bus import MemoryBus
 from prometheus_client import CollectorRegistry
-from toy_components import ToyFactory
+from toy_components import ToyFactory, run_local
 
 from llmtwin.runtime.embedded_nats import EmbeddedNats
 from llmtwin.runtime.nats_auth import Identity, new_identities, server_config
@@ -260,3 +260,11 @@ def check_golden(policy: str, csv: str, where: str) -> None:
         "If this change of results is intended, re-pin with LLMTWIN_UPDATE_GOLDEN=1 "
         ".venv/bin/pytest -q tests/test_report_golden.py and say why in the commit message."
     )
+
+
+def same_as_local(out: RunOutcome, spec: RunSpec) -> None:
+    """A toy run over the services gave LocalRunner's exports, end time, windows and messages."""
+    ref = run_local(spec)
+    assert {k: bytes(v) for k, v in out.parts.items()} == ref.parts
+    assert out.end_s == ref.end_s
+    assert (out.stats["windows"], out.stats["messages"]) == (ref.stats["windows"], ref.stats["messages"])

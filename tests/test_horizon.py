@@ -7,8 +7,7 @@ import asyncio
 import math
 
 import pytest
-from service_builders import TOY_SPLIT, Connect, host, start_services
-from toy_components import run_local
+from service_builders import TOY_SPLIT, Connect, host, same_as_local, start_services
 
 from llmtwin.sim.windows import WindowPlanner
 from proto.control import AheadWindow, DoneBatch, DoneItem, Ready, RunConfig, RunRequest, RunSpec
@@ -19,14 +18,6 @@ pytestmark = pytest.mark.timeout(60)
 
 FAN = RunSpec("toy", "fan", ("jobs=30",))
 PINGPONG = RunSpec("toy", "pingpong", ("balls=30",))
-
-
-def same_as_local(out: object, spec: RunSpec) -> None:
-    ref = run_local(spec)
-    assert {k: bytes(v) for k, v in out.parts.items()} == ref.parts  # type: ignore[attr-defined]
-    assert out.end_s == ref.end_s  # type: ignore[attr-defined]
-    stats = out.stats  # type: ignore[attr-defined]
-    assert (stats["windows"], stats["messages"]) == (ref.stats["windows"], ref.stats["messages"])
 
 
 async def test_a_host_runs_its_own_windows_ahead_with_the_same_results(transport: Connect) -> None:

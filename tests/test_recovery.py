@@ -26,10 +26,10 @@ from service_builders import (
     Services,
     check_golden,
     host,
+    same_as_local,
     start_secure_nats,
     start_services,
 )
-from toy_components import run_local
 
 from llmtwin.errors import ServiceFailure
 from llmtwin.report.writers import requests_csv
@@ -47,16 +47,6 @@ PINGPONG = RunSpec("toy", "pingpong", ("balls=40",))
 
 def recoveries(registry: CollectorRegistry, kind: str) -> float:
     return registry.get_sample_value("twin_conductor_recoveries_total", {"kind": kind}) or 0.0
-
-
-def same_as_local(out: Any, spec: RunSpec) -> None:
-    ref = run_local(spec)
-    assert {k: bytes(v) for k, v in out.parts.items()} == ref.parts
-    assert (out.end_s, out.stats["windows"], out.stats["messages"]) == (
-        ref.end_s,
-        ref.stats["windows"],
-        ref.stats["messages"],
-    )
 
 
 GrantHook = Callable[[HostService, HostedRun, GrantBatch], Awaitable[bool]]

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from memory_bus import MemoryBroker
 from prometheus_client import CollectorRegistry
-from service_builders import FUZZER, TOY_SPLIT, Connect, Services, host, start_services
+from service_builders import FUZZER, TOY_SPLIT, Connect, Services, host, same_as_local, start_services
 from toy_components import ToyFactory, Worker, fan, run_local
 
 from llmtwin.errors import ServiceFailure
@@ -55,14 +55,6 @@ async def until(cond: Callable[[], bool]) -> None:
 
 def rejected(registry: CollectorRegistry, reason: str) -> float:
     return registry.get_sample_value("twin_bus_rejected_total", {"reason": reason}) or 0.0
-
-
-def same_as_local(out: object, spec: RunSpec) -> None:
-    ref = run_local(spec)
-    assert {k: bytes(v) for k, v in out.parts.items()} == ref.parts  # type: ignore[attr-defined]
-    assert out.end_s == ref.end_s  # type: ignore[attr-defined]
-    stats = out.stats  # type: ignore[attr-defined]
-    assert (stats["windows"], stats["messages"]) == (ref.stats["windows"], ref.stats["messages"])
 
 
 @pytest.mark.parametrize("spec", [PINGPONG, FAN], ids=["pingpong", "fan"])
