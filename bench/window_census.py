@@ -1,0 +1,74 @@
+"""How a run's windows fall on the services of `llmtwin up` (an analysis, not a test).
+
+    .venv/bin/python bench/window_census.py w1
+    .venv/bin/python bench/window_census.py w1 --policy accellm --device-processes 2
+
+Runs the scenario in process, window by window (the same ``WindowPlanner`` as the services),
+with the components placed as ``llmtwin up`` places them (generator, balancer, instances
+sharded over ``--device-processes`` device services), and counts the windows, those granted to
+more than one service, those in which a component sends a message to another service's
+component, and the conductor round trips horizon grants leave: a window opens a round unless it
+and the window before it are both granted to the same single service, and nothing in between
+went to another service. docs/performance.md quotes its output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from llmtwin.cluster.run import build_components, scenario_requests
+from llmtwin.scenario.loader import load_scenario
+from llmtwin.sim.local import LocalRunner
+
+
+def service_of(component: str, device_processes: int) -> str:
+    """The service ``llmtwin up`` runs a component in (``--shard k/n``: instance i on i % n + 1)."""
+    if component.startswith("instance-"):
+        return f"device-{int(component.split('-')[1]) % device_processes + 1}"
+    return component
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenario")
+    ap.add_argument("--policy")
+    ap.add_argument("--device-processes", type=int, default=1)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args()
+    scenario = load_scenario(args.scenario, args.overrides, args.policy)
+    runner = LocalRunner(build_components(scenario, scenario_requests(scenario)))
+    planner = runner.planner
+    windows = shared = crossing = rounds = 0
+    run_by: str | None = None  # the service running ahead, while one may
+    while grants := planner.next_window():
+        windows += 1
+        services = {service_of(g.component, args.device_processes) for g in grants}
+        shared += len(services) > 1
+        if len(services) > 1 or services != {run_by}:
+            rounds += 1
+        run_by = next(iter(services)) if len(services) == 1 else None
+        produced, crosses = [], False
+        for g in grants:
+            comp = runner.components[g.component]
+            comp.step(g.time, runner.mailbox(g.component).take(g.time))
+            sent = comp.outbox.drain()
+            produced += sent
+            here = service_of(g.component, args.device_processes)
+            crosses |= any(service_of(e.dst, args.device_processes) != here for e in sent)
+            planner.report(g.component, comp.next_time(), [(e.dst, e.time) for e in sent])
+        crossing += crosses
+        if crosses:
+            run_by = None  # the receiver may answer at once: the conductor must open the next window
+        for env in produced:
+            runner.mailbox(env.dst).add(env)
+    print(
+        f"{scenario.name}/{scenario.policy.name}, {args.device_processes} device process(es): "
+        f"{windows:,} windows, {shared:,} granted to more than one service, {crossing:,} sending to "
+        f"another service; {rounds:,} conductor round trips with horizon grants"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
