@@ -191,8 +191,8 @@ class RunState:
             svc: [c for c, h in self.hosts.items() if svc not in h] for svc in self.ready_services
         }
 
-    def horizon(self, svc: str, now: float) -> float:
-        """How far ``svc`` may run windows by itself after the one at ``now`` granted to it alone
+    def horizon(self, svc: str) -> float:
+        """How far ``svc`` may run windows by itself after the open one, granted to it alone
         (``GrantBatch.horizon_s``): the earliest next event or waiting message of every component
         it does not host, bounded by the pace and ``until_s``; ``-inf`` when it must not (some
         component is replicated, some service is catching up or lost)."""
@@ -215,7 +215,7 @@ class RunState:
         self.open = True
         self.batches = {}
         services = sorted({svc for g in grants for svc in self.hosts[g.component]})
-        self.horizon_s = self.horizon(services[0], first.time) if len(services) == 1 else -math.inf
+        self.horizon_s = self.horizon(services[0]) if len(services) == 1 else -math.inf
         for svc in services:
             self.batches[svc] = self.batch_for(svc, 0, self.relay.pop(svc, []))
         self.expected = set(self.batches)

@@ -54,10 +54,6 @@ class WindowPlanner:
         pend = self._pending[c]
         return min(self._next[c], pend[0] if pend else INF)
 
-    def wake(self, component: str) -> float:
-        """When the component must step next: its next event or its earliest waiting message."""
-        return self._wake(component)
-
     def earliest(self, components: Iterable[str]) -> float:
         """The earliest wake of ``components`` (``INF`` when none has anything to do)."""
         return min(map(self._wake, components), default=INF)
