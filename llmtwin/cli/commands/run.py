@@ -27,6 +27,7 @@ from llmtwin.cli.commands.up import (
 )
 from llmtwin.cli.input_checks import check_out
 from llmtwin.errors import ConfigurationError
+from llmtwin.report.plot_worker import plot_worker
 from llmtwin.runtime.attached import Attached, drive
 from llmtwin.runtime.run_size import RunLimits, check_run_size
 from llmtwin.runtime.up import UpRun
@@ -77,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     at = Attached(cfg, roles, speed, metrics=args.metrics, wait_s=args.wait)
-    outcome = asyncio.run(drive(at, UpRun(label, spec, scenario.workload.requests), sys.stderr, args.quiet))
-    report_outcomes(args, factory, [scenario], [spec], [outcome])
+    # Like simulate and up: the plot worker imports matplotlib while the run goes on.
+    with plot_worker(args.out is not None and not args.no_plots) as plotter:
+        todo = UpRun(label, spec, scenario.workload.requests)
+        outcome = asyncio.run(drive(at, todo, sys.stderr, args.quiet))
+        report_outcomes(args, factory, [scenario], [spec], [outcome], plotter)
     return 0

@@ -12,7 +12,6 @@ limits of a run, the memory, the output folder.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -145,19 +144,15 @@ def run(args: argparse.Namespace) -> int:
     ]
     if not args.quiet:
         print(_headline(scenarios[0], [s.policy.name for s in scenarios]), file=sys.stderr)
-    outs: list[RunOutput] = []
-
     # Like simulate: the plot worker imports matplotlib while the runs go on.
-    stack = contextlib.ExitStack()
-    plotter = stack.enter_context(plot_worker(args.out is not None and not args.no_plots))
+    with plot_worker(args.out is not None and not args.no_plots) as plotter:
 
-    def write(outcomes: list[RunOutcome]) -> None:
-        """The results, written while the services are still up (before pictures and lingering)."""
-        outs.extend(report_outcomes(args, factory, scenarios, specs, outcomes, plotter))
-        if log_dir is not None and args.out is not None:
-            print(f"service logs in {log_dir}/", file=sys.stderr)
+        def write(outcomes: list[RunOutcome]) -> None:
+            """The results, written while the services are still up (before pictures and lingering)."""
+            report_outcomes(args, factory, scenarios, specs, outcomes, plotter)
+            if log_dir is not None and args.out is not None:
+                print(f"service logs in {log_dir}/", file=sys.stderr)
 
-    with stack:
         launcher = Launcher(
             layout,
             speed=speed,
@@ -200,8 +195,9 @@ def report_outcomes(
     specs: Sequence[RunSpec],
     outcomes: Sequence[RunOutcome],
     plotter: Executor | None = None,
-) -> list[RunOutput]:
-    """The runs' results as ``simulate`` (one) or ``compare`` (several) prints and writes them."""
+) -> None:
+    """The runs' results as ``simulate`` (one) or ``compare`` (several) prints and writes them
+    (the plots rendered in ``plotter`` when given: ``report/plot_worker.py``)."""
     outs = []
     for scenario, spec, outcome in zip(scenarios, specs, outcomes, strict=True):
         result = factory.result(spec, outcome)
@@ -220,7 +216,6 @@ def report_outcomes(
         else:
             files = write_compare(args.out, outs, plots=not args.no_plots, plotter=plotter)
         print(describe_written(args.out, files), file=sys.stderr)
-    return outs
 
 
 def _observe(args: argparse.Namespace) -> ObserveOptions | None:
