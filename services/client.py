@@ -149,32 +149,33 @@ class RunClient:
     async def wait_for(self, names: Iterable[str], timeout_s: float) -> None:
         """Return once every named service has been heard from; ServiceFailure on timeout."""
         wanted = set(names)
-        deadline = time.monotonic() + timeout_s
-        while not wanted <= set(self.present):
-            self._changed.clear()
-            left = deadline - time.monotonic()
-            try:
-                await asyncio.wait_for(self._changed.wait(), max(left, 0.0))
-            except TimeoutError:
-                missing = ", ".join(sorted(wanted - set(self.present)))
-                raise ServiceFailure(f"services not up after {timeout_s:g} s: {missing}") from None
+        if not await self._until(lambda: wanted <= set(self.present), timeout_s):
+            missing = ", ".join(sorted(wanted - set(self.present)))
+            raise ServiceFailure(f"services not up after {timeout_s:g} s: {missing}")
 
     async def wait_for_roles(self, roles: Iterable[str], timeout_s: float, where: str) -> None:
         """Return once a service of every role in ``roles`` has been heard from; else
         ServiceFailure naming the roles missing on ``where`` and the services heard."""
         wanted = set(roles)
+        if not await self._until(lambda: wanted <= set(self.roles.values()), timeout_s):
+            missing = ", ".join(sorted(wanted - set(self.roles.values())))
+            heard = ", ".join(f"{s} ({r})" for s, r in sorted(self.roles.items())) or "none"
+            raise ServiceFailure(
+                f"no {missing} service on {where} after {timeout_s:g} s (heard: {heard}); start them "
+                "first (`llmtwin service ROLE --nats URL`, or `docker compose up`)"
+            )
+
+    async def _until(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until ``done()`` holds, checking whenever a service is heard from; False if it
+        still does not after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        while not wanted <= set(self.roles.values()):
+        while not done():
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), max(deadline - time.monotonic(), 0.0))
             except TimeoutError:
-                missing = ", ".join(sorted(wanted - set(self.roles.values())))
-                heard = ", ".join(f"{s} ({r})" for s, r in sorted(self.roles.items())) or "none"
-                raise ServiceFailure(
-                    f"no {missing} service on {where} after {timeout_s:g} s (heard: {heard}); start them "
-                    "first (`llmtwin service ROLE --nats URL`, or `docker compose up`)"
-                ) from None
+                return False
+        return True
 
     async def run(self, req: RunRequest, on_progress: ProgressCallback | None = None) -> RunOutcome:
         """Start ``req`` and return its outcome (ServiceFailure if the run failed, or if the
