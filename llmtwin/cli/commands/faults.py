@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,12 +103,12 @@ def impact_table(by_policy: Sequence[Sequence[FaultImpact]], markdown: bool = Fa
     rows = []
     for runs in by_policy:
 
-        def mean(get: object, runs: Sequence[FaultImpact] = runs) -> float:
-            return sum(get(r) for r in runs) / len(runs)  # type: ignore[operator]
+        def mean(get: Callable[[FaultImpact], float], runs: Sequence[FaultImpact] = runs) -> float:
+            return sum(get(r) for r in runs) / len(runs)
 
-        def pair(get: object, fmt: str, scale: float = 1.0) -> str:
-            a = mean(lambda r: get(r)[0]) * scale  # type: ignore[operator]
-            b = mean(lambda r: get(r)[1]) * scale  # type: ignore[operator]
+        def pair(get: Callable[[FaultImpact], tuple[float, float]], fmt: str, scale: float = 1.0) -> str:
+            a = mean(lambda r: get(r)[0]) * scale
+            b = mean(lambda r: get(r)[1]) * scale
             return f"{fmt.format(a)} / {fmt.format(b)}"
 
         rows.append(
