@@ -36,10 +36,10 @@ def _setting(r: RowResult) -> str:
 
 
 def _spread(values: Sequence[float], fmt: str) -> tuple[str, str]:
-    ok = [v for v in values if not math.isnan(v)]
-    if not ok:
+    mean = _finite_mean(values)
+    if mean is None:
         return "none", "-"
-    mean = sum(ok) / len(ok)
+    ok = _finite(values)
     return fmt.format(mean), f"{fmt.format(min(ok))}-{fmt.format(max(ok))}" if len(ok) > 1 else "-"
 
 
@@ -114,8 +114,13 @@ def study_document(study: Study, results: Sequence[RowResult], runs: int, wall_s
     }
 
 
+def _finite(values: Sequence[float]) -> list[float]:
+    """The seeds' values that are numbers (NaN: no value held the target, `RowResult.values`)."""
+    return [v for v in values if not math.isnan(v)]
+
+
 def _finite_mean(values: Sequence[float]) -> float | None:
-    ok = [v for v in values if not math.isnan(v)]
+    ok = _finite(values)
     return sum(ok) / len(ok) if ok else None
 
 
