@@ -1,8 +1,8 @@
 """A worker process that renders plots while the main process simulates and writes files.
 
 Rendering the four per-run PNGs and importing matplotlib cost about as much as simulating w1.
-``simulate`` and ``compare`` start this worker before their runs: it imports matplotlib while the
-simulation runs, then renders each run's plots (from a small :class:`~llmtwin.report.plot_data.
+``simulate``, ``compare``, ``up`` and ``run`` start this worker before their runs: it imports
+matplotlib while the simulation runs, then renders each run's plots (from a small :class:`~llmtwin.report.plot_data.
 RunPlots`) while the main process writes the CSV and JSON files. The PNGs are byte-identical to
 rendering them in the main process. Where processes cannot be forked (not Linux), plots are
 rendered in the main process instead.
