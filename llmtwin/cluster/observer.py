@@ -129,6 +129,7 @@ class InstanceObserver:
         allreduce = saved = prefetched = 0.0
         batch: list[tuple[float, int]] = []
         tokens: list[tuple[float, int]] = []
+        last_batch = 0
         for s in np.flatnonzero(seg.n).tolist():
             n, dt, role = int(seg.n[s]), float(seg.dt[s]), seg.role[s]
             busy[role] = busy.get(role, 0.0) + n * dt
@@ -143,9 +144,10 @@ class InstanceObserver:
                 more = self.breakdown.preserve(int(seg.decode[s]), dt)
                 if more is not None:
                     saved, prefetched = saved + n * more[0], prefetched + n * more[1]
-            last = int(seg.lo[s] + n - 1)
-            self.j = last + 1
-            self.in_flight = (float(seg.ends(np.array([last]))[0]), b)
+            self.j = int(seg.lo[s] + n)
+            last_batch = b
+        if self.j > j0:  # the end of the last iteration read (one lookup, not one per segment)
+            self.in_flight = (float(seg.ends(np.array([self.j - 1]))[0]), last_batch)
         end, in_flight = self.in_flight
         horizon = max(t, end, self.h)
         pieces = self._pieces(j0, seg, final)

@@ -34,6 +34,8 @@ class StepBreakdown:
     def allreduce_s(self, tokens: int) -> float:
         """Seconds of tensor-parallel allreduce in one iteration of ``tokens`` tokens (their size
         depends on the tokens only)."""
+        if self.step.tp == 1:
+            return 0.0  # one device: no allreduce (and no step graph to build per token count)
         got = self._allreduce.get(tokens)
         if got is None:
             step = self.step
