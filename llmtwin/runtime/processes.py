@@ -135,7 +135,9 @@ class Supervisor:
             )
 
     def exited(self) -> Child | None:
-        """The first child that has exited, if any."""
+        """The first child that has exited, if any (none once stopping: they are meant to)."""
+        if self.stopping:
+            return None
         for child in self.children:
             if child.proc.poll() is not None:
                 return child
@@ -144,11 +146,16 @@ class Supervisor:
     def pids(self) -> list[int]:
         return [c.pid for c in self.children]
 
-    def stop_all(self, grace_s: float = 10.0) -> list[str]:
-        """SIGTERM every child's group, wait up to ``grace_s``, SIGKILL the rest; names of the killed."""
+    def terminate_all(self) -> None:
+        """SIGTERM every child's group without waiting (they exit while the caller goes on;
+        :meth:`stop_all` later waits for them)."""
         self.stopping = True
         for child in self.children:
             _signal_group(child, signal.SIGTERM)
+
+    def stop_all(self, grace_s: float = 10.0) -> list[str]:
+        """SIGTERM every child's group, wait up to ``grace_s``, SIGKILL the rest; names of the killed."""
+        self.terminate_all()
         deadline = time.monotonic() + grace_s
         killed = []
         for child in self.children:

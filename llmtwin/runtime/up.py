@@ -34,6 +34,7 @@ from typing import TextIO, TypeVar
 
 from llmtwin.errors import ServiceFailure, TwinError
 from llmtwin.runtime.observing import Observatory, ObserveOptions, write_endpoints
+from llmtwin.runtime.placement import AutoPlacement, Placement, pin_process
 from llmtwin.runtime.private_bus import PrivateBus, TlsFiles
 from llmtwin.runtime.processes import Child, Supervisor
 from llmtwin.runtime.progress_line import ProgressLine
@@ -94,6 +95,7 @@ class Launcher:
         start_timeout_s: float = 120.0,
         grace_s: float = 10.0,
         cpus: frozenset[int] | None = None,
+        auto_cpus: AutoPlacement | None = None,
         tls: TlsFiles | None = None,
         env: Mapping[str, str] | None = None,
         max_restarts: int = 3,
@@ -106,6 +108,10 @@ class Launcher:
         self.layout = list(layout)
         self.cpus = cpus
         """CPUs for nats-server and every service (None: wherever the OS puts them)."""
+        self.auto_cpus = auto_cpus
+        """``--cpus auto``: decides ``cpus`` once the services are up (``runtime/placement.py``)."""
+        self.placement: Placement | None = None
+        """What ``auto_cpus`` decided (None: it was not asked)."""
         self.speed = speed
         self.stream, self.quiet = stream, quiet
         self.log_dir = log_dir
@@ -194,6 +200,7 @@ class Launcher:
         if not self.quiet:
             listed = ", ".join(f"{name}:{port}" for name, port in sorted(ports.items()))
             self._say(f"services up (metrics ports {listed})")
+        await self._place()
         prometheus = await self._start_observing()
         if self.endpoints is not None:
             write_endpoints(self.endpoints, nats_url, ports, prometheus)
@@ -209,9 +216,34 @@ class Launcher:
             check_not_stopped(r.label, outcome)
             outcomes.append(outcome)
         if self.after is not None:
+            if self.observatory is None and self.supervisor is not None:
+                # Nothing needs the services any more (no final scrape, no lingering): they
+                # stop while the results are written instead of after.
+                self.supervisor.terminate_all()
             await asyncio.to_thread(self.after, outcomes)
         await self._draw()
         return outcomes
+
+    async def _place(self) -> None:
+        """``--cpus auto``: move nats-server and every service to one CPU where hand-offs are
+        faster there (``runtime/placement.py``); restarts then start there too."""
+        auto, sup, bus = self.auto_cpus, self.supervisor, self.bus
+        if auto is None or sup is None or bus is None:
+            return
+        devices = sum(p.role == "device" for p in self.layout)
+        self.placement = placed = await asyncio.to_thread(auto.decide, devices)
+        if placed.cpus is not None:
+            self.cpus = sup.cpus = bus.server.cpus = placed.cpus
+            server = bus.server.proc
+            for pid in [*sup.pids(), *([server.pid] if server is not None else [])]:
+                pin_process(pid, placed.cpus)
+        if not self.quiet:
+            where = (
+                f"on CPU {','.join(map(str, sorted(placed.cpus)))}"
+                if placed.cpus is not None
+                else "where the OS puts them"
+            )
+            self._say(f"placement: nats-server and the services {where} ({placed.why}; --cpus to choose)")
 
     async def _start_observing(self) -> str:
         """Start Prometheus (``--observe``); its URL, or "" (a failure is said, the run goes on)."""

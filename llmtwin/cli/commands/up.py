@@ -29,6 +29,7 @@ from llmtwin.report.plot_worker import plot_worker
 from llmtwin.report.summary import summarize
 from llmtwin.report.tables import compare_table, summary_table
 from llmtwin.runtime.observing import ObserveOptions
+from llmtwin.runtime.placement import AutoPlacement
 from llmtwin.runtime.private_bus import TlsFiles
 from llmtwin.runtime.processes import parse_cpus
 from llmtwin.runtime.run_size import MAX_PROCESSES, check_files, check_run_size, looks_like_path
@@ -73,9 +74,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--device-processes", type=int, default=1, help="device service processes (instances sharded)"
     )
     p.add_argument(
-        "--cpus", default="all", metavar="LIST",
-        help="run nats-server and every service on these CPUs, e.g. 0 or 0-1 (default: all, the OS decides); "
-        "one CPU is often faster, see docs/architecture.md",
+        "--cpus", default="auto", metavar="LIST",
+        help="run nats-server and every service on these CPUs, e.g. 0 or 0-1; all: the OS decides; "
+        "auto (default): on one CPU if a measured hand-off between processes is at least twice as "
+        "fast there (with one device process), else as all; see docs/architecture.md",
     )  # fmt: skip
     p.add_argument("--logs", type=Path, help="keep the services' logs in this folder (default: OUT/logs)")
     p.add_argument(
@@ -109,7 +111,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     speed = parse_speed(args.speed)
-    cpus = parse_cpus(args.cpus)
+    auto_cpus = args.cpus.strip().lower() == "auto"
+    cpus = None if auto_cpus else parse_cpus(args.cpus)
     if args.device_processes < 1:
         raise ConfigurationError(f"--device-processes must be >= 1, got {args.device_processes}")
     if args.max_restarts < 0:
@@ -160,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             log_dir=log_dir,
             cpus=cpus,
+            auto_cpus=AutoPlacement() if auto_cpus else None,
             tls=tls,
             env={"TWIN_SCENARIO_DIRS": os.pathsep.join(dirs)} if dirs else {},
             max_restarts=args.max_restarts,
