@@ -9,14 +9,19 @@ sharded over ``--device-processes`` device services), and counts the windows, th
 more than one service, those in which a component sends a message to another service's
 component, and the conductor round trips horizon grants leave: a window opens a round unless it
 and the window before it are both granted to the same single service, and nothing in between
-went to another service. docs/performance.md quotes its output.
+went to another service. With ``--kinds``, it also classifies the rounds by the step that opens
+them (component kind, what it took, whether it sent to another service) and, for the windows in
+which an instance takes a ``Dispatch``, how soon the next window opens (what a promise reaching
+one iteration ahead could overlap). docs/performance.md quotes its output.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import sys
 
+from llmtwin.cluster.messages import Dispatch
 from llmtwin.cluster.run import build_components, scenario_requests
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.sim.local import LocalRunner
@@ -35,28 +40,47 @@ def main() -> int:
     ap.add_argument("--policy")
     ap.add_argument("--device-processes", type=int, default=1)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--kinds", action="store_true", help="classify the rounds by the step opening them")
     args = ap.parse_args()
     scenario = load_scenario(args.scenario, args.overrides, args.policy)
     runner = LocalRunner(build_components(scenario, scenario_requests(scenario)))
     planner = runner.planner
     windows = shared = crossing = rounds = 0
     run_by: str | None = None  # the service running ahead, while one may
+    kinds: collections.Counter[str] = collections.Counter()
+    after_dispatch: list[float] = []  # seconds from an instance's Dispatch window to the next window
+    dispatched_at: float | None = None
     while grants := planner.next_window():
         windows += 1
         services = {service_of(g.component, args.device_processes) for g in grants}
         shared += len(services) > 1
-        if len(services) > 1 or services != {run_by}:
-            rounds += 1
+        opens = len(services) > 1 or services != {run_by}
+        rounds += opens
         run_by = next(iter(services)) if len(services) == 1 else None
-        produced, crosses = [], False
+        if dispatched_at is not None:
+            after_dispatch.append(grants[0].time - dispatched_at)
+            dispatched_at = None
+        produced, crosses, steps = [], False, []
         for g in grants:
             comp = runner.components[g.component]
-            comp.step(g.time, runner.mailbox(g.component).take(g.time))
+            inbox = runner.mailbox(g.component).take(g.time)
+            comp.step(g.time, inbox)
             sent = comp.outbox.drain()
             produced += sent
             here = service_of(g.component, args.device_processes)
-            crosses |= any(service_of(e.dst, args.device_processes) != here for e in sent)
+            out = sorted(
+                {type(e.body).__name__ for e in sent if service_of(e.dst, args.device_processes) != here}
+            )
+            crosses |= bool(out)
+            took = sorted({type(e.body).__name__ for e in inbox})
+            steps.append(
+                f"{g.component.split('-')[0]} takes {'+'.join(took) or 'nothing'}, sends {'+'.join(out) or 'nothing'}"
+            )
+            if g.component.startswith("instance-") and any(isinstance(e.body, Dispatch) for e in inbox):
+                dispatched_at = g.time
             planner.report(g.component, comp.next_time(), [(e.dst, e.time) for e in sent])
+        if opens:
+            kinds["; ".join(steps) if len(steps) == 1 else f"{len(steps)} components at once"] += 1
         crossing += crosses
         if crosses:
             run_by = None  # the receiver may answer at once: the conductor must open the next window
@@ -67,6 +91,17 @@ def main() -> int:
         f"{windows:,} windows, {shared:,} granted to more than one service, {crossing:,} sending to "
         f"another service; {rounds:,} conductor round trips with horizon grants"
     )
+    if args.kinds:
+        print("rounds by the step that opens them:")
+        for kind, n in kinds.most_common():
+            print(f"  {n:8,}  {kind}")
+        if after_dispatch:
+            gaps = sorted(after_dispatch)
+            for ms in (5, 10, 20):
+                within = sum(g <= ms / 1000 for g in gaps)
+                print(
+                    f"  the next window opens within {ms} ms after {within:,} of {len(gaps):,} instance Dispatch windows"
+                )
     return 0
 
 
