@@ -9,10 +9,13 @@ sharded over ``--device-processes`` device services), and counts the windows, th
 more than one service, those in which a component sends a message to another service's
 component, and the conductor round trips horizon grants leave: a window opens a round unless it
 and the window before it are both granted to the same single service, and nothing in between
-went to another service. With ``--kinds``, it also classifies the rounds by the step that opens
-them (component kind, what it took, whether it sent to another service) and, for the windows in
-which an instance takes a ``Dispatch``, how soon the next window opens (what a promise reaching
-one iteration ahead could overlap). docs/performance.md quotes its output.
+went to another service; a step that takes only what its component takes silently
+(``Component.silent_kinds``) is held back and opens no round, and sending it such a message
+does not end a horizon grant (docs/architecture.md, "Silent steps"). With ``--kinds``, it also
+classifies the rounds by the step that opens them (component kind, what it took, whether it
+sent to another service) and, for the windows in which an instance takes a ``Dispatch``, how
+soon the next window opens (what a promise reaching one iteration ahead could overlap).
+docs/performance.md quotes its output.
 """
 
 from __future__ import annotations
@@ -45,33 +48,53 @@ def main() -> int:
     scenario = load_scenario(args.scenario, args.overrides, args.policy)
     runner = LocalRunner(build_components(scenario, scenario_requests(scenario)))
     planner = runner.planner
-    windows = shared = crossing = rounds = 0
+    windows = shared = crossing = rounds = held = 0
     run_by: str | None = None  # the service running ahead, while one may
+    owed: set[str] = set()  # services with steps held back for their next grant
     kinds: collections.Counter[str] = collections.Counter()
     after_dispatch: list[float] = []  # seconds from an instance's Dispatch window to the next window
     dispatched_at: float | None = None
+    comps = runner.components
+
+    def where(cid: str) -> str:
+        return service_of(cid, args.device_processes)
+
     while grants := planner.next_window():
         windows += 1
-        services = {service_of(g.component, args.device_processes) for g in grants}
+        inboxes = {g.component: runner.mailbox(g.component).take(g.time) for g in grants}
+        quiet = {  # steps the conductor holds back (RunState.hold)
+            g.component
+            for g in grants
+            if inboxes[g.component]
+            and comps[g.component].next_time() > g.time
+            and all(isinstance(e.body, comps[g.component].silent_kinds()) for e in inboxes[g.component])
+        }
+        busy = {where(g.component) for g in grants if g.component not in quiet}
+        quiet = {c for c in quiet if where(c) not in busy}
+        held += len(quiet)
+        owed |= {where(c) for c in quiet}
+        services = {where(g.component) for g in grants}
         shared += len(services) > 1
-        opens = len(services) > 1 or services != {run_by}
+        opens = bool(busy) and (len(busy) > 1 or busy != {run_by})
         rounds += opens
-        run_by = next(iter(services)) if len(services) == 1 else None
+        owed -= busy
+        if busy:
+            run_by = next(iter(busy)) if len(busy) == 1 else None
         if dispatched_at is not None:
             after_dispatch.append(grants[0].time - dispatched_at)
             dispatched_at = None
         produced, crosses, steps = [], False, []
         for g in grants:
-            comp = runner.components[g.component]
-            inbox = runner.mailbox(g.component).take(g.time)
+            comp, inbox = comps[g.component], inboxes[g.component]
             comp.step(g.time, inbox)
             sent = comp.outbox.drain()
             produced += sent
-            here = service_of(g.component, args.device_processes)
-            out = sorted(
-                {type(e.body).__name__ for e in sent if service_of(e.dst, args.device_processes) != here}
+            here = where(g.component)
+            out = sorted({type(e.body).__name__ for e in sent if where(e.dst) != here})
+            # What the receiver takes silently does not end a horizon grant.
+            crosses |= any(
+                where(e.dst) != here and not isinstance(e.body, comps[e.dst].silent_kinds()) for e in sent
             )
-            crosses |= bool(out)
             took = sorted({type(e.body).__name__ for e in inbox})
             steps.append(
                 f"{g.component.split('-')[0]} takes {'+'.join(took) or 'nothing'}, sends {'+'.join(out) or 'nothing'}"
@@ -86,10 +109,12 @@ def main() -> int:
             run_by = None  # the receiver may answer at once: the conductor must open the next window
         for env in produced:
             runner.mailbox(env.dst).add(env)
+    rounds += bool(owed)  # the last hand-over of steps still held back
     print(
         f"{scenario.name}/{scenario.policy.name}, {args.device_processes} device process(es): "
         f"{windows:,} windows, {shared:,} granted to more than one service, {crossing:,} sending to "
-        f"another service; {rounds:,} conductor round trips with horizon grants"
+        f"another service (not taken silently); {held:,} steps held back; {rounds:,} conductor round trips with horizon "
+        "grants and held-back steps"
     )
     if args.kinds:
         print("rounds by the step that opens them:")

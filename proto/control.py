@@ -158,6 +158,23 @@ class WireEnvelope(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelope"):
     """An encoded ``llmtwin/cluster/messages.py`` struct (its ``type`` tag says which)."""
 
 
+class DeferredStep(msgspec.Struct, frozen=True):
+    """A step of an earlier window that the conductor held back: the component takes only
+    messages it takes silently (``Component.silent_kinds``: it sends nothing and keeps its next
+    event), so nothing depends on it before its next window. Its host steps it at ``time_s``,
+    with the ``expect`` envelopes stamped <= ``time_s`` it holds, before anything else in the
+    grant, and refuses to go on if it then sends something or moves its next event
+    (docs/architecture.md, "Silent steps")."""
+
+    window: int
+    time_s: float
+    component: str
+    expect: int
+    envelopes: list[WireEnvelope] = msgspec.field(default_factory=list)
+    """Envelopes for this service's components produced before this step and not yet handed
+    to it: filed just before it (what later windows produced comes after it)."""
+
+
 class GrantBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.grant"):
     """Conductor -> one hosting service: step these components at ``time_s`` in window ``window``."""
 
@@ -170,7 +187,8 @@ class GrantBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.grant"):
     """Per component: envelopes stamped <= time_s from earlier windows it must hold first."""
     envelopes: list[WireEnvelope] = msgspec.field(default_factory=list)
     """Envelopes for this service's components produced in earlier windows and not yet handed
-    to it (the conductor relays them from the senders' ``DoneBatch``)."""
+    to it (the conductor relays them from the senders' ``DoneBatch``), after those that go with
+    the ``deferred`` steps."""
     follow: list[str] = msgspec.field(default_factory=list)
     """Granted components this service only replicates: it steps them and reports a digest,
     but does not publish what they send (the conductor decides who leads)."""
@@ -184,6 +202,9 @@ class GrantBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.grant"):
     ``window + 1, ...`` by itself while their time stays below it and nothing it sends goes to
     another service before it; it delivers its components' envelopes to each other itself
     (docs/architecture.md, "Horizon grants"). ``-inf``: this window only."""
+    deferred: list[DeferredStep] = msgspec.field(default_factory=list)
+    """Steps of earlier windows held back for this service, in window order, to take first. A
+    grant may hold only these (``components`` empty: the run's last windows are done)."""
 
 
 class DoneItem(msgspec.Struct, frozen=True):
@@ -198,6 +219,9 @@ class DoneItem(msgspec.Struct, frozen=True):
     """Delivery time of each envelope it sent (same order as ``sent_dst``)."""
     digest: int = 0
     """Hash of what it sent (leaders and followers of a replicated component must agree)."""
+    sent_silent: list[bool] = msgspec.field(default_factory=list)
+    """Per envelope sent to another service (same order as ``sent_dst``; empty: none): the
+    receiver takes it silently (``DeferredStep``), so it does not end a horizon grant."""
 
 
 class AheadWindow(msgspec.Struct, frozen=True):
@@ -207,6 +231,8 @@ class AheadWindow(msgspec.Struct, frozen=True):
     items: list[DoneItem]
     """Its components that stepped, in component-id order (what the conductor's planner must
     grant in that window)."""
+    envelopes: list[WireEnvelope] = msgspec.field(default_factory=list)
+    """What they sent to other services' components in that window."""
 
 
 class DoneBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.done"):
@@ -221,8 +247,8 @@ class DoneBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.done"):
     error: str = ""
     envelopes: list[WireEnvelope] = msgspec.field(default_factory=list)
     """What its components sent in this window (the conductor relays them with the next grants);
-    under a horizon grant, in every window it stepped, less what it delivered to its own
-    components."""
+    under a horizon grant, less what it delivered to its own components (the windows it ran
+    ahead carry theirs in ``ahead``)."""
     attempt: int = 0
     """The ``GrantBatch.attempt`` it answers."""
     ahead: list[AheadWindow] = msgspec.field(default_factory=list)

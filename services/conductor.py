@@ -235,12 +235,13 @@ class Conductor(Service[ConductorConfig]):
                 ConductorWindow(state.now_s, state.pacer.speed, self.speed.add(state.now_s))
             )
             await self._progress(state)
-            if not state.stop and state.resumed.is_set():
+            while not state.stop and state.resumed.is_set():
                 grants = state.planner.next_window(state.req.until_s)
-                if grants and state.pacer.delay_s(grants[0].time) <= 0:
-                    await self._open(state, grants)
+                if not grants or state.pacer.delay_s(grants[0].time) > 0:
+                    state.planned = grants
+                    break
+                if await self._open(state, grants):
                     return
-                state.planned = grants
         except RunFailed as exc:
             state.fail(exc.service, exc.message)
         except Exception as exc:  # a bug here must still end the run with a message
@@ -329,9 +330,23 @@ class Conductor(Service[ConductorConfig]):
                 break  # the window was planned but never opened: the run ends before it
             state.check()
             state.handback.clear()
-            await self._open(state, grants)
+            if not await self._open(state, grants):
+                continue  # every step of the window held back: no round trip
             await state.handback.wait()  # DoneBatch handlers run windows until one must wait
             state.check()
+        if state.deferred and not state.stop:
+            await self._flush(state)
+
+    async def _flush(self, state: RunState) -> None:
+        """Hand over the steps still held back (docs/architecture.md, "Silent steps")."""
+        state.check()
+        state.handback.clear()
+        for svc, batch in state.open_flush().items():
+            if svc not in state.recovering:
+                await self.publish(state.grant_subjects[svc], batch)
+        if state.expected:
+            await state.handback.wait()
+        state.check()
 
     async def _pause_point(self, state: RunState) -> None:
         """Hold here while paused; the pause does not count against the pace."""
@@ -353,11 +368,15 @@ class Conductor(Service[ConductorConfig]):
                 await asyncio.wait_for(state.wake.wait(), delay)
             await self._pause_point(state)
 
-    async def _open(self, state: RunState, grants: list[Grant]) -> None:
+    async def _open(self, state: RunState, grants: list[Grant]) -> bool:
+        """Open the window of ``grants``; False when every step in it was held back (the window
+        is closed and nothing was sent)."""
         state.pacer.opened(grants[0].time)
-        for svc, batch in state.open_window(grants).items():
+        batches = state.open_window(grants)
+        for svc, batch in batches.items():
             if svc not in state.recovering:  # it gets the grant once it has caught up
                 await self.publish(state.grant_subjects[svc], batch)
+        return bool(batches)
 
     async def _collect(self, state: RunState) -> RunOutcome:
         await self.publish(subjects.collect(state.run), Collect(state.run, state.now_s))

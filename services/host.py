@@ -158,7 +158,14 @@ class HostService(Service[HostConfig]):
         )
         planner = runner.planner.subset(hosted) if runner else WindowPlanner(hosted)
         state = HostedRun(
-            run, hosted, offload, ready, mail, planner, done_subject=subjects.done(run, self.name)
+            run,
+            hosted,
+            offload,
+            ready,
+            mail,
+            planner,
+            silent={c.id: c.silent_kinds() for c in built},
+            done_subject=subjects.done(run, self.name),
         )
         state.fleet = hosted_fleet_observer(
             cfg,

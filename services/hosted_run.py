@@ -24,9 +24,8 @@ class Stepped:
     completed: int = -1
     error: str = ""
     ahead: list[AheadWindow] = field(default_factory=list)
-    """The windows after ``window`` it stepped by itself under a horizon grant."""
-    ahead_wires: list[WireEnvelope] = field(default_factory=list)
-    """What those windows sent to other services' components."""
+    """The windows after ``window`` it stepped by itself under a horizon grant, with what they
+    sent to other services' components."""
 
 
 @dataclass(slots=True)
@@ -44,6 +43,9 @@ class HostedRun:
     planner: WindowPlanner = field(default_factory=lambda: WindowPlanner(()))
     """Its own components' windows, as the conductor's planner has them: it checks each grant
     against it and plans the windows it runs ahead under a horizon grant."""
+    silent: dict[str, tuple[type, ...]] = field(default_factory=dict)
+    """Every component of the run (not only its own) -> the messages it takes silently
+    (``Component.silent_kinds``): what it sends them does not end a horizon grant."""
     subs: list[Subscription] = field(default_factory=list)
     done_subject: str = ""
     counters: list[Any] = field(default_factory=list)

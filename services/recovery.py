@@ -67,13 +67,14 @@ def restarted(state: RunState, svc: str, boot: str) -> RunConfig | None:
             svc, f"{svc} restarted {state.restarts[svc]} times in run {state.run}: two processes named {svc}?"
         )
         return None
-    window = state.window - 1 if state.open else state.window
+    window = state.window - 1 if state.open and not state.flushing else state.window
     state.relay.pop(svc, None)  # produced in windows <= window: the replay delivers them
+    state.deferred.pop(svc, None)  # steps of windows <= window: the replay takes them
     granted = {g.component: g.expect for g in state.grants} if state.open else {}
     if state.open and svc in state.expected:
         state.dones.pop(svc, None)
         old = state.batches[svc]
-        state.batches[svc] = msgspec.structs.replace(old, envelopes=[], attempt=old.attempt + 1)
+        state.batches[svc] = msgspec.structs.replace(old, envelopes=[], deferred=[], attempt=old.attempt + 1)
     state.recovering[svc] = Recovery(
         window,
         boot,
@@ -138,7 +139,7 @@ def lose(state: RunState, svc: str) -> list[str]:
             changed.discard(who)
             continue
         old = state.batches[who]
-        state.batches[who] = state.batch_for(who, old.attempt + 1, old.envelopes)
+        state.batches[who] = state.batch_for(who, old.attempt + 1, old.envelopes, old.deferred)
         state.dones.pop(who, None)
     return sorted(changed - {svc})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from llmtwin.sim.windows import Grant, WindowPlanner
 from proto import subjects
 from proto.chunks import Reassembler
 from proto.control import (
+    DeferredStep,
     DoneBatch,
     DoneItem,
     ExportBatch,
@@ -93,6 +95,16 @@ class RunState:
     completed: dict[str, int] = field(default_factory=dict)
     relay: dict[str, list[WireEnvelope]] = field(default_factory=dict)
     """Envelopes waiting for the next grant to each service."""
+    silent_due: dict[str, list[float]] = field(default_factory=dict)
+    """Component -> times of the waiting envelopes it takes silently (a heap; ``DoneItem.sent_silent``)."""
+    deferred: dict[str, list[DeferredStep]] = field(default_factory=dict)
+    """Steps held back for each service's next grant (docs/architecture.md, "Silent steps")."""
+    held: int = 0
+    """Steps held back so far (each one a window with no round trip of its own)."""
+    flushing: bool = False
+    """The open round only hands over held-back steps (the windows are done)."""
+    counted: int = 0
+    """Windows counted in the conductor's metrics so far."""
     messages: int = 0
     rounds: int = 0
     """Windows the conductor opened (round trips); the rest were run ahead under horizon grants."""
@@ -191,12 +203,17 @@ class RunState:
             svc: [c for c, h in self.hosts.items() if svc not in h] for svc in self.ready_services
         }
 
+    def steady(self) -> bool:
+        """No component replicated, no service catching up or lost: horizon grants and held-back
+        steps are allowed."""
+        return not (self.replicated or self.recovering or self.lost)
+
     def horizon(self, svc: str) -> float:
         """How far ``svc`` may run windows by itself after the open one, granted to it alone
         (``GrantBatch.horizon_s``): the earliest next event or waiting message of every component
         it does not host, bounded by the pace and ``until_s``; ``-inf`` when it must not (some
         component is replicated, some service is catching up or lost)."""
-        if self.replicated or self.recovering or self.lost:
+        if not self.steady():
             return -math.inf
         others = self._others.get(svc)
         if others is None:
@@ -206,9 +223,15 @@ class RunState:
 
     def open_window(self, grants: list[Grant]) -> dict[str, GrantBatch]:
         """Start a window: one GrantBatch per service that steps any of ``grants``, with the
-        envelopes produced for it since its last grant."""
+        envelopes produced for it since its last grant and the steps held back for it. Steps
+        that can be held back are (``hold``); if that is all of them, the window is closed at
+        once and nothing is sent (an empty result)."""
         first = grants[0]
-        self.window, self.now_s, self.grants = first.window, first.time, grants
+        self.window, self.now_s = first.window, first.time
+        grants = self.hold(grants, allowed=self.steady(), whole=True)
+        if not grants:
+            return {}
+        self.grants = grants
         self.rounds += 1
         self.window_opened = self.last_sent = time.perf_counter()
         self.dones = {}
@@ -217,13 +240,68 @@ class RunState:
         services = sorted({svc for g in grants for svc in self.hosts[g.component]})
         self.horizon_s = self.horizon(services[0]) if len(services) == 1 else -math.inf
         for svc in services:
-            self.batches[svc] = self.batch_for(svc, 0, self.relay.pop(svc, []))
+            self.batches[svc] = self.batch_for(svc, 0, self.relay.pop(svc, []), self.deferred.pop(svc, []))
         self.expected = set(self.batches)
         return self.batches
 
-    def batch_for(self, svc: str, attempt: int, envelopes: list[WireEnvelope]) -> GrantBatch:
+    def open_flush(self) -> dict[str, GrantBatch]:
+        """The windows are done but steps are still held back: a last round hands them (and the
+        envelopes they take) to their services, so their exports hold them."""
+        self.grants, self.flushing, self.open = [], True, True
+        self.window_opened = self.last_sent = time.perf_counter()
+        self.dones, self.horizon_s, self.rounds = {}, -math.inf, self.rounds + 1
+        self.batches = {
+            svc: GrantBatch(
+                self.run, self.window, self.now_s, [], [], self.relay.pop(svc, []), deferred=steps
+            )
+            for svc, steps in sorted(self.deferred.items())
+            if steps
+        }
+        self.deferred = {}
+        self.expected = set(self.batches)
+        return self.batches
+
+    def hold(self, grants: list[Grant], *, allowed: bool, whole: bool) -> list[Grant]:
+        """Take the waiting envelopes of a window the planner opened; hold back (``allowed``)
+        the steps that take only silent ones, with no event of their own then, on a service
+        that steps nothing else in the window: report them to the planner as they will be
+        (same next event, nothing sent) and keep them for their service's next grant. With
+        ``whole``, only if every step of the window can be (the window then closes at once: a
+        held step never belongs to the open window, which a restarted service does not replay).
+        Returns the steps to grant now."""
+        held: list[Grant] = []
+        for g in grants:
+            n = self._take_silent(g)
+            hosts = self.hosts.get(g.component, ())
+            if allowed and 0 < g.expect == n and len(hosts) == 1 and self.planner.next_time(g.component) > g.time:
+                held.append(g)
+        if not held or (whole and len(held) < len(grants)):
+            return grants
+        busy = {svc for g in grants if g not in held for svc in self.hosts[g.component]}
+        for g in held:
+            svc = self.hosts[g.component][0]
+            if svc in busy:
+                continue  # its service steps another component at this instant anyway
+            step = DeferredStep(g.window, g.time, g.component, g.expect, self.relay.pop(svc, []))
+            self.deferred.setdefault(svc, []).append(step)
+            self.planner.report(g.component, self.planner.next_time(g.component), ())
+            self.held += 1
+        return [g for g in grants if g not in held or self.hosts[g.component][0] in busy]
+
+    def _take_silent(self, g: Grant) -> int:
+        """The silent envelopes among those ``g`` hands its component (every window the
+        planner opens takes them, whoever steps it)."""
+        due, n = self.silent_due.get(g.component), 0
+        while due and due[0] <= g.time:
+            heapq.heappop(due)
+            n += 1
+        return n
+
+    def batch_for(
+        self, svc: str, attempt: int, envelopes: list[WireEnvelope], deferred: list[DeferredStep] | None = None
+    ) -> GrantBatch:
         """The current window's grant to ``svc``: the granted components it hosts (those it does
-        not lead in ``follow``), with ``envelopes``."""
+        not lead in ``follow``), with ``envelopes`` and the ``deferred`` steps to take first."""
         comps, expect, follow = [], [], []
         for g in self.grants:
             hosts = self.hosts[g.component]
@@ -234,7 +312,7 @@ class RunState:
                     follow.append(g.component)
         horizon = self.horizon_s if not follow else -math.inf
         return GrantBatch(
-            self.run, self.window, self.now_s, comps, expect, envelopes, follow, attempt, horizon
+            self.run, self.window, self.now_s, comps, expect, envelopes, follow, attempt, horizon, deferred or []
         )
 
     def owing(self) -> set[str]:
@@ -248,7 +326,7 @@ class RunState:
         hosts' next grants. Returns (windows closed, envelopes sent); RunFailed on a diverging
         replica or a bad report."""
         window = self.window
-        self.open = False
+        self.open, self.flushing = False, False
         items = {(svc, it.component): it for svc, batch in self.dones.items() for it in batch.items}
         sent = 0
         for g in self.grants:
@@ -263,17 +341,21 @@ class RunState:
                         follower, f"replica of {g.component} on {follower} diverged in window {window}"
                     )
             sent += self._report(lead, item)
-        closed = 1
+        for batch in self.dones.values():
+            self._relay(batch.envelopes)
         for svc, batch in self.dones.items():
             if batch.ahead:
                 sent += self._ahead(svc, batch)
-                closed += len(batch.ahead)
+        closed, self.counted = self.window - self.counted, self.window
         self.messages += sent
-        for batch in self.dones.values():  # to every host of each destination
-            for env in batch.envelopes:
-                for svc in self.hosts[env.dst]:
-                    self.relay.setdefault(svc, []).append(env)
         return closed, sent
+
+    def _relay(self, envelopes: list[WireEnvelope]) -> None:
+        """Keep ``envelopes`` for the next grant to every host of each destination, in the order
+        of the windows that produced them (a step held back takes those before it)."""
+        for env in envelopes:
+            for svc in self.hosts[env.dst]:
+                self.relay.setdefault(svc, []).append(env)
 
     def _ahead(self, svc: str, batch: DoneBatch) -> int:
         """Take the windows ``svc`` ran by itself after the open one; the envelopes they sent."""
@@ -281,7 +363,7 @@ class RunState:
             raise RunFailed(svc, f"{svc} ran ahead of window {self.window} without a horizon grant")
         sent = 0
         for ahead in batch.ahead:
-            grants = self.planner.next_window(self.req.until_s)
+            grants = self._next_of(svc)
             want = [g.component for g in grants]
             got = [it.component for it in ahead.items]
             if (
@@ -300,7 +382,26 @@ class RunState:
                 if self.hosts[item.component] != [svc]:
                     raise RunFailed(svc, f"{svc} ran {item.component} ahead, which it does not host alone")
                 sent += self._report(svc, item)
+            self._relay(ahead.envelopes)
         return sent
+
+    def _next_of(self, svc: str) -> list[Grant]:
+        """The next window the planner opens with a component of ``svc`` (which ran it ahead),
+        holding back the other services' steps in it and before it: under its horizon grant they
+        can only be steps taking what ``svc`` sent them silently (anything else fails the
+        check that follows)."""
+        while True:
+            grants = self.planner.next_window(self.req.until_s)
+            if not grants:
+                return []
+            mine = [g for g in grants if svc in self.hosts[g.component]]
+            for g in mine:
+                self._take_silent(g)
+            rest = self.hold([g for g in grants if g not in mine], allowed=True, whole=False)
+            if rest:
+                return grants  # not all held back: the check fails, naming them
+            if mine:
+                return mine
 
     def _report(self, lead: str, item: DoneItem) -> int:
         """Give the planner what ``lead`` says its component did in the current window."""
@@ -310,6 +411,8 @@ class RunState:
                 lead,
                 f"{lead} reported {item.component} at t={bad[0]!r} in window {self.window} (t={self.now_s!r})",
             )
+        if item.sent_silent and len(item.sent_silent) != len(item.sent_dst):
+            raise RunFailed(lead, f"{lead} reported {item.component}'s messages inconsistently")
         try:
             self.planner.report(
                 item.component, item.next_time_s, zip(item.sent_dst, item.sent_time_s, strict=True)
@@ -318,6 +421,9 @@ class RunState:
             raise RunFailed(lead, f"{item.component} sent a message to an unknown component: {exc}") from None
         except ValueError:  # zip(strict=True): as many destinations as times
             raise RunFailed(lead, f"{lead} reported {item.component}'s messages inconsistently") from None
+        for dst, t, quiet in zip(item.sent_dst, item.sent_time_s, item.sent_silent, strict=False):
+            if quiet:
+                heapq.heappush(self.silent_due.setdefault(dst, []), t)
         return len(item.sent_dst)
 
     def completed_total(self) -> int:
@@ -338,6 +444,7 @@ class RunState:
             "paused_wall_s": self.pacer.paused_s,
             "windows": float(self.window),
             "rounds": float(self.rounds),
+            "held": float(self.held),
             "messages": float(self.messages),
             "services": float(len(self.ready_services)),
             "stopped": 1.0 if self.stop else 0.0,

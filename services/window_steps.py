@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from llmtwin.errors import ProtocolError, TwinError
 from llmtwin.sim.kernel import INF, Envelope
 from proto.codec import Codec
-from proto.control import AheadWindow, DoneBatch, DoneItem, GrantBatch, WireEnvelope
+from proto.control import AheadWindow, DeferredStep, DoneBatch, DoneItem, GrantBatch, WireEnvelope
 from services.hosted_run import HostedRun, Stepped
 from services.metrics import HostMetrics
 
@@ -44,7 +44,17 @@ class WindowStepper:
         out = Stepped(grant.window)
         ahead = grant.horizon_s > grant.time_s
         try:
-            self._file(state, grant)
+            if len(grant.components) != len(grant.expect):
+                raise ProtocolError("GrantBatch with components and expect of different lengths")
+            for held in grant.deferred:  # each after what came before it, before what came after
+                self._file(state, held.envelopes)
+                await self._step_deferred(state, held)
+            self._file(state, grant.envelopes)
+            if not grant.components:
+                if not grant.deferred:
+                    raise ProtocolError(f"window {grant.window} grants nothing")
+                out.completed = sum(c.completed for c in state.counters) if state.counters else -1
+                return out
             planned = state.planner.next_window()
             if [g.component for g in planned] != grant.components or (
                 planned and planned[0].time != grant.time_s
@@ -69,15 +79,51 @@ class WindowStepper:
                     state, now, ((g.component, g.expect) for g in grants), (), items, wires, local=True
                 )
                 horizon = min(horizon, sent_at)
-                out.ahead.append(AheadWindow(now, [items[g.component] for g in grants]))
-                for w in wires.values():
-                    out.ahead_wires.extend(w)
+                out.ahead.append(
+                    AheadWindow(now, [items[g.component] for g in grants], [e for w in wires.values() for e in w])
+                )
         except Exception as exc:  # anything after the grant is understood: an error DoneBatch
             if not isinstance(exc, TwinError):
                 log.error("%s: step failed in window %d", self.name, grant.window, exc_info=exc)
             return Stepped(grant.window, error=f"{self.name}: {exc}")
         out.completed = sum(c.completed for c in state.counters) if state.counters else -1
         return out
+
+    async def _step_deferred(self, state: HostedRun, held: DeferredStep) -> None:
+        """Take a step the conductor held back (``DeferredStep``): the one its own planner
+        opens next, with only messages the component takes silently; it must send nothing and
+        keep its next event, as its policy claims."""
+        cid, now = held.component, held.time_s
+        planned = state.planner.next_window()
+        if [g.component for g in planned] != [cid] or planned[0].time != now:
+            raise ProtocolError(
+                f"window {held.window} holds back {cid} at t={now!r}; by the messages {self.name} "
+                f"holds, {[g.component for g in planned]} step next"
+            )
+        comp, kinds = state.comps[cid], state.silent.get(cid, ())
+        inbox = self._inputs(state, now, cid, held.expect)
+        before = comp.next_time()
+        if not inbox or not before > now or not all(isinstance(e.body, kinds) for e in inbox):
+            raise ProtocolError(f"window {held.window} holds back {cid} at t={now!r}, which is no silent step")
+        fleet = state.fleet
+        if fleet is not None:
+            fleet.granted([cid], (), now)
+            fleet.received(cid, now, [e.body for e in inbox])
+        t0 = time.perf_counter()
+        if cid in state.offload:
+            await asyncio.to_thread(comp.step, now, inbox)
+        else:
+            comp.step(now, inbox)
+        self.metrics.step_duration.observe(time.perf_counter() - t0)
+        self.metrics.steps.inc()
+        sent = comp.outbox.drain()
+        if sent or comp.next_time() != before:
+            raise ProtocolError(
+                f"{cid} took {sorted({type(e.body).__name__ for e in inbox})} at t={now!r}, which it "
+                f"declares silent, and then sent {len(sent)} message(s) or moved its next event "
+                f"from {before!r} to {comp.next_time()!r}: its silent_kinds are wrong"
+            )
+        state.planner.report(cid, before, [])
 
     async def _step_window(
         self,
@@ -115,12 +161,16 @@ class WindowStepper:
             sent = comp.outbox.drain()
             if fleet is not None:
                 fleet.sent(cid, [e.body for e in sent])
+            silent = [isinstance(e.body, state.silent.get(e.dst, ())) for e in sent]
             if local:
                 mine = [e for e in sent if e.dst in mail]
                 delivered.extend(mine)
                 others = [e for e in sent if e.dst not in mail]
-                if others:
-                    remote_at = min(remote_at, min(e.time for e in others))
+                # What the receiver takes silently cannot make it answer: the conductor holds
+                # its step back (``DeferredStep``) and the horizon stands.
+                loud = [e.time for e, quiet in zip(sent, silent, strict=True) if not quiet and e.dst not in mail]
+                if loud:
+                    remote_at = min(remote_at, min(loud))
                 wires[cid] = [self.codec.to_wire(e) for e in others]
                 digest = 0  # no replicas under a horizon grant
             else:
@@ -128,7 +178,9 @@ class WindowStepper:
                 wires[cid] = [self.codec.to_wire(e) for e in sent]
                 digest = zlib.crc32(self.codec.encode(wires[cid])) if sent else 0
             next_s = comp.next_time()
-            items[cid] = DoneItem(cid, next_s, [e.dst for e in sent], [e.time for e in sent], digest)
+            items[cid] = DoneItem(
+                cid, next_s, [e.dst for e in sent], [e.time for e in sent], digest, silent if any(silent) else []
+            )
             planner.report(cid, next_s, [(e.dst, e.time) for e in mine])
         for env in delivered:
             mail[env.dst].add(env)
@@ -153,25 +205,23 @@ class WindowStepper:
             items.append(item)
             if cid not in follow:
                 out.extend(last.wires[cid])
-        out.extend(last.ahead_wires)
-        if out:
-            self.metrics.envelopes_out.inc(len(out))
+        n_out = len(out) + sum(len(a.envelopes) for a in last.ahead)
+        if n_out:
+            self.metrics.envelopes_out.inc(n_out)
         return DoneBatch(
             grant.run, grant.window, self.name, items, last.completed, "", out, grant.attempt, last.ahead
         )
 
-    def _file(self, state: HostedRun, grant: GrantBatch) -> None:
-        """Check the grant; put relayed envelopes (produced in earlier windows) in their mailboxes."""
-        if len(grant.components) != len(grant.expect):
-            raise ProtocolError("GrantBatch with components and expect of different lengths")
-        for item in grant.envelopes:
+    def _file(self, state: HostedRun, envelopes: Sequence[WireEnvelope]) -> None:
+        """Put relayed envelopes (produced in earlier windows) in their mailboxes."""
+        for item in envelopes:
             box = state.mail.get(item.dst)
             if box is None:
                 raise ProtocolError(f"relayed envelope for {item.dst!r}, which {self.name} does not host")
             box.add(self.codec.from_wire(item))
             state.planner.expect(item.dst, item.time_s)
-        if grant.envelopes:
-            self.metrics.envelopes_in.inc(len(grant.envelopes))
+        if envelopes:
+            self.metrics.envelopes_in.inc(len(envelopes))
 
     def _inputs(self, state: HostedRun, now: float, cid: str, expect: int) -> list[Envelope]:
         """The ``expect`` envelopes stamped <= ``now``, in handling order (every one came with

@@ -188,10 +188,14 @@ class Worker(LoggingComponent):
 
 
 class Sink(LoggingComponent):
-    """Collects results; its log is the order in which same-time results were handled."""
+    """Collects results; its log is the order in which same-time results were handled. It takes
+    them silently (it sends nothing and has no events), so the services hold its steps back."""
 
     def next_time(self) -> float:
         return INF
+
+    def silent_kinds(self) -> tuple[type, ...]:
+        return (Result,)
 
     def step(self, now: float, inbox: list[Envelope]) -> None:
         for env in inbox:
@@ -199,15 +203,34 @@ class Sink(LoggingComponent):
             self.note(now, env, f"result {env.body.job} from {env.body.worker} = {env.body.value!r}")
 
 
+class LyingSink(Sink):
+    """A sink that claims to take results silently but sets itself a timer on the first one."""
+
+    def __init__(self, cid: str) -> None:
+        super().__init__(cid)
+        self.timer = INF
+
+    def next_time(self) -> float:
+        return self.timer
+
+    def step(self, now: float, inbox: list[Envelope]) -> None:
+        super().step(now, inbox)
+        self.timer = now + 1.0 if inbox and self.timer == INF else INF
+
+
 def pingpong(balls: int = 20) -> list[Component]:
     """``ping`` and ``pong`` exchanging ``balls`` balls."""
     return [Pinger("ping", "pong", balls), Ponger("pong")]
 
 
-def fan(workers: int = 4, jobs: int = 40, period_s: float = 0.02, seed: int = 0) -> list[Component]:
-    """``source`` -> ``worker-<i>`` -> ``sink``, with hand-overs between neighbouring workers."""
+def fan(
+    workers: int = 4, jobs: int = 40, period_s: float = 0.02, seed: int = 0, liar: bool = False
+) -> list[Component]:
+    """``source`` -> ``worker-<i>`` -> ``sink``, with hand-overs between neighbouring workers
+    (``liar``: a sink that is not as silent as it claims)."""
     names = [f"worker-{i}" for i in range(workers)]
-    comps: list[Component] = [Source("source", names, jobs, period_s, seed), Sink("sink")]
+    sink = LyingSink("sink") if liar else Sink("sink")
+    comps: list[Component] = [Source("source", names, jobs, period_s, seed), sink]
     for i, name in enumerate(names):
         comps.append(Worker(name, "sink", names[(i + 1) % workers]))
     return comps
@@ -219,7 +242,7 @@ def _settings(overrides: tuple[str, ...]) -> dict[str, float]:
 
 
 class ToyFactory:
-    """``pingpong`` (``balls=N``) or ``fan`` (``workers=N jobs=N period_s=X seed=N``)."""
+    """``pingpong`` (``balls=N``) or ``fan`` (``workers=N jobs=N period_s=X seed=N liar=0|1``)."""
 
     def build(self, spec: RunSpec, plan_provider: PlanProvider | None = None) -> list[Component]:
         s = _settings(spec.overrides)
@@ -231,6 +254,7 @@ class ToyFactory:
                 int(s.get("jobs", 40)),
                 s.get("period_s", 0.02),
                 int(s.get("seed", 0)),
+                bool(s.get("liar", 0)),
             )
         raise ConfigurationError(f"unknown toy scenario {spec.scenario!r} (pingpong, fan)")
 

@@ -74,6 +74,9 @@ class Balancer(Component):
     def next_time(self) -> float:
         return INF
 
+    def silent_kinds(self) -> tuple[type, ...]:
+        return self.policy.SILENT
+
     def step(self, now: float, inbox: list[Envelope]) -> None:
         out = self.outbox
         for env in inbox:

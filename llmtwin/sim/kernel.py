@@ -124,6 +124,14 @@ class Component(ABC):
     def step(self, now: float, inbox: list[Envelope]) -> None:
         """Handle ``inbox`` (messages for times <= now) and internal events at ``now``."""
 
+    def silent_kinds(self) -> tuple[type, ...]:
+        """Message types this component takes without sending anything or moving its next
+        event, when they are all it takes at an instant and it has no event of its own then.
+        The services may step it later than the window it belongs to, at that window's time
+        and with the same messages, since nothing else can depend on it before its next
+        window (docs/architecture.md, "Silent steps"). The default, none, is always safe."""
+        return ()
+
     def finish(self, now: float) -> None:  # noqa: B027 - optional hook, empty by default
         """Called once when the run ends at virtual time ``now`` (close accounting)."""
 

@@ -124,6 +124,8 @@ class AcceLLM(Policy):
             low=0.0,
         ),
     }
+    SILENT: ClassVar[tuple[type, ...]] = (Done, PrefillDone, RoleChanged)
+    """Completions, finished prefills and role changes only update the pairs' counts."""
 
     def __init__(self, params: dict[str, Any], ctx: ClusterContext) -> None:
         super().__init__(params, ctx)

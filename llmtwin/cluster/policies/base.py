@@ -141,6 +141,11 @@ class Policy(ABC):
 
     name: ClassVar[str]
     PARAMS: ClassVar[dict[str, Param]]
+    SILENT: ClassVar[tuple[type, ...]] = ()
+    """Messages from instances that :meth:`on_message` only records: it sends nothing for them
+    (the balancer has no timers), so the services may hand them over after the window they
+    belong to (``Component.silent_kinds``). ``tests/test_silent_steps.py`` checks every policy's
+    claim on whole runs."""
 
     def __init__(self, params: Mapping[str, Any], ctx: ClusterContext) -> None:
         self.ctx = ctx

@@ -33,6 +33,9 @@ class Colocated(Policy):
         ),
     }
 
+    SILENT: ClassVar[tuple[type, ...]] = (Done,)
+    """A completion only updates the router's counts."""
+
     def __init__(self, params: dict[str, Any], ctx: ClusterContext) -> None:
         super().__init__(params, ctx)
         self.router = Router(self.params["routing"], range(ctx.instances))

@@ -64,6 +64,8 @@ class Disaggregated(Policy):
             ROUTINGS,
         ),
     }
+    SILENT: ClassVar[tuple[type, ...]] = (PrefillDone, Done)
+    """A finished prefill or request only updates the pools' counts."""
 
     def __init__(self, params: dict[str, Any], ctx: ClusterContext) -> None:
         super().__init__(params, ctx)
