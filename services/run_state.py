@@ -273,7 +273,12 @@ class RunState:
         for g in grants:
             n = self._take_silent(g)
             hosts = self.hosts.get(g.component, ())
-            if allowed and 0 < g.expect == n and len(hosts) == 1 and self.planner.next_time(g.component) > g.time:
+            if (
+                allowed
+                and 0 < g.expect == n
+                and len(hosts) == 1
+                and self.planner.next_time(g.component) > g.time
+            ):
                 held.append(g)
         if not held or (whole and len(held) < len(grants)):
             return grants
@@ -298,7 +303,11 @@ class RunState:
         return n
 
     def batch_for(
-        self, svc: str, attempt: int, envelopes: list[WireEnvelope], deferred: list[DeferredStep] | None = None
+        self,
+        svc: str,
+        attempt: int,
+        envelopes: list[WireEnvelope],
+        deferred: list[DeferredStep] | None = None,
     ) -> GrantBatch:
         """The current window's grant to ``svc``: the granted components it hosts (those it does
         not lead in ``follow``), with ``envelopes`` and the ``deferred`` steps to take first."""
@@ -312,7 +321,16 @@ class RunState:
                     follow.append(g.component)
         horizon = self.horizon_s if not follow else -math.inf
         return GrantBatch(
-            self.run, self.window, self.now_s, comps, expect, envelopes, follow, attempt, horizon, deferred or []
+            self.run,
+            self.window,
+            self.now_s,
+            comps,
+            expect,
+            envelopes,
+            follow,
+            attempt,
+            horizon,
+            deferred or [],
         )
 
     def owing(self) -> set[str]:

@@ -80,7 +80,9 @@ class WindowStepper:
                 )
                 horizon = min(horizon, sent_at)
                 out.ahead.append(
-                    AheadWindow(now, [items[g.component] for g in grants], [e for w in wires.values() for e in w])
+                    AheadWindow(
+                        now, [items[g.component] for g in grants], [e for w in wires.values() for e in w]
+                    )
                 )
         except Exception as exc:  # anything after the grant is understood: an error DoneBatch
             if not isinstance(exc, TwinError):
@@ -104,7 +106,9 @@ class WindowStepper:
         inbox = self._inputs(state, now, cid, held.expect)
         before = comp.next_time()
         if not inbox or not before > now or not all(isinstance(e.body, kinds) for e in inbox):
-            raise ProtocolError(f"window {held.window} holds back {cid} at t={now!r}, which is no silent step")
+            raise ProtocolError(
+                f"window {held.window} holds back {cid} at t={now!r}, which is no silent step"
+            )
         fleet = state.fleet
         if fleet is not None:
             fleet.granted([cid], (), now)
@@ -168,7 +172,9 @@ class WindowStepper:
                 others = [e for e in sent if e.dst not in mail]
                 # What the receiver takes silently cannot make it answer: the conductor holds
                 # its step back (``DeferredStep``) and the horizon stands.
-                loud = [e.time for e, quiet in zip(sent, silent, strict=True) if not quiet and e.dst not in mail]
+                loud = [
+                    e.time for e, quiet in zip(sent, silent, strict=True) if not quiet and e.dst not in mail
+                ]
                 if loud:
                     remote_at = min(remote_at, min(loud))
                 wires[cid] = [self.codec.to_wire(e) for e in others]
@@ -179,7 +185,12 @@ class WindowStepper:
                 digest = zlib.crc32(self.codec.encode(wires[cid])) if sent else 0
             next_s = comp.next_time()
             items[cid] = DoneItem(
-                cid, next_s, [e.dst for e in sent], [e.time for e in sent], digest, silent if any(silent) else []
+                cid,
+                next_s,
+                [e.dst for e in sent],
+                [e.time for e in sent],
+                digest,
+                silent if any(silent) else [],
             )
             planner.report(cid, next_s, [(e.dst, e.time) for e in mine])
         for env in delivered:
