@@ -38,6 +38,7 @@ from proto.control import (
     Chunk,
     Collect,
     DoneBatch,
+    GrantBatch,
     Heartbeat,
     Hello,
     Ready,
@@ -235,6 +236,10 @@ class Conductor(Service[ConductorConfig]):
                 ConductorWindow(state.now_s, state.pacer.speed, self.speed.add(state.now_s))
             )
             await self._progress(state)
+            full = state.full_queues()
+            if full and not state.stop:
+                await self._publish_grants(state, state.open_flush(full))
+                return
             while not state.stop and state.resumed.is_set():
                 grants = state.planner.next_window(state.req.until_s)
                 if not grants or state.pacer.delay_s(grants[0].time) > 0:
@@ -341,12 +346,15 @@ class Conductor(Service[ConductorConfig]):
         """Hand over the steps still held back (docs/architecture.md, "Silent steps")."""
         state.check()
         state.handback.clear()
-        for svc, batch in state.open_flush().items():
-            if svc not in state.recovering:
-                await self.publish(state.grant_subjects[svc], batch)
+        await self._publish_grants(state, state.open_flush())
         if state.expected:
             await state.handback.wait()
         state.check()
+
+    async def _publish_grants(self, state: RunState, batches: dict[str, GrantBatch]) -> None:
+        for svc, batch in batches.items():
+            if svc not in state.recovering:  # it gets the grant once it has caught up
+                await self.publish(state.grant_subjects[svc], batch)
 
     async def _pause_point(self, state: RunState) -> None:
         """Hold here while paused; the pause does not count against the pace."""
@@ -373,9 +381,7 @@ class Conductor(Service[ConductorConfig]):
         is closed and nothing was sent)."""
         state.pacer.opened(grants[0].time)
         batches = state.open_window(grants)
-        for svc, batch in batches.items():
-            if svc not in state.recovering:  # it gets the grant once it has caught up
-                await self.publish(state.grant_subjects[svc], batch)
+        await self._publish_grants(state, batches)
         return bool(batches)
 
     async def _collect(self, state: RunState) -> RunOutcome:

@@ -27,6 +27,9 @@ from services.bus import Subscription
 from services.pacing import Pacer
 from services.recovery import Recovery
 
+MAX_HELD = 256
+"""Steps held back for one service before they go out in a round of their own (bounds a grant's size)."""
+
 
 class RunFailed(Exception):
     """Ends a run early; carries the service to blame (empty if none) and why."""
@@ -244,20 +247,32 @@ class RunState:
         self.expected = set(self.batches)
         return self.batches
 
-    def open_flush(self) -> dict[str, GrantBatch]:
-        """The windows are done but steps are still held back: a last round hands them (and the
-        envelopes they take) to their services, so their exports hold them."""
+    def full_queues(self) -> list[str]:
+        """Services with :data:`MAX_HELD` steps or more held back for them (a service running
+        ahead can hold back up to 256 per answer: they go out in a round of their own)."""
+        return sorted(svc for svc, steps in self.deferred.items() if len(steps) >= MAX_HELD)
+
+    def open_flush(self, services: list[str] | None = None) -> dict[str, GrantBatch]:
+        """A round that only hands over held-back steps (and the envelopes they take) to
+        ``services`` (None: every service with any): when the windows are done, so that the
+        exports hold them, or when a queue is full (``full_queues``)."""
         self.grants, self.flushing, self.open = [], True, True
         self.window_opened = self.last_sent = time.perf_counter()
         self.dones, self.horizon_s, self.rounds = {}, -math.inf, self.rounds + 1
+        chosen = sorted(self.deferred) if services is None else services
         self.batches = {
             svc: GrantBatch(
-                self.run, self.window, self.now_s, [], [], self.relay.pop(svc, []), deferred=steps
+                self.run,
+                self.window,
+                self.now_s,
+                [],
+                [],
+                self.relay.pop(svc, []),
+                deferred=self.deferred.pop(svc),
             )
-            for svc, steps in sorted(self.deferred.items())
-            if steps
+            for svc in chosen
+            if self.deferred.get(svc)
         }
-        self.deferred = {}
         self.expected = set(self.batches)
         return self.batches
 
@@ -278,6 +293,7 @@ class RunState:
                 and 0 < g.expect == n
                 and len(hosts) == 1
                 and self.planner.next_time(g.component) > g.time
+                and (not whole or len(self.deferred.get(hosts[0], ())) < MAX_HELD)
             ):
                 held.append(g)
         if not held or (whole and len(held) < len(grants)):

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from service_builders import TOY_SPLIT, Connect, run_cluster, same_as_local, start_services
+from service_builders import TOY_SPLIT, Connect, host, run_cluster, same_as_local, start_services
 
 from llmtwin.cluster.messages import Done, PrefillDone, RoleChanged
 from llmtwin.cluster.policies.registry import POLICIES
@@ -34,7 +34,7 @@ from proto.control import (
 )
 from services.cluster import ClusterFactory
 from services.pacing import Pacer
-from services.run_state import RunFailed, RunState
+from services.run_state import MAX_HELD, RunFailed, RunState
 
 DEMO = ["workload.requests=300"]
 
@@ -258,3 +258,32 @@ def test_a_window_with_a_step_to_grant_holds_nothing_back() -> None:
     batches = state.open_window(state.planner.next_window())
     assert sorted(batches) == ["h1", "h2"]
     assert (batches["h2"].components, batches["h2"].deferred, state.held) == (["c"], [], 0)
+
+
+async def test_a_full_queue_of_held_back_steps_goes_out_in_a_round_of_its_own(transport: Connect) -> None:
+    """h1 runs everything but the sink, 256 windows at a time, each result to the sink held
+    back: the sink's host gets them in rounds of their own once 256 or more wait, and at the
+    end; the exports are still LocalRunner's."""
+    spec = RunSpec("toy", "fan", ("jobs=700", "period_s=0.001"))
+    hosts = [host("h1", "ping,pong,source,worker-*"), host("h3", "sink")]
+    svc = await start_services(transport, hosts)
+    try:
+        out = await asyncio.wait_for(svc.run(spec), 60)
+    finally:
+        await svc.stop()
+    same_as_local(out, spec)
+    assert out.stats["held"] > 4 * MAX_HELD  # the queue filled up again and again
+    assert out.stats["rounds"] < 40
+
+
+def test_a_service_with_a_full_queue_gets_no_more_held_back_steps_until_it_is_handed_over() -> None:
+    state = books()
+    state.deferred["h2"] = [DeferredStep(1, 0.5, "c", 1)] * MAX_HELD
+    assert state.full_queues() == ["h2"]
+    state.open_window(state.planner.next_window())  # a at t=1
+    item = DoneItem("a", 9.0, ["c"], [1.5], 0, [True])
+    state.dones = {"h1": DoneBatch("r", 2, "h1", [item], envelopes=[to_c(1.5)])}
+    state.close_window()
+    batches = state.open_window(state.planner.next_window())  # c at t=1.5: granted, not held
+    assert (batches["h2"].components, len(batches["h2"].deferred)) == (["c"], MAX_HELD)
+    assert state.full_queues() == []
