@@ -62,7 +62,7 @@ def main() -> int:
     while grants := planner.next_window():
         windows += 1
         inboxes = {g.component: runner.mailbox(g.component).take(g.time) for g in grants}
-        quiet = {  # steps the conductor holds back (RunState.hold)
+        quiet = {  # steps the conductor holds back (HeldSteps.hold)
             g.component
             for g in grants
             if inboxes[g.component]

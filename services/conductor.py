@@ -236,7 +236,7 @@ class Conductor(Service[ConductorConfig]):
                 ConductorWindow(state.now_s, state.pacer.speed, self.speed.add(state.now_s))
             )
             await self._progress(state)
-            full = state.full_queues()
+            full = state.held.full()
             if full and not state.stop:
                 await self._publish_grants(state, state.open_flush(full))
                 return
@@ -339,7 +339,7 @@ class Conductor(Service[ConductorConfig]):
                 continue  # every step of the window held back: no round trip
             await state.handback.wait()  # DoneBatch handlers run windows until one must wait
             state.check()
-        if state.deferred and not state.stop:
+        if state.held.queued and not state.stop:
             await self._flush(state)
 
     async def _flush(self, state: RunState) -> None:

@@ -69,7 +69,7 @@ def restarted(state: RunState, svc: str, boot: str) -> RunConfig | None:
         return None
     window = state.window - 1 if state.open and not state.flushing else state.window
     state.relay.pop(svc, None)  # produced in windows <= window: the replay delivers them
-    state.deferred.pop(svc, None)  # steps of windows <= window: the replay takes them
+    state.held.pop(svc)  # steps of windows <= window: the replay takes them
     granted = {g.component: g.expect for g in state.grants} if state.open else {}
     if state.open and svc in state.expected:
         state.dones.pop(svc, None)

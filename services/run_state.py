@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,11 +23,9 @@ from proto.control import (
     WireEnvelope,
 )
 from services.bus import Subscription
+from services.held_steps import HeldSteps
 from services.pacing import Pacer
 from services.recovery import Recovery
-
-MAX_HELD = 256
-"""Steps held back for one service before they go out in a round of their own (bounds a grant's size)."""
 
 
 class RunFailed(Exception):
@@ -98,12 +95,8 @@ class RunState:
     completed: dict[str, int] = field(default_factory=dict)
     relay: dict[str, list[WireEnvelope]] = field(default_factory=dict)
     """Envelopes waiting for the next grant to each service."""
-    silent_due: dict[str, list[float]] = field(default_factory=dict)
-    """Component -> times of the waiting envelopes it takes silently (a heap; ``DoneItem.sent_silent``)."""
-    deferred: dict[str, list[DeferredStep]] = field(default_factory=dict)
-    """Steps held back for each service's next grant (docs/architecture.md, "Silent steps")."""
-    held: int = 0
-    """Steps held back so far (each one a window with no round trip of its own)."""
+    held: HeldSteps = field(default_factory=HeldSteps)
+    """Steps held back for each service's next grant (``services/held_steps.py``)."""
     flushing: bool = False
     """The open round only hands over held-back steps (the windows are done)."""
     counted: int = 0
@@ -231,7 +224,9 @@ class RunState:
         once and nothing is sent (an empty result)."""
         first = grants[0]
         self.window, self.now_s = first.window, first.time
-        grants = self.hold(grants, allowed=self.steady(), whole=True)
+        grants = self.held.hold(
+            grants, self.planner, self.hosts, self.relay, allowed=self.steady(), whole=True
+        )
         if not grants:
             return {}
         self.grants = grants
@@ -243,23 +238,18 @@ class RunState:
         services = sorted({svc for g in grants for svc in self.hosts[g.component]})
         self.horizon_s = self.horizon(services[0]) if len(services) == 1 else -math.inf
         for svc in services:
-            self.batches[svc] = self.batch_for(svc, 0, self.relay.pop(svc, []), self.deferred.pop(svc, []))
+            self.batches[svc] = self.batch_for(svc, 0, self.relay.pop(svc, []), self.held.pop(svc))
         self.expected = set(self.batches)
         return self.batches
-
-    def full_queues(self) -> list[str]:
-        """Services with :data:`MAX_HELD` steps or more held back for them (a service running
-        ahead can hold back up to 256 per answer: they go out in a round of their own)."""
-        return sorted(svc for svc, steps in self.deferred.items() if len(steps) >= MAX_HELD)
 
     def open_flush(self, services: list[str] | None = None) -> dict[str, GrantBatch]:
         """A round that only hands over held-back steps (and the envelopes they take) to
         ``services`` (None: every service with any): when the windows are done, so that the
-        exports hold them, or when a queue is full (``full_queues``)."""
+        exports hold them, or when a queue is full (``HeldSteps.full``)."""
         self.grants, self.flushing, self.open = [], True, True
         self.window_opened = self.last_sent = time.perf_counter()
         self.dones, self.horizon_s, self.rounds = {}, -math.inf, self.rounds + 1
-        chosen = sorted(self.deferred) if services is None else services
+        chosen = sorted(self.held.queued) if services is None else services
         self.batches = {
             svc: GrantBatch(
                 self.run,
@@ -268,55 +258,13 @@ class RunState:
                 [],
                 [],
                 self.relay.pop(svc, []),
-                deferred=self.deferred.pop(svc),
+                deferred=self.held.pop(svc),
             )
             for svc in chosen
-            if self.deferred.get(svc)
+            if self.held.queued.get(svc)
         }
         self.expected = set(self.batches)
         return self.batches
-
-    def hold(self, grants: list[Grant], *, allowed: bool, whole: bool) -> list[Grant]:
-        """Take the waiting envelopes of a window the planner opened; hold back (``allowed``)
-        the steps that take only silent ones, with no event of their own then, on a service
-        that steps nothing else in the window: report them to the planner as they will be
-        (same next event, nothing sent) and keep them for their service's next grant. With
-        ``whole``, only if every step of the window can be (the window then closes at once: a
-        held step never belongs to the open window, which a restarted service does not replay).
-        Returns the steps to grant now."""
-        held: list[Grant] = []
-        for g in grants:
-            n = self._take_silent(g)
-            hosts = self.hosts.get(g.component, ())
-            if (
-                allowed
-                and 0 < g.expect == n
-                and len(hosts) == 1
-                and self.planner.next_time(g.component) > g.time
-                and (not whole or len(self.deferred.get(hosts[0], ())) < MAX_HELD)
-            ):
-                held.append(g)
-        if not held or (whole and len(held) < len(grants)):
-            return grants
-        busy = {svc for g in grants if g not in held for svc in self.hosts[g.component]}
-        for g in held:
-            svc = self.hosts[g.component][0]
-            if svc in busy:
-                continue  # its service steps another component at this instant anyway
-            step = DeferredStep(g.window, g.time, g.component, g.expect, self.relay.pop(svc, []))
-            self.deferred.setdefault(svc, []).append(step)
-            self.planner.report(g.component, self.planner.next_time(g.component), ())
-            self.held += 1
-        return [g for g in grants if g not in held or self.hosts[g.component][0] in busy]
-
-    def _take_silent(self, g: Grant) -> int:
-        """The silent envelopes among those ``g`` hands its component (every window the
-        planner opens takes them, whoever steps it)."""
-        due, n = self.silent_due.get(g.component), 0
-        while due and due[0] <= g.time:
-            heapq.heappop(due)
-            n += 1
-        return n
 
     def batch_for(
         self,
@@ -430,8 +378,9 @@ class RunState:
                 return []
             mine = [g for g in grants if svc in self.hosts[g.component]]
             for g in mine:
-                self._take_silent(g)
-            rest = self.hold([g for g in grants if g not in mine], allowed=True, whole=False)
+                self.held.take_silent(g)
+            others = [g for g in grants if g not in mine]
+            rest = self.held.hold(others, self.planner, self.hosts, self.relay, allowed=True, whole=False)
             if rest:
                 return grants  # not all held back: the check fails, naming them
             if mine:
@@ -455,9 +404,7 @@ class RunState:
             raise RunFailed(lead, f"{item.component} sent a message to an unknown component: {exc}") from None
         except ValueError:  # zip(strict=True): as many destinations as times
             raise RunFailed(lead, f"{lead} reported {item.component}'s messages inconsistently") from None
-        for dst, t, quiet in zip(item.sent_dst, item.sent_time_s, item.sent_silent, strict=False):
-            if quiet:
-                heapq.heappush(self.silent_due.setdefault(dst, []), t)
+        self.held.sent(item)
         return len(item.sent_dst)
 
     def completed_total(self) -> int:
@@ -478,7 +425,7 @@ class RunState:
             "paused_wall_s": self.pacer.paused_s,
             "windows": float(self.window),
             "rounds": float(self.rounds),
-            "held": float(self.held),
+            "held": float(self.held.count),
             "messages": float(self.messages),
             "services": float(len(self.ready_services)),
             "stopped": 1.0 if self.stop else 0.0,

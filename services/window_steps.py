@@ -109,18 +109,9 @@ class WindowStepper:
             raise ProtocolError(
                 f"window {held.window} holds back {cid} at t={now!r}, which is no silent step"
             )
-        fleet = state.fleet
-        if fleet is not None:
-            fleet.granted([cid], (), now)
-            fleet.received(cid, now, [e.body for e in inbox])
-        t0 = time.perf_counter()
-        if cid in state.offload:
-            await asyncio.to_thread(comp.step, now, inbox)
-        else:
-            comp.step(now, inbox)
-        self.metrics.step_duration.observe(time.perf_counter() - t0)
-        self.metrics.steps.inc()
-        sent = comp.outbox.drain()
+        if state.fleet is not None:
+            state.fleet.granted([cid], (), now)
+        sent = await self._step_one(state, cid, now, inbox)
         if sent or comp.next_time() != before:
             raise ProtocolError(
                 f"{cid} took {sorted({type(e.body).__name__ for e in inbox})} at t={now!r}, which it "
@@ -151,20 +142,8 @@ class WindowStepper:
         delivered: list[Envelope] = []
         remote_at = INF
         for cid, expect in granted:
-            inbox = self._inputs(state, now, cid, expect)
             comp = state.comps[cid]
-            if fleet is not None:
-                fleet.received(cid, now, [e.body for e in inbox])
-            t0 = time.perf_counter()
-            if cid in state.offload:  # may block on the planner: keep the loop free
-                await asyncio.to_thread(comp.step, now, inbox)
-            else:
-                comp.step(now, inbox)
-            self.metrics.step_duration.observe(time.perf_counter() - t0)
-            self.metrics.steps.inc()
-            sent = comp.outbox.drain()
-            if fleet is not None:
-                fleet.sent(cid, [e.body for e in sent])
+            sent = await self._step_one(state, cid, now, self._inputs(state, now, cid, expect))
             silent = [isinstance(e.body, state.silent.get(e.dst, ())) for e in sent]
             if local:
                 mine = [e for e in sent if e.dst in mail]
@@ -196,6 +175,25 @@ class WindowStepper:
         for env in delivered:
             mail[env.dst].add(env)
         return remote_at
+
+    async def _step_one(
+        self, state: HostedRun, cid: str, now: float, inbox: list[Envelope]
+    ) -> list[Envelope]:
+        """Step component ``cid`` at ``now`` with ``inbox``, its fleet observer told; what it sent."""
+        comp, fleet = state.comps[cid], state.fleet
+        if fleet is not None:
+            fleet.received(cid, now, [e.body for e in inbox])
+        t0 = time.perf_counter()
+        if cid in state.offload:  # may block on the planner: keep the loop free
+            await asyncio.to_thread(comp.step, now, inbox)
+        else:
+            comp.step(now, inbox)
+        self.metrics.step_duration.observe(time.perf_counter() - t0)
+        self.metrics.steps.inc()
+        sent = comp.outbox.drain()
+        if fleet is not None:
+            fleet.sent(cid, [e.body for e in sent])
+        return sent
 
     def answer(self, state: HostedRun, grant: GrantBatch) -> DoneBatch:
         """The DoneBatch of ``grant`` from what the last step did; only the components the

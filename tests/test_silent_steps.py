@@ -33,8 +33,9 @@ from proto.control import (
     WireEnvelope,
 )
 from services.cluster import ClusterFactory
+from services.held_steps import MAX_HELD
 from services.pacing import Pacer
-from services.run_state import MAX_HELD, RunFailed, RunState
+from services.run_state import RunFailed, RunState
 
 DEMO = ["workload.requests=300"]
 
@@ -171,15 +172,15 @@ def test_a_window_of_silent_steps_only_is_closed_at_once_and_handed_over_later()
     }
     state.close_window()
     assert state.open_window(state.planner.next_window()) == {}  # c at t=1.5: held back
-    assert state.deferred["h2"] == [DeferredStep(3, 1.5, "c", 1, [to_c(1.5)])]
-    assert (state.window, state.held, state.planner.next_time("c")) == (3, 1, 5.0)
+    assert state.held.queued["h2"] == [DeferredStep(3, 1.5, "c", 1, [to_c(1.5)])]
+    assert (state.window, state.held.count, state.planner.next_time("c")) == (3, 1, 5.0)
     assert list(state.open_window(state.planner.next_window())) == ["h1"]  # b at t=2
     state.dones = {"h1": DoneBatch("r", 4, "h1", [DoneItem("b", 8.0, [], [])])}
     state.close_window()
     batch = state.open_window(state.planner.next_window())["h2"]  # c's own event at t=5
     assert (batch.window, batch.components, batch.envelopes) == (5, ["c"], [])
     assert batch.deferred == [DeferredStep(3, 1.5, "c", 1, [to_c(1.5)])]
-    assert state.deferred == {}
+    assert state.held.queued == {}
 
 
 @pytest.mark.parametrize("case", ["loud", "own event", "catching up"])
@@ -200,7 +201,7 @@ def test_a_step_is_held_back_only_if_it_takes_only_silent_envelopes_and_nothing_
     batches = state.open_window(state.planner.next_window())
     assert list(batches) == ["h2"]
     assert batches["h2"].deferred == []
-    assert state.held == 0
+    assert state.held.count == 0
 
 
 def test_windows_run_ahead_past_a_silent_send_hold_the_receivers_step_in_order() -> None:
@@ -214,11 +215,11 @@ def test_windows_run_ahead_past_a_silent_send_hold_the_receivers_step_in_order()
     ]
     state.dones = {"h1": DoneBatch("r", 2, "h1", [DoneItem("a", 9.0, [], [])], ahead=ahead)}
     assert state.close_window() == (4, 2)  # windows 2, 3 (b), 4 (c held), 5 (b)
-    assert state.deferred["h2"] == [DeferredStep(4, 2.5, "c", 1, [to_c(2.5)])]
+    assert state.held.queued["h2"] == [DeferredStep(4, 2.5, "c", 1, [to_c(2.5)])]
     assert state.relay["h2"] == [to_c(3.5, 1)]
     assert state.open_window(state.planner.next_window()) == {}  # c at t=3.5: held too
-    assert [d.window for d in state.deferred["h2"]] == [4, 6]
-    assert state.deferred["h2"][1].envelopes == [to_c(3.5, 1)]
+    assert [d.window for d in state.held.queued["h2"]] == [4, 6]
+    assert state.held.queued["h2"][1].envelopes == [to_c(3.5, 1)]
 
 
 def test_the_steps_still_held_back_at_the_end_go_out_in_a_last_round() -> None:
@@ -235,7 +236,7 @@ def test_the_steps_still_held_back_at_the_end_go_out_in_a_last_round() -> None:
     assert [d.component for d in batches["h2"].deferred] == ["c"]
     state.dones = {"h2": DoneBatch("r", 3, "h2", [])}
     assert state.close_window() == (1, 0)
-    assert (state.deferred, state.open, state.flushing) == ({}, False, False)
+    assert (state.held.queued, state.open, state.flushing) == ({}, False, False)
 
 
 def test_a_report_of_silence_that_does_not_match_its_messages_fails_the_run() -> None:
@@ -257,7 +258,7 @@ def test_a_window_with_a_step_to_grant_holds_nothing_back() -> None:
     state.close_window()
     batches = state.open_window(state.planner.next_window())
     assert sorted(batches) == ["h1", "h2"]
-    assert (batches["h2"].components, batches["h2"].deferred, state.held) == (["c"], [], 0)
+    assert (batches["h2"].components, batches["h2"].deferred, state.held.count) == (["c"], [], 0)
 
 
 async def test_a_full_queue_of_held_back_steps_goes_out_in_a_round_of_its_own(transport: Connect) -> None:
@@ -278,12 +279,12 @@ async def test_a_full_queue_of_held_back_steps_goes_out_in_a_round_of_its_own(tr
 
 def test_a_service_with_a_full_queue_gets_no_more_held_back_steps_until_it_is_handed_over() -> None:
     state = books()
-    state.deferred["h2"] = [DeferredStep(1, 0.5, "c", 1)] * MAX_HELD
-    assert state.full_queues() == ["h2"]
+    state.held.queued["h2"] = [DeferredStep(1, 0.5, "c", 1)] * MAX_HELD
+    assert state.held.full() == ["h2"]
     state.open_window(state.planner.next_window())  # a at t=1
     item = DoneItem("a", 9.0, ["c"], [1.5], 0, [True])
     state.dones = {"h1": DoneBatch("r", 2, "h1", [item], envelopes=[to_c(1.5)])}
     state.close_window()
     batches = state.open_window(state.planner.next_window())  # c at t=1.5: granted, not held
     assert (batches["h2"].components, len(batches["h2"].deferred)) == (["c"], MAX_HELD)
-    assert state.full_queues() == []
+    assert state.held.full() == []
