@@ -339,7 +339,7 @@ class Conductor(Service[ConductorConfig]):
                 continue  # every step of the window held back: no round trip
             await state.handback.wait()  # DoneBatch handlers run windows until one must wait
             state.check()
-        if state.held.queued and not state.stop:
+        if state.held.queued:  # stopped too: a stopped run's exports hold every window it closed
             await self._flush(state)
 
     async def _flush(self, state: RunState) -> None:

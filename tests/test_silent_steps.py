@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 from service_builders import TOY_SPLIT, Connect, host, run_cluster, same_as_local, start_services
+from toy_components import ToyFactory
 
 from llmtwin.cluster.messages import Done, PrefillDone, RoleChanged
 from llmtwin.cluster.policies.registry import POLICIES
@@ -21,6 +22,7 @@ from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.overrides import fault_override
 from llmtwin.sim.local import LocalRunner
 from llmtwin.sim.windows import WindowPlanner
+from proto.codec import Codec
 from proto.control import (
     AheadWindow,
     DeferredStep,
@@ -288,3 +290,26 @@ def test_a_service_with_a_full_queue_gets_no_more_held_back_steps_until_it_is_ha
     batches = state.open_window(state.planner.next_window())  # c at t=1.5: granted, not held
     assert (batches["h2"].components, len(batches["h2"].deferred)) == (["c"], MAX_HELD)
     assert state.held.full() == []
+
+
+async def test_a_stopped_run_exports_every_window_it_closed_held_steps_included(transport: Connect) -> None:
+    """Stopped midway at a pace: the exports are LocalRunner's after the same windows, so the
+    steps still held back at the stop were handed over before the exports."""
+    spec = RunSpec("toy", "fan", ("jobs=400",))
+    svc = await start_services(transport, [host("h1", "ping,pong,source,worker-*"), host("h3", "sink")])
+    try:
+        task = asyncio.ensure_future(svc.run(spec, speed=5.0, run_id="stopped"))
+        while svc.conductor.active is None or len(svc.conductor.active.held.queued.get("h3", ())) < 20:
+            await asyncio.sleep(0.01)
+        await svc.client.control("stopped", "stop")
+        out = await asyncio.wait_for(task, 20)
+    finally:
+        await svc.stop()
+    assert out.stats["stopped"] == 1.0
+    runner = LocalRunner(ToyFactory().build(spec))
+    runner.advance(math.inf, int(out.stats["windows"]))
+    codec = Codec(ToyFactory().body_types())
+    for comp in runner.components.values():
+        comp.finish(out.end_s)
+    local = {cid: codec.encode(c.export()) for cid, c in sorted(runner.components.items())}
+    assert {k: bytes(v) for k, v in out.parts.items()} == local
