@@ -230,15 +230,19 @@ class InstanceObserver:
         hi = np.minimum(np.asarray(last, dtype=np.int64), self.j - 1)
         keep = np.flatnonzero(lo <= hi)
         order = keep[np.lexsort((lo[keep], np.asarray(rid, dtype=np.int64)[keep]))]
+        # Every token's iteration and end time in one pass (one ``ends`` call, not one per range).
+        counts = hi[order] - lo[order] + 1
+        starts = np.cumsum(counts) - counts
+        all_its = np.repeat(lo[order] - starts, counts) + np.arange(int(counts.sum()), dtype=np.int64)
+        all_times = seg.ends(all_its)
         out = _PieceBuilder()
-        by_rid: dict[int, list[int]] = {}
-        for p in order.tolist():
-            by_rid.setdefault(rid[p], []).append(p)
+        by_rid: dict[int, list[tuple[int, int]]] = {}
+        for p, at, n in zip(order.tolist(), starts.tolist(), counts.tolist(), strict=True):
+            by_rid.setdefault(rid[p], []).append((at, at + n))
         for r in sorted(set(by_rid) | set(self.marks)):
             marks = self.marks.pop(r, [])
-            for p in by_rid.get(r, []):
-                its = np.arange(lo[p], hi[p] + 1, dtype=np.int64)
-                times = seg.ends(its)
+            for at, end in by_rid.get(r, []):
+                its, times = all_its[at:end], all_times[at:end]
                 k = 0
                 while k < its.size:
                     while marks and marks[0][0] < times[k]:  # it arrived (again) before this token
