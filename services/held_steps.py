@@ -78,17 +78,15 @@ class HeldSteps:
         if not held or (whole and len(held) < len(grants)):
             return grants
         busy = {svc for g in grants if g not in held for svc in hosts[g.component]}
-        kept = []
-        for g in held:
+        # A service that steps another component at this instant takes this step too.
+        taken = [g for g in held if hosts[g.component][0] not in busy]
+        for g in taken:
             svc = hosts[g.component][0]
-            if svc in busy:
-                kept.append(g)  # its service steps another component at this instant anyway
-                continue
             step = DeferredStep(g.window, g.time, g.component, g.expect, relay.pop(svc, []))
             self.queued.setdefault(svc, []).append(step)
             planner.report(g.component, planner.next_time(g.component), ())
             self.count += 1
-        return [g for g in grants if g not in held or g in kept]
+        return [g for g in grants if g not in taken]
 
     def full(self) -> list[str]:
         """Services with :data:`MAX_HELD` steps or more held back for them (a service running

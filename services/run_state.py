@@ -229,39 +229,29 @@ class RunState:
         )
         if not grants:
             return {}
-        self.grants = grants
-        self.rounds += 1
-        self.window_opened = self.last_sent = time.perf_counter()
-        self.dones = {}
-        self.open = True
-        self.batches = {}
         services = sorted({svc for g in grants for svc in self.hosts[g.component]})
-        self.horizon_s = self.horizon(services[0]) if len(services) == 1 else -math.inf
-        for svc in services:
-            self.batches[svc] = self.batch_for(svc, 0, self.relay.pop(svc, []), self.held.pop(svc))
-        self.expected = set(self.batches)
-        return self.batches
+        horizon = self.horizon(services[0]) if len(services) == 1 else -math.inf
+        return self._round(grants, services, horizon)
 
     def open_flush(self, services: list[str] | None = None) -> dict[str, GrantBatch]:
         """A round that only hands over held-back steps (and the envelopes they take) to
         ``services`` (None: every service with any): when the windows are done, so that the
         exports hold them, or when a queue is full (``HeldSteps.full``)."""
-        self.grants, self.flushing, self.open = [], True, True
-        self.window_opened = self.last_sent = time.perf_counter()
-        self.dones, self.horizon_s, self.rounds = {}, -math.inf, self.rounds + 1
         chosen = sorted(self.held.queued) if services is None else services
+        batches = self._round([], [svc for svc in chosen if self.held.queued.get(svc)], -math.inf)
+        self.flushing = True
+        return batches
+
+    def _round(self, grants: list[Grant], services: list[str], horizon_s: float) -> dict[str, GrantBatch]:
+        """Open a round: one GrantBatch per service in ``services`` for ``grants``, with the
+        envelopes relayed to it and the steps held back for it."""
+        self.grants, self.horizon_s = grants, horizon_s
+        self.rounds += 1
+        self.window_opened = self.last_sent = time.perf_counter()
+        self.dones = {}
+        self.open = True
         self.batches = {
-            svc: GrantBatch(
-                self.run,
-                self.window,
-                self.now_s,
-                [],
-                [],
-                self.relay.pop(svc, []),
-                deferred=self.held.pop(svc),
-            )
-            for svc in chosen
-            if self.held.queued.get(svc)
+            svc: self.batch_for(svc, 0, self.relay.pop(svc, []), self.held.pop(svc)) for svc in services
         }
         self.expected = set(self.batches)
         return self.batches

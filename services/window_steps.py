@@ -5,7 +5,9 @@ component has nothing to do before the horizon, so the host's own planner
 (``HostedRun.planner``, the conductor's :class:`~llmtwin.sim.windows.WindowPlanner` restricted to
 its components) opens the next windows here, exactly as the conductor would: a host steps them
 while their time stays below the horizon, which shrinks to the time of anything it sends to
-another service (that component may answer at once). Envelopes between its own components are
+another service (that component may answer at once) unless the receiver takes it silently.
+Steps the conductor held back (``DeferredStep``, docs/architecture.md "Silent steps") come
+first in a grant, each checked to be as silent as its component claims. Envelopes between its own components are
 delivered here after each window, as LocalRunner delivers them; the rest go to the conductor.
 Its answer lists the windows it ran ahead, which the conductor replays into its planner, each
 checked against the window the planner opens (``services/run_state.py``).
@@ -42,7 +44,6 @@ class WindowStepper:
         """Step the granted components, and under a horizon grant the windows after it that
         only its own components have; what they did (or the error)."""
         out = Stepped(grant.window)
-        ahead = grant.horizon_s > grant.time_s
         try:
             if len(grant.components) != len(grant.expect):
                 raise ProtocolError("GrantBatch with components and expect of different lengths")
@@ -50,46 +51,48 @@ class WindowStepper:
                 self._file(state, held.envelopes)
                 await self._step_deferred(state, held)
             self._file(state, grant.envelopes)
-            if not grant.components:
-                if not grant.deferred:
-                    raise ProtocolError(f"window {grant.window} grants nothing")
-                out.completed = sum(c.completed for c in state.counters) if state.counters else -1
-                return out
-            planned = state.planner.next_window()
-            if [g.component for g in planned] != grant.components or (
-                planned and planned[0].time != grant.time_s
-            ):
-                raise ProtocolError(
-                    f"window {grant.window} grants {grant.components} at t={grant.time_s!r}; by the "
-                    f"messages {self.name} holds, {[g.component for g in planned]} step next"
-                )
-            horizon = await self._step_window(
-                state, grant.time_s, zip(grant.components, grant.expect, strict=True),
-                grant.follow, out.items, out.wires, local=ahead,
-            )  # fmt: skip
-            horizon = min(horizon, grant.horizon_s)
-            while ahead and len(out.ahead) < MAX_AHEAD_WINDOWS:
-                now = state.planner.next_window_time()
-                if not now < horizon:
-                    break
-                grants = state.planner.next_window()
-                items: dict[str, DoneItem] = {}
-                wires: dict[str, list[WireEnvelope]] = {}
-                sent_at = await self._step_window(
-                    state, now, ((g.component, g.expect) for g in grants), (), items, wires, local=True
-                )
-                horizon = min(horizon, sent_at)
-                out.ahead.append(
-                    AheadWindow(
-                        now, [items[g.component] for g in grants], [e for w in wires.values() for e in w]
-                    )
-                )
+            if grant.components:
+                await self._step_granted(state, grant, out)
+            elif not grant.deferred:
+                raise ProtocolError(f"window {grant.window} grants nothing")
         except Exception as exc:  # anything after the grant is understood: an error DoneBatch
             if not isinstance(exc, TwinError):
                 log.error("%s: step failed in window %d", self.name, grant.window, exc_info=exc)
             return Stepped(grant.window, error=f"{self.name}: {exc}")
         out.completed = sum(c.completed for c in state.counters) if state.counters else -1
         return out
+
+    async def _step_granted(self, state: HostedRun, grant: GrantBatch, out: Stepped) -> None:
+        """The granted window (it must be the one the host's own planner opens next) and, under
+        a horizon grant, the windows after it that only its own components have, into ``out``."""
+        ahead = grant.horizon_s > grant.time_s
+        planned = state.planner.next_window()
+        if [g.component for g in planned] != grant.components or (
+            planned and planned[0].time != grant.time_s
+        ):
+            raise ProtocolError(
+                f"window {grant.window} grants {grant.components} at t={grant.time_s!r}; by the "
+                f"messages {self.name} holds, {[g.component for g in planned]} step next"
+            )
+        horizon = await self._step_window(
+            state, grant.time_s, zip(grant.components, grant.expect, strict=True),
+            grant.follow, out.items, out.wires, local=ahead,
+        )  # fmt: skip
+        horizon = min(horizon, grant.horizon_s)
+        while ahead and len(out.ahead) < MAX_AHEAD_WINDOWS:
+            now = state.planner.next_window_time()
+            if not now < horizon:
+                break
+            grants = state.planner.next_window()
+            items: dict[str, DoneItem] = {}
+            wires: dict[str, list[WireEnvelope]] = {}
+            sent_at = await self._step_window(
+                state, now, ((g.component, g.expect) for g in grants), (), items, wires, local=True
+            )
+            horizon = min(horizon, sent_at)
+            out.ahead.append(
+                AheadWindow(now, [items[g.component] for g in grants], [e for w in wires.values() for e in w])
+            )
 
     async def _step_deferred(self, state: HostedRun, held: DeferredStep) -> None:
         """Take a step the conductor held back (``DeferredStep``): the one its own planner

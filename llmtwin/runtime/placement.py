@@ -5,7 +5,7 @@ Every window of a run is a chain of hand-offs between processes, one after the o
 another CPU is slow, the chain runs faster with every process on one CPU. On a virtual machine
 an idle virtual CPU halts, and a wake-up sent to it goes through the hypervisor: on this
 project's 2-core VM a socket-pair round trip takes about 36 us between two CPUs and 9 us on
-one (``bench/bench_transport_floor.py``), and ``llmtwin up w1`` takes about 12% less time with
+one (``bench/bench_transport_floor.py``), and ``llmtwin up w1`` takes about 14% less time with
 every service on one CPU (docs/performance.md).
 
 With ``--cpus auto`` (the default) ``up`` measures that difference once the services have

@@ -34,7 +34,7 @@ from typing import TextIO, TypeVar
 
 from llmtwin.errors import ServiceFailure, TwinError
 from llmtwin.runtime.observing import Observatory, ObserveOptions, write_endpoints
-from llmtwin.runtime.placement import AutoPlacement, Placement, pin_process
+from llmtwin.runtime.placement import AutoPlacement, pin_process
 from llmtwin.runtime.private_bus import PrivateBus, TlsFiles
 from llmtwin.runtime.processes import Child, Supervisor
 from llmtwin.runtime.progress_line import ProgressLine
@@ -110,8 +110,6 @@ class Launcher:
         """CPUs for nats-server and every service (None: wherever the OS puts them)."""
         self.auto_cpus = auto_cpus
         """``--cpus auto``: decides ``cpus`` once the services are up (``runtime/placement.py``)."""
-        self.placement: Placement | None = None
-        """What ``auto_cpus`` decided (None: it was not asked)."""
         self.speed = speed
         self.stream, self.quiet = stream, quiet
         self.log_dir = log_dir
@@ -231,7 +229,7 @@ class Launcher:
         if auto is None or sup is None or bus is None:
             return
         devices = sum(p.role == "device" for p in self.layout)
-        self.placement = placed = await asyncio.to_thread(auto.decide, devices)
+        placed = await asyncio.to_thread(auto.decide, devices)
         if placed.cpus is not None:
             self.cpus = sup.cpus = bus.server.cpus = placed.cpus
             server = bus.server.proc
