@@ -229,6 +229,17 @@ async def start_services(
     return services
 
 
+async def run_once(
+    connect: Connect, hosts: Sequence[HostConfig], spec: RunSpec, timeout_s: float = 20.0
+) -> RunOutcome:
+    """One run of ``spec`` on a conductor and ``hosts``; the services are stopped before returning."""
+    svc = await start_services(connect, hosts)
+    try:
+        return await asyncio.wait_for(svc.run(spec), timeout_s)
+    finally:
+        await svc.stop()
+
+
 async def run_cluster(
     connect: Connect, spec: RunSpec, *, planner: bool = False
 ) -> tuple[RunOutcome, Services]:

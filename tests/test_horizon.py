@@ -7,12 +7,12 @@ import asyncio
 import math
 
 import pytest
-from service_builders import TOY_SPLIT, Connect, host, same_as_local, start_services
+from run_state_builders import first_window, two_host_state
+from service_builders import TOY_SPLIT, Connect, host, run_once, same_as_local, start_services
 
 from llmtwin.sim.windows import WindowPlanner
-from proto.control import AheadWindow, DoneBatch, DoneItem, Ready, RunConfig, RunRequest, RunSpec
-from services.pacing import Pacer
-from services.run_state import RunFailed, RunState
+from proto.control import AheadWindow, DoneBatch, DoneItem, RunSpec
+from services.run_state import RunFailed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,33 +22,21 @@ PINGPONG = RunSpec("toy", "pingpong", ("balls=30",))
 
 async def test_a_host_runs_its_own_windows_ahead_with_the_same_results(transport: Connect) -> None:
     """The fan toy on two hosts: fewer round trips than windows, and LocalRunner's results."""
-    svc = await start_services(transport, TOY_SPLIT)
-    try:
-        out = await asyncio.wait_for(svc.run(FAN), 20)
-    finally:
-        await svc.stop()
+    out = await run_once(transport, TOY_SPLIT, FAN)
     same_as_local(out, FAN)
     assert 0 < out.stats["rounds"] < out.stats["windows"]
 
 
 async def test_one_host_runs_the_whole_run_in_few_round_trips(transport: Connect) -> None:
     """Alone, a host is bounded only by the cap on windows per grant."""
-    svc = await start_services(transport, [host("h1", "*")])
-    try:
-        out = await asyncio.wait_for(svc.run(FAN), 20)
-    finally:
-        await svc.stop()
+    out = await run_once(transport, [host("h1", "*")], FAN)
     same_as_local(out, FAN)
     assert out.stats["rounds"] <= 1 + out.stats["windows"] // 256
 
 
 async def test_ping_pong_between_two_hosts_cannot_run_ahead(transport: Connect) -> None:
     """Every window sends the ball to the other host at once: one round trip per window."""
-    svc = await start_services(transport, TOY_SPLIT)
-    try:
-        out = await asyncio.wait_for(svc.run(PINGPONG), 20)
-    finally:
-        await svc.stop()
+    out = await run_once(transport, TOY_SPLIT, PINGPONG)
     same_as_local(out, PINGPONG)
     assert out.stats["rounds"] == out.stats["windows"]
 
@@ -66,33 +54,6 @@ async def test_replicated_components_get_no_horizon(transport: Connect) -> None:
 
 
 # -- the conductor's books ---------------------------------------------------------------------
-
-
-def two_host_state(speed: float = math.inf, until_s: float = math.inf) -> RunState:
-    """h1 hosts a and b, h2 hosts c; the run is set up and no window has opened."""
-    spec = RunSpec("toy", "x")
-    comps = ["a", "b", "c"]
-    state = RunState(
-        RunRequest("r", spec, speed=speed, until_s=until_s),
-        RunConfig("r", spec, "s" * 64, "c" * 64),
-        comps,
-        WindowPlanner(comps),
-        Pacer(speed),
-    )
-    state.join(Ready("r", "h1", ["a", "b"], [], "", "s" * 64, "c" * 64))
-    state.join(Ready("r", "h2", ["c"], [], "", "s" * 64, "c" * 64))
-    state.fix_hosts()
-    return state
-
-
-def first_window(state: RunState) -> None:
-    """Window 1 (everyone at t=0): a next at 1, b at 2, c at 5."""
-    state.open_window(state.planner.next_window())
-    state.dones = {
-        "h1": DoneBatch("r", 1, "h1", [DoneItem("a", 1.0, [], []), DoneItem("b", 2.0, [], [])]),
-        "h2": DoneBatch("r", 1, "h2", [DoneItem("c", 5.0, [], [])]),
-    }
-    assert state.close_window() == (1, 0)
 
 
 def test_the_horizon_is_the_earliest_wake_of_the_other_services_components() -> None:

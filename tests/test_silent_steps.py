@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
 
 import msgspec
 import pytest
-from service_builders import TOY_SPLIT, Connect, host, run_cluster, same_as_local, start_services
+from run_state_builders import first_window, two_host_state
+from service_builders import TOY_SPLIT, Connect, host, run_cluster, run_once, same_as_local, start_services
 from toy_components import ToyFactory
 
 from llmtwin.cluster.messages import Done, PrefillDone, RoleChanged
@@ -21,22 +21,17 @@ from llmtwin.report.writers import requests_csv
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.overrides import fault_override
 from llmtwin.sim.local import LocalRunner
-from llmtwin.sim.windows import WindowPlanner
 from proto.codec import Codec
 from proto.control import (
     AheadWindow,
     DeferredStep,
     DoneBatch,
     DoneItem,
-    Ready,
-    RunConfig,
-    RunRequest,
     RunSpec,
     WireEnvelope,
 )
 from services.cluster import ClusterFactory
 from services.held_steps import MAX_HELD
-from services.pacing import Pacer
 from services.run_state import RunFailed, RunState
 
 DEMO = ["workload.requests=300"]
@@ -101,11 +96,7 @@ FAN = RunSpec("toy", "fan", ("jobs=40",))
 async def test_held_back_steps_give_the_local_results(transport: Connect) -> None:
     """The fan toy's sink takes results silently: the conductor holds its steps back (no round
     trip each), its host takes them later, in order, and every export is LocalRunner's."""
-    svc = await start_services(transport, TOY_SPLIT)
-    try:
-        out = await asyncio.wait_for(svc.run(FAN), 20)
-    finally:
-        await svc.stop()
+    out = await run_once(transport, TOY_SPLIT, FAN)
     same_as_local(out, FAN)
     assert out.stats["held"] > 10
 
@@ -114,14 +105,8 @@ async def test_a_component_less_silent_than_it_claims_fails_the_run_naming_its_h
     transport: Connect,
 ) -> None:
     """A sink that claims silence but sets itself a timer: its host refuses to go on."""
-    svc = await start_services(transport, TOY_SPLIT)
-    try:
-        with pytest.raises(
-            ServiceFailure, match=r"\(h1\).*sink took \['Result'\].*its silent_kinds are wrong"
-        ):
-            await asyncio.wait_for(svc.run(RunSpec("toy", "fan", ("jobs=40", "liar=1"))), 20)
-    finally:
-        await svc.stop()
+    with pytest.raises(ServiceFailure, match=r"\(h1\).*sink took \['Result'\].*its silent_kinds are wrong"):
+        await run_once(transport, TOY_SPLIT, RunSpec("toy", "fan", ("jobs=40", "liar=1")))
 
 
 async def test_the_twin_holds_back_the_balancers_completions(transport: Connect) -> None:
@@ -142,23 +127,10 @@ async def test_the_twin_holds_back_the_balancers_completions(transport: Connect)
 # -- the conductor's books -----------------------------------------------------------------------
 
 
-def books(**kw: Any) -> RunState:
-    """h1 hosts a and b, h2 hosts c (which takes Result silently); window 1 (t=0) closed: a
-    next at 1, b at 2, c at 5."""
-    spec = RunSpec("toy", "x")
-    state = RunState(
-        RunRequest("r", spec, **kw), RunConfig("r", spec, "s" * 64, "c" * 64), ["a", "b", "c"],
-        WindowPlanner(["a", "b", "c"]), Pacer(math.inf),
-    )  # fmt: skip
-    state.join(Ready("r", "h1", ["a", "b"], [], "", "s" * 64, "c" * 64))
-    state.join(Ready("r", "h2", ["c"], [], "", "s" * 64, "c" * 64))
-    state.fix_hosts()
-    state.open_window(state.planner.next_window())
-    state.dones = {
-        "h1": DoneBatch("r", 1, "h1", [DoneItem("a", 1.0, [], []), DoneItem("b", 2.0, [], [])]),
-        "h2": DoneBatch("r", 1, "h2", [DoneItem("c", 5.0, [], [])]),
-    }
-    state.close_window()
+def books(until_s: float = math.inf) -> RunState:
+    """:func:`two_host_state` with window 1 (t=0) closed: a next at 1, b at 2, c at 5."""
+    state = two_host_state(until_s=until_s)
+    first_window(state)
     return state
 
 
@@ -269,11 +241,7 @@ async def test_a_full_queue_of_held_back_steps_goes_out_in_a_round_of_its_own(tr
     end; the exports are still LocalRunner's."""
     spec = RunSpec("toy", "fan", ("jobs=700", "period_s=0.001"))
     hosts = [host("h1", "ping,pong,source,worker-*"), host("h3", "sink")]
-    svc = await start_services(transport, hosts)
-    try:
-        out = await asyncio.wait_for(svc.run(spec), 60)
-    finally:
-        await svc.stop()
+    out = await run_once(transport, hosts, spec, 60.0)
     same_as_local(out, spec)
     assert out.stats["held"] > 4 * MAX_HELD  # the queue filled up again and again
     assert out.stats["rounds"] < 40
