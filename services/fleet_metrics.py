@@ -220,8 +220,7 @@ class FleetMetrics:
         self._observe_many("vllm:time_to_first_token_seconds", e, r.ttft_s)
         for name in ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"):
             self._observe_many(name, e, r.token_gaps_s)
-        for f in r.finished:
-            self._finished(e, f)
+        self._finished(e, r.finished)
 
     def observe_cluster(self, w: ClusterWindow) -> None:
         """The balancer's window."""
@@ -250,19 +249,37 @@ class FleetMetrics:
         self._set("twin_conductor_speed_ratio", (), w.speed)
 
     # -- helpers -----------------------------------------------------------------------------------------
-    def _finished(self, e: tuple[str, str], r: FinishedRequest) -> None:
-        self._inc("vllm:request_success_total", (*e, r.finished_reason), 1.0)
-        one = ((r.e2e_s, 1),)
-        self._observe("vllm:e2e_request_latency_seconds", e, one)
-        self._observe("vllm:request_queue_time_seconds", e, ((r.queue_s, 1),))
-        self._observe("vllm:request_inference_time_seconds", e, ((r.inference_s, 1),))
-        self._observe("vllm:request_prefill_time_seconds", e, ((r.prefill_s, 1),))
-        self._observe("vllm:request_decode_time_seconds", e, ((r.decode_s, 1),))
-        self._observe("vllm:request_prompt_tokens", e, ((r.prompt_tokens, 1),))
-        self._observe("vllm:request_generation_tokens", e, ((r.generated_tokens, 1),))
-        self._observe("vllm:request_max_num_generation_tokens", e, ((r.generated_tokens, 1),))
-        if (tpot := r.mean_tpot_s) is not None:
-            self._observe("vllm:request_time_per_output_token_seconds", e, ((tpot, 1),))
+    def _finished(self, e: tuple[str, str], rs: Sequence[FinishedRequest]) -> None:
+        """The per-request families of requests that finished on engine ``e``, in bulk (one
+        array per family: a run finishes thousands of requests between two readings)."""
+        if not rs:
+            return
+        for reason in {r.finished_reason for r in rs}:
+            n = sum(1 for r in rs if r.finished_reason == reason)
+            self._inc("vllm:request_success_total", (*e, reason), float(n))
+        col = {
+            k: np.fromiter((getattr(r, k) for r in rs), np.float64, len(rs))
+            for k in ("arrival_s", "scheduled_s", "first_token_s", "completion_s")
+        }
+        prompt = np.fromiter((r.prompt_tokens for r in rs), np.float64, len(rs))
+        generated = np.fromiter((r.generated_tokens for r in rs), np.float64, len(rs))
+        arrival, scheduled = col["arrival_s"], col["scheduled_s"]
+        first, completion = col["first_token_s"], col["completion_s"]
+        # The same subtractions as FinishedRequest's properties, so the same floats.
+        for name, values in (
+            ("vllm:e2e_request_latency_seconds", completion - arrival),
+            ("vllm:request_queue_time_seconds", scheduled - arrival),
+            ("vllm:request_inference_time_seconds", completion - scheduled),
+            ("vllm:request_prefill_time_seconds", first - scheduled),
+            ("vllm:request_decode_time_seconds", completion - first),
+            ("vllm:request_prompt_tokens", prompt),
+            ("vllm:request_generation_tokens", generated),
+            ("vllm:request_max_num_generation_tokens", generated),
+        ):
+            self._observe_many(name, e, values)
+        several = generated > 1  # mean_tpot_s: None with fewer than two tokens
+        tpot = (completion - first)[several] / (generated[several] - 1)
+        self._observe_many("vllm:request_time_per_output_token_seconds", e, tpot)
 
     def _cover(self, name: str, labels: tuple[str, ...], at_s: float) -> None:
         """Count the virtual time from the previous reading (the run's start: 0) up to ``at_s``."""
@@ -306,7 +323,9 @@ class FleetMetrics:
         if (f := self._family(name)) is not None:
             f.inc(tuple(labels), amount)
 
-    def _observe_many(self, name: str, labels: Sequence[str], values: Sequence[float]) -> None:
+    def _observe_many(
+        self, name: str, labels: Sequence[str], values: Sequence[float] | npt.NDArray[np.float64]
+    ) -> None:
         if (f := self._family(name)) is not None:
             f.observe_many(tuple(labels), np.asarray(values, dtype=np.float64))
 

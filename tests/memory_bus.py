@@ -15,6 +15,7 @@ killed (its subscriptions gone at once, nothing drained).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import random
@@ -33,6 +34,7 @@ class MemoryMsg:
     reply: str = ""
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a run routes its few subjects tens of thousands of times
 def matches(pattern: str, subject: str) -> bool:
     """NATS subject matching: ``*`` is one token, a final ``>`` one or more tokens."""
     pat, sub = pattern.split("."), subject.split(".")

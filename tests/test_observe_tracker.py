@@ -78,6 +78,34 @@ def test_a_repeated_report_counts_once_and_a_split_one_whole() -> None:
     assert t.take()[1].finished == 1
 
 
+def test_one_report_with_two_pieces_of_a_request() -> None:
+    """Request 0 preempted and resumed on one instance between two reports' worth of
+    iterations: its two pieces and request 1's between them, in one report."""
+    t = tracker()
+    first, other, resumed = (
+        (0, 0, [0.3, 0.4], F, math.nan),
+        (1, 1, [1.2], F, math.nan),
+        (0, 5, [0.9, 1.0], C, 0.4),
+    )
+    t.add(pieces("instance-0", 10, first, other, resumed))
+    (engine,), settled = t.take()
+    assert sorted(engine.ttft_s) == [pytest.approx(0.2), 0.3]
+    assert sorted(engine.token_gaps_s) == [pytest.approx(0.1), pytest.approx(0.1), pytest.approx(0.5)]
+    assert [f.rid for f in engine.finished] == [0]
+    assert (engine.finished[0].first_token_s, engine.finished[0].completion_s) == (0.3, 1.0)
+    assert settled.finished == 1
+
+
+def test_a_refused_report_takes_nothing() -> None:
+    """Its first piece holds together, its second has too many tokens: neither counts."""
+    t = tracker()
+    with pytest.raises(ProtocolError):
+        t.add(pieces("instance-0", 3, (0, 0, [0.3, 0.4], F, math.nan), (1, 1, [1.2, 1.3, 1.4], F, math.nan)))
+    assert t.take()[0] == []
+    t.add(pieces("instance-0", 3, (1, 1, [1.2, 1.3], F, math.nan)))
+    assert t.take()[1].finished == 1
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -38,6 +38,9 @@ from llmtwin.observe.observations import EngineRequests, FinishedRequest, PieceK
 from llmtwin.report.summary import meets_slo
 from llmtwin.scenario.spec import SLOSpec
 
+_KINDS = tuple(PieceKind)
+"""PieceKind by value."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Piece:
@@ -109,25 +112,82 @@ class RequestTracker:
 
     # -- input ----------------------------------------------------------------------------------------
     def add(self, p: TokenPieces) -> None:
-        """One engine's report (ProtocolError if it does not hold together)."""
+        """One engine's report (ProtocolError if it does not hold together, before anything of
+        it is taken), in bulk over its pieces: a report holds thousands."""
         self._check(p)
-        times = np.asarray(p.times_s, dtype=np.float64)
-        ends = np.cumsum(np.asarray(p.count, dtype=np.int64))
-        seen = self.covered[p.engine]
-        for k, rid in enumerate(p.rid):
-            t = times[ends[k] - p.count[k] : ends[k]]
-            skip = max(0, seen - p.first_it[k])
-            if skip >= t.size:
-                continue
-            kind = PieceKind(p.kind[k]) if skip == 0 else PieceKind.HOP
-            self._piece(p.engine, rid, kind, t[skip:], p.prev_s[k])
+        engine, seen = p.engine, self.covered[p.engine]
+        count = np.asarray(p.count, dtype=np.int64)
+        stops = np.cumsum(count)
+        # Iterations already seen (a restarted device's replay) are cut from the front of a
+        # piece; what is left of it has lost its link to the token before it.
+        skip = np.clip(seen - np.asarray(p.first_it, dtype=np.int64), 0, None)
+        keep = np.flatnonzero(skip < count)
+        kinds = np.where(skip == 0, np.asarray(p.kind, dtype=np.int64), int(PieceKind.HOP))
+        if keep.size:
+            self._pieces(
+                engine,
+                np.asarray(p.rid, dtype=np.int64)[keep],
+                np.asarray(p.times_s, dtype=np.float64),
+                (stops - count + skip)[keep],
+                stops[keep],
+                kinds[keep],
+                np.asarray(p.prev_s, dtype=np.float64)[keep],
+            )
         for rid, start in zip(p.scheduled_rid, p.scheduled_s, strict=True):
             self.scheduled.setdefault(rid, start)
-        self.covered[p.engine] = max(seen, p.to_it)
+        self.covered[engine] = max(seen, p.to_it)
         if p.final:
-            self.final.add(p.engine)
+            self.final.add(engine)
             if self.final >= set(self.engines) and not self.flushed:
                 self._flush()
+
+    def _pieces(
+        self,
+        engine: str,
+        rids: IntArray,
+        times: FloatArray,
+        starts: IntArray,
+        stops: IntArray,
+        kinds: IntArray,
+        prev_s: FloatArray,
+    ) -> None:
+        """Pieces of one report: request ``rids[k]``'s tokens ``times[starts[k]:stops[k]]``."""
+        uniq, where = np.unique(rids, return_inverse=True)
+        added = np.bincount(where, weights=stops - starts, minlength=uniq.size).astype(np.int64)
+        over = self.tokens[uniq] + added > self.output[uniq]
+        if over.any():
+            raise ProtocolError(f"request {int(uniq[over][0])}: more tokens reported than it generates")
+        self.tokens[uniq] += added
+        acc = self.acc[engine]
+        # The gap before every token of a piece but its first: pairs of tokens both inside one
+        # piece (a difference array marks the pieces, which never overlap).
+        marks = np.zeros(times.size + 1, dtype=np.int64)
+        marks[starts] += 1  # no two pieces share a start, nor an end
+        marks[stops] -= 1
+        inside = np.cumsum(marks[:-1]) > 0
+        pair = inside[:-1] & inside[1:]
+        last = stops - 1
+        pair[last[last < pair.size]] = False  # a piece's last token and the next piece's first
+        if pair.any():
+            acc.gaps.append(np.diff(times)[pair])
+        cont = (kinds == int(PieceKind.CONT)) & np.isfinite(prev_s)
+        if cont.any():
+            acc.gaps.append(times[starts[cont]] - prev_s[cont])
+        for k in np.flatnonzero(kinds == int(PieceKind.FIRST)).tolist():
+            rid = int(rids[k])
+            if rid not in self.first_s:
+                self._first(acc, rid, float(times[starts[k]]))
+        for rid, a, b, kind in zip(
+            rids.tolist(), starts.tolist(), stops.tolist(), kinds.tolist(), strict=True
+        ):
+            self.pieces.setdefault(rid, []).append(_Piece(engine, _KINDS[kind], times[a:b]))
+        # Completed in the order of their last pieces, as one piece at a time would.
+        done = uniq[self.tokens[uniq] == self.output[uniq]]
+        if done.size:
+            last_piece = rids.size - 1 - np.unique(rids[::-1], return_index=True)[1]
+            for rid in uniq[np.argsort(last_piece)].tolist():
+                if self.tokens[rid] == self.output[rid]:
+                    self._completed(rid)
 
     def _check(self, p: TokenPieces) -> None:
         if p.engine not in self.covered:
@@ -146,22 +206,6 @@ class RequestTracker:
         size = self.arrival.size
         if any(not 0 <= r < size for r in (*p.rid, *p.scheduled_rid)):
             raise ProtocolError("token report naming an unknown request")
-
-    def _piece(self, engine: str, rid: int, kind: PieceKind, times: FloatArray, prev_s: float) -> None:
-        n = times.size
-        if self.tokens[rid] + n > self.output[rid]:
-            raise ProtocolError(f"request {rid}: more tokens reported than it generates")
-        self.tokens[rid] += n
-        acc = self.acc[engine]
-        if kind is PieceKind.FIRST and rid not in self.first_s:
-            self._first(acc, rid, float(times[0]))
-        if n > 1:
-            acc.gaps.append(np.diff(times))
-        if kind is PieceKind.CONT and math.isfinite(prev_s):
-            acc.gaps.append(times[:1] - prev_s)
-        self.pieces.setdefault(rid, []).append(_Piece(engine, kind, times))
-        if self.tokens[rid] == self.output[rid]:
-            self._completed(rid)
 
     def _first(self, acc: _Acc, rid: int, t: float) -> None:
         self.first_s[rid] = t
