@@ -57,8 +57,9 @@ from services.factory import code_digest
 from services.fleet_metrics import FleetExporters
 from services.metrics import ConductorMetrics
 from services.pacing import Pacer, SpeedMeter
+from services.run_failed import RunFailed
 from services.run_results import KeptOutcomes, run_outcome, take_export
-from services.run_state import RunFailed, RunState
+from services.run_state import RunState
 from services.watchdog import Watchdog
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from llmtwin.errors import TwinError
 from proto.codec import Codec
 from proto.control import Chunk, ExportBatch, RunOutcome
 from services.base import Rejected
-from services.run_state import RunFailed, RunState
+from services.run_failed import RunFailed
+from services.run_state import RunState
 
 KEPT_OUTCOMES = 4
 """Outcomes of ended runs kept to publish again on request (a controller that lost one)."""

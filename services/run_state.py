@@ -22,18 +22,12 @@ from proto.control import (
     RunRequest,
     WireEnvelope,
 )
+from services.ahead_replay import replay_ahead
 from services.bus import Subscription
 from services.held_steps import HeldSteps
 from services.pacing import Pacer
 from services.recovery import Recovery
-
-
-class RunFailed(Exception):
-    """Ends a run early; carries the service to blame (empty if none) and why."""
-
-    def __init__(self, service: str, message: str) -> None:
-        super().__init__(message)
-        self.service, self.message = service, message
+from services.run_failed import RunFailed
 
 
 @dataclass(slots=True)
@@ -312,71 +306,24 @@ class RunState:
                     raise RunFailed(
                         follower, f"replica of {g.component} on {follower} diverged in window {window}"
                     )
-            sent += self._report(lead, item)
+            sent += self.report(lead, item)
         for batch in self.dones.values():
-            self._relay(batch.envelopes)
+            self.relay_envelopes(batch.envelopes)
         for svc, batch in self.dones.items():
             if batch.ahead:
-                sent += self._ahead(svc, batch)
+                sent += replay_ahead(self, svc, batch)
         closed, self.counted = self.window - self.counted, self.window
         self.messages += sent
         return closed, sent
 
-    def _relay(self, envelopes: list[WireEnvelope]) -> None:
+    def relay_envelopes(self, envelopes: list[WireEnvelope]) -> None:
         """Keep ``envelopes`` for the next grant to every host of each destination, in the order
         of the windows that produced them (a step held back takes those before it)."""
         for env in envelopes:
             for svc in self.hosts[env.dst]:
                 self.relay.setdefault(svc, []).append(env)
 
-    def _ahead(self, svc: str, batch: DoneBatch) -> int:
-        """Take the windows ``svc`` ran by itself after the open one; the envelopes they sent."""
-        if len(self.dones) != 1 or not self.horizon_s > self.now_s:
-            raise RunFailed(svc, f"{svc} ran ahead of window {self.window} without a horizon grant")
-        sent = 0
-        for ahead in batch.ahead:
-            grants = self._next_of(svc)
-            want = [g.component for g in grants]
-            got = [it.component for it in ahead.items]
-            if (
-                not grants
-                or want != got
-                or grants[0].time != ahead.time_s
-                or not ahead.time_s < self.horizon_s
-            ):
-                raise RunFailed(
-                    svc,
-                    f"{svc} ran {got} at t={ahead.time_s!r} ahead of window {self.window}; the run's "
-                    f"next window is {want} at t={grants[0].time if grants else None!r}",
-                )
-            self.window, self.now_s = grants[0].window, ahead.time_s
-            for item in ahead.items:
-                if self.hosts[item.component] != [svc]:
-                    raise RunFailed(svc, f"{svc} ran {item.component} ahead, which it does not host alone")
-                sent += self._report(svc, item)
-            self._relay(ahead.envelopes)
-        return sent
-
-    def _next_of(self, svc: str) -> list[Grant]:
-        """The next window the planner opens with a component of ``svc`` (which ran it ahead),
-        holding back the other services' steps in it and before it: under its horizon grant they
-        can only be steps taking what ``svc`` sent them silently (anything else fails the
-        check that follows)."""
-        while True:
-            grants = self.planner.next_window(self.req.until_s)
-            if not grants:
-                return []
-            mine = [g for g in grants if svc in self.hosts[g.component]]
-            for g in mine:
-                self.held.take_silent(g)
-            others = [g for g in grants if g not in mine]
-            rest = self.held.hold(others, self.planner, self.hosts, self.relay, allowed=True, whole=False)
-            if rest:
-                return grants  # not all held back: the check fails, naming them
-            if mine:
-                return mine
-
-    def _report(self, lead: str, item: DoneItem) -> int:
+    def report(self, lead: str, item: DoneItem) -> int:
         """Give the planner what ``lead`` says its component did in the current window."""
         bad = [t for t in (item.next_time_s, *item.sent_time_s) if math.isnan(t) or t < self.now_s]
         if bad:

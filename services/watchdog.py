@@ -31,7 +31,8 @@ from proto import subjects
 from proto.control import Collect, Ready
 from proto.permissions import HOSTING_ROLES
 from services import recovery
-from services.run_state import RunFailed, RunState
+from services.run_failed import RunFailed
+from services.run_state import RunState
 
 if TYPE_CHECKING:
     from services.conductor import Conductor

@@ -10,7 +10,7 @@ Steps the conductor held back (``DeferredStep``, docs/architecture.md "Silent st
 first in a grant, each checked to be as silent as its component claims. Envelopes between its own components are
 delivered here after each window, as LocalRunner delivers them; the rest go to the conductor.
 Its answer lists the windows it ran ahead, which the conductor replays into its planner, each
-checked against the window the planner opens (``services/run_state.py``).
+checked against the window the planner opens (``services/ahead_replay.py``).
 """
 
 from __future__ import annotations

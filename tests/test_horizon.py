@@ -12,7 +12,7 @@ from service_builders import TOY_SPLIT, Connect, host, run_once, same_as_local, 
 
 from llmtwin.sim.windows import WindowPlanner
 from proto.control import AheadWindow, DoneBatch, DoneItem, RunSpec
-from services.run_state import RunFailed
+from services.run_failed import RunFailed
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -32,7 +32,8 @@ from proto.control import (
 )
 from services.cluster import ClusterFactory
 from services.held_steps import MAX_HELD
-from services.run_state import RunFailed, RunState
+from services.run_failed import RunFailed
+from services.run_state import RunState
 
 DEMO = ["workload.requests=300"]
 
