@@ -296,10 +296,14 @@ class InstanceObserver:
         self.roles_seen = max(self.roles_seen, n)
         role = log.roles[max(0, bisect.bisect_right(role_t, t) - 1)] if log.roles else ""
         idle: dict[str, float] = {}
+        # Busy seconds by start time, in time order (the order they were read, so each role's
+        # sum adds the same numbers in the same order as a scan of every entry would).
+        starts = sorted(busy_from)
+        busy_s = [busy_from[at] for at in starts]
         for p in range(max(0, bisect.bisect_right(role_t, self.h) - 1), n):
             start, stop = role_t[p], role_t[p + 1] if p + 1 < n else math.inf
             held = max(0.0, min(stop, horizon) - max(start, self.h))
-            busy = sum(b for at, b in busy_from.items() if start <= at < stop)
+            busy = sum(busy_s[bisect.bisect_left(starts, start) : bisect.bisect_left(starts, stop)])
             # held and busy are sums of the same spans: equal ones can differ by a rounding error
             # (-1e-15), and a counter that decreases reads as a reset in Prometheus.
             idle[log.roles[p]] = idle.get(log.roles[p], 0.0) + max(0.0, held - busy)

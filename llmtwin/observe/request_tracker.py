@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,16 +43,18 @@ from llmtwin.scenario.spec import SLOSpec
 _KINDS = tuple(PieceKind)
 """PieceKind by value."""
 
+_by_time = operator.itemgetter(0, 1)
+"""A piece's sort key: its first token's time, then its engine."""
 
-@dataclass(frozen=True, slots=True)
-class _Piece:
+
+class _Piece(NamedTuple):
+    """Tokens of one request from one engine (a tuple: a run makes hundreds of thousands)."""
+
+    first_s: float
     engine: str
     kind: PieceKind
+    last_s: float
     times: FloatArray
-
-    @property
-    def key(self) -> tuple[float, str]:
-        return float(self.times[0]), self.engine
 
 
 @dataclass(slots=True)
@@ -60,6 +64,8 @@ class _Acc:
     prompt_tokens: int = 0
     ttft: list[float] = field(default_factory=list)
     gaps: list[FloatArray] = field(default_factory=list)
+    hop_gaps: list[float] = field(default_factory=list)
+    """Gaps before pieces that follow a token of another engine (found at completion)."""
     finished: list[FinishedRequest] = field(default_factory=list)
 
 
@@ -173,14 +179,20 @@ class RequestTracker:
         cont = (kinds == int(PieceKind.CONT)) & np.isfinite(prev_s)
         if cont.any():
             acc.gaps.append(times[starts[cont]] - prev_s[cont])
-        for k in np.flatnonzero(kinds == int(PieceKind.FIRST)).tolist():
-            rid = int(rids[k])
+        firsts = np.flatnonzero(kinds == int(PieceKind.FIRST))
+        for rid, t in zip(rids[firsts].tolist(), times[starts[firsts]].tolist(), strict=True):
             if rid not in self.first_s:
-                self._first(acc, rid, float(times[starts[k]]))
-        for rid, a, b, kind in zip(
-            rids.tolist(), starts.tolist(), stops.tolist(), kinds.tolist(), strict=True
-        ):
-            self.pieces.setdefault(rid, []).append(_Piece(engine, _KINDS[kind], times[a:b]))
+                self._first(acc, rid, t)
+        pieces = self.pieces
+        for rid, a, b, kind, first_s, last_s in zip(
+            rids.tolist(), starts.tolist(), stops.tolist(), kinds.tolist(),
+            times[starts].tolist(), times[stops - 1].tolist(), strict=True,
+        ):  # fmt: skip
+            piece = _Piece(first_s, engine, _KINDS[kind], last_s, times[a:b])
+            if (held := pieces.get(rid)) is None:
+                pieces[rid] = [piece]
+            else:
+                held.append(piece)
         # Completed in the order of their last pieces, as one piece at a time would.
         done = uniq[self.tokens[uniq] == self.output[uniq]]
         if done.size:
@@ -215,18 +227,18 @@ class RequestTracker:
     def _ordered(self, rid: int) -> list[_Piece]:
         """A request's pieces in time order, with the gaps across instances observed (and its
         TTFT, if no piece said it held the first token)."""
-        ps = sorted(self.pieces.pop(rid, []), key=lambda q: q.key)
+        ps = sorted(self.pieces.pop(rid, []), key=_by_time)
         if ps and rid not in self.first_s:
-            self._first(self.acc[ps[0].engine], rid, float(ps[0].times[0]))
+            self._first(self.acc[ps[0].engine], rid, ps[0].first_s)
         for before, p in itertools.pairwise(ps):
             if p.kind is not PieceKind.CONT:
-                self.acc[p.engine].gaps.append(p.times[:1] - before.times[-1])
+                self.acc[p.engine].hop_gaps.append(p.first_s - before.last_s)
         return ps
 
     def _completed(self, rid: int) -> None:
         ps = self._ordered(rid)
-        times = np.concatenate([p.times for p in ps])
-        first, last = float(times[0]), float(times[-1])
+        times = ps[0].times if len(ps) == 1 else np.concatenate([p.times for p in ps])
+        first, last = ps[0].first_s, ps[-1].last_s
         arrival = float(self.arrival[rid])
         self.acc[ps[-1].engine].finished.append(
             FinishedRequest(
@@ -264,8 +276,8 @@ class RequestTracker:
         """What happened since the last call: per engine, and the requests that completed."""
         out = []
         for engine, acc in self.acc.items():
-            if acc.prompt_tokens or acc.ttft or acc.gaps or acc.finished:
-                gaps = np.concatenate(acc.gaps).tolist() if acc.gaps else []
+            if acc.prompt_tokens or acc.ttft or acc.gaps or acc.hop_gaps or acc.finished:
+                gaps = (np.concatenate(acc.gaps).tolist() if acc.gaps else []) + acc.hop_gaps
                 out.append(
                     EngineRequests(
                         engine, acc.prompt_tokens, tuple(acc.ttft), tuple(gaps), tuple(acc.finished)
