@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import uvloop
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from conftest import memory_connect
@@ -73,7 +75,8 @@ def main() -> int:
         t0 = time.perf_counter()
         local = run_scenario(scenario)
         local_wall = time.perf_counter() - t0
-        wall, stats, csv = asyncio.run(services_run(spec))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as the services run
+            wall, stats, csv = runner.run(services_run(spec))
         same = csv == requests_csv(local, scenario.slo)
         ok &= same
         rounds, loop_s = stats["rounds"], stats["windows_wall_s"]
