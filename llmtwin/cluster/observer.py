@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from llmtwin.arrays import FloatArray
 from llmtwin.cluster.components import Instance
 from llmtwin.cluster.log_segments import Segments, read_segments
 from llmtwin.cluster.messages import Dispatch, Done, Handover, KVTransfer, Preempted
@@ -234,24 +233,23 @@ class InstanceObserver:
         counts = hi[order] - lo[order] + 1
         starts = np.cumsum(counts) - counts
         all_its = np.repeat(lo[order] - starts, counts) + np.arange(int(counts.sum()), dtype=np.int64)
-        all_times = seg.ends(all_its)
+        # As lists: the loop below reads them one value at a time.
+        its, times = all_its.tolist(), seg.ends(all_its).tolist()
         out = _PieceBuilder()
         by_rid: dict[int, list[tuple[int, int]]] = {}
         for p, at, n in zip(order.tolist(), starts.tolist(), counts.tolist(), strict=True):
             by_rid.setdefault(rid[p], []).append((at, at + n))
         for r in sorted(set(by_rid) | set(self.marks)):
             marks = self.marks.pop(r, [])
-            for at, end in by_rid.get(r, []):
-                its, times = all_its[at:end], all_times[at:end]
-                k = 0
-                while k < its.size:
+            for k, end in by_rid.get(r, []):  # tokens k .. end - 1, in time order
+                while k < end:
                     while marks and marks[0][0] < times[k]:  # it arrived (again) before this token
                         self._restart(r, marks.pop(0)[1])
-                    stop = int(np.searchsorted(times, marks[0][0], side="right")) if marks else its.size
+                    stop = bisect.bisect_right(times, marks[0][0], k, end) if marks else end
                     prev = self.prev.get(r)
                     kind = PieceKind.CONT if prev is not None else self.next_kind.pop(r, PieceKind.HOP)
-                    out.add(r, int(its[k]), times[k:stop], kind, prev)
-                    self.prev[r] = float(times[stop - 1])
+                    out.add(r, its[k], times[k:stop], kind, prev)
+                    self.prev[r] = times[stop - 1]
                     k = stop
             for _, kind in marks:  # arrived after its last token here
                 self._restart(r, kind)
@@ -319,25 +317,24 @@ class _PieceBuilder:
         self.count: list[int] = []
         self.kind: list[int] = []
         self.prev_s: list[float] = []
-        self.times: list[FloatArray] = []
+        self.times: list[float] = []
         self.sched_rid: list[int] = []
         self.sched_s: list[float] = []
 
-    def add(self, rid: int, first_it: int, times: FloatArray, kind: PieceKind, prev: float | None) -> None:
+    def add(self, rid: int, first_it: int, times: list[float], kind: PieceKind, prev: float | None) -> None:
         self.rid.append(rid)
         self.first_it.append(first_it)
-        self.count.append(int(times.size))
+        self.count.append(len(times))
         self.kind.append(int(kind))
         self.prev_s.append(math.nan if prev is None else prev)
-        self.times.append(times)
+        self.times.extend(times)
 
     def scheduled(self, rid: int, start_s: float) -> None:
         self.sched_rid.append(rid)
         self.sched_s.append(start_s)
 
     def build(self, engine: str, from_it: int, to_it: int, final: bool) -> TokenPieces:
-        times = np.concatenate(self.times).tolist() if self.times else []
         return TokenPieces(
-            engine, from_it, to_it, self.rid, self.first_it, self.count, self.kind, self.prev_s, times,
+            engine, from_it, to_it, self.rid, self.first_it, self.count, self.kind, self.prev_s, self.times,
             self.sched_rid, self.sched_s, final,
         )  # fmt: skip
