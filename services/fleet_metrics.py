@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -254,8 +255,7 @@ class FleetMetrics:
         array per family: a run finishes thousands of requests between two readings)."""
         if not rs:
             return
-        for reason in {r.finished_reason for r in rs}:
-            n = sum(1 for r in rs if r.finished_reason == reason)
+        for reason, n in Counter(r.finished_reason for r in rs).items():
             self._inc("vllm:request_success_total", (*e, reason), float(n))
         col = {
             k: np.fromiter((getattr(r, k) for r in rs), np.float64, len(rs))
