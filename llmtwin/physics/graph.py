@@ -250,6 +250,17 @@ def build_graph(model: ModelSpec, tp: int, shape: BatchShape, prec: Precision) -
     return b.ops
 
 
+def attention_ops(model: ModelSpec, tp: int, shape: BatchShape, prec: Precision, layer: int = 0) -> list[Op]:
+    """The attention ops of decoder layer ``layer`` (prefill, then decode), as :func:`build_graph`
+    makes them: the only ops whose cost depends on more of ``shape`` than its rows (``tokens``
+    and ``logit_rows``), which is what lets :class:`~llmtwin.physics.step.StepModel` keep the
+    others' times."""
+    plan = shard(model, tp)
+    b = _Builder(model, plan, prec)
+    _attention(b, layer, shape, plan.heads * model.head_dim, plan.kv_heads * model.head_dim)
+    return b.ops
+
+
 def _layer(b: _Builder, layer: int, shape: BatchShape) -> None:
     model, plan = b.model, b.plan
     m = shape.tokens
