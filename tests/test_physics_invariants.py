@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -144,3 +145,35 @@ def test_narrower_weights_speed_up_memory_bound_decode() -> None:
         BatchShape.decode(1, 512)
     )
     assert 0.5 * bf16 < int8 < 0.75 * bf16
+
+
+@pytest.mark.parametrize(
+    ("hw_name", "model", "tp"),
+    [("h100-sxm", "llama-3-70b", 8), ("a100-80g", "mixtral-8x7b", 2), ("mi300x", "mistral-7b", 1)],
+)
+def test_stage_times_equal_costing_the_whole_graph(hw_name: str, model: str, tp: int) -> None:
+    """``stage_times`` keeps every op's time but attention's per row count: for shapes that share
+    rows but not attention (prefill, decode, both; MoE, sliding window) it gives exactly the
+    times, in the order, of costing every op of the graph."""
+    sm = StepModel(HardwareCatalog().get(hw_name), ModelCatalog().get(model), tp, check_fit=False)
+    rng = random.Random(7)
+    for _ in range(200):
+        prefill = rng.choice((0, rng.randint(1, 64), rng.randint(1, 4096)))
+        seqs = rng.randint(1, 4) if prefill else 0
+        decode = rng.randint(0, 48) if prefill else rng.randint(1, 48)
+        for _ in range(
+            2
+        ):  # the same rows twice, with other attention: the second is served from the kept times
+            shape = BatchShape(
+                prefill_tokens=prefill,
+                prefill_seqs=seqs,
+                prefill_attn_pairs=float(rng.randint(prefill, prefill * prefill)) if prefill else 0.0,
+                prefill_context_tokens=rng.randint(0, 16000) if prefill else 0,
+                decode_seqs=decode,
+                decode_context_tokens=decode * rng.randint(1, 9000),
+            )
+            whole: tuple[list[float], list[float], list[float]] = ([], [], [])
+            for op in sm.ops_one_layer(shape):
+                stage = 0 if op.layer < 0 else 1 if op.layer == 0 else 2
+                whole[stage].append(op_time(sm.hw, op, sm.prec, sm.tp))
+            assert sm.stage_times(shape) == whole, shape
