@@ -177,3 +177,22 @@ def test_stage_times_equal_costing_the_whole_graph(hw_name: str, model: str, tp:
                 stage = 0 if op.layer < 0 else 1 if op.layer == 0 else 2
                 whole[stage].append(op_time(sm.hw, op, sm.prec, sm.tp))
             assert sm.stage_times(shape) == whole, shape
+
+
+@pytest.mark.parametrize(
+    ("hw_name", "model", "tp"), [("ascend-910b2", "llama-3-70b", 4), ("a100-80g", "mixtral-8x7b", 2)]
+)
+def test_op_times_under_a_plan_equal_the_timeline(hw_name: str, model: str, tp: int) -> None:
+    """``op_times`` prices every layer from one layer's ops (they differ only in their names):
+    with any plan (L2 bytes by op index, some beyond what an op can take) it gives exactly the
+    timeline's times."""
+    sm = StepModel(HardwareCatalog().get(hw_name), ModelCatalog().get(model), tp, check_fit=False)
+    rng = random.Random(11)
+    for shape in (*SHAPES, BatchShape(2048, 2, 1.5e6, 3000, 16, 64000)):
+        n = len(sm.ops(shape))
+        for _ in range(5):
+            plan = {
+                i: rng.choice((0.0, rng.uniform(0.0, 4e8), 1e13))
+                for i in rng.sample(range(n), rng.randint(1, n))
+            }
+            assert sm.op_times(shape, plan) == [t.time_s for t in sm.timeline(shape, plan)], shape

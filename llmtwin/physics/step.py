@@ -124,7 +124,7 @@ class StepModel:
             return 0.0
         engine = self.engine
         if l2_bytes:
-            times = [t.time_s for t in self.timeline(shape, l2_bytes)]
+            times = self.op_times(shape, l2_bytes)
             work = launch_pipeline(times, [], 0, [], engine.per_kernel_launch_s)
             nominal = work + engine.serial_s(self.hw, self.model.layers, self.model.vocab, shape)
         else:
@@ -170,6 +170,33 @@ class StepModel:
             for op in attention_ops(self._one_layer_model, self.tp, shape, self.prec)
         ]
         return list(before), [*head, *attention, *tail], list(after)
+
+    def op_times(self, shape: BatchShape, l2_bytes: Mapping[int, float]) -> list[float]:
+        """Every op's time in graph order, ``l2_bytes`` (op index -> bytes) served from L2: the
+        times of :meth:`timeline`, without building every layer's ops. The layers' ops differ
+        only in their names, which no op's time depends on, so one layer's ops stand for all,
+        and an op the plan serves nothing from L2 takes its :meth:`stage_times` time."""
+        ops = self.ops_one_layer(shape)
+        before, layer, after = self.stage_times(shape)
+        stages = (
+            [op for op in ops if op.layer < 0],
+            [op for op in ops if op.layer == 0],
+            [op for op in ops if op.layer > 0],
+        )
+        hw, prec, tp = self.hw, self.prec, self.tp
+        times: list[float] = []
+        i = 0
+        for stage_ops, stage_times, repeat in zip(
+            stages, (before, layer, after), (1, self.model.layers, 1), strict=True
+        ):
+            prefetchable = [op.prefetchable_bytes for op in stage_ops]
+            for _ in range(repeat):
+                for op, t, most in zip(stage_ops, stage_times, prefetchable, strict=True):
+                    hit = l2_bytes.get(i)
+                    l2 = min(hit, most) if hit else 0.0
+                    times.append(op_time(hw, op, prec, tp, l2) if l2 else t)
+                    i += 1
+        return times
 
     def _row_times(self, shape: BatchShape) -> tuple[list[float], list[float], list[float], list[float]]:
         """Times of every op of ``shape``'s graph but attention: before the layers, in the layer
