@@ -157,7 +157,7 @@ class StepModel:
         Every op but attention depends on the shape only through its rows (``tokens`` and
         ``logit_rows``), so their times are kept per rows and only the attention ops are built
         and costed for each shape: the same times in the same order as costing the whole graph,
-        at a fraction of the cost (building the graph was four fifths of an iteration's price)."""
+        at a fraction of the cost (building the graph was about four fifths of costing a shape)."""
         key = (shape.tokens, shape.logit_rows)
         rows = self._by_rows.get(key)
         if rows is None:
