@@ -174,24 +174,20 @@ class StepModel:
     def op_times(self, shape: BatchShape, l2_bytes: Mapping[int, float]) -> list[float]:
         """Every op's time in graph order, ``l2_bytes`` (op index -> bytes) served from L2: the
         times of :meth:`timeline`, without building every layer's ops. The layers' ops differ
-        only in their names, which no op's time depends on, so one layer's ops stand for all,
-        and an op the plan serves nothing from L2 takes its :meth:`stage_times` time."""
-        ops = self.ops_one_layer(shape)
-        before, layer, after = self.stage_times(shape)
-        stages = (
-            [op for op in ops if op.layer < 0],
-            [op for op in ops if op.layer == 0],
-            [op for op in ops if op.layer > 0],
-        )
+        only in their names, which no op's time depends on, so one layer's ops stand for all;
+        only the ops the plan serves something from L2 are costed again."""
         hw, prec, tp = self.hw, self.prec, self.tp
+        priced = [(op, op_time(hw, op, prec, tp), op.prefetchable_bytes) for op in self.ops_one_layer(shape)]
+        stages = (
+            [p for p in priced if p[0].layer < 0],
+            [p for p in priced if p[0].layer == 0],
+            [p for p in priced if p[0].layer > 0],
+        )
         times: list[float] = []
         i = 0
-        for stage_ops, stage_times, repeat in zip(
-            stages, (before, layer, after), (1, self.model.layers, 1), strict=True
-        ):
-            prefetchable = [op.prefetchable_bytes for op in stage_ops]
+        for stage, repeat in zip(stages, (1, self.model.layers, 1), strict=True):
             for _ in range(repeat):
-                for op, t, most in zip(stage_ops, stage_times, prefetchable, strict=True):
+                for op, t, most in stage:
                     hit = l2_bytes.get(i)
                     l2 = min(hit, most) if hit else 0.0
                     times.append(op_time(hw, op, prec, tp, l2) if l2 else t)
