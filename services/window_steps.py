@@ -66,14 +66,9 @@ class WindowStepper:
         """The granted window (it must be the one the host's own planner opens next) and, under
         a horizon grant, the windows after it that only its own components have, into ``out``."""
         ahead = grant.horizon_s > grant.time_s
-        planned = state.planner.next_window()
-        if [g.component for g in planned] != grant.components or (
-            planned and planned[0].time != grant.time_s
-        ):
-            raise ProtocolError(
-                f"window {grant.window} grants {grant.components} at t={grant.time_s!r}; by the "
-                f"messages {self.name} holds, {[g.component for g in planned]} step next"
-            )
+        self._open_next(
+            state, grant.components, grant.time_s, f"window {grant.window} grants {grant.components}"
+        )
         horizon = await self._step_window(
             state, grant.time_s, zip(grant.components, grant.expect, strict=True),
             grant.follow, out.items, out.wires, local=ahead,
@@ -99,12 +94,7 @@ class WindowStepper:
         opens next, with only messages the component takes silently; it must send nothing and
         keep its next event, as its policy claims."""
         cid, now = held.component, held.time_s
-        planned = state.planner.next_window()
-        if [g.component for g in planned] != [cid] or planned[0].time != now:
-            raise ProtocolError(
-                f"window {held.window} holds back {cid} at t={now!r}; by the messages {self.name} "
-                f"holds, {[g.component for g in planned]} step next"
-            )
+        self._open_next(state, [cid], now, f"window {held.window} holds back {cid}")
         comp, kinds = state.comps[cid], state.silent.get(cid, ())
         inbox = self._inputs(state, now, cid, held.expect)
         before = comp.next_time()
@@ -122,6 +112,16 @@ class WindowStepper:
                 f"from {before!r} to {comp.next_time()!r}: its silent_kinds are wrong"
             )
         state.planner.report(cid, before, [])
+
+    def _open_next(self, state: HostedRun, components: list[str], now: float, claim: str) -> None:
+        """Open the window the host's own planner has next: it must be ``components`` at ``now``,
+        as the conductor's ``claim`` says (else ProtocolError)."""
+        planned = state.planner.next_window()
+        if [g.component for g in planned] != components or (planned and planned[0].time != now):
+            raise ProtocolError(
+                f"{claim} at t={now!r}; by the messages {self.name} holds, "
+                f"{[g.component for g in planned]} step next"
+            )
 
     async def _step_window(
         self,
