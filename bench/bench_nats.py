@@ -126,8 +126,8 @@ class Bench:
         local = run_scenario(self.scenario)
         local_wall = time.perf_counter() - t0
 
-        conductor = client.hellos["conductor"].http_port
-        ports = {h: client.hellos[h].http_port for h in hosts}
+        conductor = client.ports["conductor"]
+        ports = {h: client.ports[h] for h in hosts}
         window_sum0 = metric(conductor, "twin_conductor_window_duration_seconds_sum")
         step_sum0 = sum(metric(p, "twin_host_step_duration_seconds_sum") for p in ports.values())
         before = varz(monitor)

@@ -91,6 +91,8 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="twin.v1.ctl.heartbeat"):
     """The process start it comes from (see ``Hello.boot``)."""
     role: str = ""
     """Its service kind (see ``Hello.role``): a controller that joins later learns who is there."""
+    http_port: int = 0
+    """Its /metrics port (see ``Hello.http_port``): and where to scrape it."""
 
 
 class RunConfig(msgspec.Struct, frozen=True, tag="twin.v1.ctl.run_config"):

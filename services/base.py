@@ -309,7 +309,14 @@ class Service(Generic[C]):
             try:
                 await self.publish(
                     subjects.heartbeat(self.name),
-                    Heartbeat(self.name, self._beats, self.current_run(), self.boot, self.role),
+                    Heartbeat(
+                        self.name,
+                        self._beats,
+                        self.current_run(),
+                        self.boot,
+                        self.role,
+                        self.hello().http_port,
+                    ),
                 )
             except Exception as exc:  # disconnected: the client reconnects, the next beat will tell
                 log.debug("%s: heartbeat: %s", self.name, exc)

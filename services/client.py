@@ -66,7 +66,8 @@ class RunClient:
         self.max_result_bytes = max_result_bytes
         self.present: dict[str, float] = {}
         """Service name -> monotonic time it was last heard from."""
-        self.hellos: dict[str, Hello] = {}
+        self.ports: dict[str, int] = {}
+        """Service name -> its /metrics port, as announced (hello, heartbeats)."""
         self.roles: dict[str, str] = {}
         """Service name -> its role, as announced (hello, heartbeats)."""
         self.boots: dict[str, str] = {}
@@ -110,13 +111,12 @@ class RunClient:
     async def _on_hello(self, msg: Msg) -> None:
         hello = self._decode(msg, Hello)
         if hello is not None and self._from(msg, hello.service):
-            self.hellos[hello.service] = hello
-            self._heard(hello.service, hello.boot, hello.role)
+            self._heard(hello.service, hello.boot, hello.role, hello.http_port)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         beat = self._decode(msg, Heartbeat)
         if beat is not None and self._from(msg, beat.service):
-            self._heard(beat.service, beat.boot, beat.role)
+            self._heard(beat.service, beat.boot, beat.role, beat.http_port)
 
     def _from(self, msg: Msg, service: str) -> bool:
         """Whether a message's service is its subject's (nobody speaks for another)."""
@@ -125,12 +125,14 @@ class RunClient:
         self._reject(msg, "forged", f"a message of {service!r}")
         return False
 
-    def _heard(self, service: str, boot: str, role: str) -> None:
+    def _heard(self, service: str, boot: str, role: str, http_port: int) -> None:
         self.present[service] = time.monotonic()
         if boot:
             self.boots[service] = boot
         if role:
             self.roles[service] = role
+        if http_port:
+            self.ports[service] = http_port
         self._changed.set()
 
     # -- the bus's news ---------------------------------------------------------------------------

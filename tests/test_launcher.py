@@ -17,7 +17,7 @@ from proto.control import RunOutcome, RunRequest, RunSpec
 class StoppedRuns:
     """A controller whose runs someone else stopped at t = 4.2 s."""
 
-    hellos: ClassVar[dict[str, object]] = {}
+    ports: ClassVar[dict[str, int]] = {}
 
     async def wait_for(self, names: Iterable[str], timeout_s: float) -> None:
         pass

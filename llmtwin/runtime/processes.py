@@ -4,7 +4,9 @@ Each child runs in its own process group (so a terminal's Ctrl-C reaches only ``
 then stops the children in order) and, on Linux, gets SIGTERM if ``up`` dies without cleaning
 up (``PR_SET_PDEATHSIG``). Its stdout and stderr go to ``<log_dir>/<name>.log``, whose last
 lines are shown when it fails; :meth:`Supervisor.respawn` starts a child that died again with
-the same command and environment, appending to its log. ``stop_all`` sends SIGTERM to every
+the same command and environment, appending to its log. A child whose command this process can
+also run itself (``main``) is forked from it where that is safe (``runtime/forked.py``: no
+interpreter start); restarts always start the command. ``stop_all`` sends SIGTERM to every
 group, waits, then SIGKILLs whatever is left. Children may be confined to a set of CPUs (``--cpus``; see
 docs/architecture.md for why one CPU can be faster).
 """
@@ -20,11 +22,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from llmtwin.errors import ConfigurationError
+from llmtwin.runtime.forked import can_fork, fork_child
 from services.selection import parse_ranges
 
 PR_SET_PDEATHSIG = 1
@@ -74,12 +78,24 @@ def parse_cpus(text: str) -> frozenset[int] | None:
     return cpus
 
 
+class Process(Protocol):
+    """What the supervisor uses of a child: ``subprocess.Popen`` or a forked child."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+
+
 @dataclass(slots=True)
 class Child:
     """One supervised process."""
 
     name: str
-    proc: subprocess.Popen[bytes]
+    proc: Process
     log_path: Path
     argv: tuple[str, ...] = ()
     env: dict[str, str] | None = None
@@ -107,11 +123,26 @@ class Supervisor:
         self.children: list[Child] = []
         self.stopping = False
 
-    def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Child:
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        main: Callable[[], int] | None = None,
+    ) -> Child:
+        """Start ``argv`` as child ``name``. ``main``: what ``argv`` runs, as a call in this
+        process; the child is then forked and calls it, where this process may fork."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         environ = dict(os.environ if env is None else env)
-        child = Child(name, self._popen(argv, environ, log_path, "wb"), log_path, tuple(argv), environ)
+        proc: Process
+        if main is not None and can_fork():
+            proc = fork_child(
+                main, env=environ, log_path=log_path, append=False, title=argv, prepare=preexec(self.cpus)
+            )
+        else:
+            proc = self._popen(argv, environ, log_path, "wb")
+        child = Child(name, proc, log_path, tuple(argv), environ)
         self.children.append(child)
         return child
 

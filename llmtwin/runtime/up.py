@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import re
@@ -40,6 +41,7 @@ from llmtwin.runtime.processes import Child, Supervisor
 from llmtwin.runtime.progress_line import ProgressLine
 from proto.control import RunOutcome, RunRequest, RunSpec
 from services.client import RunClient
+from services.main import main as service_main
 from services.nats_bus import connect
 
 T = TypeVar("T")
@@ -130,6 +132,8 @@ class Launcher:
         self.after = after
         """Called with the outcomes once the runs are done, services still up (write results)."""
         self.supervisor: Supervisor | None = None
+        self._gate: int | None = None
+        """Write end of the pipe the forked services wait on before they start."""
         self.bus: PrivateBus | None = None
         self.server_restarts = 0
         self.server_stuck = False
@@ -137,47 +141,87 @@ class Launcher:
         gracefully (they would wait on it), so they get a short grace."""
 
     def run(self, runs: Sequence[UpRun]) -> list[RunOutcome]:
-        """Start everything, do ``runs`` in order, stop everything (also on errors and signals)."""
+        """Do ``runs`` in order on the services :meth:`started` started, or start them for this
+        and stop them after."""
+        if self.bus is None or self.supervisor is None:
+            with self.started():
+                return self.run(runs)
+        return asyncio.run(self._main(self.bus, self.supervisor, runs))
+
+    @contextlib.contextmanager
+    def started(self) -> Iterator[None]:
+        """nats-server and every service running; all stopped at the end, also on errors and
+        signals. The services are forked from this process (``runtime/forked.py``): enter this
+        before starting any thread (a plot worker) or event loop."""
         tmp = Path(tempfile.mkdtemp(prefix="llmtwin-up-"))  # 0700: keys and configuration live here
         # SIGTERM outside the event loop (starting the server, spawning) must clean up too.
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-        self.supervisor = Supervisor(self.log_dir or tmp / "logs", cpus=self.cpus)
+        sup = self.supervisor = Supervisor(self.log_dir or tmp / "logs", cpus=self.cpus)
         if self.observe is not None:
             self.observatory = Observatory(self.observe, [p.name for p in self.layout])
         try:
             self.bus = PrivateBus(tmp, {p.name: p.role for p in self.layout}, tls=self.tls, cpus=self.cpus)
             self.bus.start()
-            return asyncio.run(self._main(self.bus, self.supervisor, runs))
+            self._spawn(self.bus, sup)
+            yield
         finally:
             signal.signal(signal.SIGTERM, old_term)
             with _signals_ignored():
                 grace = min(self.grace_s, 2.0) if self.server_stuck else self.grace_s
-                killed = self.supervisor.stop_all(grace)
+                killed = sup.stop_all(grace)
                 if self.observatory is not None:
                     self.observatory.stop()
                 if self.bus is not None:
                     self.bus.server.stop()
                 shutil.rmtree(tmp, ignore_errors=True)
+            if self._gate is not None:
+                os.close(self._gate)
+                self._gate = None
+            self.bus = self.supervisor = None
             if killed:
                 self._say(f"killed after {grace:g} s: {', '.join(killed)}")
+
+    def _spawn(self, private: PrivateBus, sup: Supervisor) -> None:
+        """One process per service: ``python -m services ROLE ...``, forked from this one. A
+        forked service starts once the gate opens (:meth:`_open_gate`): it would be too quick to
+        say hello before ``up`` listens."""
+        url = private.server.url
+        ports = self.observatory.ports if self.observatory is not None else {}
+        gate, self._gate = os.pipe()
+        for proc in self.layout:
+            args = [
+                proc.role,
+                "--nats",
+                url,
+                "--name",
+                proc.name,
+                "--http-port",
+                str(ports.get(proc.name, 0)),
+            ]
+            args += proc.flags
+            env = private.child_env(proc.name, {**os.environ, **self.env})
+            argv = [sys.executable, "-m", "services", *args]
+            sup.spawn(proc.name, argv, env, main=functools.partial(_after_gate, gate, args))
+        os.close(gate)
+
+    def _open_gate(self) -> None:
+        """Let every forked service start (one byte each)."""
+        if self._gate is not None:
+            os.write(self._gate, b"\0" * len(self.layout))
+            os.close(self._gate)
+            self._gate = None
 
     async def _main(self, private: PrivateBus, sup: Supervisor, runs: Sequence[UpRun]) -> list[RunOutcome]:
         bus = await connect(private.options(drain_timeout_s=2.0))  # little to drain: keep exits quick
         client = RunClient(bus, name="up", conductor=CONDUCTOR, server_timeout_s=self.server_timeout_s)
         await client.start()
+        self._open_gate()  # up hears their hello from now on
         quit_ = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, quit_.set)
         try:
-            url = private.server.url
-            ports = self.observatory.ports if self.observatory is not None else {}
-            for proc in self.layout:
-                argv = [sys.executable, "-m", "services", proc.role, "--nats", url, "--name", proc.name]
-                env = private.child_env(proc.name, {**os.environ, **self.env})
-                port = str(ports.get(proc.name, 0))
-                sup.spawn(proc.name, [*argv, "--http-port", port, *proc.flags], env)
-            outcomes = await self._guarded(self._work(client, runs, url), sup, quit_)
+            outcomes = await self._guarded(self._work(client, runs, private.server.url), sup, quit_)
             linger = self.observe.linger_s if self.observe is not None else 0.0
             if linger > 0:
                 self._say(f"llmtwin up: everything stays up for {linger:g} s (Ctrl-C ends it)")
@@ -194,7 +238,7 @@ class Launcher:
 
     async def _work(self, client: RunClient, runs: Sequence[UpRun], nats_url: str) -> list[RunOutcome]:
         await client.wait_for([p.name for p in self.layout], self.start_timeout_s)
-        ports = {h.service: h.http_port for h in client.hellos.values()}
+        ports = {p.name: client.ports.get(p.name, 0) for p in self.layout}
         if not self.quiet:
             listed = ", ".join(f"{name}:{port}" for name, port in sorted(ports.items()))
             self._say(f"services up (metrics ports {listed})")
@@ -312,7 +356,7 @@ class Launcher:
 
     def _revive(self, sup: Supervisor, child: Child) -> None:
         """Start a dead service again, or stop everything naming it."""
-        how = _how(child.proc.returncode)
+        how = _how(child.proc.wait())  # it has exited: no wait
         tail = child.tail()
         last = tail.splitlines()[-1] if tail else "no output"
         if child.name == CONDUCTOR or child.restarts >= self.max_restarts:
@@ -331,6 +375,13 @@ class Launcher:
     def _say(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def _after_gate(gate: int, args: list[str]) -> int:
+    """A forked service: wait for ``up``'s go (or its end), then run."""
+    os.read(gate, 1)
+    os.close(gate)
+    return service_main(args)
 
 
 def check_not_stopped(label: str, outcome: RunOutcome) -> None:

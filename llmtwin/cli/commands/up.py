@@ -147,8 +147,25 @@ def run(args: argparse.Namespace) -> int:
     ]
     if not args.quiet:
         print(_headline(scenarios[0], [s.policy.name for s in scenarios]), file=sys.stderr)
-    # Like simulate: the plot worker imports matplotlib while the runs go on.
-    with plot_worker(args.out is not None and not args.no_plots) as plotter:
+    launcher = Launcher(
+        layout,
+        speed=speed,
+        stream=sys.stderr,
+        quiet=args.quiet,
+        log_dir=log_dir,
+        cpus=cpus,
+        auto_cpus=AutoPlacement() if auto_cpus else None,
+        tls=tls,
+        env={"TWIN_SCENARIO_DIRS": os.pathsep.join(dirs)} if dirs else {},
+        max_restarts=args.max_restarts,
+        server_timeout_s=services.window_timeout_s,
+        metrics=args.metrics,
+        observe=observe,
+        endpoints=args.out / "endpoints.json" if args.out is not None else None,
+    )
+    # The services first: they are forked from this process, which must not have a thread yet.
+    # Then, like simulate, the plot worker imports matplotlib while the runs go on.
+    with launcher.started(), plot_worker(args.out is not None and not args.no_plots) as plotter:
 
         def write(outcomes: list[RunOutcome]) -> None:
             """The results, written while the services are still up (before pictures and lingering)."""
@@ -156,23 +173,7 @@ def run(args: argparse.Namespace) -> int:
             if log_dir is not None and args.out is not None:
                 print(f"service logs in {log_dir}/", file=sys.stderr)
 
-        launcher = Launcher(
-            layout,
-            speed=speed,
-            stream=sys.stderr,
-            quiet=args.quiet,
-            log_dir=log_dir,
-            cpus=cpus,
-            auto_cpus=AutoPlacement() if auto_cpus else None,
-            tls=tls,
-            env={"TWIN_SCENARIO_DIRS": os.pathsep.join(dirs)} if dirs else {},
-            max_restarts=args.max_restarts,
-            server_timeout_s=services.window_timeout_s,
-            metrics=args.metrics,
-            observe=observe,
-            endpoints=args.out / "endpoints.json" if args.out is not None else None,
-            after=write,
-        )
+        launcher.after = write
         launcher.run(runs)
     return 0
 
