@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import math
 import os
 import re
@@ -188,6 +189,9 @@ class Launcher:
         url = private.server.url
         ports = self.observatory.ports if self.observatory is not None else {}
         gate, self._gate = os.pipe()
+        # What this process holds now lives as long as it: out of the collector's sight, so a
+        # child's collections neither walk nor write (copy) those pages.
+        gc.freeze()
         for proc in self.layout:
             args = [
                 proc.role,
