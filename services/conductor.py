@@ -233,9 +233,6 @@ class Conductor(Service[ConductorConfig]):
             m.envelopes.inc(sent)
             m.virtual_time.set(state.now_s)
             m.lag.set(state.pacer.lag_s)
-            self.fleet.observe_conductor(
-                ConductorWindow(state.now_s, state.pacer.speed, self.speed.add(state.now_s))
-            )
             await self._progress(state)
             full = state.held.full()
             if full and not state.stop:
@@ -399,9 +396,14 @@ class Conductor(Service[ConductorConfig]):
         return run_outcome(state)
 
     async def _progress(self, state: RunState, force: bool = False) -> None:
+        """Progress to the controller, and the achieved pace to the metrics: a few times a
+        second (``progress_interval_s``), not every window (a run has tens of thousands)."""
         wall = time.perf_counter()
         if force or wall - state.last_progress >= self.cfg.progress_interval_s:
             state.last_progress = wall
+            self.fleet.observe_conductor(
+                ConductorWindow(state.now_s, state.pacer.speed, self.speed.add(state.now_s))
+            )
             await self.publish(subjects.progress(state.run), state.progress())
 
 
