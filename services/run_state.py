@@ -108,6 +108,8 @@ class RunState:
     restarts: dict[str, int] = field(default_factory=dict)
     _others: dict[str, list[str]] = field(default_factory=dict)
     """Service -> the components it does not host (whose wakes bound its horizon)."""
+    _mine: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Service -> the components it hosts."""
     server_stuck_since: float | None = None
     """monotonic() since when nats-server has not answered the conductor (None: it answers)."""
     resumed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -192,6 +194,9 @@ class RunState:
         self._others = {
             svc: [c for c, h in self.hosts.items() if svc not in h] for svc in self.ready_services
         }
+        self._mine = {
+            svc: frozenset(c for c, h in self.hosts.items() if svc in h) for svc in self.ready_services
+        }
 
     def steady(self) -> bool:
         """No component replicated, no service catching up or lost: horizon grants and held-back
@@ -205,10 +210,15 @@ class RunState:
         component is replicated, some service is catching up or lost)."""
         if not self.steady():
             return -math.inf
-        others = self._others.get(svc)
-        if others is None:
+        others, mine = self._others.get(svc), self._mine.get(svc)
+        if others is None or mine is None:
             return -math.inf
-        limit = min(self.planner.earliest(others), self.pacer.allowed_s())
+        # Whichever is shorter: the others' wakes, or the planner's heap up to the first of theirs
+        # (a balancer's others are every instance). The window being opened is ``svc``'s alone,
+        # so every other component has its entry in the heap.
+        planner = self.planner
+        earliest = planner.earliest(others) if len(others) <= len(mine) else planner.earliest_except(mine)
+        limit = min(earliest, self.pacer.allowed_s())
         return min(limit, math.nextafter(self.req.until_s, math.inf))
 
     def open_window(self, grants: list[Grant]) -> dict[str, GrantBatch]:

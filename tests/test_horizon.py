@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 
 import pytest
 from run_state_builders import first_window, two_host_state
@@ -62,6 +63,33 @@ def test_the_horizon_is_the_earliest_wake_of_the_other_services_components() -> 
     batches = state.open_window(state.planner.next_window())
     assert list(batches) == ["h1"]
     assert batches["h1"].horizon_s == 5.0
+
+
+def test_the_earliest_wake_outside_a_few_components_walks_the_heap_to_the_same_answer() -> None:
+    """``WindowPlanner.earliest_except`` (a balancer's horizon: every instance is another
+    service's) gives what scanning every other component gives, between windows, through random
+    steps, messages, and wakes moving both ways."""
+    rng = random.Random(5)
+    comps = [f"c{i:02d}" for i in range(40)]
+    planner = WindowPlanner(comps)
+    checked = 0
+    for _ in range(3000):
+        grants = planner.next_window()
+        if not grants:
+            break
+        now = grants[0].time
+        for g in grants:
+            sent = [
+                (rng.choice(comps), now + rng.choice((0.0, rng.random()))) for _ in range(rng.randint(0, 2))
+            ]
+            planner.report(g.component, rng.choice((now + rng.random() * 3, math.inf)), sent)
+        if rng.random() < 0.2:
+            planner.expect(rng.choice(comps), now + rng.random())
+        excluded = frozenset(rng.sample(comps, rng.randint(0, 3)))
+        others = [c for c in comps if c not in excluded]
+        assert planner.earliest_except(excluded) == planner.earliest(others)
+        checked += 1
+    assert checked > 1000
 
 
 @pytest.mark.parametrize(

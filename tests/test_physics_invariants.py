@@ -10,7 +10,7 @@ import pytest
 from llmtwin.hardware import HardwareCatalog, HardwareSpec
 from llmtwin.models import ModelCatalog
 from llmtwin.physics.collectives import collective_time
-from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.graph import BatchShape, allreduce_ops
 from llmtwin.physics.op_time import op_time
 from llmtwin.physics.precision import Precision
 from llmtwin.physics.roofline import smooth_max
@@ -177,6 +177,28 @@ def test_stage_times_equal_costing_the_whole_graph(hw_name: str, model: str, tp:
                 stage = 0 if op.layer < 0 else 1 if op.layer == 0 else 2
                 whole[stage].append(op_time(sm.hw, op, sm.prec, sm.tp))
             assert sm.stage_times(shape) == whole, shape
+
+
+@pytest.mark.parametrize(("model", "tp"), [("llama-3-70b", 8), ("mixtral-8x7b", 2), ("mistral-7b", 1)])
+def test_allreduce_ops_are_the_graphs(model: str, tp: int) -> None:
+    """``allreduce_ops`` (what the fleet metrics cost per token count) are exactly the allreduce
+    ops of a layer of the whole graph, whatever the rest of the shape; none at TP 1."""
+    sm = StepModel(HardwareCatalog().get("h100-sxm"), ModelCatalog().get(model), tp, check_fit=False)
+    rng = random.Random(11)
+    for _ in range(100):
+        prefill, decode = rng.choice((0, rng.randint(1, 4096))), rng.randint(0, 64)
+        shape = BatchShape(
+            prefill_tokens=prefill,
+            prefill_seqs=1 if prefill else 0,
+            prefill_attn_pairs=float(prefill * prefill),
+            decode_seqs=decode,
+            decode_context_tokens=decode * rng.randint(1, 9000),
+        )
+        if shape.tokens == 0:
+            continue
+        ours = allreduce_ops(sm.model, tp, shape.tokens, sm.prec)
+        assert ours == [op for op in sm.ops_one_layer(shape) if op.collective == "all_reduce"]
+        assert len(ours) == (2 if tp > 1 else 0)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from llmtwin.cluster.cost import IterationCost
-from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.graph import BatchShape, allreduce_ops
 from llmtwin.physics.op_time import op_time
 
 PlanStats = Mapping[BatchShape, tuple[float, float]]
@@ -39,12 +39,9 @@ class StepBreakdown:
         got = self._allreduce.get(tokens)
         if got is None:
             step = self.step
-            shape = BatchShape(decode_seqs=tokens, decode_context_tokens=tokens)
             got = 0.0
-            for op in step.ops_one_layer(shape):
-                if "allreduce" in op.name:
-                    dt = op_time(step.hw, op, step.prec, step.tp)
-                    got += dt * (step.model.layers if op.layer == 0 else 1)
+            for op in allreduce_ops(step.model, step.tp, tokens, step.prec):  # one layer's
+                got += op_time(step.hw, op, step.prec, step.tp) * step.model.layers
             self._allreduce[tokens] = got
         return got
 

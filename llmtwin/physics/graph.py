@@ -261,6 +261,16 @@ def attention_ops(model: ModelSpec, tp: int, shape: BatchShape, prec: Precision,
     return b.ops
 
 
+def allreduce_ops(model: ModelSpec, tp: int, tokens: int, prec: Precision, layer: int = 0) -> list[Op]:
+    """The tensor-parallel allreduces of decoder layer ``layer`` of an iteration of ``tokens``
+    tokens, as :func:`build_graph` makes them (after attention, after the MLP; none at TP 1):
+    their size depends on the tokens only."""
+    b = _Builder(model, shard(model, tp), prec)
+    b.allreduce("attn_allreduce", layer, tokens)
+    b.allreduce("mlp_allreduce", layer, tokens)
+    return b.ops
+
+
 def _layer(b: _Builder, layer: int, shape: BatchShape) -> None:
     model, plan = b.model, b.plan
     m = shape.tokens
