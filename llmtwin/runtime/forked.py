@@ -10,7 +10,7 @@ confined to CPUs, writes to its own log, has exactly the environment it was give
 the command line ``python -m services ROLE ...`` (setproctitle) that starting it would have.
 
 Forking is only safe in a process with one thread and no running event loop, so ``up`` forks
-its services before it starts any thread or loop (``Launcher.start``); a service started again
+its services before it starts any thread or loop (``Launcher.started``); a service started again
 after a crash is started from a fresh interpreter with the same command line (the parent is
 multi-threaded by then), which behaves the same, only slower to start. Linux only; elsewhere
 every service is started from a fresh interpreter.
@@ -69,27 +69,21 @@ class ForkedProcess:
         if self.poll() is None:
             os.kill(self.pid, sig)
 
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
 
 def fork_child(
     main: Callable[[], int],
     *,
     env: Mapping[str, str],
     log_path: Path,
-    append: bool,
     title: Sequence[str],
     prepare: Callable[[], None],
 ) -> ForkedProcess:
     """Fork a child that runs ``main()`` and exits with what it returns; see the module docstring.
     ``title``: the command line it shows; ``prepare``: what a spawned child runs between fork and
     exec (die with the parent, stay on its CPUs). The caller must check :func:`can_fork` first."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    log_fd = os.open(log_path, flags, 0o644)  # opened here: an error is the caller's, not the child's
+    log_fd = os.open(
+        log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
+    )  # opened here: an error is the caller's, not the child's
     parent = os.getpid()
     for stream in (sys.stdout, sys.stderr):  # what is buffered must not be written twice
         stream.flush()

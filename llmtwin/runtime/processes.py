@@ -137,9 +137,7 @@ class Supervisor:
         environ = dict(os.environ if env is None else env)
         proc: Process
         if main is not None and can_fork():
-            proc = fork_child(
-                main, env=environ, log_path=log_path, append=False, title=argv, prepare=preexec(self.cpus)
-            )
+            proc = fork_child(main, env=environ, log_path=log_path, title=argv, prepare=preexec(self.cpus))
         else:
             proc = self._popen(argv, environ, log_path, "wb")
         child = Child(name, proc, log_path, tuple(argv), environ)

@@ -2,8 +2,8 @@
 
 :class:`Launcher` starts ``.venv/bin/nats-server`` on a free loopback port with one user per
 process (:mod:`llmtwin.runtime.private_bus`: nkeys generated for this ``up`` only, role
-permissions, no monitoring port) and one ``python -m services ROLE`` process per service, waits
-until each has said hello, runs the runs one after the other through the conductor (showing
+permissions, no monitoring port) and one ``python -m services ROLE`` process per service (forked
+from this process where it can be: :mod:`llmtwin.runtime.forked`), waits until each has said hello, runs the runs one after the other through the conductor (showing
 live progress), and stops everything: SIGTERM to every child, a grace period, SIGKILL for
 stragglers, the server last, keys and temporary files removed. The same cleanup runs on
 Ctrl-C, on SIGTERM, and when the run cannot go on.
@@ -188,7 +188,8 @@ class Launcher:
         say hello before ``up`` listens."""
         url = private.server.url
         ports = self.observatory.ports if self.observatory is not None else {}
-        gate, self._gate = os.pipe()
+        gate, opener = os.pipe()
+        self._gate = opener
         # What this process holds now lives as long as it: out of the collector's sight, so a
         # child's collections neither walk nor write (copy) those pages.
         gc.freeze()
@@ -205,7 +206,7 @@ class Launcher:
             args += proc.flags
             env = private.child_env(proc.name, {**os.environ, **self.env})
             argv = [sys.executable, "-m", "services", *args]
-            sup.spawn(proc.name, argv, env, main=functools.partial(_after_gate, gate, args))
+            sup.spawn(proc.name, argv, env, main=functools.partial(_after_gate, gate, opener, args))
         os.close(gate)
 
     def _open_gate(self) -> None:
@@ -381,8 +382,10 @@ class Launcher:
         self.stream.flush()
 
 
-def _after_gate(gate: int, args: list[str]) -> int:
-    """A forked service: wait for ``up``'s go (or its end), then run."""
+def _after_gate(gate: int, opener: int, args: list[str]) -> int:
+    """A forked service: wait for ``up``'s go (or its end: the write end ``opener`` is up's
+    alone), then run."""
+    os.close(opener)
     os.read(gate, 1)
     os.close(gate)
     return service_main(args)
