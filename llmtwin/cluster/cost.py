@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
-from llmtwin.physics.graph import BatchShape
+from llmtwin.physics.graph import BatchShape, allreduce_ops
+from llmtwin.physics.op_time import op_time
 from llmtwin.physics.step import StepModel
 
 MIXED_PREFILL_WIDTH = 0.25
@@ -70,6 +71,7 @@ class IterationCost:
         self._decode: dict[tuple[int, int], float] = {}
         self._prefill: dict[tuple[int, int, int, int], float] = {}
         self._decode_extra: dict[tuple[int, int, int, int], tuple[float, float]] = {}
+        self._allreduce: dict[int, float] = {}
         self.evaluations = 0
         """Cost-model evaluations so far (cache misses)."""
 
@@ -82,6 +84,21 @@ class IterationCost:
             shape = BatchShape(decode_seqs=seqs, decode_context_tokens=b.rep(context_tokens))
             t = self._decode[key] = self._time(shape, use_plan=True)
         return t
+
+    def allreduce_s(self, tokens: int) -> float:
+        """Seconds of tensor-parallel allreduce in one iteration of ``tokens`` tokens, every layer
+        (0 at TP 1: one device). Their size depends on the tokens only; worked out once per count
+        for every instance of the process (the fleet metrics ask for each logged iteration)."""
+        step = self.step
+        if step.tp == 1:
+            return 0.0
+        got = self._allreduce.get(tokens)
+        if got is None:
+            got = 0.0
+            for op in allreduce_ops(step.model, step.tp, tokens, step.prec):  # one layer's
+                got += op_time(step.hw, op, step.prec, step.tp) * step.model.layers
+            self._allreduce[tokens] = got
+        return got
 
     def decode_times(self) -> Mapping[tuple[int, int], float]:
         """The decode step times computed so far, by (sequences, context bucket start): read only

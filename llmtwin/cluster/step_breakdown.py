@@ -3,7 +3,8 @@
 :class:`~llmtwin.cluster.observer.InstanceObserver` asks, per logged iteration shape, how many
 of its seconds are tensor-parallel allreduce and, for a decode iteration run under a PRESERVE
 plan, how much time the plan saved and how many bytes it prefetched. Each answer is worked out
-once per shape from the step model and cached: a run repeats few shapes many times.
+once per shape from the step model and cached (allreduce seconds by the process's shared
+:class:`~llmtwin.cluster.cost.IterationCost`): a run repeats few shapes many times.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from llmtwin.cluster.cost import IterationCost
-from llmtwin.physics.graph import BatchShape, allreduce_ops
-from llmtwin.physics.op_time import op_time
+from llmtwin.physics.graph import BatchShape
 
 PlanStats = Mapping[BatchShape, tuple[float, float]]
 """PRESERVE plans a device used, by step shape: (bytes read from L2 per step, largest one op's)."""
@@ -27,23 +27,12 @@ class StepBreakdown:
         self.plans = plans
         self.preserve_l2 = 0.0
         """L2 bytes of the largest one op's prefetch, under the latest plan found."""
-        self._allreduce: dict[int, float] = {}
         self._unplanned: dict[BatchShape, float] = {}
         self._shapes: dict[float, BatchShape] = {}
 
     def allreduce_s(self, tokens: int) -> float:
-        """Seconds of tensor-parallel allreduce in one iteration of ``tokens`` tokens (their size
-        depends on the tokens only)."""
-        if self.step.tp == 1:
-            return 0.0  # one device: no allreduce (and no step graph to build per token count)
-        got = self._allreduce.get(tokens)
-        if got is None:
-            step = self.step
-            got = 0.0
-            for op in allreduce_ops(step.model, step.tp, tokens, step.prec):  # one layer's
-                got += op_time(step.hw, op, step.prec, step.tp) * step.model.layers
-            self._allreduce[tokens] = got
-        return got
+        """Seconds of tensor-parallel allreduce in one iteration of ``tokens`` tokens."""
+        return self.cost.allreduce_s(tokens)
 
     def preserve(self, seqs: int, dt: float) -> tuple[float, float] | None:
         """(seconds saved, bytes prefetched) by PRESERVE in one decode iteration that took ``dt``;
