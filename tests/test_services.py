@@ -31,6 +31,7 @@ from proto.control import (
     RunSpec,
 )
 from services.bus import Bus
+from services.client import RunClient
 from services.factory import PlanProvider
 from services.pacing import Pacer
 from services.run_state import RunState
@@ -330,6 +331,14 @@ async def test_metrics_and_healthz_endpoints(transport: Connect) -> None:
             assert "twin_conductor_realtime_lag_seconds" in text
             async with http.get(f"http://127.0.0.1:{ports['h2']}/metrics") as r:
                 assert 'twin_bus_messages_total{direction="in"}' in await r.text()
+        # A controller that comes later has missed every hello: the heartbeats tell it the ports.
+        late = RunClient(await transport("client"))
+        await late.start()
+        try:
+            await late.wait_for(list(ports), 10.0)
+            assert late.ports == ports
+        finally:
+            await late.close()
     finally:
         await svc.stop()
 
