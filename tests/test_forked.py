@@ -74,6 +74,17 @@ def test_a_forked_child_shows_its_command_line_and_reports_the_signal_that_ended
         sup.stop_all(grace_s=5.0)
 
 
+def test_a_forked_child_stays_on_the_supervisors_cpus(tmp_path: Path) -> None:
+    one = min(os.sched_getaffinity(0))
+    sup = Supervisor(tmp_path, cpus=frozenset({one}))
+    child = sup.spawn("sleeper", ARGV, {}, main=_sleep)
+    try:
+        assert isinstance(child.proc, ForkedProcess)
+        wait_for(lambda: os.sched_getaffinity(child.pid) == {one})
+    finally:
+        sup.stop_all(grace_s=5.0)
+
+
 def test_stop_all_ends_forked_children_and_a_restart_runs_the_command(tmp_path: Path) -> None:
     sup = Supervisor(tmp_path)
     argv = [sys.executable, "-c", "import time; print('started by exec', flush=True); time.sleep(30)"]
