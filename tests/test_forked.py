@@ -30,6 +30,19 @@ def _report() -> int:
     return 7
 
 
+def _fds() -> int:
+    """A child's work: say which of the descriptors in $CHECK are open."""
+    open_ = []
+    for fd in map(int, os.environ["CHECK"].split(",")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        open_.append(fd)
+    print("open", ",".join(map(str, open_)))
+    return 0
+
+
 def _sleep() -> int:
     time.sleep(30)
     return 0
@@ -72,6 +85,21 @@ def test_a_forked_child_shows_its_command_line_and_reports_the_signal_that_ended
         assert sup.exited() is child
     finally:
         sup.stop_all(grace_s=5.0)
+
+
+def test_a_forked_child_keeps_only_its_streams_and_the_descriptors_passed(tmp_path: Path) -> None:
+    """Like ``subprocess`` (close_fds): none of the parent's other descriptors stay open."""
+    kept_r, kept_w = os.pipe()
+    other_r, other_w = os.pipe()
+    try:
+        sup = Supervisor(tmp_path)
+        check = ",".join(map(str, (kept_r, kept_w, other_r, other_w)))
+        child = sup.spawn("lister", ARGV, {"CHECK": check}, main=_fds, pass_fds=[kept_r])
+        assert child.proc.wait(10) == 0
+        assert child.log_path.read_text().split() == ["open", str(kept_r)]
+    finally:
+        for fd in (kept_r, kept_w, other_r, other_w):
+            os.close(fd)
 
 
 def test_a_forked_child_stays_on_the_supervisors_cpus(tmp_path: Path) -> None:

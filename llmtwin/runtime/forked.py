@@ -77,10 +77,13 @@ def fork_child(
     log_path: Path,
     title: Sequence[str],
     prepare: Callable[[], None],
+    pass_fds: Sequence[int] = (),
 ) -> ForkedProcess:
     """Fork a child that runs ``main()`` and exits with what it returns; see the module docstring.
     ``title``: the command line it shows; ``prepare``: what a spawned child runs between fork and
-    exec (die with the parent, stay on its CPUs). The caller must check :func:`can_fork` first."""
+    exec (die with the parent, stay on its CPUs); ``pass_fds``: descriptors it keeps besides its
+    standard streams (every other one is closed, as ``subprocess`` does). The caller must check
+    :func:`can_fork` first."""
     log_fd = os.open(
         log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
     )  # opened here: an error is the caller's, not the child's
@@ -90,7 +93,7 @@ def fork_child(
     try:
         pid = os.fork()
         if pid == 0:  # the child: never returns
-            _run_child(main, env, log_fd, title, prepare, parent)
+            _run_child(main, env, log_fd, title, prepare, parent, pass_fds)
     finally:
         os.close(log_fd)
     with contextlib.suppress(PermissionError, ProcessLookupError):  # the child did it already
@@ -105,6 +108,7 @@ def _run_child(
     title: Sequence[str],
     prepare: Callable[[], None],
     parent: int,
+    pass_fds: Sequence[int],
 ) -> None:
     code = 1
     try:
@@ -120,6 +124,9 @@ def _run_child(
         os.dup2(log_fd, 2)
         os.close(devnull)
         os.close(log_fd)
+        keep = sorted({2, *(fd for fd in pass_fds if fd > 2)})  # nothing else of the parent's stays open
+        for lo, hi in zip(keep, [*keep[1:], None], strict=True):
+            os.closerange(lo + 1, hi if hi is not None else os.sysconf("SC_OPEN_MAX"))
         # The interpreter's own streams write to those descriptors; the parent may have replaced
         # sys.stdout and sys.stderr (a test's capture).
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__

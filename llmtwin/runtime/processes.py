@@ -129,15 +129,24 @@ class Supervisor:
         argv: Sequence[str],
         env: Mapping[str, str] | None = None,
         main: Callable[[], int] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> Child:
         """Start ``argv`` as child ``name``. ``main``: what ``argv`` runs, as a call in this
-        process; the child is then forked and calls it, where this process may fork."""
+        process; the child is then forked and calls it, where this process may fork, keeping
+        ``pass_fds`` open (a started command keeps none)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         environ = dict(os.environ if env is None else env)
         proc: Process
         if main is not None and can_fork():
-            proc = fork_child(main, env=environ, log_path=log_path, title=argv, prepare=preexec(self.cpus))
+            proc = fork_child(
+                main,
+                env=environ,
+                log_path=log_path,
+                title=argv,
+                prepare=preexec(self.cpus),
+                pass_fds=pass_fds,
+            )
         else:
             proc = self._popen(argv, environ, log_path, "wb")
         child = Child(name, proc, log_path, tuple(argv), environ)

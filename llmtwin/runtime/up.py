@@ -188,8 +188,7 @@ class Launcher:
         say hello before ``up`` listens."""
         url = private.server.url
         ports = self.observatory.ports if self.observatory is not None else {}
-        gate, opener = os.pipe()
-        self._gate = opener
+        gate, self._gate = os.pipe()
         # What this process holds now lives as long as it: out of the collector's sight, so a
         # child's collections neither walk nor write (copy) those pages.
         gc.freeze()
@@ -206,7 +205,7 @@ class Launcher:
             args += proc.flags
             env = private.child_env(proc.name, {**os.environ, **self.env})
             argv = [sys.executable, "-m", "services", *args]
-            sup.spawn(proc.name, argv, env, main=functools.partial(_after_gate, gate, opener, args))
+            sup.spawn(proc.name, argv, env, main=functools.partial(_after_gate, gate, args), pass_fds=[gate])
         os.close(gate)
 
     def _open_gate(self) -> None:
@@ -382,10 +381,9 @@ class Launcher:
         self.stream.flush()
 
 
-def _after_gate(gate: int, opener: int, args: list[str]) -> int:
-    """A forked service: wait for ``up``'s go (or its end: the write end ``opener`` is up's
-    alone), then run."""
-    os.close(opener)
+def _after_gate(gate: int, args: list[str]) -> int:
+    """A forked service: wait for ``up``'s go (or its end: the pipe's write end is up's alone),
+    then run."""
     os.read(gate, 1)
     os.close(gate)
     return service_main(args)
