@@ -5,7 +5,9 @@
     .venv/bin/python bench/bench_soak.py --scenario demo --set workload.requests=3000 --speed 0.5
 
 Starts what ``llmtwin up`` starts (a private, authenticated nats-server and every service as its
-own process), runs the scenario with its arrivals cut to ``--minutes`` of virtual time
+own process; each from a fresh interpreter, as compose starts them, where ``up`` forks them from
+itself: a forked process's resident memory counts the pages it shares with ``up``, which would
+blur its own growth), runs the scenario with its arrivals cut to ``--minutes`` of virtual time
 (``workload.duration_s``) at ``--speed`` (1 = real time), and records:
 
 * the resident memory (VmRSS) of every process every ``--sample-s`` wall seconds; growth is
