@@ -179,6 +179,24 @@ def test_a_dead_service_stops_everything_and_is_named(tmp_path: Path) -> None:
     assert left == set(), f"still running: {[cmdline(p) for p in left]}"
 
 
+def test_up_starts_fresh_interpreters_where_it_may_not_fork(tmp_path: Path) -> None:
+    """A multi-threaded ``up`` (or one off Linux) may not fork its services: it starts each from a
+    fresh interpreter, and the run is the same."""
+    code = (
+        "import sys, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(120,), daemon=True).start()\n"
+        "from llmtwin.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["up", "demo", "--set", "workload.requests=20", "--no-plots", "--out", str(tmp_path / "up")]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr
+    assert "services up" in done.stderr
+    out = tmp_path / "sim"
+    write_run(out, run_output(load_scenario("demo", ["workload.requests=20"])), plots=False)
+    assert (tmp_path / "up" / "requests.csv").read_bytes() == (out / "requests.csv").read_bytes()
+
+
 def test_up_writes_the_same_requests_csv_as_simulate(tmp_path: Path) -> None:
     """Same scenario and seed: byte-identical requests.csv and instances.csv over NATS (every
     service its own process) and in-process (what `llmtwin simulate` runs and writes)."""

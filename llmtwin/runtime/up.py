@@ -211,7 +211,8 @@ class Launcher:
     def _open_gate(self) -> None:
         """Let every forked service start (one byte each)."""
         if self._gate is not None:
-            os.write(self._gate, b"\0" * len(self.layout))
+            with contextlib.suppress(BrokenPipeError):  # none was forked: nobody holds the read end
+                os.write(self._gate, b"\0" * len(self.layout))
             os.close(self._gate)
             self._gate = None
 
