@@ -112,3 +112,34 @@ def test_device_commands_reject_unknown_names_and_impossible_configurations(
         pytest.skip("no registered sub-command takes --hardware/--model/--tp alone yet")
     for command in commands:
         assert_one_line_error(run_cli(command, *argv), message)
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly() -> None:
+    """``llmtwin ... | head -1``: exit code 0, nothing on stderr."""
+    tokens = ",".join(map(str, range(1, 2000)))  # about 250 KB of CSV: more than a pipe holds
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmtwin.cli.main", "ops", "--hardware", "h100-sxm", "--model",
+         "llama-3-70b", "--tokens", tokens, "--format", "vidur-csv"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(60) == 0
+    assert proc.stderr.read() == b""
+
+
+def test_a_broken_pipe_of_the_command_itself_is_no_success(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only standard output's reader going away is quiet: a pipe of the command's own that breaks
+    (a child that died, a socket) is not turned into exit code 0."""
+    from llmtwin.cli import main as cli
+    from llmtwin.cli.commands import list_catalog
+
+    def broken(args: argparse.Namespace) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(list_catalog, "run", broken)
+    with pytest.raises(BrokenPipeError):
+        cli.main(["list"])

@@ -5,13 +5,16 @@ Each sub-command lives in its own module under ``llmtwin/cli/commands/`` and exp
 Only the module of the command being run is imported (the others are listed from
 :data:`~llmtwin.cli.commands.COMMANDS`), so ``--help``, ``--version`` and ``list`` start in a
 fraction of a second. Any :class:`~llmtwin.errors.TwinError` becomes one line on stderr and exit
-code 2.
+code 2. A reader of standard output that stops reading (``llmtwin ... | head``) ends the command
+quietly with exit code 0; any other broken pipe is the failure it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import select
 import sys
 from collections.abc import Collection, Sequence
 
@@ -62,8 +65,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("llmtwin: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        if not _reader_gone():
+            raise  # one of the command's own pipes or sockets, not the reader of its output
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush says nothing
         return 0
     return code
+
+
+def _reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (poll reports an error)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+    except (AttributeError, ValueError, OSError):  # no poll (Windows), or no descriptor (captured)
+        return False
+    return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
 if __name__ == "__main__":
