@@ -2,11 +2,12 @@
 
 :class:`Launcher` starts ``.venv/bin/nats-server`` on a free loopback port with one user per
 process (:mod:`llmtwin.runtime.private_bus`: nkeys generated for this ``up`` only, role
-permissions, no monitoring port) and one ``python -m services ROLE`` process per service (forked
-from this process where it can be: :mod:`llmtwin.runtime.forked`), waits until each has said hello, runs the runs one after the other through the conductor (showing
-live progress), and stops everything: SIGTERM to every child, a grace period, SIGKILL for
-stragglers, the server last, keys and temporary files removed. The same cleanup runs on
-Ctrl-C, on SIGTERM, and when the run cannot go on.
+permissions, no monitoring port) and one ``python -m services ROLE`` process per service
+(forked from this process where it can be: :mod:`llmtwin.runtime.forked`), waits until each has
+said hello, runs the runs one after the other through the conductor (showing live progress),
+and stops everything: SIGTERM to every child, a grace period, SIGKILL for stragglers, the
+server last, keys and temporary files removed. The same cleanup runs on Ctrl-C, on SIGTERM,
+and when the run cannot go on.
 
 It supervises: a service other than the conductor that dies is started again (up to
 ``max_restarts`` times each) and catches up by replay (``services/recovery.py``); a
@@ -46,6 +47,9 @@ from services.main import main as service_main
 from services.nats_bus import connect
 
 T = TypeVar("T")
+
+After = Callable[[list[RunOutcome]], None]
+"""What ``up`` does with the outcomes, the services still up (writes the results)."""
 
 CONDUCTOR = "conductor"
 
@@ -106,7 +110,6 @@ class Launcher:
         metrics: str = "",
         observe: ObserveOptions | None = None,
         endpoints: Path | None = None,
-        after: Callable[[list[RunOutcome]], None] | None = None,
     ) -> None:
         self.layout = list(layout)
         self.cpus = cpus
@@ -130,8 +133,6 @@ class Launcher:
         self.observatory: Observatory | None = None
         self.endpoints = endpoints
         """Where to write endpoints.json (None: nowhere)."""
-        self.after = after
-        """Called with the outcomes once the runs are done, services still up (write results)."""
         self.supervisor: Supervisor | None = None
         self._gate: int | None = None
         """Write end of the pipe the forked services wait on before they start."""
@@ -141,13 +142,14 @@ class Launcher:
         """nats-server was not answering when the work ended: the services cannot stop
         gracefully (they would wait on it), so they get a short grace."""
 
-    def run(self, runs: Sequence[UpRun]) -> list[RunOutcome]:
+    def run(self, runs: Sequence[UpRun], after: After | None = None) -> list[RunOutcome]:
         """Do ``runs`` in order on the services :meth:`started` started, or start them for this
-        and stop them after."""
+        and stop them after. ``after`` is called with the outcomes once the runs are done, the
+        services still up (to write the results)."""
         if self.bus is None or self.supervisor is None:
             with self.started():
-                return self.run(runs)
-        return asyncio.run(self._main(self.bus, self.supervisor, runs))
+                return self.run(runs, after)
+        return asyncio.run(self._main(self.bus, self.supervisor, runs, after))
 
     @contextlib.contextmanager
     def started(self) -> Iterator[None]:
@@ -216,7 +218,9 @@ class Launcher:
             os.close(self._gate)
             self._gate = None
 
-    async def _main(self, private: PrivateBus, sup: Supervisor, runs: Sequence[UpRun]) -> list[RunOutcome]:
+    async def _main(
+        self, private: PrivateBus, sup: Supervisor, runs: Sequence[UpRun], after: After | None
+    ) -> list[RunOutcome]:
         bus = await connect(private.options(drain_timeout_s=2.0))  # little to drain: keep exits quick
         client = RunClient(bus, name="up", conductor=CONDUCTOR, server_timeout_s=self.server_timeout_s)
         await client.start()
@@ -226,7 +230,7 @@ class Launcher:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, quit_.set)
         try:
-            outcomes = await self._guarded(self._work(client, runs, private.server.url), sup, quit_)
+            outcomes = await self._guarded(self._work(client, runs, private.server.url, after), sup, quit_)
             linger = self.observe.linger_s if self.observe is not None else 0.0
             if linger > 0:
                 self._say(f"llmtwin up: everything stays up for {linger:g} s (Ctrl-C ends it)")
@@ -241,7 +245,9 @@ class Launcher:
                 await asyncio.wait_for(client.close(), 5.0)
             await bus.close()
 
-    async def _work(self, client: RunClient, runs: Sequence[UpRun], nats_url: str) -> list[RunOutcome]:
+    async def _work(
+        self, client: RunClient, runs: Sequence[UpRun], nats_url: str, after: After | None = None
+    ) -> list[RunOutcome]:
         await client.wait_for([p.name for p in self.layout], self.start_timeout_s)
         ports = {p.name: client.ports.get(p.name, 0) for p in self.layout}
         if not self.quiet:
@@ -262,12 +268,12 @@ class Launcher:
                     line.close()
             check_not_stopped(r.label, outcome)
             outcomes.append(outcome)
-        if self.after is not None:
+        if after is not None:
             if self.observatory is None and self.supervisor is not None:
                 # Nothing needs the services any more (no final scrape, no lingering): they
                 # stop while the results are written instead of after.
                 self.supervisor.terminate_all()
-            await asyncio.to_thread(self.after, outcomes)
+            await asyncio.to_thread(after, outcomes)
         await self._draw()
         return outcomes
 

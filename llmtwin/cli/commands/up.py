@@ -173,8 +173,7 @@ def run(args: argparse.Namespace) -> int:
             if log_dir is not None and args.out is not None:
                 print(f"service logs in {log_dir}/", file=sys.stderr)
 
-        launcher.after = write
-        launcher.run(runs)
+        launcher.run(runs, after=write)
     return 0
 
 
