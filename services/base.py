@@ -295,9 +295,15 @@ class Service(Generic[C]):
 
     # -- presence ----------------------------------------------------------------------------
 
+    @property
+    def http_port(self) -> int:
+        """The port of its /metrics and /healthz endpoint (0: none)."""
+        return self.http.port if self.http is not None else 0
+
     def hello(self) -> Hello:
-        port = self.http.port if self.http is not None else 0
-        return Hello(self.name, self.role, os.getpid(), socket.gethostname(), port, __version__, self.boot)
+        return Hello(
+            self.name, self.role, os.getpid(), socket.gethostname(), self.http_port, __version__, self.boot
+        )
 
     def current_run(self) -> str:
         """Run the service takes part in (empty when idle), reported in heartbeats."""
@@ -310,12 +316,7 @@ class Service(Generic[C]):
                 await self.publish(
                     subjects.heartbeat(self.name),
                     Heartbeat(
-                        self.name,
-                        self._beats,
-                        self.current_run(),
-                        self.boot,
-                        self.role,
-                        self.hello().http_port,
+                        self.name, self._beats, self.current_run(), self.boot, self.role, self.http_port
                     ),
                 )
             except Exception as exc:  # disconnected: the client reconnects, the next beat will tell
