@@ -103,8 +103,7 @@ class Bench:
             await client.start()
             try:
                 for p in layout:
-                    argv = [sys.executable, "-m", "services", p.role, "--nats", nats.url, "--name", p.name]
-                    sup.spawn(p.name, [*argv, *p.flags])
+                    sup.spawn(p.name, p.argv(nats.url))
                 await client.wait_for([p.name for p in layout], 120)
                 procs = {c.name: c.pid for c in sup.children}
                 procs["nats-server"] = nats.proc.pid if nats.proc is not None else 0

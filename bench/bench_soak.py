@@ -73,8 +73,7 @@ async def soak(args: argparse.Namespace) -> int:
         try:
             url = private.start()
             for proc in layout:
-                argv = [sys.executable, "-m", "services", proc.role, "--nats", url, "--name", proc.name]
-                sup.spawn(proc.name, [*argv, "--http-port", "-1", *proc.flags], private.child_env(proc.name))
+                sup.spawn(proc.name, proc.argv(url, http_port=-1), private.child_env(proc.name))
             bus = await connect(private.options())
             client = RunClient(bus, name="soak", conductor=CONDUCTOR)
             await client.start()

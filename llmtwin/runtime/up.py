@@ -62,6 +62,23 @@ class ServiceProc:
     role: str
     flags: tuple[str, ...] = ()
 
+    def args(self, nats_url: str, http_port: int = 0) -> list[str]:
+        """Its arguments after ``python -m services`` (``http_port``: 0 any free port, -1 none)."""
+        return [
+            self.role,
+            "--nats",
+            nats_url,
+            "--name",
+            self.name,
+            "--http-port",
+            str(http_port),
+            *self.flags,
+        ]
+
+    def argv(self, nats_url: str, http_port: int = 0) -> list[str]:
+        """Its whole command line, with this interpreter."""
+        return [sys.executable, "-m", "services", *self.args(nats_url, http_port)]
+
 
 def cluster_layout(device_processes: int, planner: bool) -> list[ServiceProc]:
     """The twin's services: conductor, generator, balancer, devices (sharded), planner."""
@@ -195,19 +212,10 @@ class Launcher:
         # child's collections neither walk nor write (copy) those pages.
         gc.freeze()
         for proc in self.layout:
-            args = [
-                proc.role,
-                "--nats",
-                url,
-                "--name",
-                proc.name,
-                "--http-port",
-                str(ports.get(proc.name, 0)),
-            ]
-            args += proc.flags
+            port = ports.get(proc.name, 0)
             env = private.child_env(proc.name, {**os.environ, **self.env})
-            argv = [sys.executable, "-m", "services", *args]
-            sup.spawn(proc.name, argv, env, main=functools.partial(_after_gate, gate, args), pass_fds=[gate])
+            main = functools.partial(_after_gate, gate, proc.args(url, port))
+            sup.spawn(proc.name, proc.argv(url, port), env, main=main, pass_fds=[gate])
         os.close(gate)
 
     def _open_gate(self) -> None:
