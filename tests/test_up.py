@@ -67,6 +67,13 @@ def leftovers(pids: set[int]) -> set[int]:
     return {pid for pid, (_, pgid) in proc_table().items() if pid in pids or pgid in pids}
 
 
+def simulate(tmp_path: Path, overrides: list[str]) -> bytes:
+    """The requests.csv ``llmtwin simulate demo`` writes with ``overrides``."""
+    out = tmp_path / "sim"
+    write_run(out, run_output(load_scenario("demo", overrides)), plots=False)
+    return (out / "requests.csv").read_bytes()
+
+
 def start_up(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*LLMTWIN, "up", *args],
@@ -192,9 +199,7 @@ def test_up_starts_fresh_interpreters_where_it_may_not_fork(tmp_path: Path) -> N
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr
     assert "services up" in done.stderr
-    out = tmp_path / "sim"
-    write_run(out, run_output(load_scenario("demo", ["workload.requests=20"])), plots=False)
-    assert (tmp_path / "up" / "requests.csv").read_bytes() == (out / "requests.csv").read_bytes()
+    assert (tmp_path / "up" / "requests.csv").read_bytes() == simulate(tmp_path, ["workload.requests=20"])
 
 
 def test_up_writes_the_same_requests_csv_as_simulate(tmp_path: Path) -> None:

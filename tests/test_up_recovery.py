@@ -20,14 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_up import LLMTWIN, cmdline, descendants
+from test_up import LLMTWIN, cmdline, descendants, simulate
 from tls_files import make_tls_files
 
 from llmtwin.errors import BusError
-from llmtwin.report.execute import run_output
-from llmtwin.report.outputs import write_run
 from llmtwin.runtime.nats_auth import new_seed
-from llmtwin.scenario.loader import load_scenario
 from services.nats_bus import NatsOptions, connect
 
 pytestmark = [
@@ -85,12 +82,6 @@ def server_url(proc: subprocess.Popen[str]) -> str:
     assert pid is not None
     args = cmdline(pid).split()
     return args[args.index("--nats") + 1]
-
-
-def simulate(tmp_path: Path, overrides: list[str]) -> bytes:
-    out = tmp_path / "sim"
-    write_run(out, run_output(load_scenario("demo", overrides)), plots=False)
-    return (out / "requests.csv").read_bytes()
 
 
 def test_every_service_but_the_conductor_and_nats_server_killed_in_turn_change_nothing(
