@@ -7,8 +7,9 @@ its components) opens the next windows here, exactly as the conductor would: a h
 while their time stays below the horizon, which shrinks to the time of anything it sends to
 another service (that component may answer at once) unless the receiver takes it silently.
 Steps the conductor held back (``DeferredStep``, docs/architecture.md "Silent steps") come
-first in a grant, each checked to be as silent as its component claims. Envelopes between its own components are
-delivered here after each window, as LocalRunner delivers them; the rest go to the conductor.
+first in a grant, each checked to be as silent as its component claims. Envelopes between its
+own components are delivered here after each window, as LocalRunner delivers them; the rest go
+to the conductor.
 Its answer lists the windows it ran ahead, which the conductor replays into its planner, each
 checked against the window the planner opens (``services/ahead_replay.py``).
 """

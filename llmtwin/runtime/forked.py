@@ -84,9 +84,8 @@ def fork_child(
     exec (die with the parent, stay on its CPUs); ``pass_fds``: descriptors it keeps besides its
     standard streams (every other one is closed, as ``subprocess`` does). The caller must check
     :func:`can_fork` first."""
-    log_fd = os.open(
-        log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
-    )  # opened here: an error is the caller's, not the child's
+    # Opened here: an error is the caller's, not the child's.
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     parent = os.getpid()
     for stream in (sys.stdout, sys.stderr):  # what is buffered must not be written twice
         stream.flush()

@@ -194,9 +194,7 @@ class Launcher:
                 if self.bus is not None:
                     self.bus.server.stop()
                 shutil.rmtree(tmp, ignore_errors=True)
-            if self._gate is not None:
-                os.close(self._gate)
-                self._gate = None
+            self._close_gate()
             self.bus = self.supervisor = None
             if killed:
                 self._say(f"killed after {grace:g} s: {', '.join(killed)}")
@@ -223,6 +221,10 @@ class Launcher:
         if self._gate is not None:
             with contextlib.suppress(BrokenPipeError):  # none was forked: nobody holds the read end
                 os.write(self._gate, b"\0" * len(self.layout))
+        self._close_gate()
+
+    def _close_gate(self) -> None:
+        if self._gate is not None:
             os.close(self._gate)
             self._gate = None
 
