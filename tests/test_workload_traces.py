@@ -77,6 +77,21 @@ def test_numeric_timestamps_are_sorted_with_their_rows(tmp_path: Path) -> None:
     assert t.output_tokens.tolist() == [1, 3, 5]
 
 
+def test_a_trace_is_read_once_until_its_file_changes(tmp_path: Path) -> None:
+    """The same file gives the same (read-only) trace; a rewritten file is read again."""
+    path = write_csv(tmp_path, "TIMESTAMP,ContextTokens,GeneratedTokens\n1.0,10,1\n3.0,30,3\n")
+    first = load_trace(str(path))
+    assert load_trace(str(path)) is first
+    with pytest.raises(ValueError, match="read-only"):
+        first.prompt_tokens[0] = 99
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n1.0,10,1\n2.0,20,2\n4.0,40,4\n", encoding="utf-8"
+    )
+    again = load_trace(str(path))
+    assert again.prompt_tokens.tolist() == [10, 20, 40]
+    assert first.prompt_tokens.tolist() == [10, 30]
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [

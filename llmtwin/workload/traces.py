@@ -13,6 +13,7 @@ shipped one plus ``<dir>/traces`` for each directory of ``LLMTWIN_CATALOG_PATH``
 from __future__ import annotations
 
 import csv
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,9 +74,32 @@ def resolve_trace(ref: str) -> Path:
     return files[ref]
 
 
+_CACHE_SIZE = 4
+_cache: OrderedDict[tuple[str, Path, int, int], Trace] = OrderedDict()
+"""The last traces read, keyed by the name asked for, the file and its modification time and
+size: a process builds several runs from one trace (a sweep, a capacity search, the services of
+``llmtwin up``, which inherit what ``up`` read before it forked them), and reading one is 30 ms
+(azure-conv). A changed file is read again. Its arrays are read-only: every run shares them."""
+
+
 def load_trace(ref: str) -> Trace:
-    """Read and validate the trace ``ref`` (a name or a CSV path)."""
+    """Read and validate the trace ``ref`` (a name or a CSV path); see ``_cache``."""
     path = resolve_trace(ref)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise CatalogFileError(f"{path}: cannot read trace: {exc.strerror}") from None
+    key = (ref, path, st.st_mtime_ns, st.st_size)
+    trace = _cache.get(key)
+    if trace is None:
+        trace = _cache[key] = _read_trace(ref, path)
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    _cache.move_to_end(key)
+    return trace
+
+
+def _read_trace(ref: str, path: Path) -> Trace:
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
@@ -98,12 +122,15 @@ def load_trace(ref: str) -> Trace:
     output = _tokens(path, [r[2] for r in body], "GeneratedTokens", minimum=0)
     order = np.argsort(times, kind="stable")
     times = times[order]
+    columns = times - times[0], prompt[order], output[order]
+    for column in columns:
+        column.flags.writeable = False
     return Trace(
         name=path.stem if is_trace_path(ref) else ref,
         path=path,
-        arrival_s=times - times[0],
-        prompt_tokens=prompt[order],
-        output_tokens=output[order],
+        arrival_s=columns[0],
+        prompt_tokens=columns[1],
+        output_tokens=columns[2],
     )
 
 
