@@ -5,16 +5,12 @@ from __future__ import annotations
 import io
 import math
 import os
-import subprocess
-import sys
-import time
+import signal
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from llmtwin.runtime.placement import AutoPlacement, HandoffProbe, Placement, pin_process, probe_handoff
-from llmtwin.runtime.processes import Supervisor
+from llmtwin.runtime.placement import AutoPlacement, HandoffProbe, Placement, probe_handoff
 from llmtwin.runtime.up import Launcher, cluster_layout
 
 linux_only = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
@@ -66,56 +62,31 @@ def cpus_of_threads(pid: int) -> list[set[int]]:
     return [os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
 
 
-def wait_for_two_threads(pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while len(os.listdir(f"/proc/{pid}/task")) < 2:
-        assert time.monotonic() < deadline, f"process {pid} never started its second thread"
-        time.sleep(0.01)
-
-
 @linux_only
-def test_pin_process_moves_every_thread_of_a_running_process() -> None:
-    one = frozenset({max(os.sched_getaffinity(0))})
-    proc = subprocess.Popen([sys.executable, "-c", THREADED])
-    try:
-        wait_for_two_threads(proc.pid)
-        pin_process(proc.pid, one)
-        assert cpus_of_threads(proc.pid) == [set(one)] * 2
-    finally:
-        proc.kill()
-        proc.wait()
-    pin_process(proc.pid, one)  # gone: nothing to do, no error
-
-
-@linux_only
-async def test_the_launcher_moves_server_and_services_and_restarts_follow(tmp_path: Path) -> None:
-    """After the services are up: every thread of every service and of the server on the CPU
-    chosen, and a service or server started again starts there."""
+def test_the_launcher_starts_server_and_services_on_the_cpu_chosen_and_restarts_follow(
+    tmp_path: Path,
+) -> None:
+    """Decided before anything starts: every thread of nats-server (its Go runtime then sizes
+    itself to that CPU) and of every service on the CPU chosen, and a service started again
+    starts there."""
     cpu = max(os.sched_getaffinity(0))
-    sup = Supervisor(tmp_path)
-    for name in ("conductor", "device-1"):
-        sup.spawn(name, [sys.executable, "-c", THREADED])
-    server = SimpleNamespace(proc=subprocess.Popen([sys.executable, "-c", THREADED]), cpus=None)
     stream = io.StringIO()
     auto = AutoPlacement(lambda a, b: HandoffProbe(9.0, 36.0), allowed=[cpu - 1, cpu])
-    launcher = Launcher(cluster_layout(1, planner=False), auto_cpus=auto, stream=stream)
-    launcher.supervisor, launcher.bus = sup, SimpleNamespace(server=server)  # type: ignore[assignment]
-    try:
-        for pid in [*sup.pids(), server.proc.pid]:
-            wait_for_two_threads(pid)
-        await launcher._place()
-        for pid in [*sup.pids(), server.proc.pid]:
+    launcher = Launcher(cluster_layout(1, planner=False), auto_cpus=auto, stream=stream, log_dir=tmp_path)
+    with launcher.started():
+        sup, bus = launcher.supervisor, launcher.bus
+        assert sup is not None
+        assert bus is not None
+        assert bus.server.proc is not None
+        assert sup.cpus == bus.server.cpus == launcher.cpus == frozenset({cpu})
+        for pid in [*sup.pids(), bus.server.proc.pid]:
             assert all(cpus == {cpu} for cpus in cpus_of_threads(pid)), pid
-        assert sup.cpus == server.cpus == launcher.cpus == frozenset({cpu})
         assert (
             f"placement: nats-server and the services on CPU {cpu} (a hand-off takes 9 us"
             in stream.getvalue()
         )
-        sup.children[0].proc.kill()  # as if it crashed
-        sup.children[0].proc.wait()
-        sup.respawn(sup.children[0])
-        assert os.sched_getaffinity(sup.children[0].pid) == {cpu}
-    finally:
-        sup.stop_all(grace_s=1.0)
-        server.proc.kill()
-        server.proc.wait()
+        child = sup.children[0]
+        os.kill(child.pid, signal.SIGKILL)  # as if it crashed
+        child.proc.wait()
+        sup.respawn(child)
+        assert os.sched_getaffinity(child.pid) == {cpu}

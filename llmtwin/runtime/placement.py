@@ -8,17 +8,18 @@ project's 2-core VM a socket-pair round trip takes about 36 us between two CPUs 
 one (``bench/bench_transport_floor.py``), and ``llmtwin up w1`` takes about 14% less time with
 every service on one CPU (docs/performance.md).
 
-With ``--cpus auto`` (the default) ``up`` measures that difference once the services have
-started (their start-up imports use every CPU) and then moves nats-server and every service,
-each thread of them, to one CPU if a round trip there is at least :data:`FASTER` times as fast.
-It leaves placement to the OS on a single CPU, without Linux's ``sched_setaffinity``, or with
-several device processes (which are asked for so that their windows run in parallel). Services
-started again after a crash start on the same CPU.
+With ``--cpus auto`` (the default) ``up`` measures that difference before it starts anything
+and then starts nats-server and every service on one CPU if a round trip there is at least
+:data:`FASTER` times as fast. Before, not after: nats-server's Go runtime sizes its scheduler to
+the CPUs it may use when it starts, and the services, forked from ``up``, import nothing while
+they start, so nothing is gained by letting them start on every CPU. It leaves placement to the
+OS on a single CPU, without Linux's ``sched_setaffinity``, or with several device processes
+(which are asked for so that their windows run in parallel). Services started again after a
+crash start on the same CPU.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -117,15 +118,3 @@ def _allowed_cpus() -> list[int]:
     if not hasattr(os, "sched_getaffinity"):
         return []  # not Linux: nothing to decide
     return sorted(os.sched_getaffinity(0))
-
-
-def pin_process(pid: int, cpus: frozenset[int]) -> None:
-    """Move every thread of process ``pid`` to ``cpus`` (``sched_setaffinity`` on a pid moves
-    only its main thread; threads started later inherit from the thread that starts them)."""
-    try:
-        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except FileNotFoundError:
-        return  # gone: a restart starts on ``cpus`` anyway
-    for tid in tids:
-        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
-            os.sched_setaffinity(tid, cpus)

@@ -147,6 +147,9 @@ class Supervisor:
                 prepare=preexec(self.cpus),
                 pass_fds=pass_fds,
             )
+            if self.cpus:  # as the child does: whichever runs first, it is there on return
+                with contextlib.suppress(ProcessLookupError):
+                    os.sched_setaffinity(proc.pid, self.cpus)
         else:
             proc = self._popen(argv, environ, log_path, "wb")
         child = Child(name, proc, log_path, tuple(argv), environ)

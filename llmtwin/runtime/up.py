@@ -37,7 +37,7 @@ from typing import TextIO, TypeVar
 
 from llmtwin.errors import ServiceFailure, TwinError
 from llmtwin.runtime.observing import Observatory, ObserveOptions, write_endpoints
-from llmtwin.runtime.placement import AutoPlacement, pin_process
+from llmtwin.runtime.placement import AutoPlacement
 from llmtwin.runtime.private_bus import PrivateBus, TlsFiles
 from llmtwin.runtime.processes import Child, Supervisor
 from llmtwin.runtime.progress_line import ProgressLine
@@ -132,7 +132,7 @@ class Launcher:
         self.cpus = cpus
         """CPUs for nats-server and every service (None: wherever the OS puts them)."""
         self.auto_cpus = auto_cpus
-        """``--cpus auto``: decides ``cpus`` once the services are up (``runtime/placement.py``)."""
+        """``--cpus auto``: decides ``cpus`` before anything starts (``runtime/placement.py``)."""
         self.speed = speed
         self.stream, self.quiet = stream, quiet
         self.log_dir = log_dir
@@ -176,6 +176,7 @@ class Launcher:
         tmp = Path(tempfile.mkdtemp(prefix="llmtwin-up-"))  # 0700: keys and configuration live here
         # SIGTERM outside the event loop (starting the server, spawning) must clean up too.
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        self._place()
         sup = self.supervisor = Supervisor(self.log_dir or tmp / "logs", cpus=self.cpus)
         if self.observe is not None:
             self.observatory = Observatory(self.observe, [p.name for p in self.layout])
@@ -263,7 +264,6 @@ class Launcher:
         if not self.quiet:
             listed = ", ".join(f"{name}:{port}" for name, port in sorted(ports.items()))
             self._say(f"services up (metrics ports {listed})")
-        await self._place()
         prometheus = await self._start_observing()
         if self.endpoints is not None:
             write_endpoints(self.endpoints, nats_url, ports, prometheus)
@@ -287,19 +287,17 @@ class Launcher:
         await self._draw()
         return outcomes
 
-    async def _place(self) -> None:
-        """``--cpus auto``: move nats-server and every service to one CPU where hand-offs are
-        faster there (``runtime/placement.py``); restarts then start there too."""
-        auto, sup, bus = self.auto_cpus, self.supervisor, self.bus
-        if auto is None or sup is None or bus is None:
+    def _place(self) -> None:
+        """``--cpus auto``: choose one CPU for nats-server and every service where hand-offs are
+        faster there (``runtime/placement.py``), before either starts. Before, because nats-server's
+        Go runtime sizes its scheduler once, to the CPUs it may use when it starts: started on two
+        and then moved to one, it keeps two schedulers taking turns on that CPU, and a round trip
+        through it costs about 3 us more (docs/performance.md). Restarts start there too."""
+        auto = self.auto_cpus
+        if auto is None:
             return
-        devices = sum(p.role == "device" for p in self.layout)
-        placed = await asyncio.to_thread(auto.decide, devices)
-        if placed.cpus is not None:
-            self.cpus = sup.cpus = bus.server.cpus = placed.cpus
-            server = bus.server.proc
-            for pid in [*sup.pids(), *([server.pid] if server is not None else [])]:
-                pin_process(pid, placed.cpus)
+        placed = auto.decide(sum(p.role == "device" for p in self.layout))
+        self.cpus = placed.cpus
         if not self.quiet:
             where = (
                 f"on CPU {','.join(map(str, sorted(placed.cpus)))}"
