@@ -7,6 +7,8 @@ Prints the round-trip time, in microseconds, of
 
 * a raw socket pair between two processes (blocking send and receive, no event loop): the
   cost of the operating system's wake-ups alone;
+* the NATS protocol written by hand over blocking sockets between two processes, through an
+  embedded nats-server: what the server adds to the wake-ups, without any Python client;
 * nats-py over an embedded nats-server between two processes (uvloop, as the services run):
   one process publishes 200 bytes and waits for the other's answer, which is what one
   conductor round trip costs at the least (a grant out, a done back), before any work.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +63,59 @@ def socket_pair_us(n: int, cpus: frozenset[int] | None) -> float:
     took = time.perf_counter() - t0
     a.close()
     os.waitpid(pid, 0)
+    return 1e6 * took / n
+
+
+def _raw_connect(url: str, subject: bytes) -> socket.socket:
+    """A blocking NATS connection subscribed to ``subject`` (the text protocol by hand)."""
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.recv(4096)  # INFO
+    sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB ' + subject + b" 1\r\nPING\r\n")
+    got = b""
+    while b"PONG" not in got:
+        got += sock.recv(4096)
+    return sock
+
+
+def _raw_message(sock: socket.socket) -> bytes:
+    """The payload of the next MSG (nothing else arrives on these connections)."""
+    got = b""
+    while (eol := got.find(b"\r\n")) < 0:
+        got += sock.recv(65536)
+    size = int(got[:eol].split()[-1])
+    while len(got) < eol + 2 + size + 2:
+        got += sock.recv(65536)
+    return got[eol + 2 : eol + 2 + size]
+
+
+def raw_nats_us(n: int, cpus: frozenset[int] | None) -> float:
+    """Round trip through an embedded nats-server between this process and a forked echo, both
+    speaking the protocol over blocking sockets, in us."""
+    with EmbeddedNats(cpus=cpus) as server:
+        pid = os.fork()
+        if pid == 0:  # the echo
+            echo = _raw_connect(server.url, b"floor.ping")
+            while data := _raw_message(echo):
+                echo.sendall(b"PUB floor.pong %d\r\n" % len(data) + data + b"\r\n")
+            os._exit(0)
+        try:
+            sock = _raw_connect(server.url, b"floor.pong")
+            ping = b"PUB floor.ping %d\r\n" % len(PAYLOAD) + PAYLOAD + b"\r\n"
+            time.sleep(0.2)  # the echo's subscription
+            for _ in range(500):
+                sock.sendall(ping)
+                _raw_message(sock)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                sock.sendall(ping)
+                _raw_message(sock)
+            took = time.perf_counter() - t0
+            sock.close()
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
     return 1e6 * took / n
 
 
@@ -134,6 +190,9 @@ def main() -> int:
         os.sched_setaffinity(0, cpus)
     print(f"{os.cpu_count()} CPUs, processes on {args.cpus}; load average {os.getloadavg()[0]:.2f}")
     print(f"socket pair round trip : {socket_pair_us(args.n, cpus):7.1f} us")
+    print(
+        f"raw NATS round trip    : {raw_nats_us(args.n, cpus):7.1f} us  (via nats-server, no Python client)"
+    )
     print(f"nats-py round trip     : {nats_us(args.n, cpus):7.1f} us  (via nats-server, 200-byte messages)")
     return 0
 
