@@ -102,8 +102,12 @@ class ClusterFactory:
 
         return plan
 
-    def result(self, spec: RunSpec, outcome: RunOutcome) -> RunResult:
-        """The RunResult of a finished run, from its exports (what ``run_scenario`` returns)."""
+    def result(self, spec: RunSpec, outcome: RunOutcome, *, detail: bool = True) -> RunResult:
+        """The RunResult of a finished run, from its exports (what ``run_scenario`` returns).
+        ``detail=False``: without every token time, batch size and KV or role change, which no
+        output file needs (as ``simulate`` assembles; the files are the same)."""
         scenario = self.scenario(spec)
         parts: dict[str, Any] = {cid: self.codec.decode_body(raw) for cid, raw in outcome.parts.items()}
-        return assemble_result(scenario, scenario.policy.name, parts, outcome.end_s, dict(outcome.stats))
+        return assemble_result(
+            scenario, scenario.policy.name, parts, outcome.end_s, dict(outcome.stats), detail=detail
+        )

@@ -204,7 +204,7 @@ def report_outcomes(
     (the plots rendered in ``plotter`` when given: ``report/plot_worker.py``)."""
     outs = []
     for scenario, spec, outcome in zip(scenarios, specs, outcomes, strict=True):
-        result = factory.result(spec, outcome)
+        result = factory.result(spec, outcome, detail=False)  # as simulate: no output needs the detail
         outs.append(
             RunOutput(
                 result, summarize(result, scenario.slo), dump_scenario(scenario), scenario_toml(scenario)
