@@ -13,6 +13,11 @@ Prints the round-trip time, in microseconds, of
   one process publishes 200 bytes and waits for the other's answer, which is what one
   conductor round trip costs at the least (a grant out, a done back), before any work.
 
+With ``--observer-cpus``, a third nats-py process on those CPUs also receives every message of
+the nats-py round trip (subscribed to both subjects): what it costs the pair that every message
+also reaches the books of a process off their path, as in a window protocol without grants
+(docs/architecture.md, "A window protocol without grants").
+
 A run over NATS needs one such round trip per window the conductor opens (`rounds` in
 summary.json), so rounds x this floor is a lower bound on its windows' wall time. A benchmark,
 not a test; the figures are in docs/performance.md.
@@ -129,6 +134,19 @@ async def _echo(url: str) -> None:
     await asyncio.Event().wait()
 
 
+async def _observe(url: str) -> None:
+    nc = await nats.connect(url)
+    seen = 0
+
+    async def took(msg: Msg) -> None:
+        nonlocal seen
+        seen += 1
+
+    await nc.subscribe("floor.ping", cb=took)
+    await nc.subscribe("floor.pong", cb=took)
+    await asyncio.Event().wait()
+
+
 async def _ping(url: str, n: int) -> float:
     nc = await nats.connect(url)
     answers: asyncio.Queue[None] = asyncio.Queue()
@@ -162,30 +180,44 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-def nats_us(n: int, cpus: frozenset[int] | None) -> float:
-    """Round trip between this process and an echo process through an embedded nats-server."""
+def _start(role: str, url: str, cpus: frozenset[int] | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, __file__, role, url],
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
+
+
+def nats_us(n: int, cpus: frozenset[int] | None, observer: frozenset[int] | None = None) -> float:
+    """Round trip between this process and an echo process through an embedded nats-server
+    (``observer``: with a third process on those CPUs receiving every message)."""
     with EmbeddedNats(cpus=cpus) as server:
-        echo = subprocess.Popen(
-            [sys.executable, __file__, "--echo", server.url],
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-        )
+        procs = [_start("--echo", server.url, cpus)]
+        if observer is not None:
+            procs.append(_start("--observe", server.url, observer))
         try:
             return run_loop(_ping(server.url, n))
         finally:
-            echo.terminate()
-            echo.wait()
+            for proc in procs:
+                proc.terminate()
+                proc.wait()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpus", default="all", help="CPUs of every process, e.g. 0 (default: all)")
     ap.add_argument("-n", type=int, default=20_000, help="round trips per measurement")
+    ap.add_argument(
+        "--observer-cpus", metavar="CPUS",
+        help="also time the nats-py round trip with a third process on these CPUs receiving every message",
+    )  # fmt: skip
     ap.add_argument("--echo", metavar="URL", help=argparse.SUPPRESS)
+    ap.add_argument("--observe", metavar="URL", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.echo:
-        run_loop(_echo(args.echo))
+    if args.echo or args.observe:
+        run_loop(_echo(args.echo) if args.echo else _observe(args.observe))
         return 0
     cpus = parse_cpus(args.cpus)
+    observer = parse_cpus(args.observer_cpus) if args.observer_cpus else None  # before pinning this one
     if cpus:
         os.sched_setaffinity(0, cpus)
     print(f"{os.cpu_count()} CPUs, processes on {args.cpus}; load average {os.getloadavg()[0]:.2f}")
@@ -194,6 +226,11 @@ def main() -> int:
         f"raw NATS round trip    : {raw_nats_us(args.n, cpus):7.1f} us  (via nats-server, no Python client)"
     )
     print(f"nats-py round trip     : {nats_us(args.n, cpus):7.1f} us  (via nats-server, 200-byte messages)")
+    if args.observer_cpus:
+        print(
+            f"  ... with an observer : {nats_us(args.n, cpus, observer):7.1f} us  "
+            f"(a third process on CPUs {args.observer_cpus} receiving every message)"
+        )
     return 0
 
 
