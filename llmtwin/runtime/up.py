@@ -173,10 +173,10 @@ class Launcher:
         """nats-server and every service running; all stopped at the end, also on errors and
         signals. The services are forked from this process (``runtime/forked.py``): enter this
         before starting any thread (a plot worker) or event loop."""
+        self._place()  # first: nothing to clean up if it fails
         tmp = Path(tempfile.mkdtemp(prefix="llmtwin-up-"))  # 0700: keys and configuration live here
         # SIGTERM outside the event loop (starting the server, spawning) must clean up too.
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-        self._place()
         sup = self.supervisor = Supervisor(self.log_dir or tmp / "logs", cpus=self.cpus)
         if self.observe is not None:
             self.observatory = Observatory(self.observe, [p.name for p in self.layout])
@@ -292,7 +292,7 @@ class Launcher:
         faster there (``runtime/placement.py``), before either starts. Before, because nats-server's
         Go runtime sizes its scheduler once, to the CPUs it may use when it starts: started on two
         and then moved to one, it keeps two schedulers taking turns on that CPU, and a round trip
-        through it costs about 3 us more (docs/performance.md). Restarts start there too."""
+        through it costs about 6 us more (docs/performance.md). Restarts start there too."""
         auto = self.auto_cpus
         if auto is None:
             return
