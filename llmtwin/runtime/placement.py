@@ -91,7 +91,7 @@ def _round_trip_us(sock: socket.socket, pid: int, cpu: int, rounds: int) -> floa
 
 
 class AutoPlacement:
-    """``--cpus auto``: decides once the services are up (the probe is passed in, for tests)."""
+    """``--cpus auto``: decides before anything starts (the probe is passed in, for tests)."""
 
     def __init__(
         self,
