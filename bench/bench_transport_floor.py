@@ -11,7 +11,9 @@ Prints the round-trip time, in microseconds, of
   embedded nats-server: what the server adds to the wake-ups, without any Python client;
 * nats-py over an embedded nats-server between two processes (uvloop, as the services run):
   one process publishes 200 bytes and waits for the other's answer, which is what one
-  conductor round trip costs at the least (a grant out, a done back), before any work.
+  conductor round trip costs at the least (a grant out, a done back), before any work; then
+  the same with the services' client, which writes each publish at once
+  (``services.nats_bus.InlineWriteClient``) instead of waking nats-py's flusher task.
 
 With ``--observer-cpus``, a third nats-py process on those CPUs also receives every message of
 the nats-py round trip (subscribed to both subjects): what it costs the pair that every message
@@ -37,10 +39,12 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import nats
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from llmtwin.runtime.embedded_nats import EmbeddedNats
 from llmtwin.runtime.processes import parse_cpus
+from services.nats_bus import InlineWriteClient
 
 PAYLOAD = b"x" * 200
 T = TypeVar("T")
@@ -124,8 +128,17 @@ def raw_nats_us(n: int, cpus: frozenset[int] | None) -> float:
     return 1e6 * took / n
 
 
-async def _echo(url: str) -> None:
-    nc = await nats.connect(url)
+async def _client(url: str, inline: bool) -> Client:
+    """nats-py's client, or the services' (``InlineWriteClient``: each publish written at once)."""
+    if not inline:
+        return await nats.connect(url)
+    nc = InlineWriteClient()
+    await nc.connect(servers=[url])
+    return nc
+
+
+async def _echo(url: str, inline: bool = False) -> None:
+    nc = await _client(url, inline)
 
     async def answer(msg: Msg) -> None:
         await nc.publish("floor.pong", msg.data)
@@ -147,8 +160,8 @@ async def _observe(url: str) -> None:
     await asyncio.Event().wait()
 
 
-async def _ping(url: str, n: int) -> float:
-    nc = await nats.connect(url)
+async def _ping(url: str, n: int, inline: bool = False) -> float:
+    nc = await _client(url, inline)
     answers: asyncio.Queue[None] = asyncio.Queue()
 
     async def got(msg: Msg) -> None:
@@ -187,15 +200,18 @@ def _start(role: str, url: str, cpus: frozenset[int] | None) -> subprocess.Popen
     )
 
 
-def nats_us(n: int, cpus: frozenset[int] | None, observer: frozenset[int] | None = None) -> float:
+def nats_us(
+    n: int, cpus: frozenset[int] | None, observer: frozenset[int] | None = None, inline: bool = False
+) -> float:
     """Round trip between this process and an echo process through an embedded nats-server
-    (``observer``: with a third process on those CPUs receiving every message)."""
+    (``observer``: with a third process on those CPUs receiving every message; ``inline``: both
+    with the services' client)."""
     with EmbeddedNats(cpus=cpus) as server:
-        procs = [_start("--echo", server.url, cpus)]
+        procs = [_start("--echo-inline" if inline else "--echo", server.url, cpus)]
         if observer is not None:
             procs.append(_start("--observe", server.url, observer))
         try:
-            return run_loop(_ping(server.url, n))
+            return run_loop(_ping(server.url, n, inline))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -211,10 +227,14 @@ def main() -> int:
         help="also time the nats-py round trip with a third process on these CPUs receiving every message",
     )  # fmt: skip
     ap.add_argument("--echo", metavar="URL", help=argparse.SUPPRESS)
+    ap.add_argument("--echo-inline", metavar="URL", help=argparse.SUPPRESS)
     ap.add_argument("--observe", metavar="URL", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.echo or args.observe:
-        run_loop(_echo(args.echo) if args.echo else _observe(args.observe))
+    if args.echo or args.echo_inline:
+        run_loop(_echo(args.echo or args.echo_inline, inline=bool(args.echo_inline)))
+        return 0
+    if args.observe:
+        run_loop(_observe(args.observe))
         return 0
     cpus = parse_cpus(args.cpus)
     observer = parse_cpus(args.observer_cpus) if args.observer_cpus else None  # before pinning this one
@@ -226,6 +246,10 @@ def main() -> int:
         f"raw NATS round trip    : {raw_nats_us(args.n, cpus):7.1f} us  (via nats-server, no Python client)"
     )
     print(f"nats-py round trip     : {nats_us(args.n, cpus):7.1f} us  (via nats-server, 200-byte messages)")
+    print(
+        f"  ... writing at once  : {nats_us(args.n, cpus, inline=True):7.1f} us  "
+        "(the services' client, services.nats_bus.InlineWriteClient)"
+    )
     if args.observer_cpus:
         print(
             f"  ... with an observer : {nats_us(args.n, cpus, observer):7.1f} us  "
