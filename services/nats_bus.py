@@ -122,6 +122,8 @@ class InlineWriteClient(Client):
             except OSError as exc:  # as the flusher: report, and let nats-py reconnect
                 await self._error_cb(exc)
                 await self._process_op_err(exc)
+            except RuntimeError:  # a transport closed under us: as the flusher, leave it to reconnection
+                log.debug("nats (%s): write on a closed transport", self.options.get("name"))
         return None
 
 
