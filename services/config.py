@@ -114,8 +114,11 @@ class ServiceConfig(ConnectionConfig):
         "fleet metrics: vllm+twin (vLLM's metric names, so vLLM dashboards show the twin) or twin "
         "(the same families named twin_*, for a Prometheus that also scrapes a real vLLM fleet)",
     )
+    # As often as `up --observe`'s Prometheus scrapes (compose's scrapes every 5 s): an update in
+    # between is never seen, and on a fleet of 128 instances one update reads every instance
+    # (about 80 ms: docs/observability.md, "When they move").
     metrics_interval_s: float = _f(
-        0.5, "wall seconds between two updates of the fleet metrics (always updated at the run's end)"
+        1.0, "wall seconds between two updates of the fleet metrics (always updated at the run's end)"
     )
 
     def __post_init__(self) -> None:
