@@ -34,8 +34,8 @@ from typing import Any
 from llmtwin.cluster.run import run_scenario
 from llmtwin.report.writers import requests_csv
 from llmtwin.runtime.embedded_nats import EmbeddedNats
+from llmtwin.runtime.layout import cluster_layout
 from llmtwin.runtime.processes import Supervisor, parse_cpus
-from llmtwin.runtime.up import cluster_layout
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.spec import Scenario
 from proto.control import RunOutcome, RunRequest, RunSpec

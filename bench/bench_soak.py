@@ -31,9 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from llmtwin.runtime.layout import CONDUCTOR, cluster_layout
 from llmtwin.runtime.private_bus import PrivateBus
 from llmtwin.runtime.processes import Supervisor
-from llmtwin.runtime.up import CONDUCTOR, cluster_layout
 from llmtwin.scenario.loader import load_scenario
 from proto.control import Progress, RunRequest, RunSpec
 from services.client import RunClient

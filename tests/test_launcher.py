@@ -9,8 +9,10 @@ from typing import ClassVar
 import pytest
 
 from llmtwin.errors import ServiceFailure
+from llmtwin.runtime.layout import cluster_layout
 from llmtwin.runtime.progress_line import ProgressLine
-from llmtwin.runtime.up import Launcher, UpRun, cluster_layout
+from llmtwin.runtime.runs import UpRun
+from llmtwin.runtime.up import Launcher
 from proto.control import RunOutcome, RunRequest, RunSpec
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from llmtwin.runtime.layout import cluster_layout
 from llmtwin.runtime.placement import AutoPlacement, HandoffProbe, Placement, probe_handoff
-from llmtwin.runtime.up import Launcher, cluster_layout
+from llmtwin.runtime.up import Launcher
 
 linux_only = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
 

@@ -21,7 +21,7 @@ from typing import TextIO, TypeVar
 
 from llmtwin.errors import TwinError
 from llmtwin.runtime.progress_line import ProgressLine
-from llmtwin.runtime.up import UpRun, check_not_stopped, run_id
+from llmtwin.runtime.runs import UpRun, check_not_stopped, run_id
 from proto.control import RunOutcome, RunRequest
 from services.client import RunClient
 from services.config import ControllerConfig

@@ -25,23 +25,23 @@ import functools
 import gc
 import math
 import os
-import re
 import shutil
 import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, TypeVar
 
 from llmtwin.errors import ServiceFailure, TwinError
+from llmtwin.runtime.layout import CONDUCTOR, ServiceProc
 from llmtwin.runtime.observing import Observatory, ObserveOptions, write_endpoints
 from llmtwin.runtime.placement import AutoPlacement
 from llmtwin.runtime.private_bus import PrivateBus, TlsFiles
 from llmtwin.runtime.processes import Child, Supervisor
 from llmtwin.runtime.progress_line import ProgressLine
-from proto.control import RunOutcome, RunRequest, RunSpec
+from llmtwin.runtime.runs import UpRun, check_not_stopped, run_id
+from proto.control import RunOutcome, RunRequest
 from services.client import RunClient
 from services.main import main as service_main
 from services.nats_bus import connect
@@ -50,59 +50,6 @@ T = TypeVar("T")
 
 After = Callable[[list[RunOutcome]], None]
 """What ``up`` does with the outcomes, the services still up (writes the results)."""
-
-CONDUCTOR = "conductor"
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceProc:
-    """One service process to start: ``python -m services ROLE --name NAME FLAGS``."""
-
-    name: str
-    role: str
-    flags: tuple[str, ...] = ()
-
-    def args(self, nats_url: str, http_port: int = 0) -> list[str]:
-        """Its arguments after ``python -m services`` (``http_port``: 0 any free port, -1 none)."""
-        return [
-            self.role,
-            "--nats",
-            nats_url,
-            "--name",
-            self.name,
-            "--http-port",
-            str(http_port),
-            *self.flags,
-        ]
-
-    def argv(self, nats_url: str, http_port: int = 0) -> list[str]:
-        """Its whole command line, with this interpreter."""
-        return [sys.executable, "-m", "services", *self.args(nats_url, http_port)]
-
-
-def cluster_layout(device_processes: int, planner: bool) -> list[ServiceProc]:
-    """The twin's services: conductor, generator, balancer, devices (sharded), planner."""
-    procs = [ServiceProc(CONDUCTOR, "conductor"), ServiceProc("generator", "generator")]
-    procs.append(ServiceProc("balancer", "balancer"))
-    n = device_processes
-    procs += [ServiceProc(f"device-{k}", "device", ("--shard", f"{k}/{n}")) for k in range(1, n + 1)]
-    if planner:
-        procs.append(ServiceProc("planner", "planner"))
-    return procs
-
-
-@dataclass(frozen=True, slots=True)
-class UpRun:
-    """One run to do: its label (progress, run id), spec and request count (progress)."""
-
-    label: str
-    spec: RunSpec
-    total_requests: int | None = None
-
-
-def run_id(label: str, index: int) -> str:
-    """A subject-safe run id, unique per ``up`` process."""
-    return f"{re.sub(r'[^A-Za-z0-9_-]+', '-', label).strip('-')}-{os.getpid()}-{index}"
 
 
 class Launcher:
@@ -402,15 +349,6 @@ def _after_gate(gate: int, args: list[str]) -> int:
     os.read(gate, 1)
     os.close(gate)
     return service_main(args)
-
-
-def check_not_stopped(label: str, outcome: RunOutcome) -> None:
-    """ServiceFailure if someone stopped the run (its results are partial: never written)."""
-    if outcome.stats.get("stopped"):
-        raise ServiceFailure(
-            f"run {label} was stopped by {outcome.stopped_by or 'a controller'} at "
-            f"t={outcome.end_s:.3f} s (virtual); its partial results are not written"
-        )
 
 
 def _how(code: int) -> str:

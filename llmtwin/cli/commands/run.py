@@ -30,7 +30,7 @@ from llmtwin.errors import ConfigurationError
 from llmtwin.report.plot_worker import plot_worker
 from llmtwin.runtime.attached import Attached, drive
 from llmtwin.runtime.run_size import RunLimits, check_run_size
-from llmtwin.runtime.up import UpRun
+from llmtwin.runtime.runs import UpRun
 from llmtwin.scenario.loader import load_scenario
 from proto.control import RunSpec
 from services.cluster import ClusterFactory

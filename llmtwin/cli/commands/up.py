@@ -28,12 +28,14 @@ from llmtwin.report.outputs import RunOutput, describe_written, write_compare, w
 from llmtwin.report.plot_worker import plot_worker
 from llmtwin.report.summary import summarize
 from llmtwin.report.tables import compare_table, summary_table
+from llmtwin.runtime.layout import cluster_layout
 from llmtwin.runtime.observing import ObserveOptions
 from llmtwin.runtime.placement import AutoPlacement
 from llmtwin.runtime.private_bus import TlsFiles
 from llmtwin.runtime.processes import parse_cpus
 from llmtwin.runtime.run_size import MAX_PROCESSES, check_files, check_run_size, looks_like_path
-from llmtwin.runtime.up import Launcher, UpRun, cluster_layout
+from llmtwin.runtime.runs import UpRun
+from llmtwin.runtime.up import Launcher
 from llmtwin.scenario.dump import dump_scenario, scenario_toml
 from llmtwin.scenario.loader import load_scenario
 from llmtwin.scenario.overrides import parse_override
