@@ -15,8 +15,8 @@ flusher task to write it, an event-loop hand-off per message. A run's windows ar
 messages, each sent by the handler of the one before, so that hand-off lies on the run's path;
 the client writes a publish to the socket at once instead, the path nats-py itself takes when its
 flusher is gone (``_flush_pending``), with the same backpressure (``drain``) and the same error
-handling as the flusher. Forced flushes and reconnections stay nats-py's. ``llmtwin up w1``: 4-6 %
-less wall time (docs/performance.md, "The run's edges").
+handling as the flusher. Forced flushes and reconnections stay nats-py's. ``llmtwin up w1``: about
+5 % less wall time (docs/performance.md, "Publishes written at once").
 """
 
 from __future__ import annotations
