@@ -119,13 +119,13 @@ def child(command: str, args: list[str], out: Path) -> dict[str, float]:
     if "after_simulation_s" in marks:
         marks["reporting_s"] = total - marks.pop("after_simulation_s")
     me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # every child has exited and been reaped
     marks["cpu_s"] = me.ru_utime + me.ru_stime
     if command == "up":
         marks["simulation_s"] = json.loads((out / "summary.json").read_text())["run"]["windows_wall_s"]
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # every child has exited and been reaped
         marks["cpu_s"] += kids.ru_utime + kids.ru_stime
     marks["peak_rss_mb"] = me.ru_maxrss / 1024.0
-    marks["child_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    marks["child_peak_rss_mb"] = kids.ru_maxrss / 1024.0
     return marks
 
 
