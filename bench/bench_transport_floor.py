@@ -12,8 +12,10 @@ Prints the round-trip time, in microseconds, of
 * nats-py over an embedded nats-server between two processes (uvloop, as the services run):
   one process publishes 200 bytes and waits for the other's answer, which is what one
   conductor round trip costs at the least (a grant out, a done back), before any work; then
-  the same with the services' client, which writes each publish at once
-  (``services.nats_bus.InlineWriteClient``) instead of waking nats-py's flusher task.
+  the same with the services' client (``services.nats_client.ServicesClient``), which writes
+  each publish at once and parses arriving bytes where they arrive, with the messages still
+  queued for their subscription's task (plain nats-py subscriptions), and then also handled at
+  once (the services' subscriptions, ``subscribe_direct``).
 
 With ``--observer-cpus``, a third nats-py process on those CPUs also receives every message of
 the nats-py round trip (subscribed to both subjects): what it costs the pair that every message
@@ -35,7 +37,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import nats
@@ -44,7 +46,7 @@ from nats.aio.msg import Msg
 
 from llmtwin.runtime.embedded_nats import EmbeddedNats
 from llmtwin.runtime.processes import parse_cpus
-from services.nats_bus import InlineWriteClient
+from services.nats_client import DirectHandler, ServicesClient
 
 PAYLOAD = b"x" * 200
 T = TypeVar("T")
@@ -128,22 +130,32 @@ def raw_nats_us(n: int, cpus: frozenset[int] | None) -> float:
     return 1e6 * took / n
 
 
-async def _client(url: str, inline: bool) -> Client:
-    """nats-py's client, or the services' (``InlineWriteClient``: each publish written at once)."""
-    if not inline:
+CLIENTS = ("nats-py", "queued", "direct")
+"""nats-py's client; the services' with plain subscriptions; the services' with its own."""
+
+
+async def _client(url: str, client: str) -> Client:
+    if client == "nats-py":
         return await nats.connect(url)
-    nc = InlineWriteClient()
+    nc = ServicesClient()
     await nc.connect(servers=[url])
     return nc
 
 
-async def _echo(url: str, inline: bool = False) -> None:
-    nc = await _client(url, inline)
+async def _subscribe(nc: Client, client: str, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> None:
+    if isinstance(nc, ServicesClient) and client == "direct":
+        await nc.subscribe_direct(subject, "", DirectHandler(cb))  # type: ignore[arg-type]
+    else:
+        await nc.subscribe(subject, cb=cb)
+
+
+async def _echo(url: str, client: str) -> None:
+    nc = await _client(url, client)
 
     async def answer(msg: Msg) -> None:
         await nc.publish("floor.pong", msg.data)
 
-    await nc.subscribe("floor.ping", cb=answer)
+    await _subscribe(nc, client, "floor.ping", answer)
     await asyncio.Event().wait()
 
 
@@ -160,14 +172,14 @@ async def _observe(url: str) -> None:
     await asyncio.Event().wait()
 
 
-async def _ping(url: str, n: int, inline: bool = False) -> float:
-    nc = await _client(url, inline)
+async def _ping(url: str, n: int, client: str) -> float:
+    nc = await _client(url, client)
     answers: asyncio.Queue[None] = asyncio.Queue()
 
     async def got(msg: Msg) -> None:
         answers.put_nowait(None)
 
-    await nc.subscribe("floor.pong", cb=got)
+    await _subscribe(nc, client, "floor.pong", got)
     await nc.flush()
     for _ in range(500):  # warm up (and wait for the echo's subscription)
         await nc.publish("floor.ping", PAYLOAD)
@@ -195,23 +207,23 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
 
 def _start(role: str, url: str, cpus: frozenset[int] | None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, __file__, role, url],
+        [sys.executable, __file__, role, f"--url={url}"],
         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
 
 
 def nats_us(
-    n: int, cpus: frozenset[int] | None, observer: frozenset[int] | None = None, inline: bool = False
+    n: int, cpus: frozenset[int] | None, observer: frozenset[int] | None = None, client: str = "nats-py"
 ) -> float:
     """Round trip between this process and an echo process through an embedded nats-server
-    (``observer``: with a third process on those CPUs receiving every message; ``inline``: both
-    with the services' client)."""
+    (``observer``: with a third process on those CPUs receiving every message; ``client``: both
+    with that client, one of CLIENTS)."""
     with EmbeddedNats(cpus=cpus) as server:
-        procs = [_start("--echo-inline" if inline else "--echo", server.url, cpus)]
+        procs = [_start(f"--echo={client}", server.url, cpus)]
         if observer is not None:
             procs.append(_start("--observe", server.url, observer))
         try:
-            return run_loop(_ping(server.url, n, inline))
+            return run_loop(_ping(server.url, n, client))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -226,15 +238,15 @@ def main() -> int:
         "--observer-cpus", metavar="CPUS",
         help="also time the nats-py round trip with a third process on these CPUs receiving every message",
     )  # fmt: skip
-    ap.add_argument("--echo", metavar="URL", help=argparse.SUPPRESS)
-    ap.add_argument("--echo-inline", metavar="URL", help=argparse.SUPPRESS)
-    ap.add_argument("--observe", metavar="URL", help=argparse.SUPPRESS)
+    ap.add_argument("--echo", choices=CLIENTS, help=argparse.SUPPRESS)
+    ap.add_argument("--observe", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.echo or args.echo_inline:
-        run_loop(_echo(args.echo or args.echo_inline, inline=bool(args.echo_inline)))
+    if args.echo:
+        run_loop(_echo(args.url, args.echo))
         return 0
     if args.observe:
-        run_loop(_observe(args.observe))
+        run_loop(_observe(args.url))
         return 0
     cpus = parse_cpus(args.cpus)
     observer = parse_cpus(args.observer_cpus) if args.observer_cpus else None  # before pinning this one
@@ -247,8 +259,12 @@ def main() -> int:
     )
     print(f"nats-py round trip     : {nats_us(args.n, cpus):7.1f} us  (via nats-server, 200-byte messages)")
     print(
-        f"  ... writing at once  : {nats_us(args.n, cpus, inline=True):7.1f} us  "
-        "(the services' client, services.nats_bus.InlineWriteClient)"
+        f"  ... services' client : {nats_us(args.n, cpus, client='queued'):7.1f} us  "
+        "(publishes written, bytes parsed at once; messages queued for their subscription's task)"
+    )
+    print(
+        f"  ... handled at once  : {nats_us(args.n, cpus, client='direct'):7.1f} us  "
+        "(the services' subscriptions: services.nats_client.ServicesClient.subscribe_direct)"
     )
     if args.observer_cpus:
         print(

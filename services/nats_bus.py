@@ -10,13 +10,11 @@ up (deadline, Ctrl-C) leaves the PONG to arrive into a live future. The same hol
 a subscription (nats-py's ``Subscription.drain`` flushes with a timeout), so
 :class:`NatsSubscription` drains on top of :meth:`NatsBus.flush`.
 
-One behaviour is changed (:class:`InlineWriteClient`): nats-py queues each publish and wakes a
-flusher task to write it, an event-loop hand-off per message. A run's windows are a chain of
-messages, each sent by the handler of the one before, so that hand-off lies on the run's path;
-the client writes a publish to the socket at once instead, the path nats-py itself takes when its
-flusher is gone (``_flush_pending``), with the same backpressure (``drain``) and the same error
-handling as the flusher. Forced flushes and reconnections stay nats-py's. ``llmtwin up w1``: about
-5 % less wall time (docs/performance.md, "Publishes written at once").
+The connection is nats-py's client with three event-loop hand-offs taken out of every message's
+path (:class:`~services.nats_client.ServicesClient`): a publish is written at once, arriving bytes
+are parsed where they arrive, and a subscription's handler runs at once for a message when nothing
+of that subscription is queued or running. A handler therefore runs inside the connection's read
+loop until it first waits (the rules are in that module's docstring).
 """
 
 from __future__ import annotations
@@ -30,12 +28,12 @@ from typing import Any
 
 import nats
 import nats.errors
-from nats.aio.client import Client
 from nats.aio.msg import Msg as NatsMsg
 from nats.aio.subscription import Subscription as NatsSub
 
 from llmtwin.errors import BusError, ConfigurationError
 from services.bus import BusListener, Handler, ServerNotAnswering
+from services.nats_client import DirectHandler, ServicesClient
 from services.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -107,28 +105,9 @@ class NatsOptions:
         return context
 
 
-class InlineWriteClient(Client):
-    """nats-py's client, writing each publish at once (see the module docstring)."""
-
-    async def _flush_pending(self, force_flush: bool = False) -> Any:
-        transport = self._transport
-        if force_flush or transport is None or not self.is_connected:
-            return await super()._flush_pending(force_flush)
-        if self._pending_data_size > 0:
-            pending, self._pending, self._pending_data_size = self._pending, [], 0
-            try:
-                transport.writelines(pending)
-                await transport.drain()  # type: ignore[no-untyped-call]  # untyped in nats-py
-            except OSError as exc:  # as the flusher: report, and let nats-py reconnect
-                await self._error_cb(exc)
-                await self._process_op_err(exc)
-            except RuntimeError:  # a transport closed under us: as the flusher, leave it to reconnection
-                log.debug("nats (%s): write on a closed transport", self.options.get("name"))
-        return None
-
-
 class NatsSubscription:
-    """One subscription; its handler runs in nats-py's task for it, errors logged."""
+    """One subscription; its handler runs one message at a time, in order (at once where it can,
+    :class:`~services.nats_client.DirectHandler`), errors logged."""
 
     def __init__(self, bus: NatsBus, subject: str, handler: Handler) -> None:
         self.bus, self.subject, self.handler = bus, subject, handler
@@ -139,9 +118,15 @@ class NatsSubscription:
         began and are dropped (as after an UNSUB)."""
         self._caught_up = asyncio.Event()
         self._in_handler: asyncio.Task[Any] | None = None
+        """The task the handler runs in (the connection's read loop while it runs at once)."""
+        self.direct = DirectHandler(self.on_msg)
+        self.direct.moved = self._moved
+
+    def _moved(self, task: asyncio.Task[Any]) -> None:
+        self._in_handler = task
 
     async def on_msg(self, msg: NatsMsg) -> None:
-        """nats-py's callback: one message at a time, in order."""
+        """One message (one at a time, in order)."""
         if self.cutoff is not None and self.handled >= self.cutoff:
             return
         self._in_handler = asyncio.current_task()
@@ -179,7 +164,7 @@ class NatsBus:
 
     def __init__(self, options: NatsOptions) -> None:
         self.options = options
-        self.nc = InlineWriteClient()
+        self.nc = ServicesClient()
         self._closed = asyncio.Event()
         self._flushes: set[asyncio.Task[None]] = set()
         """nats-py flushes still waiting for their PONG (never cancelled while connected)."""
@@ -293,7 +278,7 @@ class NatsBus:
     async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> NatsSubscription:
         sub = NatsSubscription(self, subject, handler)
         try:
-            sub.sub = await self.nc.subscribe(subject, queue, cb=sub.on_msg)
+            sub.sub = await self.nc.subscribe_direct(subject, queue, sub.direct)
         except nats.errors.Error as exc:
             raise BusError(f"cannot subscribe to {subject}: {exc or type(exc).__name__}") from None
         return sub

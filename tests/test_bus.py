@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -327,38 +326,6 @@ async def test_a_server_restart_is_survived_with_subscriptions_restored(tmp_path
     finally:
         server.terminate()
         server.wait(10)
-
-
-def _raw_subscriber(url: str, subject: str, ready: threading.Event, got: threading.Event) -> None:
-    """A NATS subscriber on a plain socket (no event loop): sets ``got`` on the first message."""
-    host, port = url.removeprefix("nats://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f'CONNECT {{"verbose":false}}\r\nSUB {subject} 1\r\nPING\r\n'.encode())
-        seen = b""
-        while b"PONG" not in seen:
-            seen += sock.recv(4096)
-        ready.set()
-        while b"MSG " not in seen:
-            seen += sock.recv(4096)
-        got.set()
-
-
-@pytest.mark.nats
-async def test_a_publish_is_written_before_the_publisher_yields(nats_url: str) -> None:
-    """The bus writes a publish at once (``InlineWriteClient``): a subscriber elsewhere has it
-    while the publisher's event loop is still busy. nats-py alone waits for its flusher task,
-    which cannot run until the loop is free."""
-    ready, got = threading.Event(), threading.Event()
-    reader = threading.Thread(target=_raw_subscriber, args=(nats_url, "inline", ready, got), daemon=True)
-    reader.start()
-    assert ready.wait(10)
-    bus = await connect(NatsOptions(nats_url, "writer"))
-    try:
-        await bus.publish("inline", b"now")
-        arrived = got.wait(5.0)  # blocks this event loop: none of its tasks runs meanwhile
-    finally:
-        await bus.close()
-    assert arrived
 
 
 @pytest.mark.nats
