@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_nats.py --repeat 3           # 3 alternating pairs, then medians
     .venv/bin/python bench/bench_nats.py --cpus 0             # services and nats-server on CPU 0
     .venv/bin/python bench/bench_nats.py --set workload.requests=2000 --device-processes 2
+    .venv/bin/python bench/bench_nats.py --balancer-on-device   # the experiment below
 
 Starts an embedded nats-server and the conductor, generator, balancer and device services as
 separate processes (the layout of ``llmtwin up``), then, ``--repeat`` times, runs the scenario
@@ -14,6 +15,13 @@ bus, the CPU seconds of every process, and the load average before the pair. The
 where the time goes are in docs/architecture.md ("Cost and measured speed"). Wall times exclude process
 start-up (the services are up before the clock starts) but include the run's set-up (every
 service builds its components) and the collection of results.
+
+``--balancer-on-device`` is an experiment, not a layout ``llmtwin up`` offers: the balancer
+component is hosted by the (single) device service beside the instances (``--components
+balancer,instance-*``) and no balancer service runs. Every window but the generator's is then
+one service's alone, so horizon grants cover the run. What it measures is what the round trips
+of the balancer's dispatches cost ``up`` (docs/performance.md, "What the dispatch round trips
+cost").
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +103,10 @@ class Bench:
     async def run(self) -> list[Pair]:
         factory = ClusterFactory()
         layout = cluster_layout(self.args.device_processes, factory.needs_planner(self.spec))
+        if self.args.balancer_on_device:
+            layout = [p for p in layout if p.role != "balancer"]
+            layout = [replace(p, flags=("--components", "balancer,instance-*")) if p.role == "device" else p
+                      for p in layout]  # fmt: skip
         pairs = []
         with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(cpus=self.cpus, monitor=True) as nats:
             sup = Supervisor(Path(tmp), cpus=self.cpus)
@@ -180,10 +192,15 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--policy")
     ap.add_argument("--device-processes", type=int, default=1)
+    ap.add_argument(
+        "--balancer-on-device", action="store_true",
+        help="experiment: the balancer component hosted by the device service (one device process)",
+    )  # fmt: skip
     ap.add_argument("--cpus", default="all", help="CPUs of nats-server and the services (e.g. 0), or all")
     ap.add_argument("--repeat", type=int, default=1, help="alternating pairs of runs (medians printed)")
     args = ap.parse_args()
-
+    if args.balancer_on_device and args.device_processes != 1:
+        ap.error("--balancer-on-device needs --device-processes 1")
     bench = Bench(args)
     pairs = asyncio.run(bench.run())
     if len(pairs) > 1:
