@@ -12,6 +12,7 @@ import itertools
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -202,7 +203,7 @@ def test_histograms_use_the_catalogue_buckets_and_colons_survive() -> None:
         EngineRequests(
             "instance-0",
             ttft_s=(0.02, 0.02, 3.0),
-            token_gaps_s=(0.05,) * 10,
+            token_gaps_s=np.full(10, 0.05),
             finished=(FinishedRequest(7, 0.0, 0.5, 0.52, 1.02, 100, 11),),
         )
     )

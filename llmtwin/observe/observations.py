@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import msgspec
+import numpy as np
+
+from llmtwin.arrays import FloatArray
 
 Weighted = tuple[tuple[float, int], ...]
 """Observations as (value, how many times) pairs."""
@@ -168,8 +171,9 @@ class EngineRequests:
     prompt_tokens: int = 0
     """Prompt tokens of the requests whose first token this engine produced."""
     ttft_s: tuple[float, ...] = ()
-    token_gaps_s: tuple[float, ...] = ()
-    """Gap before each non-first token this engine produced (values in no particular order)."""
+    token_gaps_s: FloatArray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+    """Gap before each non-first token this engine produced (values in no particular order; an
+    array: a record holds hundreds of thousands, which go into histograms in bulk)."""
     finished: tuple[FinishedRequest, ...] = ()
     """Requests whose last token this engine produced."""
 

@@ -277,11 +277,9 @@ class RequestTracker:
         out = []
         for engine, acc in self.acc.items():
             if acc.prompt_tokens or acc.ttft or acc.gaps or acc.hop_gaps or acc.finished:
-                gaps = (np.concatenate(acc.gaps).tolist() if acc.gaps else []) + acc.hop_gaps
+                gaps = np.concatenate([*acc.gaps, np.asarray(acc.hop_gaps, dtype=np.float64)])
                 out.append(
-                    EngineRequests(
-                        engine, acc.prompt_tokens, tuple(acc.ttft), tuple(gaps), tuple(acc.finished)
-                    )
+                    EngineRequests(engine, acc.prompt_tokens, tuple(acc.ttft), gaps, tuple(acc.finished))
                 )
                 self.acc[engine] = _Acc()
         done, self._done = self._done, []
