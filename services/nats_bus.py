@@ -119,8 +119,7 @@ class NatsSubscription:
         self._caught_up = asyncio.Event()
         self._in_handler: asyncio.Task[Any] | None = None
         """The task the handler runs in (the connection's read loop while it runs at once)."""
-        self.direct = DirectHandler(self.on_msg)
-        self.direct.moved = self._moved
+        self.direct = DirectHandler(self.on_msg, moved=self._moved)
 
     def _moved(self, task: asyncio.Task[Any]) -> None:
         self._in_handler = task

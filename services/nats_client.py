@@ -97,15 +97,19 @@ class DirectHandler:
     """A subscription's handler, run at once for a message when nothing of its subscription is
     queued or running (see the module docstring)."""
 
-    def __init__(self, handle: Callable[[NatsMsg], Coroutine[Any, Any, None]]) -> None:
+    def __init__(
+        self,
+        handle: Callable[[NatsMsg], Coroutine[Any, Any, None]],
+        moved: Callable[[asyncio.Task[Any]], None] | None = None,
+    ) -> None:
         self.handle = handle
+        self.moved = moved
+        """Told the task a handler goes on in once it first waits."""
         self.active = 0
         """Messages taken (run at once, or taken from the queue by nats-py's task) and not yet
         handled."""
         self.resuming: asyncio.Task[Any] | None = None
         """The handler that waited, finishing as a task of its own."""
-        self.moved: Callable[[asyncio.Task[Any]], None] | None = None
-        """Told the task a handler continues in once it first waits."""
 
     def idle(self, sub: NatsSub) -> bool:
         return self.active == 0 and sub._pending_queue.empty()
