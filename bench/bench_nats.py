@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_nats.py --repeat 3           # 3 alternating pairs, then medians
     .venv/bin/python bench/bench_nats.py --cpus 0             # services and nats-server on CPU 0
     .venv/bin/python bench/bench_nats.py --set workload.requests=2000 --device-processes 2
+    .venv/bin/python bench/bench_nats.py --lockstep             # no service acting for the balancer
     .venv/bin/python bench/bench_nats.py --balancer-on-device   # the experiment below
 
 Starts an embedded nats-server and the conductor, generator, balancer and device services as
@@ -16,7 +17,10 @@ where the time goes are in docs/architecture.md ("Cost and measured speed"). Wal
 start-up (the services are up before the clock starts) but include the run's set-up (every
 service builds its components) and the collection of results.
 
-``--balancer-on-device`` is an experiment, not a layout ``llmtwin up`` offers: the balancer
+The layout is ``llmtwin up``'s: device-1 acts for the balancer, which steps behind it
+(docs/architecture.md, "The balancer's decisions beside the instances"); ``--lockstep`` starts
+device-1 without ``--act``, so that every dispatch is a round trip through the conductor, as
+before. ``--balancer-on-device`` is an experiment, not a layout ``llmtwin up`` offers: the balancer
 component is hosted by the (single) device service beside the instances (``--components
 balancer,instance-*``) and no balancer service runs. Every window but the generator's is then
 one service's alone, so horizon grants cover the run. What it measures is what the round trips
@@ -103,6 +107,10 @@ class Bench:
     async def run(self) -> list[Pair]:
         factory = ClusterFactory()
         layout = cluster_layout(self.args.device_processes, factory.needs_planner(self.spec))
+        if self.args.lockstep or self.args.balancer_on_device:
+            layout = [
+                replace(p, flags=tuple(f for f in p.flags if f not in ("--act", "balancer"))) for p in layout
+            ]
         if self.args.balancer_on_device:
             layout = [p for p in layout if p.role != "balancer"]
             layout = [replace(p, flags=("--components", "balancer,instance-*")) if p.role == "device" else p
@@ -192,6 +200,11 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--policy")
     ap.add_argument("--device-processes", type=int, default=1)
+    ap.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="no service acting for the balancer (every dispatch a round trip)",
+    )
     ap.add_argument(
         "--balancer-on-device", action="store_true",
         help="experiment: the balancer component hosted by the device service (one device process)",

@@ -146,6 +146,9 @@ class Ready(msgspec.Struct, frozen=True, tag="twin.v1.ctl.ready"):
     """After a catch-up: envelopes waiting in each hosted component's mailbox (checked too)."""
     boot: str = ""
     """The process start that built these components."""
+    acting: list[str] = msgspec.field(default_factory=list)
+    """Components another service leads that it steps ahead of their leader, on the run's path
+    (``--act``): granted to it, their leader stepping behind (``DeferredStep.replica``)."""
 
 
 class WireEnvelope(msgspec.Struct, frozen=True, tag="twin.v1.ctl.envelope"):
@@ -175,6 +178,14 @@ class DeferredStep(msgspec.Struct, frozen=True):
     envelopes: list[WireEnvelope] = msgspec.field(default_factory=list)
     """Envelopes for this service's components produced before this step and not yet handed
     to it: filed just before it (what later windows produced comes after it)."""
+    replica: bool = False
+    """A leader's step behind the service acting for its component (``Ready.acting``): not a
+    silent one, but what the actor did, which it must do too (the digest of what it sends and
+    its next event below); what it sends is dropped (the actor's went out)."""
+    digest: int = 0
+    """With ``replica``: the actor's ``DoneItem.digest``."""
+    next_time_s: float = math.inf
+    """With ``replica``: the actor's ``DoneItem.next_time_s``."""
 
 
 class GrantBatch(msgspec.Struct, frozen=True, tag="twin.v1.ctl.grant"):

@@ -35,11 +35,11 @@ def replay_ahead(state: RunState, svc: str, batch: DoneBatch) -> int:
                 f"next window is {want} at t={grants[0].time if grants else None!r}",
             )
         state.window, state.now_s = grants[0].window, ahead.time_s
-        for item in ahead.items:
+        for item, g in zip(ahead.items, grants, strict=True):
             if state.hosts[item.component] != [svc]:
                 raise RunFailed(svc, f"{svc} ran {item.component} ahead, which it does not host alone")
-            sent += state.report(svc, item)
-        state.relay_envelopes(ahead.envelopes)
+            sent += state.report(svc, item, g.expect)
+        state.relay_envelopes(ahead.envelopes, svc)
     return sent
 
 
@@ -56,7 +56,9 @@ def _next_of(state: RunState, svc: str) -> list[Grant]:
         for g in mine:
             state.held.take_silent(g)
         others = [g for g in grants if g not in mine]
-        rest = state.held.hold(others, state.planner, state.hosts, state.relay, allowed=True, whole=False)
+        rest = state.held.hold(
+            others, state.planner, state.hosts, state.relay, allowed=True, whole=False, behind=state.behind
+        )
         if rest:
             return grants  # not all held back: the check fails, naming them
         if mine:

@@ -218,7 +218,7 @@ class Conductor(Service[ConductorConfig]):
             state.fail(done.service, done.error)
             return
         state.dones[done.service] = done
-        if done.completed >= 0:
+        if done.completed >= 0 and not state.behind_only(done.service):  # the actor's count is current
             state.completed[done.service] = done.completed
         if not state.owing() and state.failure is None:
             await self.window_done(state)
@@ -234,7 +234,7 @@ class Conductor(Service[ConductorConfig]):
             m.virtual_time.set(state.now_s)
             m.lag.set(state.pacer.lag_s)
             await self._progress(state)
-            full = state.held.full()
+            full = state.held.full(self.cfg.metrics_interval_s)
             if full and not state.stop:
                 await self._publish_grants(state, state.open_flush(full))
                 return

@@ -160,6 +160,11 @@ class HostConfig(ServiceConfig):
         "",
         "instance numbers (0-3,6) or component-id patterns to replicate without publishing (TP across processes)",
     )
+    act: str = _f(
+        "",
+        "component-id patterns to step ahead of their leader, on the run's path (e.g. balancer; "
+        "docs/architecture.md)",
+    )
     plan_timeout_s: float = _f(60.0, "wall seconds a device waits for the planner")
     plan_retry_s: float = _f(
         5.0, "wall seconds after which an unanswered plan request is asked again (a planner may have died)"
@@ -178,6 +183,7 @@ class HostConfig(ServiceConfig):
             instances=self.instances,
             shard=self.shard,
             follow=self.follow,
+            act=self.act,
         )
 
 

@@ -11,6 +11,8 @@ the step.
 from __future__ import annotations
 
 import heapq
+import math
+import time
 from collections.abc import Mapping, Sequence
 
 from llmtwin.sim.windows import Grant, WindowPlanner
@@ -30,6 +32,8 @@ class HeldSteps:
         """Service -> steps held back for its next grant, in window order."""
         self.count = 0
         """Steps held back so far (each one a window with no round trip of its own)."""
+        self.since: dict[str, float] = {}
+        """Service -> monotonic() when the oldest step of its queue was queued."""
 
     def sent(self, item: DoneItem) -> None:
         """A reported step: note the envelopes it sent that their receivers take silently."""
@@ -55,6 +59,7 @@ class HeldSteps:
         *,
         allowed: bool,
         whole: bool,
+        behind: Mapping[str, Sequence[str]],
     ) -> list[Grant]:
         """Take the waiting envelopes of a window the planner opened; hold back (``allowed``)
         the steps that take only silent ones, with no event of their own then, on a service
@@ -83,17 +88,43 @@ class HeldSteps:
         for g in taken:
             svc = hosts[g.component][0]
             step = DeferredStep(g.window, g.time, g.component, g.expect, relay.pop(svc, []))
-            self.queued.setdefault(svc, []).append(step)
-            planner.report(g.component, planner.next_time(g.component), ())
+            self._queue(svc, step)
+            next_s = planner.next_time(g.component)
+            for leader in behind.get(g.component, ()):  # the same silent step, behind the actor
+                self.behind(
+                    leader,
+                    DeferredStep(
+                        g.window, g.time, g.component, g.expect, relay.pop(leader, []), True, 0, next_s
+                    ),
+                )
+            planner.report(g.component, next_s, ())
             self.count += 1
         return [g for g in grants if g not in taken]
 
-    def full(self) -> list[str]:
+    def behind(self, svc: str, step: DeferredStep) -> None:
+        """Queue a leader's step behind the service acting for its component (``replica``)."""
+        self._queue(svc, step)
+
+    def _queue(self, svc: str, step: DeferredStep) -> None:
+        steps = self.queued.setdefault(svc, [])
+        if not steps:
+            self.since[svc] = time.monotonic()
+        steps.append(step)
+
+    def full(self, max_age_s: float = math.inf) -> list[str]:
         """Services with :data:`MAX_HELD` steps or more held back for them (a service running
-        ahead can hold back up to 256 per answer: they go out in a round of their own)."""
-        return sorted(svc for svc, steps in self.queued.items() if len(steps) >= MAX_HELD)
+        ahead can hold back up to 256 per answer: they go out in a round of their own), or
+        whose oldest was held back ``max_age_s`` ago or more (a leader behind the service acting
+        for its component gets no other grant, and its metrics must not fall behind)."""
+        now = time.monotonic()
+        return sorted(
+            svc
+            for svc, steps in self.queued.items()
+            if len(steps) >= MAX_HELD or (steps and now - self.since[svc] >= max_age_s)
+        )
 
     def pop(self, svc: str) -> list[DeferredStep]:
         """The steps held back for ``svc``, now handed to a grant (or dropped: a restarted service
         replays every closed window, held ones included)."""
+        self.since.pop(svc, None)
         return self.queued.pop(svc, [])

@@ -141,7 +141,8 @@ class HostService(Service[HostConfig]):
             await self.publish(ready_subject, Ready(run, self.name, [], error=f"{self.name}: {exc}"))
             return
         followers = sorted(cid for cid in hosted if self.selector.role(cid) == "follower")
-        leaders = sorted(c for c in hosted if c not in followers)
+        acting = sorted(cid for cid in hosted if self.selector.role(cid) == "actor")
+        leaders = sorted(c for c in hosted if c not in followers and c not in acting)
         mail = {cid: runner.mailbox(cid) if runner else Mailbox() for cid in hosted}
         ready = Ready(
             run,
@@ -155,6 +156,7 @@ class HostService(Service[HostConfig]):
             next_time_s={cid: c.next_time() for cid, c in hosted.items()} if runner else {},
             pending={cid: len(box) for cid, box in mail.items()} if runner else {},
             boot=self.boot,
+            acting=acting,
         )
         planner = runner.planner.subset(hosted) if runner else WindowPlanner(hosted)
         state = HostedRun(
@@ -166,12 +168,13 @@ class HostService(Service[HostConfig]):
             planner,
             silent={c.id: c.silent_kinds() for c in built},
             done_subject=subjects.done(run, self.name),
+            acting=frozenset(acting),
         )
-        state.fleet = hosted_fleet_observer(
+        state.fleet = hosted_fleet_observer(  # an acting replica's metrics are its leader's
             cfg,
             factory,
             built,
-            hosted,
+            {cid: c for cid, c in hosted.items() if cid not in state.acting},
             followers,
             provider,
             exporters=self.fleet_exporters,
@@ -203,7 +206,9 @@ class HostService(Service[HostConfig]):
                     )
                 )
         self.host_metrics.components.set(len(hosted))
-        log.info("%s: run %s: leading %s, following %s", self.name, run, leaders, followers)
+        log.info(
+            "%s: run %s: leading %s, following %s, acting for %s", self.name, run, leaders, followers, acting
+        )
         # Subscriptions go to the server before Ready on this one connection, so every
         # grant sent after the conductor has our Ready finds them in place.
         await self.publish(ready_subject, ready)

@@ -55,3 +55,6 @@ class HostedRun:
     """The export, once made (a repeated Collect gets the same chunks)."""
     fleet: FleetObserver | None = None
     """Its fleet metrics (runs of the twin's cluster)."""
+    acting: frozenset[str] = frozenset()
+    """Components it steps ahead of their leader (``Ready.acting``): what its own components
+    send them is delivered here and also goes to the conductor, for the leader."""

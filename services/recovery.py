@@ -58,7 +58,10 @@ def restarted(state: RunState, svc: str, boot: str) -> RunConfig | None:
     current = state.recovering.get(svc)
     if current is not None and current.boot == boot:
         return None
-    comps = sorted(c for c, hosts in state.hosts.items() if svc in hosts)
+    comps = sorted(
+        {c for c, hosts in state.hosts.items() if svc in hosts}
+        | {c for c, b in state.behind.items() if svc in b}
+    )
     if not comps:
         return None
     state.restarts[svc] = state.restarts.get(svc, 0) + 1

@@ -44,6 +44,11 @@ class RunState:
     """Component -> the service that leads it."""
     followers: dict[str, list[str]] = field(default_factory=dict)
     """Component -> services that replicate it."""
+    actors: dict[str, str] = field(default_factory=dict)
+    """Component -> the service that steps it ahead of its leader (``Ready.acting``)."""
+    behind: dict[str, list[str]] = field(default_factory=dict)
+    """Component -> the services that step it behind its actor, from the actor's reports (its
+    leader); set with ``hosts``."""
     ready_services: set[str] = field(default_factory=set)
     boots: dict[str, str] = field(default_factory=dict)
     """Service -> the process start (``Hello.boot``) whose components the run uses."""
@@ -170,6 +175,11 @@ class RunState:
         for cid in ready.followers:
             if who not in self.followers.setdefault(cid, []):
                 self.followers[cid].append(who)
+        for cid in ready.acting:
+            if cid not in self.planner.components:
+                self.fail(who, f"{who} acts for {cid!r}, which run {self.run} does not have")
+            elif self.actors.setdefault(cid, who) != who:
+                self.fail(who, f"{cid} has two services acting for it: {self.actors[cid]} and {who}")
         self.ready_services.add(who)
         self.boots[who] = ready.boot
         self.joined.set()
@@ -183,8 +193,16 @@ class RunState:
         return set(self.leaders.values())
 
     def fix_hosts(self) -> None:
-        """Who steps each component, once every service is ready (the windows then start)."""
-        self.hosts = {c: [s, *self.followers.get(c, ())] for c, s in self.leaders.items()}
+        """Who steps each component, once every service is ready (the windows then start): its
+        leader and followers, or the service acting for it (its leader then steps behind)."""
+        for cid in self.actors:
+            if self.followers.get(cid):
+                self.fail(self.actors[cid], f"{cid} has followers and a service acting for it: not both")
+        self.hosts = {
+            c: [self.actors[c]] if c in self.actors else [s, *self.followers.get(c, ())]
+            for c, s in self.leaders.items()
+        }
+        self.behind = {c: [self.leaders[c]] for c in self.actors if self.leaders[c] != self.actors[c]}
         self.grant_subjects = {svc: subjects.grant(self.run, svc) for svc in self.ready_services}
         self.hosts_changed()
 
@@ -197,6 +215,11 @@ class RunState:
         self._mine = {
             svc: frozenset(c for c, h in self.hosts.items() if svc in h) for svc in self.ready_services
         }
+
+    def behind_only(self, svc: str) -> bool:
+        """Whether ``svc`` steps nothing but components it leads behind their actor (its counts
+        lag the run's: the actor's are the run's)."""
+        return bool(self.behind) and not self._mine.get(svc) and any(svc in b for b in self.behind.values())
 
     def steady(self) -> bool:
         """No component replicated, no service catching up or lost: horizon grants and held-back
@@ -229,7 +252,13 @@ class RunState:
         first = grants[0]
         self.window, self.now_s = first.window, first.time
         grants = self.held.hold(
-            grants, self.planner, self.hosts, self.relay, allowed=self.steady(), whole=True
+            grants,
+            self.planner,
+            self.hosts,
+            self.relay,
+            allowed=self.steady(),
+            whole=True,
+            behind=self.behind,
         )
         if not grants:
             return {}
@@ -316,9 +345,10 @@ class RunState:
                     raise RunFailed(
                         follower, f"replica of {g.component} on {follower} diverged in window {window}"
                     )
-            sent += self.report(lead, item)
-        for batch in self.dones.values():
-            self.relay_envelopes(batch.envelopes)
+            sent += self.report(lead, item, g.expect)
+        local = self.horizon_s > self.now_s  # the one service delivered to its own components
+        for svc, batch in self.dones.items():
+            self.relay_envelopes(batch.envelopes, svc if local else None)
         for svc, batch in self.dones.items():
             if batch.ahead:
                 sent += replay_ahead(self, svc, batch)
@@ -326,15 +356,22 @@ class RunState:
         self.messages += sent
         return closed, sent
 
-    def relay_envelopes(self, envelopes: list[WireEnvelope]) -> None:
+    def relay_envelopes(self, envelopes: list[WireEnvelope], local: str | None = None) -> None:
         """Keep ``envelopes`` for the next grant to every host of each destination, in the order
-        of the windows that produced them (a step held back takes those before it)."""
+        of the windows that produced them (a step held back takes those before it), and for the
+        leaders stepping behind it; not for ``local``, which sent them and delivered them to its
+        own components itself (under a horizon grant)."""
+        relay, behind = self.relay, self.behind
         for env in envelopes:
             for svc in self.hosts[env.dst]:
-                self.relay.setdefault(svc, []).append(env)
+                if svc != local:
+                    relay.setdefault(svc, []).append(env)
+            for svc in behind.get(env.dst, ()):
+                relay.setdefault(svc, []).append(env)
 
-    def report(self, lead: str, item: DoneItem) -> int:
-        """Give the planner what ``lead`` says its component did in the current window."""
+    def report(self, lead: str, item: DoneItem, expect: int) -> int:
+        """Give the planner what ``lead`` says its component did in the current window (which
+        handed it ``expect`` envelopes); queue the same step for the leaders behind it."""
         bad = [t for t in (item.next_time_s, *item.sent_time_s) if math.isnan(t) or t < self.now_s]
         if bad:
             raise RunFailed(
@@ -352,6 +389,14 @@ class RunState:
         except ValueError:  # zip(strict=True): as many destinations as times
             raise RunFailed(lead, f"{lead} reported {item.component}'s messages inconsistently") from None
         self.held.sent(item)
+        for svc in self.behind.get(item.component, ()):
+            self.held.behind(
+                svc,
+                DeferredStep(
+                    self.window, self.now_s, item.component, expect, self.relay.pop(svc, []),
+                    True, item.digest, item.next_time_s,
+                ),
+            )  # fmt: skip
         return len(item.sent_dst)
 
     def completed_total(self) -> int:

@@ -6,6 +6,11 @@ leads ``instance-<i>`` for the instances given by ``--instances 0-3,6`` or ``--s
 process leads: it gets the same messages and grants, steps identically, publishes nothing, and
 reports a digest of what it would have sent, so the conductor can check that both agree. That
 is how an instance's TP group spans processes (docs/architecture.md).
+
+An **actor** (``--act balancer``) steps a component that another service leads ahead of it, on
+the run's path: it is granted the component's windows and publishes what it sends, and the
+leader steps the same windows behind it, checked against it (docs/architecture.md, "The
+balancer's decisions beside the instances").
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Literal
 
 from llmtwin.errors import ConfigurationError
 
-Role = Literal["leader", "follower"]
+Role = Literal["leader", "follower", "actor"]
 
 _INSTANCE = re.compile(r"^instance-(\d+)$")
 _RANGES = re.compile(r"^[\d,\-\s]+$")
@@ -62,6 +67,8 @@ class Selector:
     """fnmatch patterns of the components to lead."""
     follow: tuple[str, ...] = ()
     """fnmatch patterns of the components to follow (replicate)."""
+    act: tuple[str, ...] = ()
+    """fnmatch patterns of the components to act for (step ahead of their leader)."""
     instances: frozenset[int] | None = None
     """Only these instance numbers (``instance-<i>`` ids); None = all."""
     shard: tuple[int, int] | None = None
@@ -77,6 +84,8 @@ class Selector:
         return self.shard is None or i % self.shard[1] == self.shard[0] - 1
 
     def role(self, cid: str) -> Role | None:
+        if any(fnmatch.fnmatchcase(cid, p) for p in self.act):
+            return "actor"
         if any(fnmatch.fnmatchcase(cid, p) for p in self.lead) and self._instance_ok(cid):
             return "leader"
         if any(fnmatch.fnmatchcase(cid, p) for p in self.follow):
@@ -91,6 +100,7 @@ def for_role(
     instances: str = "",
     shard: str = "",
     follow: str = "",
+    act: str = "",
 ) -> Selector:
     """The selector of a service role (generator, balancer, device, host); ``follow`` takes
     instance numbers (``0-3,6``) or fnmatch patterns of component ids."""
@@ -101,6 +111,7 @@ def for_role(
     return Selector(
         lead=lead,
         follow=_follow_patterns(follow),
+        act=tuple(p.strip() for p in act.split(",") if p.strip()),
         instances=parse_ranges(instances) if instances else None,
         shard=parse_shard(shard) if shard else None,
     )

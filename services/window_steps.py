@@ -93,9 +93,13 @@ class WindowStepper:
     async def _step_deferred(self, state: HostedRun, held: DeferredStep) -> None:
         """Take a step the conductor held back (``DeferredStep``): the one its own planner
         opens next, with only messages the component takes silently; it must send nothing and
-        keep its next event, as its policy claims."""
+        keep its next event, as its policy claims. A ``replica`` step must do what the service
+        acting for its component did instead."""
         cid, now = held.component, held.time_s
         self._open_next(state, [cid], now, f"window {held.window} holds back {cid}")
+        if held.replica:
+            await self._step_behind(state, held)
+            return
         comp, kinds = state.comps[cid], state.silent.get(cid, ())
         inbox = self._inputs(state, now, cid, held.expect)
         before = comp.next_time()
@@ -113,6 +117,24 @@ class WindowStepper:
                 f"from {before!r} to {comp.next_time()!r}: its silent_kinds are wrong"
             )
         state.planner.report(cid, before, [])
+
+    async def _step_behind(self, state: HostedRun, held: DeferredStep) -> None:
+        """A leader's step behind the service acting for its component: it must send what the
+        actor sent (by digest) and have the same next event; what it sends is dropped (the
+        actor's went out, and comes back here relayed where it is for a component of its own)."""
+        cid, now = held.component, held.time_s
+        if state.fleet is not None:
+            state.fleet.granted([cid], (), now)
+        sent = await self._step_one(state, cid, now, self._inputs(state, now, cid, held.expect))
+        digest = zlib.crc32(self.codec.encode([self.codec.to_wire(e) for e in sent])) if sent else 0
+        next_s = state.comps[cid].next_time()
+        if digest != held.digest or next_s != held.next_time_s:
+            raise ProtocolError(
+                f"{cid} diverged in window {held.window} at t={now!r} from the service acting for it: "
+                f"it sent {len(sent)} message(s) (digest {digest:08x}, the actor's {held.digest:08x}) "
+                f"and its next event is {next_s!r} (the actor's {held.next_time_s!r})"
+            )
+        state.planner.report(cid, next_s, [])
 
     def _open_next(self, state: HostedRun, components: list[str], now: float, claim: str) -> None:
         """Open the window the host's own planner has next: it must be ``components`` at ``now``,
@@ -152,7 +174,9 @@ class WindowStepper:
             if local:
                 mine = [e for e in sent if e.dst in mail]
                 delivered.extend(mine)
-                others = [e for e in sent if e.dst not in mail]
+                # What goes to another service, and what goes to a component it acts for (its
+                # leader, behind, takes it too: the conductor relays it there).
+                others = [e for e in sent if e.dst not in mail or e.dst in state.acting]
                 # What the receiver takes silently cannot make it answer: the conductor holds
                 # its step back (``DeferredStep``) and the horizon stands.
                 loud = [
@@ -161,7 +185,9 @@ class WindowStepper:
                 if loud:
                     remote_at = min(remote_at, min(loud))
                 wires[cid] = [self.codec.to_wire(e) for e in others]
-                digest = 0  # no replicas under a horizon grant
+                digest = 0  # no lockstep replicas under a horizon grant; a leader behind checks this
+                if cid in state.acting and sent:
+                    digest = zlib.crc32(self.codec.encode([self.codec.to_wire(e) for e in sent]))
             else:
                 mine = []
                 wires[cid] = [self.codec.to_wire(e) for e in sent]

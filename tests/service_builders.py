@@ -107,10 +107,14 @@ TOY_SPLIT = (host("h1", "ping,source,sink,worker-0"), host("h2", "pong,worker-[1
 CLUSTER_HOSTS = (
     host("generator", role="generator"),
     host("balancer", role="balancer"),
-    host("device-1", role="device", shard="1/2"),
+    host("device-1", role="device", shard="1/2", act="balancer"),
     host("device-2", role="device", shard="2/2"),
 )
-"""The twin's layout in ``llmtwin up`` with two device processes."""
+"""The twin's layout in ``llmtwin up`` with two device processes (device-1 acting for the
+balancer, which steps behind it)."""
+
+LOCKSTEP_CLUSTER_HOSTS = (*CLUSTER_HOSTS[:2], host("device-1", role="device", shard="1/2"), CLUSTER_HOSTS[3])
+"""The same without a service acting for the balancer: every dispatch a round trip."""
 
 
 def known_factories() -> dict[str, Factory]:

@@ -20,6 +20,7 @@ from memory_bus import MemoryBroker
 from prometheus_client import CollectorRegistry
 from service_builders import (
     CLUSTER_HOSTS,
+    LOCKSTEP_CLUSTER_HOSTS,
     TOY_SPLIT,
     Connect,
     SecureNats,
@@ -116,17 +117,25 @@ async def test_a_killed_host_catches_up_and_the_results_do_not_change(
 
 
 @pytest.mark.parametrize(
-    ("victim", "nth", "answered"),
-    [("generator", 1, True), ("balancer", 150, False), ("device-2", 150, False)],
+    ("victim", "nth", "answered", "lockstep"),
+    [
+        ("generator", 1, True, False),
+        ("balancer", 2, False, False),  # behind device-1: a grant per batch of its steps
+        ("device-1", 150, False, False),  # acting for the balancer
+        ("device-2", 150, False, False),
+        ("balancer", 150, False, True),  # no service acting for it: a grant per dispatch
+    ],
+    ids=["generator", "balancer-behind", "device-1-acting", "device-2", "balancer-lockstep"],
 )
 async def test_a_killed_twin_service_gives_the_golden_requests_csv(
-    transport: Connect, victim: str, nth: int, answered: bool
+    transport: Connect, victim: str, nth: int, answered: bool, lockstep: bool
 ) -> None:
     """The demo scenario (colocated) with a generator, balancer or device process killed at its
     ``nth`` grant (the generator has one: it sends every arrival at once) and started again:
-    requests.csv is still the golden one."""
+    requests.csv is still the golden one. With device-1 acting for the balancer (``up``'s
+    layout), and without."""
     spec = RunSpec("cluster", "demo", (), "colocated")
-    svc = await start_services(transport, CLUSTER_HOSTS)
+    svc = await start_services(transport, LOCKSTEP_CLUSTER_HOSTS if lockstep else CLUSTER_HOSTS)
     outcome = await run_hooked(svc, victim, 1, kill_and_restart(svc, answered), spec, nth)
     assert recoveries(svc.registry("conductor"), "rejoin") == 1.0
     scenario = load_scenario("demo", (), "colocated")

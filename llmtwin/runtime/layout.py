@@ -45,7 +45,14 @@ def cluster_layout(device_processes: int, planner: bool) -> list[ServiceProc]:
     procs = [ServiceProc(CONDUCTOR, "conductor"), ServiceProc("generator", "generator")]
     procs.append(ServiceProc("balancer", "balancer"))
     n = device_processes
-    procs += [ServiceProc(f"device-{k}", "device", ("--shard", f"{k}/{n}")) for k in range(1, n + 1)]
+    # device-1 acts for the balancer: it decides dispatches beside its instances, off the
+    # conductor's round trips, and the balancer service steps behind it (docs/architecture.md).
+    procs += [
+        ServiceProc(
+            f"device-{k}", "device", ("--shard", f"{k}/{n}", *(("--act", "balancer") if k == 1 else ()))
+        )
+        for k in range(1, n + 1)
+    ]
     if planner:
         procs.append(ServiceProc("planner", "planner"))
     return procs
