@@ -13,6 +13,11 @@ from dataclasses import dataclass
 
 CONDUCTOR = "conductor"
 
+BALANCER_ACTOR = "device-1"
+"""The device service that steps the balancer's windows on the run's path (``--act balancer``),
+the balancer service stepping behind it (docs/architecture.md, "The balancer's decisions beside
+the instances")."""
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceProc:
@@ -45,14 +50,11 @@ def cluster_layout(device_processes: int, planner: bool) -> list[ServiceProc]:
     procs = [ServiceProc(CONDUCTOR, "conductor"), ServiceProc("generator", "generator")]
     procs.append(ServiceProc("balancer", "balancer"))
     n = device_processes
-    # device-1 acts for the balancer: it decides dispatches beside its instances, off the
-    # conductor's round trips, and the balancer service steps behind it (docs/architecture.md).
-    procs += [
-        ServiceProc(
-            f"device-{k}", "device", ("--shard", f"{k}/{n}", *(("--act", "balancer") if k == 1 else ()))
-        )
-        for k in range(1, n + 1)
-    ]
+    # One device decides the dispatches beside its instances, off the conductor's round trips.
+    for k in range(1, n + 1):
+        name = f"device-{k}"
+        act = ("--act", "balancer") if name == BALANCER_ACTOR else ()
+        procs.append(ServiceProc(name, "device", ("--shard", f"{k}/{n}", *act)))
     if planner:
         procs.append(ServiceProc("planner", "planner"))
     return procs

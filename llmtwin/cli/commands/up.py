@@ -28,7 +28,7 @@ from llmtwin.report.outputs import RunOutput, describe_written, write_compare, w
 from llmtwin.report.plot_worker import plot_worker
 from llmtwin.report.summary import summarize
 from llmtwin.report.tables import compare_table, summary_table
-from llmtwin.runtime.layout import cluster_layout
+from llmtwin.runtime.layout import BALANCER_ACTOR, cluster_layout
 from llmtwin.runtime.observing import ObserveOptions
 from llmtwin.runtime.placement import AutoPlacement
 from llmtwin.runtime.private_bus import TlsFiles
@@ -279,5 +279,6 @@ def _headline(s: Scenario, policies: list[str]) -> str:
     return (
         f"llmtwin up: scenario {s.name!r}: {s.model} on {c.instances} x {c.hardware} (TP{c.tp}), {load} "
         f"({w.arrival} {w.rate_rps:g} req/s, {w.lengths} lengths); policies: {', '.join(policies)}; "
-        "each service its own process on an embedded nats-server"
+        f"each service its own process on an embedded nats-server ({BALANCER_ACTOR} steps the "
+        "balancer's windows, the balancer service behind it)"
     )
