@@ -12,6 +12,11 @@ own components are delivered here after each window, as LocalRunner delivers the
 to the conductor.
 Its answer lists the windows it ran ahead, which the conductor replays into its planner, each
 checked against the window the planner opens (``services/ahead_replay.py``).
+
+A host acting for a component another service leads (``HostedRun.acting``, docs/architecture.md
+"The balancer's decisions beside the instances") steps it as its own, and also sends the
+conductor what its components send it, with the digest of what it sent; the leader takes the
+same windows later as ``replica`` steps, checked against that digest and next event.
 """
 
 from __future__ import annotations
