@@ -4,8 +4,11 @@
     .venv/bin/python bench/window_census.py w1 --policy accellm --device-processes 2
 
 Runs the scenario in process, window by window (the same ``WindowPlanner`` as the services),
-with the components placed as ``llmtwin up`` places them (generator, balancer, instances
-sharded over ``--device-processes`` device services), and counts the windows, those granted to
+with the components placed as ``llmtwin up`` placed them before device-1 acted for the balancer
+(generator, balancer, instances sharded over ``--device-processes`` device services: what
+``bench/bench_nats.py --lockstep`` runs; with device-1 acting, the rounds are those of its
+256-window horizon grants and of the balancer's steps behind it, docs/architecture.md "The
+balancer's decisions beside the instances", which this does not count), and counts the windows, those granted to
 more than one service, those in which a component sends a message to another service's
 component, and the conductor round trips horizon grants leave: a window opens a round unless it
 and the window before it are both granted to the same single service, and nothing in between
