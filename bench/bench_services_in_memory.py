@@ -5,7 +5,8 @@ tests' in-memory bus, against the in-process run.
     .venv/bin/python bench/bench_services_in_memory.py --policy accellm --repeat 1
 
 Runs the scenario in-process (``run_scenario``), then the conductor, generator, balancer and one
-device service (``llmtwin up``'s layout, the same classes) on ``tests/memory_bus.py``'s broker,
+device service (``llmtwin up``'s layout, the same classes: device-1 acting for the balancer,
+which steps behind it) on ``tests/memory_bus.py``'s broker,
 which hands each message to its subscriber's task on the same event loop: no socket, no
 serialisation by a server, no process switch. Checks that both give the same requests.csv and
 prints the windows' wall time, the rounds, and the time per round. What `llmtwin up` spends
@@ -40,7 +41,7 @@ from services.cluster import ClusterFactory
 HOSTS = (
     host("generator", role="generator"),
     host("balancer", role="balancer"),
-    host("device-1", role="device", shard="1/1"),
+    host("device-1", role="device", shard="1/1", act="balancer"),
 )
 
 
