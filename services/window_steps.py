@@ -131,7 +131,7 @@ class WindowStepper:
         if state.fleet is not None:
             state.fleet.granted([cid], (), now)
         sent = await self._step_one(state, cid, now, self._inputs(state, now, cid, held.expect))
-        digest = zlib.crc32(self.codec.encode([self.codec.to_wire(e) for e in sent])) if sent else 0
+        digest = self._digest([self.codec.to_wire(e) for e in sent])
         next_s = state.comps[cid].next_time()
         if digest != held.digest or next_s != held.next_time_s:
             raise ProtocolError(
@@ -190,13 +190,12 @@ class WindowStepper:
                 if loud:
                     remote_at = min(remote_at, min(loud))
                 wires[cid] = [self.codec.to_wire(e) for e in others]
-                digest = 0  # no lockstep replicas under a horizon grant; a leader behind checks this
-                if cid in state.acting and sent:
-                    digest = zlib.crc32(self.codec.encode([self.codec.to_wire(e) for e in sent]))
+                # No lockstep replicas under a horizon grant; a leader behind checks what it sent.
+                digest = self._digest([self.codec.to_wire(e) for e in sent]) if cid in state.acting else 0
             else:
                 mine = []
                 wires[cid] = [self.codec.to_wire(e) for e in sent]
-                digest = zlib.crc32(self.codec.encode(wires[cid])) if sent else 0
+                digest = self._digest(wires[cid])
             next_s = comp.next_time()
             items[cid] = DoneItem(
                 cid,
@@ -210,6 +209,10 @@ class WindowStepper:
         for env in delivered:
             mail[env.dst].add(env)
         return remote_at
+
+    def _digest(self, wires: list[WireEnvelope]) -> int:
+        """What a step sent, hashed (0: nothing), as its replicas must match it."""
+        return zlib.crc32(self.codec.encode(wires)) if wires else 0
 
     async def _step_one(
         self, state: HostedRun, cid: str, now: float, inbox: list[Envelope]
