@@ -234,7 +234,7 @@ class Conductor(Service[ConductorConfig]):
             m.virtual_time.set(state.now_s)
             m.lag.set(state.pacer.lag_s)
             await self._progress(state)
-            full = state.held.full(self.cfg.metrics_interval_s)
+            full = state.held.due(self.cfg.metrics_interval_s)
             if full and not state.stop:
                 await self._publish_grants(state, state.open_flush(full))
                 return

@@ -90,20 +90,34 @@ class HeldSteps:
             step = DeferredStep(g.window, g.time, g.component, g.expect, relay.pop(svc, []))
             self._queue(svc, step)
             next_s = planner.next_time(g.component)
-            for leader in behind.get(g.component, ()):  # the same silent step, behind the actor
-                self.behind(
-                    leader,
-                    DeferredStep(
-                        g.window, g.time, g.component, g.expect, relay.pop(leader, []), True, 0, next_s
-                    ),
-                )
+            # The same silent step behind the actor: nothing sent (digest 0), the same next event.
+            self.behind(
+                behind.get(g.component, ()), relay, g.window, g.time, g.component, g.expect, 0, next_s
+            )
             planner.report(g.component, next_s, ())
             self.count += 1
         return [g for g in grants if g not in taken]
 
-    def behind(self, svc: str, step: DeferredStep) -> None:
-        """Queue a leader's step behind the service acting for its component (``replica``)."""
-        self._queue(svc, step)
+    def behind(
+        self,
+        leaders: Sequence[str],
+        relay: dict[str, list[WireEnvelope]],
+        window: int,
+        time_s: float,
+        component: str,
+        expect: int,
+        digest: int,
+        next_time_s: float,
+    ) -> None:
+        """Queue the step the actor of ``component`` took in ``window`` for each of its
+        ``leaders`` behind it (``DeferredStep.replica``), with what ``relay`` holds for them."""
+        for svc in leaders:
+            self._queue(
+                svc,
+                DeferredStep(
+                    window, time_s, component, expect, relay.pop(svc, []), True, digest, next_time_s
+                ),
+            )
 
     def _queue(self, svc: str, step: DeferredStep) -> None:
         steps = self.queued.setdefault(svc, [])
@@ -111,7 +125,7 @@ class HeldSteps:
             self.since[svc] = time.monotonic()
         steps.append(step)
 
-    def full(self, max_age_s: float = math.inf) -> list[str]:
+    def due(self, max_age_s: float = math.inf) -> list[str]:
         """Services with :data:`MAX_HELD` steps or more held back for them (a service running
         ahead can hold back up to 256 per answer: they go out in a round of their own), or
         whose oldest was held back ``max_age_s`` ago or more (a leader behind the service acting

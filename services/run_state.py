@@ -269,7 +269,7 @@ class RunState:
     def open_flush(self, services: list[str] | None = None) -> dict[str, GrantBatch]:
         """A round that only hands over held-back steps (and the envelopes they take) to
         ``services`` (None: every service with any): when the windows are done, so that the
-        exports hold them, or when a queue is full (``HeldSteps.full``)."""
+        exports hold them, or when a queue is full or old (``HeldSteps.due``)."""
         chosen = sorted(self.held.queued) if services is None else services
         batches = self._round([], [svc for svc in chosen if self.held.queued.get(svc)], -math.inf)
         self.flushing = True
@@ -389,14 +389,10 @@ class RunState:
         except ValueError:  # zip(strict=True): as many destinations as times
             raise RunFailed(lead, f"{lead} reported {item.component}'s messages inconsistently") from None
         self.held.sent(item)
-        for svc in self.behind.get(item.component, ()):
-            self.held.behind(
-                svc,
-                DeferredStep(
-                    self.window, self.now_s, item.component, expect, self.relay.pop(svc, []),
-                    True, item.digest, item.next_time_s,
-                ),
-            )  # fmt: skip
+        self.held.behind(
+            self.behind.get(item.component, ()), self.relay, self.window, self.now_s,
+            item.component, expect, item.digest, item.next_time_s,
+        )  # fmt: skip
         return len(item.sent_dst)
 
     def completed_total(self) -> int:

@@ -251,14 +251,14 @@ async def test_a_full_queue_of_held_back_steps_goes_out_in_a_round_of_its_own(tr
 def test_a_service_with_a_full_queue_gets_no_more_held_back_steps_until_it_is_handed_over() -> None:
     state = books()
     state.held.queued["h2"] = [DeferredStep(1, 0.5, "c", 1)] * MAX_HELD
-    assert state.held.full() == ["h2"]
+    assert state.held.due() == ["h2"]
     state.open_window(state.planner.next_window())  # a at t=1
     item = DoneItem("a", 9.0, ["c"], [1.5], 0, [True])
     state.dones = {"h1": DoneBatch("r", 2, "h1", [item], envelopes=[to_c(1.5)])}
     state.close_window()
     batches = state.open_window(state.planner.next_window())  # c at t=1.5: granted, not held
     assert (batches["h2"].components, len(batches["h2"].deferred)) == (["c"], MAX_HELD)
-    assert state.held.full() == []
+    assert state.held.due() == []
 
 
 async def test_a_stopped_run_exports_every_window_it_closed_held_steps_included(transport: Connect) -> None:
